@@ -1,0 +1,81 @@
+/*
+ * The proxy's own endpoints under /ollama-pool/.  That prefix is never
+ * forwarded, so nothing a client sends there can reach Ollama.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "ollama-pool.h"
+
+#define ADMIN_JSON "application/json; charset=utf-8"
+
+int
+admin_is_admin_path(const char *path, size_t len)
+{
+	size_t plen = strlen(OP_ADMIN_PREFIX);
+
+	return (len >= plen && memcmp(path, OP_ADMIN_PREFIX, plen) == 0) ||
+	    (len == plen - 1 && memcmp(path, OP_ADMIN_PREFIX, plen - 1) == 0);
+}
+
+static void
+admin_respond_json(struct proxy_req *req, int status, cJSON *root)
+{
+	char *body = cJSON_PrintUnformatted(root);
+
+	if (body == NULL)
+		abort();
+	proxy_req_respond(req, status, ADMIN_JSON, body, strlen(body));
+	cJSON_free(body);
+	cJSON_Delete(root);
+}
+
+static void
+admin_health_done(void *arg, int ok, long code, const char *msg,
+    double latency)
+{
+	struct proxy_req *req = arg;
+	cJSON *root = cJSON_CreateObject();
+
+	req->probe = NULL;
+	cJSON_AddStringToObject(root, "status", ok ? "ok" : "degraded");
+	cJSON_AddStringToObject(root, "upstream", req->up->url.base);
+	cJSON_AddBoolToObject(root, "upstream_ok", ok);
+	if (code != 0)
+		cJSON_AddNumberToObject(root, "upstream_status", code);
+	if (ok)
+		cJSON_AddStringToObject(root, "upstream_version", msg);
+	else
+		cJSON_AddStringToObject(root, "error", msg);
+	cJSON_AddNumberToObject(root, "latency_seconds", latency);
+	admin_respond_json(req, 200, root);
+}
+
+void
+admin_handle(struct proxy_req *req)
+{
+	const char *path = req->path;
+	size_t len = strcspn(path, "?");
+
+	if (len == 19 && memcmp(path, "/ollama-pool/health", 19) == 0) {
+		if (req->head->method != HTTP_GET &&
+		    req->head->method != HTTP_HEAD) {
+			proxy_req_fail(req, 405, 0,
+			    "%s is not allowed on /ollama-pool/health",
+			    req->method);
+			return;
+		}
+		req->up = TAILQ_FIRST(&rt.upstreams);
+		req->probe = upstream_probe_start(req->up, admin_health_done,
+		    req);
+		if (req->probe == NULL)
+			admin_health_done(req, 0, 0, "cannot start probe", 0);
+		return;
+	}
+	proxy_req_fail(req, 404, 0, "no endpoint %.*s (try %shealth)",
+	    (int)len, path, OP_ADMIN_PREFIX);
+}

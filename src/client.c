@@ -1,0 +1,309 @@
+/*
+ * The front door: one client connection on a bufferevent.  Requests are
+ * parsed as bytes arrive and answered strictly one at a time, in order;
+ * pipelined requests wait, unparsed, in the input buffer.  Request bodies
+ * stream on to proxy.c and reading stops while they back up.
+ *
+ * Rule against reentrancy: proxy.c and admin.c never free anything here.
+ * They call client_response_done(), and the exchange is wound up later from
+ * resume_ev, outside curl's callbacks and outside the parser.
+ */
+#include "config.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "ollama-pool.h"
+
+/* Enough input to parse a head or a few body reads; more waits in the
+ * kernel, which is where backpressure on a fast uploader belongs. */
+#define CLIENT_READ_HIGH (256 * 1024)
+
+static void client_read_cb(struct bufferevent *, void *);
+static void client_write_cb(struct bufferevent *, void *);
+static void client_event_cb(struct bufferevent *, short, void *);
+static void client_resume_cb(evutil_socket_t, short, void *);
+static int client_on_head(void *, struct http_head *);
+static int client_on_body(void *, const char *, size_t);
+static int client_on_complete(void *);
+static void client_process(struct client_conn *);
+
+static const struct httpreq_cb client_parser_cb = {
+	.on_head = client_on_head,
+	.on_body = client_on_body,
+	.on_complete = client_on_complete,
+};
+
+void
+client_accept(int fd, struct sockaddr *sa, int salen)
+{
+	struct client_conn *cc;
+	int one = 1;
+
+	if (sa->sa_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	cc = xcalloc(1, sizeof *cc);
+	cc->bev = bufferevent_socket_new(rt.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (cc->bev == NULL) {
+		log_warn("cannot set up client connection: out of memory");
+		close(fd);
+		free(cc);
+		return;
+	}
+	cc->resume_ev = event_new(rt.base, -1, 0, client_resume_cb, cc);
+	addr_format(sa, salen, cc->peer, sizeof cc->peer);
+	httpreq_init(&cc->req_parser, &client_parser_cb, cc);
+	bufferevent_setcb(cc->bev, client_read_cb, client_write_cb,
+	    client_event_cb, cc);
+	bufferevent_setwatermark(cc->bev, EV_READ, 0, CLIENT_READ_HIGH);
+	/* The write callback doubles as "the client drained": it resumes a
+	 * response paused for backpressure. */
+	bufferevent_setwatermark(cc->bev, EV_WRITE, rt.cfg->max_buffer / 2, 0);
+	bufferevent_enable(cc->bev, EV_READ | EV_WRITE);
+	TAILQ_INSERT_TAIL(&rt.clients, cc, entry);
+	rt.nclients++;
+	log_debug("client %s connected", cc->peer);
+}
+
+void
+client_free(struct client_conn *cc)
+{
+	if (cc->req != NULL) {
+		log_info("client %s went away during %s %s", cc->peer,
+		    cc->req->method, cc->req->path);
+		proxy_req_free(cc->req);
+	}
+	TAILQ_REMOVE(&rt.clients, cc, entry);
+	rt.nclients--;
+	httpreq_free(&cc->req_parser);
+	head_free(&cc->resp_head);
+	event_free(cc->resume_ev);
+	bufferevent_free(cc->bev);
+	free(cc);
+}
+
+void
+client_close_all(void)
+{
+	struct client_conn *cc;
+
+	while ((cc = TAILQ_FIRST(&rt.clients)) != NULL)
+		client_free(cc);
+}
+
+struct evbuffer *
+client_output(struct client_conn *cc)
+{
+	return bufferevent_get_output(cc->bev);
+}
+
+size_t
+client_output_len(struct client_conn *cc)
+{
+	return evbuffer_get_length(bufferevent_get_output(cc->bev));
+}
+
+static void
+client_schedule(struct client_conn *cc)
+{
+	event_active(cc->resume_ev, EV_TIMEOUT, 0);
+}
+
+/*
+ * The response to the current request is written (or, with keep_alive 0,
+ * as much of it as will ever be).  Called from anywhere, even from inside
+ * curl's callbacks: the winding up happens in client_resume_cb.
+ */
+void
+client_response_done(struct client_conn *cc, int keep_alive)
+{
+	cc->resp_done = 1;
+	if (!keep_alive)
+		cc->closing = 1;
+	client_schedule(cc);
+}
+
+/* The request body buffer has room again (called from curl's read
+ * callback, hence deferred). */
+void
+client_body_drained(struct client_conn *cc)
+{
+	if (cc->read_throttled)
+		client_schedule(cc);
+}
+
+/* The client is writable below the low watermark: resume a paused
+ * response, or finish closing. */
+static void
+client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct client_conn *cc = arg;
+
+	if (cc->closing && cc->req == NULL &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		client_free(cc);
+		return;
+	}
+	if (cc->req != NULL)
+		proxy_req_client_drained(cc->req);
+}
+
+static void
+client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct client_conn *cc = arg;
+
+	if (what & BEV_EVENT_ERROR)
+		log_debug("client %s: %s", cc->peer, strerror(errno));
+	client_free(cc);
+}
+
+static void
+client_read_cb(struct bufferevent *bev, void *arg)
+{
+	client_process(arg);
+}
+
+/* Answers a request the parser refused, then closes: after a framing
+ * error nothing further on this connection can be trusted. */
+static void
+client_reject(struct client_conn *cc, int status, const char *why)
+{
+	struct response_opts o = { .status = status, .keep_alive = 0 };
+	char msg[256];
+
+	snprintf(msg, sizeof msg, "bad request from client: %s", why);
+	log_info("client %s: %s", cc->peer, msg);
+	if (cc->req != NULL) {
+		int committed = proxy_req_committed(cc->req);
+
+		proxy_req_free(cc->req);
+		cc->req = NULL;
+		if (committed) {
+			/* The response is under way: all we can do is stop. */
+			cc->closing = 1;
+			bufferevent_disable(cc->bev, EV_READ);
+			client_schedule(cc);
+			return;
+		}
+	}
+	response_error(client_output(cc), &o, msg);
+	cc->closing = 1;
+	bufferevent_disable(cc->bev, EV_READ);
+	client_schedule(cc);
+}
+
+static int
+client_on_head(void *arg, struct http_head *h)
+{
+	struct client_conn *cc = arg;
+
+	cc->nrequests++;
+	cc->body_done = 0;
+	cc->resp_done = 0;
+	if (h->expect_continue && h->http_minor >= 1 &&
+	    (h->chunked || h->content_length > 0))
+		evbuffer_add(client_output(cc), "HTTP/1.1 100 Continue\r\n\r\n",
+		    25);
+	cc->req = proxy_req_new(cc, h);
+	proxy_req_start(cc->req);
+	return 0;
+}
+
+static int
+client_on_body(void *arg, const char *data, size_t len)
+{
+	struct client_conn *cc = arg;
+
+	/* After an early answer the rest of the body is read and dropped,
+	 * so the connection stays in step for the next request. */
+	if (cc->req != NULL && !cc->resp_done)
+		proxy_req_body(cc->req, data, len);
+	return 0;
+}
+
+/* Returns 1 when the exchange is over already and parsing may go on. */
+static int
+client_on_complete(void *arg)
+{
+	struct client_conn *cc = arg;
+
+	cc->body_done = 1;
+	if (cc->req != NULL) {
+		if (!cc->resp_done)
+			proxy_req_body_end(cc->req);
+		return 0;
+	}
+	/* The response went out while the body was still arriving. */
+	return !cc->closing;
+}
+
+static void
+client_process(struct client_conn *cc)
+{
+	struct evbuffer *in = bufferevent_get_input(cc->bev);
+	struct httpreq *hr = &cc->req_parser;
+	unsigned char *data;
+	ssize_t n;
+	size_t len;
+
+	while (!cc->closing && !hr->paused) {
+		if (cc->req != NULL && !cc->body_done &&
+		    !proxy_req_wants_body(cc->req)) {
+			/* The upstream is not keeping up: stop reading until
+			 * curl drains the body buffer. */
+			cc->read_throttled = 1;
+			bufferevent_disable(cc->bev, EV_READ);
+			return;
+		}
+		len = evbuffer_get_contiguous_space(in);
+		if (len == 0)
+			break;
+		data = evbuffer_pullup(in, len);
+		n = httpreq_feed(hr, (const char *)data, len);
+		if (n < 0) {
+			client_reject(cc, hr->error_status, hr->error);
+			return;
+		}
+		evbuffer_drain(in, n);
+	}
+	if (cc->read_throttled && !cc->closing) {
+		cc->read_throttled = 0;
+		bufferevent_enable(cc->bev, EV_READ);
+	}
+}
+
+/* Winds up an answered exchange and carries on with the connection. */
+static void
+client_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client_conn *cc = arg;
+
+	if (cc->req != NULL && cc->resp_done) {
+		/* With the body still coming this also stops its upload: the
+		 * upstream answered without waiting for it. */
+		proxy_req_free(cc->req);
+		cc->req = NULL;
+		if (cc->body_done && !cc->closing)
+			httpreq_resume(&cc->req_parser);
+	}
+	if (cc->closing && cc->req == NULL) {
+		bufferevent_disable(cc->bev, EV_READ);
+		if (client_output_len(cc) == 0)
+			client_free(cc);
+		return;
+	}
+	if (cc->read_throttled) {
+		cc->read_throttled = 0;
+		bufferevent_enable(cc->bev, EV_READ);
+	}
+	client_process(cc);
+}

@@ -1,0 +1,435 @@
+/*
+ * Settings: one declarative table gives every key its section, type,
+ * bounds, default and help.  Defaults go through the same setter as the
+ * file, and a new configuration is parsed whole into a fresh struct before
+ * anything uses it, so a bad file never leaves half-applied settings.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ollama-pool.h"
+
+enum setting_type {
+	SET_LISTEN,
+	SET_URL,
+	SET_INT,
+	SET_SECONDS,
+	SET_SIZE,
+	SET_BOOL,
+	SET_STRING,
+};
+
+struct setting {
+	const char *section;
+	const char *key;
+	enum setting_type type;
+	size_t offset;
+	const char *def;
+	double min, max;
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct setting settings[] = {
+	{ "server", "listen", SET_LISTEN, OFF(listen), DEFAULT_LISTEN, 0, 0,
+	    "addresses to accept clients on, space separated" },
+	{ "server", "max_header_size", SET_SIZE, OFF(max_header_size), "32k",
+	    1024, 1048576, "largest request head accepted" },
+	{ "server", "max_buffer", SET_SIZE, OFF(max_buffer), "1m", 65536,
+	    1073741824, "most bytes buffered per connection and direction" },
+	{ "upstream", "url", SET_URL, OFF(upstream), DEFAULT_UPSTREAM, 0, 0,
+	    "the Ollama server, in OLLAMA_HOST syntax" },
+	{ "upstream", "pool_maxsize", SET_INT, OFF(pool_maxsize), "20", 1,
+	    10000, "most connections open to the upstream at once" },
+	{ "upstream", "pool_connections", SET_INT, OFF(pool_connections), "10",
+	    0, 10000, "idle connections kept open for reuse" },
+	{ "upstream", "queue_max", SET_INT, OFF(queue_max), "512", 0, 1000000,
+	    "requests that may wait for a pool slot; beyond it, 503" },
+	{ "upstream", "connect_timeout", SET_SECONDS, OFF(connect_timeout),
+	    "10", 0.001, 3600, "seconds allowed for one connection attempt" },
+	{ "upstream", "ca_file", SET_STRING, OFF(ca_file), "", 0, 0,
+	    "extra CA certificate file trusted for an https upstream" },
+	{ "upstream", "tls_verify", SET_BOOL, OFF(tls_verify), "yes", 0, 0,
+	    "verify the upstream's certificate and name" },
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+struct config_load_ctx {
+	struct config *cfg;
+	const char *file;
+	FILE *fp;
+	int line;
+	int listen_seen;
+	int error_line;
+	char error[512];
+	int set_line[NSETTINGS];
+};
+
+static const struct setting *
+config_find(const char *section, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < NSETTINGS; i++)
+		if (strcasecmp(settings[i].section, section) == 0 &&
+		    strcasecmp(settings[i].key, key) == 0)
+			return &settings[i];
+	return NULL;
+}
+
+static int
+config_parse_number(const char *value, double *out, int allow_suffix)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(value, &end);
+	if (end == value || errno != 0 || !isfinite(v))
+		return -1;
+	if (allow_suffix) {
+		switch (tolower((unsigned char)*end)) {
+		case 'k':
+			v *= 1024;
+			end++;
+			break;
+		case 'm':
+			v *= 1024 * 1024;
+			end++;
+			break;
+		case 'g':
+			v *= 1024.0 * 1024 * 1024;
+			end++;
+			break;
+		}
+		if (tolower((unsigned char)*end) == 'b' ||
+		    tolower((unsigned char)*end) == 'i')
+			end++;
+	}
+	while (isspace((unsigned char)*end))
+		end++;
+	if (*end != '\0')
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int
+config_apply(struct config *cfg, const struct setting *s, const char *value,
+    int append_listen, char *err, size_t errlen)
+{
+	void *field = (char *)cfg + s->offset;
+	char *copy, *tok, *save;
+	double v;
+	int n;
+
+	switch (s->type) {
+	case SET_LISTEN:
+		if (!append_listen)
+			cfg->nlisten = 0;
+		copy = xstrdup(value);
+		for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+		     tok = strtok_r(NULL, " \t,", &save)) {
+			if (cfg->nlisten == MAX_LISTEN) {
+				snprintf(err, errlen,
+				    "too many listen addresses (most %d)",
+				    MAX_LISTEN);
+				free(copy);
+				return -1;
+			}
+			if (addr_parse_listen(tok, &cfg->listen[cfg->nlisten],
+				err, errlen) != 0) {
+				free(copy);
+				return -1;
+			}
+			cfg->nlisten++;
+		}
+		free(copy);
+		if (cfg->nlisten == 0) {
+			snprintf(err, errlen, "listen needs at least one address");
+			return -1;
+		}
+		return 0;
+	case SET_URL:
+		if (addr_parse_upstream(value, field, err, errlen) != 0)
+			return -1;
+		free(cfg->upstream_text);
+		cfg->upstream_text = xstrdup(value);
+		return 0;
+	case SET_STRING:
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case SET_BOOL:
+		if (strcasecmp(value, "yes") == 0 ||
+		    strcasecmp(value, "true") == 0 ||
+		    strcasecmp(value, "on") == 0 || strcmp(value, "1") == 0)
+			*(int *)field = 1;
+		else if (strcasecmp(value, "no") == 0 ||
+		    strcasecmp(value, "false") == 0 ||
+		    strcasecmp(value, "off") == 0 || strcmp(value, "0") == 0)
+			*(int *)field = 0;
+		else {
+			snprintf(err, errlen, "%s must be yes or no, not '%s'",
+			    s->key, value);
+			return -1;
+		}
+		return 0;
+	case SET_INT:
+	case SET_SECONDS:
+	case SET_SIZE:
+		if (config_parse_number(value, &v, s->type == SET_SIZE) != 0 ||
+		    (s->type != SET_SECONDS && v != floor(v))) {
+			snprintf(err, errlen, "%s must be %s, not '%s'", s->key,
+			    s->type == SET_SECONDS ? "a number of seconds" :
+			    s->type == SET_SIZE    ? "a size (e.g. 64k, 1m)" :
+						     "a whole number",
+			    value);
+			return -1;
+		}
+		if (v < s->min || v > s->max) {
+			n = snprintf(err, errlen, "%s must be between %g and %g",
+			    s->key, s->min, s->max);
+			if (n > 0 && (size_t)n < errlen)
+				snprintf(err + n, errlen - n, ", not '%s'",
+				    value);
+			return -1;
+		}
+		if (s->type == SET_INT)
+			*(int *)field = (int)v;
+		else if (s->type == SET_SIZE)
+			*(size_t *)field = (size_t)v;
+		else
+			*(double *)field = v;
+		return 0;
+	}
+	return -1;
+}
+
+int
+config_set(struct config *cfg, const char *section, const char *key,
+    const char *value, char *err, size_t errlen)
+{
+	const struct setting *s = config_find(section, key);
+
+	if (s == NULL) {
+		snprintf(err, errlen, "unknown key '%s' in section [%s]", key,
+		    section);
+		return -1;
+	}
+	return config_apply(cfg, s, value, 0, err, errlen);
+}
+
+struct config *
+config_new_defaults(void)
+{
+	struct config *cfg = xcalloc(1, sizeof *cfg);
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < NSETTINGS; i++)
+		if (config_apply(cfg, &settings[i], settings[i].def, 0, err,
+			sizeof err) != 0)
+			fatal("bad built-in default for %s: %s",
+			    settings[i].key, err);
+	return cfg;
+}
+
+void
+config_free(struct config *cfg)
+{
+	size_t i;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < NSETTINGS; i++)
+		if (settings[i].type == SET_STRING)
+			free(*(char **)((char *)cfg + settings[i].offset));
+	free(cfg->upstream_text);
+	free(cfg->file);
+	free(cfg);
+}
+
+/* inih reads through us so every handler call knows its line number. */
+static char *
+config_reader(char *str, int num, void *stream)
+{
+	struct config_load_ctx *ctx = stream;
+	char *line = fgets(str, num, ctx->fp);
+
+	if (line != NULL)
+		ctx->line++;
+	return line;
+}
+
+static int
+config_handler(void *user, const char *section, const char *key,
+    const char *value)
+{
+	struct config_load_ctx *ctx = user;
+	const struct setting *s;
+	char err[400];
+	int rc;
+
+	if (ctx->error_line != 0)
+		return 1;
+	if (section[0] == '\0') {
+		snprintf(err, sizeof err,
+		    "key '%s' outside of a section (put it under [server] or "
+		    "[upstream])",
+		    key);
+		rc = -1;
+	} else if ((s = config_find(section, key)) == NULL) {
+		snprintf(err, sizeof err, "unknown key '%s' in section [%s]",
+		    key, section);
+		rc = -1;
+	} else {
+		rc = config_apply(ctx->cfg, s, value,
+		    s->type == SET_LISTEN && ctx->listen_seen, err, sizeof err);
+		if (s->type == SET_LISTEN)
+			ctx->listen_seen = 1;
+		ctx->set_line[s - settings] = ctx->line;
+	}
+	if (rc != 0) {
+		ctx->error_line = ctx->line;
+		snprintf(ctx->error, sizeof ctx->error, "%s", err);
+		return 0;
+	}
+	return 1;
+}
+
+static int
+config_fail(char *err, size_t errlen, const char *file, int line,
+    const char *msg)
+{
+	if (line > 0)
+		snprintf(err, errlen, "%s:%d: %s", file, line, msg);
+	else
+		snprintf(err, errlen, "%s: %s", file, msg);
+	return -1;
+}
+
+int
+config_load(struct config *cfg, const char *file,
+    const struct config_overrides *ov, char *err, size_t errlen)
+{
+	struct config_load_ctx ctx;
+	char msg[1400];
+	int i, rc, line;
+
+	memset(&ctx, 0, sizeof ctx);
+	ctx.cfg = cfg;
+	ctx.file = file;
+	if (file != NULL) {
+		ctx.fp = fopen(file, "r");
+		if (ctx.fp == NULL) {
+			snprintf(err, errlen, "%s: %s", file, strerror(errno));
+			return -1;
+		}
+		rc = ini_parse_stream(config_reader, &ctx, config_handler, &ctx);
+		fclose(ctx.fp);
+		if (rc < 0)
+			return config_fail(err, errlen, file, 0,
+			    "cannot read file");
+		if (rc > 0 && (ctx.error_line == 0 || rc < ctx.error_line))
+			return config_fail(err, errlen, file, rc,
+			    "syntax error: expected '[section]' or 'key = "
+			    "value'");
+		if (ctx.error_line != 0)
+			return config_fail(err, errlen, file, ctx.error_line,
+			    ctx.error);
+		free(cfg->file);
+		cfg->file = xstrdup(file);
+	}
+
+	if (ov != NULL) {
+		for (i = 0; i < ov->nlisten; i++)
+			if (config_apply(cfg, config_find("server", "listen"),
+				ov->listen[i], i > 0, msg, sizeof msg) != 0)
+				return config_fail(err, errlen, "--listen", 0,
+				    msg);
+		if (ov->upstream != NULL &&
+		    config_apply(cfg, config_find("upstream", "url"),
+			ov->upstream, 0, msg, sizeof msg) != 0)
+			return config_fail(err, errlen, "--upstream", 0, msg);
+	}
+
+	if (cfg->pool_connections > cfg->pool_maxsize) {
+		line = ctx.set_line[config_find("upstream", "pool_connections") -
+		    settings];
+		snprintf(msg, sizeof msg,
+		    "pool_connections (%d) cannot exceed pool_maxsize (%d)",
+		    cfg->pool_connections, cfg->pool_maxsize);
+		return config_fail(err, errlen, file ? file : "settings", line,
+		    msg);
+	}
+	if (addr_upstream_is_listen(&cfg->upstream, cfg->listen,
+		cfg->nlisten)) {
+		snprintf(msg, sizeof msg,
+		    "upstream %s is one of our own listen addresses: requests "
+		    "would loop back to the proxy",
+		    cfg->upstream.base);
+		line = ctx.set_line[config_find("upstream", "url") - settings];
+		return config_fail(err, errlen,
+		    ov && ov->upstream ? "--upstream" : file ? file : "settings",
+		    ov && ov->upstream ? 0 : line, msg);
+	}
+	return 0;
+}
+
+void
+config_print(const struct config *cfg, FILE *fp)
+{
+	const char *section = "";
+	const struct setting *s;
+	const void *field;
+	size_t i;
+	int j;
+
+	fprintf(fp, "# effective settings%s%s\n", cfg->file ? " from " : "",
+	    cfg->file ? cfg->file : " (built-in defaults)");
+	for (i = 0; i < NSETTINGS; i++) {
+		s = &settings[i];
+		field = (const char *)cfg + s->offset;
+		if (strcmp(section, s->section) != 0) {
+			fprintf(fp, "%s[%s]\n", i ? "\n" : "", s->section);
+			section = s->section;
+		}
+		fprintf(fp, "%s = ", s->key);
+		switch (s->type) {
+		case SET_LISTEN:
+			for (j = 0; j < cfg->nlisten; j++)
+				fprintf(fp, "%s%s", j ? " " : "",
+				    cfg->listen[j].text);
+			break;
+		case SET_URL:
+			fputs(((const struct upstream_url *)field)->base, fp);
+			break;
+		case SET_INT:
+			fprintf(fp, "%d", *(const int *)field);
+			break;
+		case SET_SECONDS:
+			fprintf(fp, "%g", *(const double *)field);
+			break;
+		case SET_SIZE:
+			fprintf(fp, "%zu", *(const size_t *)field);
+			break;
+		case SET_BOOL:
+			fputs(*(const int *)field ? "yes" : "no", fp);
+			break;
+		case SET_STRING:
+			fputs(*(char *const *)field, fp);
+			break;
+		}
+		fputc('\n', fp);
+	}
+}

@@ -1,0 +1,239 @@
+/*
+ * The request head as parsed, kept in one arena per connection (reused
+ * from request to request), and the hop-by-hop rules of RFC 9110 7.6.1.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ollama-pool.h"
+
+void
+head_reset(struct http_head *h)
+{
+	h->len = 0;
+	h->nhdrs = 0;
+	h->target = h->target_len = 0;
+	h->method = 0;
+	h->http_major = h->http_minor = 0;
+	h->keep_alive = 0;
+	h->chunked = 0;
+	h->has_content_length = 0;
+	h->content_length = 0;
+	h->expect_continue = 0;
+}
+
+void
+head_free(struct http_head *h)
+{
+	free(h->buf);
+	free(h->hdrs);
+	memset(h, 0, sizeof *h);
+}
+
+/*
+ * Appends bytes, keeping a NUL after them that is not counted, so pieces of
+ * one field arriving in several reads join up; head_end_string() keeps the
+ * NUL as the field's terminator.  Returns where the bytes went.
+ */
+uint32_t
+head_append(struct http_head *h, const char *p, size_t n)
+{
+	uint32_t off = h->len;
+
+	if (h->len + n + 1 > h->cap) {
+		h->cap = h->cap ? h->cap : 512;
+		while (h->len + n + 1 > h->cap)
+			h->cap *= 2;
+		h->buf = xrealloc(h->buf, h->cap);
+	}
+	memcpy(h->buf + h->len, p, n);
+	h->len += n;
+	h->buf[h->len] = '\0';
+	return off;
+}
+
+void
+head_end_string(struct http_head *h)
+{
+	head_append(h, "", 0);
+	h->len++;
+}
+
+uint32_t
+head_add_header(struct http_head *h)
+{
+	if (h->nhdrs == h->hdrs_cap) {
+		h->hdrs_cap = h->hdrs_cap ? h->hdrs_cap * 2 : 16;
+		h->hdrs = xrealloc(h->hdrs, h->hdrs_cap * sizeof *h->hdrs);
+	}
+	memset(&h->hdrs[h->nhdrs], 0, sizeof h->hdrs[0]);
+	return h->nhdrs++;
+}
+
+const char *
+head_str(const struct http_head *h, uint32_t off)
+{
+	return h->buf + off;
+}
+
+/* First value of a header, or NULL. */
+const char *
+head_get(const struct http_head *h, const char *name, size_t *len)
+{
+	size_t nlen = strlen(name);
+	uint32_t i;
+
+	for (i = 0; i < h->nhdrs; i++) {
+		if (h->hdrs[i].name_len == nlen &&
+		    strncasecmp(h->buf + h->hdrs[i].name, name, nlen) == 0) {
+			if (len != NULL)
+				*len = h->hdrs[i].value_len;
+			return h->buf + h->hdrs[i].value;
+		}
+	}
+	return NULL;
+}
+
+/* Is token (case-insensitive) an element of the comma list in value? */
+int
+head_token_in_list(const char *value, size_t len, const char *token)
+{
+	size_t tlen = strlen(token), i = 0, start, end;
+
+	while (i < len) {
+		while (i < len && (value[i] == ' ' || value[i] == '\t' ||
+				      value[i] == ','))
+			i++;
+		start = i;
+		while (i < len && value[i] != ',')
+			i++;
+		end = i;
+		while (end > start &&
+		    (value[end - 1] == ' ' || value[end - 1] == '\t'))
+			end--;
+		if (end - start == tlen &&
+		    strncasecmp(value + start, token, tlen) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int
+headers_is_hop_by_hop(const char *name, size_t len)
+{
+	static const char *hop[] = { "connection", "keep-alive",
+		"proxy-connection", "te", "trailer", "transfer-encoding",
+		"upgrade", "proxy-authorization", "proxy-authenticate", NULL };
+	int i;
+
+	for (i = 0; hop[i] != NULL; i++)
+		if (strlen(hop[i]) == len && strncasecmp(name, hop[i], len) == 0)
+			return 1;
+	return 0;
+}
+
+/* Is this header named by one of the request's Connection headers? */
+int
+headers_named_by_connection(const struct http_head *h, const char *name,
+    size_t len)
+{
+	char token[128];
+	uint32_t i;
+
+	if (len >= sizeof token)
+		return 0;
+	memcpy(token, name, len);
+	token[len] = '\0';
+	for (i = 0; i < h->nhdrs; i++) {
+		if (h->hdrs[i].name_len == 10 &&
+		    strncasecmp(h->buf + h->hdrs[i].name, "connection", 10) ==
+			0 &&
+		    head_token_in_list(h->buf + h->hdrs[i].value,
+			h->hdrs[i].value_len, token))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * The header list libcurl sends upstream.  Host, Content-Length and
+ * Transfer-Encoding are never copied: curl writes Host from the upstream
+ * URL (Ollama answers 403 to a Host it does not trust) and frames the body
+ * itself.  Empty "Name:" entries switch off headers curl would add of its
+ * own accord, so the upstream sees what the client sent and no more.
+ */
+struct curl_slist *
+headers_to_curl(const struct http_head *h, int post_mode)
+{
+	struct curl_slist *list = NULL, *n;
+	const struct header_ref *r;
+	int saw_accept = 0, saw_ctype = 0;
+	char stack[1024], *line;
+	size_t need;
+	uint32_t i;
+
+	for (i = 0; i < h->nhdrs; i++) {
+		r = &h->hdrs[i];
+		const char *name = h->buf + r->name;
+
+		if (headers_is_hop_by_hop(name, r->name_len) ||
+		    headers_named_by_connection(h, name, r->name_len) ||
+		    (r->name_len == 4 && strncasecmp(name, "host", 4) == 0) ||
+		    (r->name_len == 14 &&
+			strncasecmp(name, "content-length", 14) == 0) ||
+		    (r->name_len == 6 && strncasecmp(name, "expect", 6) == 0))
+			continue;
+		if (r->name_len == 6 && strncasecmp(name, "accept", 6) == 0)
+			saw_accept = 1;
+		if (r->name_len == 12 &&
+		    strncasecmp(name, "content-type", 12) == 0)
+			saw_ctype = 1;
+		need = r->name_len + r->value_len + 3;
+		line = need <= sizeof stack ? stack : xmalloc(need);
+		memcpy(line, name, r->name_len);
+		/* curl drops "Name:"; "Name;" is its spelling of an empty
+		 * value. */
+		if (r->value_len == 0) {
+			line[r->name_len] = ';';
+			line[r->name_len + 1] = '\0';
+		} else {
+			line[r->name_len] = ':';
+			line[r->name_len + 1] = ' ';
+			memcpy(line + r->name_len + 2, h->buf + r->value,
+			    r->value_len);
+			line[r->name_len + 2 + r->value_len] = '\0';
+		}
+		n = curl_slist_append(list, line);
+		if (line != stack)
+			free(line);
+		if (n == NULL)
+			abort();
+		list = n;
+	}
+	if (!saw_accept)
+		list = curl_slist_append(list, "Accept:");
+	if (post_mode && !saw_ctype)
+		list = curl_slist_append(list, "Content-Type:");
+	list = curl_slist_append(list, "Expect:");
+	if (list == NULL)
+		abort();
+	return list;
+}
+
+/*
+ * Should response header i from the upstream reach the client?  Framing is
+ * ours to decide per client connection, so of it only Content-Length
+ * survives, and the caller decides about that one.
+ */
+int
+headers_response_keep(const struct http_head *resp, uint32_t i)
+{
+	const struct header_ref *r = &resp->hdrs[i];
+	const char *name = resp->buf + r->name;
+
+	return !headers_is_hop_by_hop(name, r->name_len) &&
+	    !headers_named_by_connection(resp, name, r->name_len);
+}

@@ -1,0 +1,86 @@
+/*
+ * Logging to stderr.  Under systemd (JOURNAL_STREAM set) each line carries
+ * a <N> priority prefix so the journal files it at the right level.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ollama-pool.h"
+
+static enum log_level log_level = LOG_LVL_NOTICE;
+static int log_journal;
+
+void
+log_init(int verbosity)
+{
+	log_journal = getenv("JOURNAL_STREAM") != NULL;
+	log_level = LOG_LVL_NOTICE + verbosity;
+	if (log_level > LOG_LVL_DEBUG)
+		log_level = LOG_LVL_DEBUG;
+}
+
+void
+log_set_level(enum log_level lvl)
+{
+	log_level = lvl;
+}
+
+int
+log_enabled(enum log_level lvl)
+{
+	return lvl <= log_level;
+}
+
+void
+log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
+{
+	static const char *names[] = { [LOG_LVL_ERR] = "error",
+		[LOG_LVL_WARNING] = "warning",
+		[LOG_LVL_NOTICE] = "notice",
+		[LOG_LVL_INFO] = "info",
+		[LOG_LVL_DEBUG] = "debug" };
+	char line[2048];
+	int n;
+
+	if (lvl > log_level)
+		return;
+	if (log_journal)
+		n = snprintf(line, sizeof line, "<%d>", (int)lvl);
+	else
+		n = snprintf(line, sizeof line, OP_NAME "[%ld]: %s: ",
+		    (long)getpid(), names[lvl]);
+	if (n < 0)
+		return;
+	vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+	n = strlen(line);
+	line[n++] = '\n';
+	/* One write per line keeps lines whole when several writers share
+	 * the stream. */
+	if (write(STDERR_FILENO, line, n) < 0)
+		return;
+}
+
+void
+log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(lvl, fmt, ap);
+	va_end(ap);
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_LVL_ERR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

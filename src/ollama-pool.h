@@ -1,0 +1,367 @@
+/*
+ * ollama-pool: a streaming HTTP proxy that gives every Ollama client a
+ * persistent, kept-alive upstream connection pool.
+ *
+ * One process, one thread, one libevent loop.  The front door (client.c,
+ * httpreq.c) parses requests from any local program; proxy.c carries one
+ * request's life; upstream.c drives libcurl's multi interface on the same
+ * loop and owns the pool.  All prototypes live here, grouped by file.
+ */
+#ifndef OLLAMA_POOL_H
+#define OLLAMA_POOL_H
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <http_parser.h>
+
+struct bufferevent;
+struct evbuffer;
+struct evconnlistener;
+
+#define OP_NAME "ollama-pool"
+#define OP_ADMIN_PREFIX "/ollama-pool/"
+
+#define DEFAULT_LISTEN "127.0.0.1:11435"
+#define DEFAULT_UPSTREAM "http://127.0.0.1:11434"
+#define OLLAMA_DEFAULT_PORT 11434
+
+#define MAX_LISTEN 16
+#define ADDR_TEXT_MAX 128
+
+#if defined(__GNUC__)
+#define PRINTFLIKE(f, a) __attribute__((format(printf, f, a)))
+#define NORETURN __attribute__((noreturn))
+#else
+#define PRINTFLIKE(f, a)
+#define NORETURN
+#endif
+
+/* xmalloc.c: allocation wrappers that never return NULL. */
+void *xmalloc(size_t);
+void *xcalloc(size_t, size_t);
+void *xrealloc(void *, size_t);
+char *xstrdup(const char *);
+char *xstrndup(const char *, size_t);
+int xasprintf(char **, const char *, ...) PRINTFLIKE(2, 3);
+
+/* log.c */
+enum log_level {
+	LOG_LVL_ERR = 3,
+	LOG_LVL_WARNING = 4,
+	LOG_LVL_NOTICE = 5,
+	LOG_LVL_INFO = 6,
+	LOG_LVL_DEBUG = 7,
+};
+void log_init(int verbosity);
+void log_set_level(enum log_level);
+int log_enabled(enum log_level);
+void log_msg(enum log_level, const char *, ...) PRINTFLIKE(2, 3);
+void log_vmsg(enum log_level, const char *, va_list);
+#define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
+#define log_notice(...) log_msg(LOG_LVL_NOTICE, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...)                                                 \
+	do {                                                           \
+		if (log_enabled(LOG_LVL_DEBUG))                        \
+			log_msg(LOG_LVL_DEBUG, __VA_ARGS__);           \
+	} while (0)
+/* Startup only: never called once the loop runs. */
+void fatal(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
+
+/* addr.c: listen addresses and upstream URLs. */
+enum listen_kind { LISTEN_TCP, LISTEN_UNIX };
+struct listen_addr {
+	enum listen_kind kind;
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	char text[ADDR_TEXT_MAX]; /* as given, for messages */
+};
+struct upstream_url {
+	int tls;
+	char host[256];	     /* without brackets */
+	int port;
+	char prefix[512];    /* path prefix, no trailing slash, "" if none */
+	char base[1024];     /* scheme://host:port[prefix] */
+	char hostport[300];  /* host:port as sent in Host, v6 bracketed */
+};
+int addr_parse_listen(const char *, struct listen_addr *, char *, size_t);
+int addr_parse_upstream(const char *, struct upstream_url *, char *,
+    size_t);
+int addr_is_loopback(const struct listen_addr *);
+int addr_upstream_is_listen(const struct upstream_url *,
+    const struct listen_addr *, int);
+void addr_format(const struct sockaddr *, socklen_t, char *, size_t);
+
+/* config.c: the declarative table of settings. */
+struct config {
+	char *file; /* NULL when running on defaults */
+
+	struct listen_addr listen[MAX_LISTEN];
+	int nlisten;
+	struct upstream_url upstream;
+	char *upstream_text;
+
+	int pool_maxsize;
+	int pool_connections;
+	int queue_max;
+	double connect_timeout;
+	char *ca_file;
+	int tls_verify;
+	size_t max_buffer;
+	size_t max_header_size;
+};
+struct config_overrides {
+	const char *listen[MAX_LISTEN];
+	int nlisten;
+	const char *upstream;
+};
+struct config *config_new_defaults(void);
+int config_load(struct config *, const char *, const struct config_overrides *,
+    char *, size_t);
+void config_free(struct config *);
+void config_print(const struct config *, FILE *);
+int config_set(struct config *, const char *, const char *, const char *,
+    char *, size_t);
+
+/* headers.c: the request head as parsed, and hop-by-hop filtering. */
+struct header_ref {
+	uint32_t name, name_len;
+	uint32_t value, value_len;
+};
+struct http_head {
+	char *buf; /* arena: method, target, names and values */
+	size_t len, cap;
+	struct header_ref *hdrs;
+	uint32_t nhdrs, hdrs_cap;
+	uint32_t target, target_len;
+	int method; /* enum http_method */
+	int http_major, http_minor;
+	int keep_alive;
+	int chunked;
+	int has_content_length;
+	uint64_t content_length;
+	int expect_continue;
+};
+void head_reset(struct http_head *);
+void head_free(struct http_head *);
+uint32_t head_append(struct http_head *, const char *, size_t);
+void head_end_string(struct http_head *);
+uint32_t head_add_header(struct http_head *);
+const char *head_str(const struct http_head *, uint32_t);
+const char *head_get(const struct http_head *, const char *, size_t *);
+int head_token_in_list(const char *, size_t, const char *);
+int headers_is_hop_by_hop(const char *, size_t);
+int headers_named_by_connection(const struct http_head *, const char *,
+    size_t);
+struct curl_slist *headers_to_curl(const struct http_head *, int);
+int headers_response_keep(const struct http_head *, uint32_t);
+
+/* httpreq.c: the request parser, behind an interface of our own so the
+ * engine (http-parser today) can be swapped. */
+struct httpreq_cb {
+	int (*on_head)(void *, struct http_head *);
+	int (*on_body)(void *, const char *, size_t);
+	int (*on_complete)(void *);
+};
+struct httpreq {
+	http_parser parser;
+	struct http_head head;
+	const struct httpreq_cb *cb;
+	void *arg;
+	uint32_t nfields;
+	int in_value; /* last callback was a header value */
+	int paused;
+	int error_status; /* HTTP status to answer when parsing failed */
+	const char *error;
+};
+void httpreq_init(struct httpreq *, const struct httpreq_cb *, void *);
+void httpreq_free(struct httpreq *);
+ssize_t httpreq_feed(struct httpreq *, const char *, size_t);
+void httpreq_resume(struct httpreq *);
+void httpreq_set_max_header_size(size_t);
+
+/* listener.c */
+struct listener {
+	struct evconnlistener *evl;
+	struct listen_addr addr;
+	int fd;
+	int inherited;
+	char bound[ADDR_TEXT_MAX];
+	TAILQ_ENTRY(listener) entry;
+};
+TAILQ_HEAD(listener_list, listener);
+int listener_open_all(const struct config *, char *, size_t);
+void listener_close_all(void);
+const char *listener_summary(char *, size_t);
+
+/* client.c: one client connection, the front door. */
+struct proxy_req;
+struct client_conn {
+	struct bufferevent *bev;
+	struct httpreq req_parser;
+	struct http_head resp_head; /* reused for each response */
+	struct proxy_req *req;	   /* the request being answered, if any */
+	struct event *resume_ev;   /* deferred work outside other callbacks */
+	char peer[ADDR_TEXT_MAX];
+	int closing;		   /* close once output is flushed */
+	int read_throttled;	   /* stopped reading: body buffer full */
+	int body_done;		   /* current request's body fully parsed */
+	int resp_done;		   /* current request's response finished */
+	uint64_t nrequests;
+	TAILQ_ENTRY(client_conn) entry;
+};
+TAILQ_HEAD(client_list, client_conn);
+void client_accept(int, struct sockaddr *, int);
+void client_free(struct client_conn *);
+void client_close_all(void);
+void client_response_done(struct client_conn *, int);
+void client_body_drained(struct client_conn *);
+struct evbuffer *client_output(struct client_conn *);
+size_t client_output_len(struct client_conn *);
+
+/* proxy.c: one request's life, from head parsed to response written. */
+enum proxy_state {
+	PROXY_NEW,
+	PROXY_QUEUED,	 /* waiting for a pool slot */
+	PROXY_RUNNING,	 /* transfer under way */
+	PROXY_DONE,	 /* answered */
+};
+struct upstream;
+struct up_handle;
+struct upstream_probe;
+struct proxy_req {
+	struct client_conn *client;
+	struct http_head *head;	 /* the client's, valid while we live */
+	struct upstream *up;
+	struct up_handle *handle;
+	struct upstream_probe *probe;
+	enum proxy_state state;
+	unsigned head_only : 1;	 /* HEAD: no response body */
+	unsigned keep_alive : 1; /* the client connection may carry on */
+	unsigned http10 : 1;
+	unsigned openai : 1;	 /* /v1 path: OpenAI-shaped errors */
+	unsigned admin : 1;	 /* ours: /ollama-pool/... */
+	unsigned post_mode : 1;	 /* sends a body upstream */
+	unsigned body_done : 1;	 /* all of the body is in body */
+	unsigned send_paused : 1; /* curl's read side waits for body */
+	unsigned recv_paused : 1; /* curl's write side waits for the client */
+	unsigned resp_committed : 1; /* response head went to the client */
+	unsigned resp_chunked : 1;   /* we chunk-encode towards the client */
+	unsigned resp_has_length : 1;
+	unsigned resp_complete : 1;
+
+	struct evbuffer *body;	/* request body waiting for curl */
+	struct curl_slist *hdrs;
+
+	long status;
+	char reason[64];
+	uint64_t resp_length, resp_received;
+
+	char method[16];
+	char *path;		/* the target, for logs and routing */
+	uint64_t t_start_us, t_first_byte_us;
+	TAILQ_ENTRY(proxy_req) queue_entry;
+};
+struct proxy_req *proxy_req_new(struct client_conn *, struct http_head *);
+void proxy_req_start(struct proxy_req *);
+void proxy_req_body(struct proxy_req *, const char *, size_t);
+void proxy_req_body_end(struct proxy_req *);
+int proxy_req_wants_body(const struct proxy_req *);
+int proxy_req_committed(const struct proxy_req *);
+void proxy_req_client_drained(struct proxy_req *);
+void proxy_req_free(struct proxy_req *);
+void proxy_req_begin_transfer(struct proxy_req *);
+void proxy_req_fail(struct proxy_req *, int, int, const char *, ...)
+    PRINTFLIKE(4, 5);
+void proxy_req_respond(struct proxy_req *, int, const char *,
+    const char *, size_t);
+
+/* response.c: responses the proxy writes itself. */
+struct response_opts {
+	int status;
+	int keep_alive;
+	int http10;
+	int head_only;
+	int openai; /* OpenAI error shape */
+	int retry_after; /* seconds, 0 for none */
+	const char *content_type;
+};
+void response_write(struct evbuffer *, const struct response_opts *,
+    const char *, size_t);
+void response_error(struct evbuffer *, const struct response_opts *,
+    const char *);
+const char *response_reason(int);
+int response_status_has_body(int);
+
+/* admin.c: the /ollama-pool/ endpoints, never forwarded. */
+int admin_is_admin_path(const char *, size_t);
+void admin_handle(struct proxy_req *);
+
+/* upstream.c: one Ollama backend, its curl multi and its pool.  Several
+ * backends will be a list of these; one upstream is the special case. */
+struct up_handle {
+	CURL *easy;
+	struct upstream *up;
+	void *owner;
+	void (*on_done)(struct up_handle *, CURLcode);
+	int holds_slot; /* counted in in_flight */
+	char errbuf[CURL_ERROR_SIZE];
+	SLIST_ENTRY(up_handle) free_entry;
+};
+typedef void (*upstream_probe_cb)(void *, int, long, const char *, double);
+struct upstream {
+	struct upstream_url url;
+	CURLM *multi;
+	struct event *timer_ev;
+	int pool_maxsize;
+	int pool_connections;
+	int queue_max;
+	long connect_timeout_ms;
+	char *ca_file;
+	int tls_verify;
+
+	int in_flight;
+	int queued;
+	TAILQ_HEAD(, proxy_req) queue;
+	SLIST_HEAD(, up_handle) free_handles;
+	TAILQ_ENTRY(upstream) entry;
+};
+TAILQ_HEAD(upstream_list, upstream);
+struct upstream *upstream_new(const struct config *);
+void upstream_free(struct upstream *);
+struct upstream *upstream_select(struct proxy_req *);
+int upstream_submit(struct upstream *, struct proxy_req *);
+void upstream_dequeue(struct upstream *, struct proxy_req *);
+struct up_handle *upstream_handle_get(struct upstream *, int);
+int upstream_handle_start(struct up_handle *);
+void upstream_handle_release(struct up_handle *);
+struct upstream_probe *upstream_probe_start(struct upstream *,
+    upstream_probe_cb, void *);
+void upstream_probe_cancel(struct upstream_probe *);
+
+/* sdnotify.c: systemd readiness, with stand-ins when built without it. */
+void sdnotify_send(const char *, ...) PRINTFLIKE(1, 2);
+
+/* main.c: the one runtime struct. */
+struct runtime {
+	struct event_base *base;
+	struct config *cfg;
+	struct upstream_list upstreams;
+	struct listener_list listeners;
+	struct client_list clients;
+	int nclients;
+	int stopping;
+};
+extern struct runtime rt;
+uint64_t now_us(void);
+
+#endif

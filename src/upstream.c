@@ -1,0 +1,368 @@
+/*
+ * The upstream side: libcurl's multi interface driven by our libevent loop
+ * through its socket and timer callbacks (no polling of every descriptor),
+ * with one multi per backend so each has its own connection cache, limits
+ * and wait queue.  Easy handles are kept and reused, never freed per
+ * request, and so are the connections curl keeps alive behind them.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "ollama-pool.h"
+
+/* A health probe must answer fast even while a model loads. */
+#define PROBE_TIMEOUT_MS 5000
+
+struct up_sock {
+	curl_socket_t fd;
+	struct event *ev;
+	struct upstream *up;
+};
+
+struct upstream_probe {
+	struct up_handle *h;
+	upstream_probe_cb cb;
+	void *arg;
+	char body[512];
+	size_t len;
+	uint64_t t_start_us;
+};
+
+static void upstream_check_done(struct upstream *);
+
+static void
+upstream_event_cb(evutil_socket_t fd, short kind, void *arg)
+{
+	struct up_sock *s = arg;
+	struct upstream *up = s->up; /* s may be gone after the call */
+	int running, action = 0;
+
+	if (kind & EV_READ)
+		action |= CURL_CSELECT_IN;
+	if (kind & EV_WRITE)
+		action |= CURL_CSELECT_OUT;
+	curl_multi_socket_action(up->multi, fd, action, &running);
+	upstream_check_done(up);
+}
+
+static int
+upstream_socket_cb(CURL *e, curl_socket_t fd, int what, void *userp,
+    void *socketp)
+{
+	struct upstream *up = userp;
+	struct up_sock *s = socketp;
+	short kind;
+
+	if (what == CURL_POLL_REMOVE) {
+		if (s != NULL) {
+			event_free(s->ev);
+			free(s);
+			curl_multi_assign(up->multi, fd, NULL);
+		}
+		return 0;
+	}
+	kind = EV_PERSIST;
+	if (what & CURL_POLL_IN)
+		kind |= EV_READ;
+	if (what & CURL_POLL_OUT)
+		kind |= EV_WRITE;
+	if (s == NULL) {
+		s = xcalloc(1, sizeof *s);
+		s->fd = fd;
+		s->up = up;
+		s->ev = event_new(rt.base, fd, kind, upstream_event_cb, s);
+		curl_multi_assign(up->multi, fd, s);
+	} else {
+		event_del(s->ev);
+		event_assign(s->ev, rt.base, fd, kind, upstream_event_cb, s);
+	}
+	event_add(s->ev, NULL);
+	return 0;
+}
+
+static void
+upstream_timeout_cb(evutil_socket_t fd, short kind, void *arg)
+{
+	struct upstream *up = arg;
+	int running;
+
+	curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	upstream_check_done(up);
+}
+
+/* curl asks for a wake-up; never call back into curl from here. */
+static int
+upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct upstream *up = userp;
+	struct timeval tv;
+
+	if (timeout_ms < 0) {
+		evtimer_del(up->timer_ev);
+		return 0;
+	}
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	evtimer_add(up->timer_ev, &tv);
+	return 0;
+}
+
+static void
+upstream_check_done(struct upstream *up)
+{
+	struct up_handle *h;
+	CURLMsg *msg;
+	CURLcode rc;
+	int left;
+
+	while ((msg = curl_multi_info_read(up->multi, &left)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		rc = msg->data.result;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &h);
+		h->on_done(h, rc);
+	}
+}
+
+struct upstream *
+upstream_new(const struct config *cfg)
+{
+	struct upstream *up = xcalloc(1, sizeof *up);
+
+	up->url = cfg->upstream;
+	up->pool_maxsize = cfg->pool_maxsize;
+	up->pool_connections = cfg->pool_connections;
+	up->queue_max = cfg->queue_max;
+	up->connect_timeout_ms = (long)(cfg->connect_timeout * 1000);
+	up->ca_file = cfg->ca_file[0] ? xstrdup(cfg->ca_file) : NULL;
+	up->tls_verify = cfg->tls_verify;
+	TAILQ_INIT(&up->queue);
+	SLIST_INIT(&up->free_handles);
+
+	up->multi = curl_multi_init();
+	if (up->multi == NULL)
+		fatal("cannot initialise libcurl");
+	up->timer_ev = evtimer_new(rt.base, upstream_timeout_cb, up);
+	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION,
+	    upstream_socket_cb);
+	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+	curl_multi_setopt(up->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+	/* Requests never exceed pool_maxsize (our queue sees to that); the
+	 * one extra is for a health probe, which must not wait behind a
+	 * minutes-long generation. */
+	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+	    (long)up->pool_maxsize + 1);
+	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS,
+	    (long)(up->pool_connections > 0 ? up->pool_connections : 1));
+	return up;
+}
+
+void
+upstream_free(struct upstream *up)
+{
+	struct up_handle *h;
+
+	while ((h = SLIST_FIRST(&up->free_handles)) != NULL) {
+		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
+		curl_easy_cleanup(h->easy);
+		free(h);
+	}
+	curl_multi_cleanup(up->multi);
+	event_free(up->timer_ev);
+	free(up->ca_file);
+	free(up);
+}
+
+/* Which backend serves this request: with one, the choice is easy. */
+struct upstream *
+upstream_select(struct proxy_req *req)
+{
+	return TAILQ_FIRST(&rt.upstreams);
+}
+
+/* Starts the request on a free slot, or queues it.  -1: queue full. */
+int
+upstream_submit(struct upstream *up, struct proxy_req *req)
+{
+	if (up->in_flight < up->pool_maxsize && up->queued == 0) {
+		up->in_flight++;
+		proxy_req_begin_transfer(req);
+		return 0;
+	}
+	if (up->queued >= up->queue_max)
+		return -1;
+	TAILQ_INSERT_TAIL(&up->queue, req, queue_entry);
+	up->queued++;
+	req->state = PROXY_QUEUED;
+	return 0;
+}
+
+void
+upstream_dequeue(struct upstream *up, struct proxy_req *req)
+{
+	TAILQ_REMOVE(&up->queue, req, queue_entry);
+	up->queued--;
+}
+
+static void
+upstream_start_next(struct upstream *up)
+{
+	struct proxy_req *req;
+
+	while (up->in_flight < up->pool_maxsize &&
+	    (req = TAILQ_FIRST(&up->queue)) != NULL) {
+		upstream_dequeue(up, req);
+		up->in_flight++;
+		proxy_req_begin_transfer(req);
+	}
+}
+
+struct up_handle *
+upstream_handle_get(struct upstream *up, int holds_slot)
+{
+	struct up_handle *h = SLIST_FIRST(&up->free_handles);
+	CURL *e;
+
+	if (h != NULL)
+		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
+	else {
+		h = xcalloc(1, sizeof *h);
+		h->up = up;
+		h->easy = curl_easy_init();
+		if (h->easy == NULL)
+			abort();
+	}
+	h->holds_slot = holds_slot;
+	h->errbuf[0] = '\0';
+	e = h->easy;
+	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->errbuf);
+	/* Signals cost about 15% of curl's time and we resolve nothing
+	 * that needs an alarm. */
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, up->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	/* Paths go upstream byte for byte: no dot-segment squashing. */
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, (long)up->tls_verify);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, up->tls_verify ? 2L : 0L);
+	if (up->ca_file != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
+	if (up->pool_connections == 0)
+		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	return h;
+}
+
+int
+upstream_handle_start(struct up_handle *h)
+{
+	return curl_multi_add_handle(h->up->multi, h->easy) == CURLM_OK ? 0 :
+									   -1;
+}
+
+/*
+ * Returns a handle to the free list.  Removing a transfer that has not
+ * finished makes curl close its connection rather than pool it: that is
+ * what tells Ollama its client left, so it stops generating.
+ */
+void
+upstream_handle_release(struct up_handle *h)
+{
+	struct upstream *up = h->up;
+
+	curl_multi_remove_handle(up->multi, h->easy);
+	curl_easy_reset(h->easy);
+	h->owner = NULL;
+	h->on_done = NULL;
+	SLIST_INSERT_HEAD(&up->free_handles, h, free_entry);
+	if (h->holds_slot) {
+		h->holds_slot = 0;
+		up->in_flight--;
+		upstream_start_next(up);
+	}
+}
+
+static size_t
+upstream_probe_write(char *data, size_t size, size_t nitems, void *arg)
+{
+	struct upstream_probe *p = arg;
+	size_t len = size * nitems, room = sizeof p->body - 1 - p->len;
+
+	if (len > room)
+		len = room;
+	memcpy(p->body + p->len, data, len);
+	p->len += len;
+	return size * nitems;
+}
+
+static void
+upstream_probe_done(struct up_handle *h, CURLcode rc)
+{
+	struct upstream_probe *p = h->owner;
+	cJSON *json = NULL, *v;
+	char msg[CURL_ERROR_SIZE + 64];
+	long code = 0;
+	double latency = (now_us() - p->t_start_us) / 1e6;
+
+	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (rc != CURLE_OK)
+		snprintf(msg, sizeof msg, "%s",
+		    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
+	else if (code != 200)
+		snprintf(msg, sizeof msg, "GET /api/version answered %ld", code);
+	else {
+		p->body[p->len] = '\0';
+		json = cJSON_Parse(p->body);
+		v = cJSON_GetObjectItemCaseSensitive(json, "version");
+		snprintf(msg, sizeof msg, "%s",
+		    cJSON_IsString(v) ? v->valuestring : "");
+		cJSON_Delete(json);
+	}
+	upstream_handle_release(h);
+	p->cb(p->arg, rc == CURLE_OK && code == 200, code, msg, latency);
+	free(p);
+}
+
+/* Asks the upstream for /api/version; cb gets ok, status, the version
+ * or an error message, and the latency. */
+struct upstream_probe *
+upstream_probe_start(struct upstream *up, upstream_probe_cb cb, void *arg)
+{
+	struct upstream_probe *p = xcalloc(1, sizeof *p);
+	char *url;
+
+	p->cb = cb;
+	p->arg = arg;
+	p->t_start_us = now_us();
+	p->h = upstream_handle_get(up, 0);
+	p->h->owner = p;
+	p->h->on_done = upstream_probe_done;
+	xasprintf(&url, "%s/api/version", up->url.base);
+	curl_easy_setopt(p->h->easy, CURLOPT_URL, url);
+	free(url);
+	curl_easy_setopt(p->h->easy, CURLOPT_TIMEOUT_MS, (long)PROBE_TIMEOUT_MS);
+	curl_easy_setopt(p->h->easy, CURLOPT_WRITEFUNCTION,
+	    upstream_probe_write);
+	curl_easy_setopt(p->h->easy, CURLOPT_WRITEDATA, p);
+	if (upstream_handle_start(p->h) != 0) {
+		upstream_handle_release(p->h);
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void
+upstream_probe_cancel(struct upstream_probe *p)
+{
+	upstream_handle_release(p->h);
+	free(p);
+}
