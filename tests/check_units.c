@@ -1,0 +1,669 @@
+/*
+ * Unit suites: address and URL parsing, the configuration table, the
+ * header filter and the request parser wrapper.  They link the daemon's
+ * own objects (src/libollamapool.a).
+ */
+#include "config.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ollama-pool.h"
+
+/* --- addr.c ------------------------------------------------------------ */
+
+static void
+check_upstream(const char *in, int tls, const char *host, int port,
+    const char *prefix, const char *base)
+{
+	struct upstream_url u;
+	char err[256];
+
+	ck_assert_msg(addr_parse_upstream(in, &u, err, sizeof err) == 0,
+	    "'%s': %s", in, err);
+	ck_assert_int_eq(u.tls, tls);
+	ck_assert_str_eq(u.host, host);
+	ck_assert_int_eq(u.port, port);
+	ck_assert_str_eq(u.prefix, prefix);
+	ck_assert_str_eq(u.base, base);
+}
+
+START_TEST(test_upstream_ollama_host_syntax)
+{
+	check_upstream("example.com", 0, "example.com", 11434, "",
+	    "http://example.com:11434");
+	check_upstream("https://ollama.com", 1, "ollama.com", 443, "",
+	    "https://ollama.com:443");
+	check_upstream("http://example.com", 0, "example.com", 80, "",
+	    "http://example.com:80");
+	check_upstream(":5000", 0, "127.0.0.1", 5000, "",
+	    "http://127.0.0.1:5000");
+	check_upstream("", 0, "127.0.0.1", 11434, "", "http://127.0.0.1:11434");
+	check_upstream("  \"http://10.0.0.2:8080/ollama/\"  ", 0, "10.0.0.2",
+	    8080, "/ollama", "http://10.0.0.2:8080/ollama");
+	check_upstream("[::1]:1234", 0, "::1", 1234, "", "http://[::1]:1234");
+	check_upstream("http://[::1]", 0, "::1", 80, "", "http://[::1]:80");
+	check_upstream("0.0.0.0", 0, "127.0.0.1", 11434, "",
+	    "http://127.0.0.1:11434");
+	check_upstream("https://host.example:8443/a/b", 1, "host.example",
+	    8443, "/a/b", "https://host.example:8443/a/b");
+}
+END_TEST
+
+START_TEST(test_upstream_rejects_bad_input)
+{
+	static const char *bad[] = { "ftp://example.com", "example.com:99999",
+		"example.com:abc", "http://user:pw@example.com",
+		"http://exa mple.com", "example.com:0", NULL };
+	struct upstream_url u;
+	char err[256];
+	int i;
+
+	for (i = 0; bad[i] != NULL; i++) {
+		err[0] = '\0';
+		ck_assert_msg(addr_parse_upstream(bad[i], &u, err, sizeof err) ==
+			-1, "accepted '%s'", bad[i]);
+		ck_assert_msg(strlen(err) > 0, "no message for '%s'", bad[i]);
+	}
+}
+END_TEST
+
+START_TEST(test_listen_forms)
+{
+	struct listen_addr la;
+	char err[256], text[128];
+
+	ck_assert_int_eq(addr_parse_listen("127.0.0.1:11435", &la, err,
+			     sizeof err), 0);
+	addr_format((struct sockaddr *)&la.ss, la.sslen, text, sizeof text);
+	ck_assert_str_eq(text, "127.0.0.1:11435");
+	ck_assert(addr_is_loopback(&la));
+
+	ck_assert_int_eq(addr_parse_listen("[::1]:8080", &la, err, sizeof err),
+	    0);
+	addr_format((struct sockaddr *)&la.ss, la.sslen, text, sizeof text);
+	ck_assert_str_eq(text, "[::1]:8080");
+	ck_assert(addr_is_loopback(&la));
+
+	/* Like OLLAMA_HOST, a missing host means loopback. */
+	ck_assert_int_eq(addr_parse_listen(":9000", &la, err, sizeof err), 0);
+	addr_format((struct sockaddr *)&la.ss, la.sslen, text, sizeof text);
+	ck_assert_str_eq(text, "127.0.0.1:9000");
+
+	ck_assert_int_eq(addr_parse_listen("0.0.0.0:9000", &la, err,
+			     sizeof err), 0);
+	ck_assert(!addr_is_loopback(&la));
+
+	ck_assert_int_eq(addr_parse_listen("unix:/run/op.sock", &la, err,
+			     sizeof err), 0);
+	ck_assert_int_eq(la.kind, LISTEN_UNIX);
+	addr_format((struct sockaddr *)&la.ss, la.sslen, text, sizeof text);
+	ck_assert_str_eq(text, "unix:/run/op.sock");
+}
+END_TEST
+
+START_TEST(test_listen_rejects_bad_input)
+{
+	static const char *bad[] = { "127.0.0.1", "127.0.0.1:70000",
+		"unix:relative", "::1:80", "[::1]80", "host:", NULL };
+	struct listen_addr la;
+	char err[256];
+	int i;
+
+	for (i = 0; bad[i] != NULL; i++) {
+		err[0] = '\0';
+		ck_assert_msg(addr_parse_listen(bad[i], &la, err, sizeof err) ==
+			-1, "accepted '%s'", bad[i]);
+		ck_assert_msg(strstr(err, bad[i]) != NULL,
+		    "message for '%s' does not name it: %s", bad[i], err);
+	}
+}
+END_TEST
+
+START_TEST(test_upstream_loop_detection)
+{
+	struct listen_addr la[2];
+	struct upstream_url u;
+	char err[256];
+
+	ck_assert_int_eq(addr_parse_listen("127.0.0.1:11435", &la[0], err,
+			     sizeof err), 0);
+	ck_assert_int_eq(addr_parse_listen("0.0.0.0:9999", &la[1], err,
+			     sizeof err), 0);
+	addr_parse_upstream("127.0.0.1:11435", &u, err, sizeof err);
+	ck_assert(addr_upstream_is_listen(&u, la, 2));
+	addr_parse_upstream("localhost:11435", &u, err, sizeof err);
+	ck_assert(addr_upstream_is_listen(&u, la, 1));
+	/* A wildcard listener also answers on loopback. */
+	addr_parse_upstream("127.0.0.1:9999", &u, err, sizeof err);
+	ck_assert(addr_upstream_is_listen(&u, la, 2));
+	addr_parse_upstream("127.0.0.1:11434", &u, err, sizeof err);
+	ck_assert(!addr_upstream_is_listen(&u, la, 2));
+}
+END_TEST
+
+/* --- config.c ---------------------------------------------------------- */
+
+static char *
+write_temp(const char *text)
+{
+	char *path = strdup("/tmp/op-unit-XXXXXX");
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return path;
+}
+
+static int
+load_text(struct config **cfgp, const char *text,
+    const struct config_overrides *ov, char *err, size_t errlen,
+    char **pathp)
+{
+	char *path = write_temp(text);
+	int rc;
+
+	*cfgp = config_new_defaults();
+	rc = config_load(*cfgp, path, ov, err, errlen);
+	if (pathp != NULL)
+		*pathp = path;
+	else {
+		unlink(path);
+		free(path);
+	}
+	return rc;
+}
+
+START_TEST(test_config_defaults)
+{
+	struct config *cfg = config_new_defaults();
+
+	ck_assert_int_eq(cfg->nlisten, 1);
+	ck_assert_str_eq(cfg->listen[0].text, "127.0.0.1:11435");
+	ck_assert_str_eq(cfg->upstream.base, "http://127.0.0.1:11434");
+	ck_assert_int_eq(cfg->pool_maxsize, 20);
+	ck_assert_int_eq(cfg->pool_connections, 10);
+	ck_assert_int_eq(cfg->queue_max, 512);
+	ck_assert(cfg->connect_timeout == 10.0);
+	ck_assert_int_eq(cfg->tls_verify, 1);
+	ck_assert_uint_eq(cfg->max_buffer, 1024 * 1024);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_config_file_values)
+{
+	struct config *cfg;
+	char err[512];
+
+	ck_assert_msg(load_text(&cfg,
+			  "; comment\n[server]\nlisten = 127.0.0.1:7001 "
+			  "unix:/tmp/x.sock\nmax_buffer = 64k\n"
+			  "[upstream]\nurl = https://gpu.example/ollama\n"
+			  "pool_maxsize = 4\npool_connections = 2\n"
+			  "queue_max = 7\nconnect_timeout = 2.5\n"
+			  "tls_verify = no\nca_file = /etc/my-ca.pem\n",
+			  NULL, err, sizeof err, NULL) == 0,
+	    "%s", err);
+	ck_assert_int_eq(cfg->nlisten, 2);
+	ck_assert_str_eq(cfg->listen[1].text, "unix:/tmp/x.sock");
+	ck_assert_uint_eq(cfg->max_buffer, 65536);
+	ck_assert_str_eq(cfg->upstream.base, "https://gpu.example:443/ollama");
+	ck_assert_int_eq(cfg->pool_maxsize, 4);
+	ck_assert_int_eq(cfg->pool_connections, 2);
+	ck_assert_int_eq(cfg->queue_max, 7);
+	ck_assert(cfg->connect_timeout == 2.5);
+	ck_assert_int_eq(cfg->tls_verify, 0);
+	ck_assert_str_eq(cfg->ca_file, "/etc/my-ca.pem");
+	config_free(cfg);
+}
+END_TEST
+
+static void
+check_config_error(const char *text, int line, const char *needle)
+{
+	struct config *cfg;
+	char err[512], want[600], *path;
+
+	ck_assert_int_eq(load_text(&cfg, text, NULL, err, sizeof err, &path),
+	    -1);
+	snprintf(want, sizeof want, "%s:%d: ", path, line);
+	ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
+	    "want prefix '%s', got '%s'", want, err);
+	ck_assert_msg(strstr(err, needle) != NULL, "want '%s' in '%s'", needle,
+	    err);
+	unlink(path);
+	free(path);
+	config_free(cfg);
+}
+
+START_TEST(test_config_errors_name_file_and_line)
+{
+	check_config_error("[upstream]\n\npool_maxsize = banana\n", 3,
+	    "pool_maxsize");
+	check_config_error("[upstream]\npool_maxsize = 0\n", 2, "between");
+	check_config_error("[server]\nlisten = nowhere\n", 2, "nowhere");
+	check_config_error("[server]\nlisten = 127.0.0.1:1\nfrobnicate = 1\n",
+	    3, "unknown key 'frobnicate'");
+	check_config_error("pool_maxsize = 3\n", 1, "outside of a section");
+	check_config_error("[upstream]\nurl = ftp://x\n", 2, "scheme");
+	check_config_error("[upstream]\n[upstream\n", 2, "syntax error");
+	check_config_error("[upstream]\ntls_verify = maybe\n", 2, "yes or no");
+	check_config_error("[upstream]\npool_maxsize = 2\n"
+			   "pool_connections = 5\n",
+	    3, "cannot exceed");
+	check_config_error("[server]\nlisten = 127.0.0.1:7777\n"
+			   "[upstream]\nurl = http://127.0.0.1:7777\n",
+	    4, "loop back");
+}
+END_TEST
+
+START_TEST(test_config_overrides_win)
+{
+	struct config_overrides ov;
+	struct config *cfg;
+	char err[512];
+
+	memset(&ov, 0, sizeof ov);
+	ov.listen[0] = "127.0.0.1:7101";
+	ov.listen[1] = "[::1]:7102";
+	ov.nlisten = 2;
+	ov.upstream = "http://127.0.0.1:7200";
+	ck_assert_msg(load_text(&cfg,
+			  "[server]\nlisten = 127.0.0.1:7001\n"
+			  "[upstream]\nurl = http://127.0.0.1:7002\n",
+			  &ov, err, sizeof err, NULL) == 0,
+	    "%s", err);
+	ck_assert_int_eq(cfg->nlisten, 2);
+	ck_assert_str_eq(cfg->listen[0].text, "127.0.0.1:7101");
+	ck_assert_str_eq(cfg->listen[1].text, "[::1]:7102");
+	ck_assert_str_eq(cfg->upstream.base, "http://127.0.0.1:7200");
+	config_free(cfg);
+
+	ov.upstream = "http://127.0.0.1:7101";
+	ck_assert_int_eq(load_text(&cfg, "[server]\n", &ov, err, sizeof err,
+			     NULL), -1);
+	ck_assert_msg(strncmp(err, "--upstream: ", 12) == 0, "%s", err);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_config_missing_file)
+{
+	struct config *cfg = config_new_defaults();
+	char err[512];
+
+	ck_assert_int_eq(config_load(cfg, "/nonexistent/op.conf", NULL, err,
+			     sizeof err), -1);
+	ck_assert_str_eq(err, "/nonexistent/op.conf: No such file or directory");
+	config_free(cfg);
+}
+END_TEST
+
+/* --- headers.c and httpreq.c ------------------------------------------- */
+
+struct parsed {
+	struct http_head *head;
+	int heads, completes;
+	char body[4096];
+	size_t body_len;
+	int complete_continues;
+};
+
+static int
+parsed_on_head(void *arg, struct http_head *h)
+{
+	struct parsed *p = arg;
+
+	p->head = h;
+	p->heads++;
+	return 0;
+}
+
+static int
+parsed_on_body(void *arg, const char *data, size_t len)
+{
+	struct parsed *p = arg;
+
+	ck_assert_uint_le(p->body_len + len, sizeof p->body);
+	memcpy(p->body + p->body_len, data, len);
+	p->body_len += len;
+	return 0;
+}
+
+static int
+parsed_on_complete(void *arg)
+{
+	struct parsed *p = arg;
+
+	p->completes++;
+	return p->complete_continues;
+}
+
+static const struct httpreq_cb parsed_cb = {
+	.on_head = parsed_on_head,
+	.on_body = parsed_on_body,
+	.on_complete = parsed_on_complete,
+};
+
+/* Feeds text one byte at a time: every field arrives in pieces. */
+static ssize_t
+feed_bytewise(struct httpreq *hr, const char *text)
+{
+	size_t i, len = strlen(text);
+	ssize_t n;
+
+	for (i = 0; i < len; i++) {
+		n = httpreq_feed(hr, text + i, 1);
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+	}
+	return (ssize_t)i;
+}
+
+static const char *
+header_value(struct http_head *h, const char *name)
+{
+	return head_get(h, name, NULL);
+}
+
+START_TEST(test_httpreq_head_in_pieces)
+{
+	static const char req[] = "POST /api/chat?x=1 HTTP/1.1\r\n"
+				  "Host: example\r\n"
+				  "X-Empty:\r\n"
+				  "X-Long: a b  c\r\n"
+				  "Content-Length: 5\r\n\r\nhello";
+	struct parsed p;
+	struct httpreq hr;
+
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	ck_assert_int_eq(feed_bytewise(&hr, req), (ssize_t)strlen(req));
+	ck_assert_int_eq(p.heads, 1);
+	ck_assert_int_eq(p.completes, 1);
+	ck_assert_str_eq(head_str(p.head, p.head->target), "/api/chat?x=1");
+	ck_assert_uint_eq(p.head->nhdrs, 4);
+	ck_assert_str_eq(header_value(p.head, "host"), "example");
+	ck_assert_str_eq(header_value(p.head, "x-empty"), "");
+	ck_assert_str_eq(header_value(p.head, "X-LONG"), "a b  c");
+	ck_assert(p.head->has_content_length);
+	ck_assert_uint_eq(p.head->content_length, 5);
+	ck_assert_uint_eq(p.body_len, 5);
+	ck_assert(memcmp(p.body, "hello", 5) == 0);
+	ck_assert(p.head->keep_alive);
+	httpreq_free(&hr);
+}
+END_TEST
+
+START_TEST(test_httpreq_chunked_body)
+{
+	static const char req[] = "PUT /x HTTP/1.1\r\nHost: h\r\n"
+				  "Transfer-Encoding: chunked\r\n\r\n"
+				  "3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
+	struct parsed p;
+	struct httpreq hr;
+
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	ck_assert_int_eq(httpreq_feed(&hr, req, strlen(req)),
+	    (ssize_t)strlen(req));
+	ck_assert(p.head->chunked);
+	ck_assert_uint_eq(p.body_len, 7);
+	ck_assert(memcmp(p.body, "abcdefg", 7) == 0);
+	ck_assert_int_eq(p.completes, 1);
+	httpreq_free(&hr);
+}
+END_TEST
+
+START_TEST(test_httpreq_pauses_between_pipelined_requests)
+{
+	static const char two[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+				  "GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+	size_t first = strlen("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+	struct parsed p;
+	struct httpreq hr;
+	ssize_t n;
+
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	n = httpreq_feed(&hr, two, strlen(two));
+	ck_assert_int_eq(n, (ssize_t)first);
+	ck_assert(hr.paused);
+	ck_assert_str_eq(head_str(p.head, p.head->target), "/a");
+	httpreq_resume(&hr);
+	n = httpreq_feed(&hr, two + first, strlen(two) - first);
+	ck_assert_int_eq(n, (ssize_t)(strlen(two) - first));
+	ck_assert_int_eq(p.heads, 2);
+	ck_assert_str_eq(head_str(p.head, p.head->target), "/b");
+	httpreq_free(&hr);
+}
+END_TEST
+
+START_TEST(test_httpreq_errors_carry_status)
+{
+	static const struct {
+		const char *req;
+		int status;
+	} cases[] = {
+		{ "GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nContent-Length: 1\r\n"
+		  "Transfer-Encoding: chunked\r\n\r\n",
+		    400 },
+		{ "BREW / HTTP/1.1\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nUpgrade: websocket\r\n"
+		  "Connection: upgrade\r\n\r\n",
+		    400 },
+	};
+	struct parsed p;
+	struct httpreq hr;
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		memset(&p, 0, sizeof p);
+		httpreq_init(&hr, &parsed_cb, &p);
+		ck_assert_msg(httpreq_feed(&hr, cases[i].req,
+				  strlen(cases[i].req)) == -1,
+		    "accepted case %zu", i);
+		ck_assert_int_eq(hr.error_status, cases[i].status);
+		ck_assert_ptr_nonnull(hr.error);
+		httpreq_free(&hr);
+	}
+}
+END_TEST
+
+START_TEST(test_httpreq_header_limits)
+{
+	struct parsed p;
+	struct httpreq hr;
+	char *req;
+	size_t len = 0;
+	int i;
+
+	/* More header fields than allowed: 431. */
+	req = malloc(64 * 200 + 64);
+	len = sprintf(req, "GET / HTTP/1.1\r\n");
+	for (i = 0; i < 150; i++)
+		len += sprintf(req + len, "X-H%d: v\r\n", i);
+	len += sprintf(req + len, "\r\n");
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
+	ck_assert_int_eq(hr.error_status, 431);
+	httpreq_free(&hr);
+
+	/* More header bytes than max_header_size: 431. */
+	httpreq_set_max_header_size(1024);
+	len = sprintf(req, "GET / HTTP/1.1\r\nX-Big: ");
+	memset(req + len, 'a', 2000);
+	len += 2000;
+	len += sprintf(req + len, "\r\n\r\n");
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
+	ck_assert_int_eq(hr.error_status, 431);
+	httpreq_free(&hr);
+	httpreq_set_max_header_size(80 * 1024);
+	free(req);
+}
+END_TEST
+
+static int
+slist_has(struct curl_slist *l, const char *line)
+{
+	for (; l != NULL; l = l->next)
+		if (strcmp(l->data, line) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+slist_has_prefix(struct curl_slist *l, const char *prefix)
+{
+	for (; l != NULL; l = l->next)
+		if (strncasecmp(l->data, prefix, strlen(prefix)) == 0)
+			return 1;
+	return 0;
+}
+
+START_TEST(test_headers_to_curl_filters_hop_by_hop)
+{
+	static const char req[] =
+	    "POST /api/generate HTTP/1.1\r\n"
+	    "Host: client.example\r\n"
+	    "Connection: keep-alive, X-Hop\r\n"
+	    "Keep-Alive: timeout=5\r\n"
+	    "Proxy-Connection: keep-alive\r\n"
+	    "TE: trailers\r\n"
+	    "Trailer: X-T\r\n"
+	    "Proxy-Authorization: Basic eA==\r\n"
+	    "X-Hop: secret\r\n"
+	    "Authorization: Bearer t\r\n"
+	    "Origin: http://app.example\r\n"
+	    "X-Empty:\r\n"
+	    "Content-Type: application/json\r\n"
+	    "Expect: 100-continue\r\n"
+	    "Content-Length: 2\r\n\r\n{}";
+	struct parsed p;
+	struct httpreq hr;
+	struct curl_slist *l;
+
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	ck_assert_int_eq(httpreq_feed(&hr, req, strlen(req)),
+	    (ssize_t)strlen(req));
+	l = headers_to_curl(p.head, 1);
+	ck_assert(slist_has(l, "Authorization: Bearer t"));
+	ck_assert(slist_has(l, "Origin: http://app.example"));
+	ck_assert(slist_has(l, "Content-Type: application/json"));
+	ck_assert(slist_has(l, "X-Empty;"));
+	/* curl's own defaults are switched off. */
+	ck_assert(slist_has(l, "Accept:"));
+	ck_assert(slist_has(l, "Expect:"));
+	ck_assert(!slist_has(l, "Content-Type:"));
+	ck_assert(!slist_has_prefix(l, "Host"));
+	ck_assert(!slist_has_prefix(l, "Connection"));
+	ck_assert(!slist_has_prefix(l, "Keep-Alive"));
+	ck_assert(!slist_has_prefix(l, "Proxy-"));
+	ck_assert(!slist_has_prefix(l, "TE:"));
+	ck_assert(!slist_has_prefix(l, "Trailer"));
+	ck_assert(!slist_has_prefix(l, "X-Hop"));
+	ck_assert(!slist_has_prefix(l, "Content-Length"));
+	ck_assert(!slist_has_prefix(l, "Expect: 100"));
+	curl_slist_free_all(l);
+	httpreq_free(&hr);
+}
+END_TEST
+
+START_TEST(test_headers_token_lists)
+{
+	ck_assert(head_token_in_list("close", 5, "close"));
+	ck_assert(head_token_in_list(" Keep-Alive ,  X-A", 18, "x-a"));
+	ck_assert(!head_token_in_list("x-ab", 4, "x-a"));
+	ck_assert(!head_token_in_list("", 0, "x"));
+	ck_assert(headers_is_hop_by_hop("Transfer-Encoding", 17));
+	ck_assert(headers_is_hop_by_hop("upgrade", 7));
+	ck_assert(!headers_is_hop_by_hop("Content-Length", 14));
+}
+END_TEST
+
+START_TEST(test_headers_response_filter)
+{
+	struct http_head h;
+	const char *names[] = { "Content-Type", "Connection", "X-Private",
+		"Transfer-Encoding", "Content-Length", "Keep-Alive" };
+	const char *values[] = { "application/x-ndjson", "close, x-private",
+		"1", "chunked", "10", "timeout=5" };
+	int keep[] = { 1, 0, 0, 0, 1, 0 };
+	uint32_t i, k;
+
+	memset(&h, 0, sizeof h);
+	for (i = 0; i < 6; i++) {
+		k = head_add_header(&h);
+		h.hdrs[k].name = head_append(&h, names[i], strlen(names[i]));
+		h.hdrs[k].name_len = strlen(names[i]);
+		head_end_string(&h);
+		h.hdrs[k].value = head_append(&h, values[i], strlen(values[i]));
+		h.hdrs[k].value_len = strlen(values[i]);
+		head_end_string(&h);
+	}
+	for (i = 0; i < 6; i++)
+		ck_assert_msg(headers_response_keep(&h, i) == keep[i], "%s",
+		    names[i]);
+	head_free(&h);
+}
+END_TEST
+
+static Suite *
+units_suite(void)
+{
+	Suite *s = suite_create("units");
+	TCase *tc;
+
+	tc = tcase_create("addr");
+	tcase_add_test(tc, test_upstream_ollama_host_syntax);
+	tcase_add_test(tc, test_upstream_rejects_bad_input);
+	tcase_add_test(tc, test_listen_forms);
+	tcase_add_test(tc, test_listen_rejects_bad_input);
+	tcase_add_test(tc, test_upstream_loop_detection);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("config");
+	tcase_add_test(tc, test_config_defaults);
+	tcase_add_test(tc, test_config_file_values);
+	tcase_add_test(tc, test_config_errors_name_file_and_line);
+	tcase_add_test(tc, test_config_overrides_win);
+	tcase_add_test(tc, test_config_missing_file);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("headers");
+	tcase_add_test(tc, test_httpreq_head_in_pieces);
+	tcase_add_test(tc, test_httpreq_chunked_body);
+	tcase_add_test(tc, test_httpreq_pauses_between_pipelined_requests);
+	tcase_add_test(tc, test_httpreq_errors_carry_status);
+	tcase_add_test(tc, test_httpreq_header_limits);
+	tcase_add_test(tc, test_headers_to_curl_filters_hop_by_hop);
+	tcase_add_test(tc, test_headers_token_lists);
+	tcase_add_test(tc, test_headers_response_filter);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(units_suite());
+	int failed;
+
+	log_init(-5);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
