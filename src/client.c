@@ -14,6 +14,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,16 +32,30 @@ static void client_read_cb(struct bufferevent *, void *);
 static void client_write_cb(struct bufferevent *, void *);
 static void client_event_cb(struct bufferevent *, short, void *);
 static void client_resume_cb(evutil_socket_t, short, void *);
+static void client_timer_cb(evutil_socket_t, short, void *);
+static void client_closed_cb(evutil_socket_t, short, void *);
+static void client_on_begin(void *);
 static int client_on_head(void *, struct http_head *);
 static int client_on_body(void *, const char *, size_t);
 static int client_on_complete(void *);
 static void client_process(struct client_conn *);
 
 static const struct httpreq_cb client_parser_cb = {
+	.on_begin = client_on_begin,
 	.on_head = client_on_head,
 	.on_body = client_on_body,
 	.on_complete = client_on_complete,
 };
+
+static void
+client_timer_start(struct client_conn *cc, double seconds)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(cc->timer_ev, &tv);
+}
 
 void
 client_accept(int fd, struct sockaddr *sa, int salen)
@@ -59,6 +74,11 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 		return;
 	}
 	cc->resume_ev = event_new(rt.base, -1, 0, client_resume_cb, cc);
+	cc->timer_ev = evtimer_new(rt.base, client_timer_cb, cc);
+	/* EV_CLOSED (EPOLLRDHUP) tells us the client left even while we
+	 * are not reading from it, so its upstream transfer can be stopped
+	 * at once instead of generating for nobody. */
+	cc->closed_ev = event_new(rt.base, fd, EV_CLOSED, client_closed_cb, cc);
 	addr_format(sa, salen, cc->peer, sizeof cc->peer);
 	httpreq_init(&cc->req_parser, &client_parser_cb, cc);
 	bufferevent_setcb(cc->bev, client_read_cb, client_write_cb,
@@ -68,6 +88,7 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	 * response paused for backpressure. */
 	bufferevent_setwatermark(cc->bev, EV_WRITE, rt.cfg->max_buffer / 2, 0);
 	bufferevent_enable(cc->bev, EV_READ | EV_WRITE);
+	client_timer_start(cc, rt.cfg->idle_timeout);
 	TAILQ_INSERT_TAIL(&rt.clients, cc, entry);
 	rt.nclients++;
 	log_debug("client %s connected", cc->peer);
@@ -86,6 +107,8 @@ client_free(struct client_conn *cc)
 	httpreq_free(&cc->req_parser);
 	head_free(&cc->resp_head);
 	event_free(cc->resume_ev);
+	event_free(cc->timer_ev);
+	event_free(cc->closed_ev);
 	bufferevent_free(cc->bev);
 	free(cc);
 }
@@ -126,6 +149,7 @@ void
 client_response_done(struct client_conn *cc, int keep_alive)
 {
 	cc->resp_done = 1;
+	event_del(cc->closed_ev);
 	if (!keep_alive)
 		cc->closing = 1;
 	client_schedule(cc);
@@ -163,7 +187,46 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 
 	if (what & BEV_EVENT_ERROR)
 		log_debug("client %s: %s", cc->peer, strerror(errno));
+	else if ((what & BEV_EVENT_EOF) && client_output_len(cc) > 0 &&
+	    (cc->req == NULL || cc->resp_done)) {
+		/* A half-close after the answer: it may still read it. */
+		cc->closing = 1;
+		bufferevent_disable(cc->bev, EV_READ);
+		return;
+	}
 	client_free(cc);
+}
+
+static void
+client_closed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client_conn *cc = arg;
+
+	if (cc->req != NULL && !cc->resp_done)
+		client_free(cc);
+}
+
+static void
+client_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client_conn *cc = arg;
+	struct response_opts o = { .status = 408, .keep_alive = 0 };
+
+	if (cc->req != NULL || cc->closing)
+		return;
+	if (!cc->req_parser.in_head) {
+		log_debug("client %s idle for %g s: closing", cc->peer,
+		    rt.cfg->idle_timeout);
+		client_free(cc);
+		return;
+	}
+	log_info("client %s: request head not complete within %g s",
+	    cc->peer, rt.cfg->header_timeout);
+	response_error(client_output(cc), &o,
+	    "request headers not received in time (header_timeout)");
+	cc->closing = 1;
+	bufferevent_disable(cc->bev, EV_READ);
+	client_schedule(cc);
 }
 
 static void
@@ -201,11 +264,23 @@ client_reject(struct client_conn *cc, int status, const char *why)
 	client_schedule(cc);
 }
 
+/* A request's first byte: its head must be complete by header_timeout,
+ * however slowly it trickles in. */
+static void
+client_on_begin(void *arg)
+{
+	struct client_conn *cc = arg;
+
+	client_timer_start(cc, rt.cfg->header_timeout);
+}
+
 static int
 client_on_head(void *arg, struct http_head *h)
 {
 	struct client_conn *cc = arg;
 
+	evtimer_del(cc->timer_ev);
+	event_add(cc->closed_ev, NULL);
 	cc->nrequests++;
 	cc->body_done = 0;
 	cc->resp_done = 0;
@@ -243,7 +318,10 @@ client_on_complete(void *arg)
 		return 0;
 	}
 	/* The response went out while the body was still arriving. */
-	return !cc->closing;
+	if (cc->closing)
+		return 0;
+	client_timer_start(cc, rt.cfg->idle_timeout);
+	return 1;
 }
 
 static void
@@ -292,8 +370,10 @@ client_resume_cb(evutil_socket_t fd, short what, void *arg)
 		 * upstream answered without waiting for it. */
 		proxy_req_free(cc->req);
 		cc->req = NULL;
-		if (cc->body_done && !cc->closing)
+		if (cc->body_done && !cc->closing) {
 			httpreq_resume(&cc->req_parser);
+			client_timer_start(cc, rt.cfg->idle_timeout);
+		}
 	}
 	if (cc->closing && cc->req == NULL) {
 		bufferevent_disable(cc->bev, EV_READ);

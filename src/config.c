@@ -25,6 +25,8 @@ enum setting_type {
 	SET_SIZE,
 	SET_BOOL,
 	SET_STRING,
+	SET_STATUSES,
+	SET_METHODS,
 };
 
 struct setting {
@@ -46,6 +48,10 @@ static const struct setting settings[] = {
 	    1024, 1048576, "largest request head accepted" },
 	{ "server", "max_buffer", SET_SIZE, OFF(max_buffer), "1m", 65536,
 	    1073741824, "most bytes buffered per connection and direction" },
+	{ "server", "header_timeout", SET_SECONDS, OFF(header_timeout), "30",
+	    0.001, 86400, "seconds allowed for a request's headers; then 408" },
+	{ "server", "idle_timeout", SET_SECONDS, OFF(idle_timeout), "75",
+	    0.001, 86400, "seconds a kept-alive client may sit idle" },
 	{ "upstream", "url", SET_URL, OFF(upstream), DEFAULT_UPSTREAM, 0, 0,
 	    "the Ollama server, in OLLAMA_HOST syntax" },
 	{ "upstream", "pool_maxsize", SET_INT, OFF(pool_maxsize), "20", 1,
@@ -56,10 +62,28 @@ static const struct setting settings[] = {
 	    "requests that may wait for a pool slot; beyond it, 503" },
 	{ "upstream", "connect_timeout", SET_SECONDS, OFF(connect_timeout),
 	    "10", 0.001, 3600, "seconds allowed for one connection attempt" },
+	{ "upstream", "first_byte_timeout", SET_SECONDS,
+	    OFF(first_byte_timeout), "0", 0, 86400,
+	    "seconds to wait for the response head; 0 waits for ever" },
+	{ "upstream", "stream_idle_timeout", SET_SECONDS,
+	    OFF(stream_idle_timeout), "0", 0, 86400,
+	    "seconds a response may go without a byte; 0 waits for ever" },
 	{ "upstream", "ca_file", SET_STRING, OFF(ca_file), "", 0, 0,
 	    "extra CA certificate file trusted for an https upstream" },
 	{ "upstream", "tls_verify", SET_BOOL, OFF(tls_verify), "yes", 0, 0,
 	    "verify the upstream's certificate and name" },
+	{ "retry", "retries", SET_INT, OFF(retries), "3", 0, 100,
+	    "retries after a failed attempt; 0 turns retrying off" },
+	{ "retry", "backoff_factor", SET_SECONDS, OFF(backoff_factor), "0.3",
+	    0, 3600, "retry n waits backoff_factor * 2^(n-1) seconds" },
+	{ "retry", "backoff_max", SET_SECONDS, OFF(backoff_max), "30", 0,
+	    86400, "longest wait before a retry, Retry-After included" },
+	{ "retry", "retry_statuses", SET_STATUSES, OFF(retry_statuses),
+	    "500,502,503,504", 0, 0, "upstream statuses that are retried" },
+	{ "retry", "retry_methods", SET_METHODS, OFF(retry_methods), "all", 0,
+	    0, "methods that are retried: all, or a list such as GET,POST" },
+	{ "retry", "retry_body_max", SET_SIZE, OFF(retry_body_max), "16m", 0,
+	    1073741824, "largest request body kept for replay" },
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -124,6 +148,66 @@ config_parse_number(const char *value, double *out, int allow_suffix)
 }
 
 static int
+config_parse_statuses(uint8_t *set, const char *value, char *err,
+    size_t errlen)
+{
+	char *copy = xstrdup(value), *tok, *save, *end;
+	long v;
+
+	memset(set, 0, 600);
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	     tok = strtok_r(NULL, " \t,", &save)) {
+		v = strtol(tok, &end, 10);
+		if (*end != '\0' || v < 100 || v > 599) {
+			snprintf(err, errlen,
+			    "retry_statuses: '%s' is not an HTTP status", tok);
+			free(copy);
+			return -1;
+		}
+		set[v] = 1;
+	}
+	free(copy);
+	return 0;
+}
+
+static int
+config_parse_methods(uint64_t *set, const char *value, char *err,
+    size_t errlen)
+{
+	char *copy, *tok, *save;
+	int m, found;
+
+	if (strcasecmp(value, "all") == 0 || strcmp(value, "*") == 0) {
+		*set = ~(uint64_t)0;
+		return 0;
+	}
+	*set = 0;
+	copy = xstrdup(value);
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	     tok = strtok_r(NULL, " \t,", &save)) {
+		found = 0;
+		for (m = 0; m < 64; m++) {
+			const char *name = http_method_str((enum http_method)m);
+
+			if (strcmp(name, "<unknown>") == 0)
+				break;
+			if (strcasecmp(name, tok) == 0) {
+				*set |= (uint64_t)1 << m;
+				found = 1;
+			}
+		}
+		if (!found) {
+			snprintf(err, errlen,
+			    "retry_methods: '%s' is not an HTTP method", tok);
+			free(copy);
+			return -1;
+		}
+	}
+	free(copy);
+	return 0;
+}
+
+static int
 config_apply(struct config *cfg, const struct setting *s, const char *value,
     int append_listen, char *err, size_t errlen)
 {
@@ -169,6 +253,10 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return 0;
+	case SET_STATUSES:
+		return config_parse_statuses(field, value, err, errlen);
+	case SET_METHODS:
+		return config_parse_methods(field, value, err, errlen);
 	case SET_BOOL:
 		if (strcasecmp(value, "yes") == 0 ||
 		    strcasecmp(value, "true") == 0 ||
@@ -284,8 +372,8 @@ config_handler(void *user, const char *section, const char *key,
 		return 1;
 	if (section[0] == '\0') {
 		snprintf(err, sizeof err,
-		    "key '%s' outside of a section (put it under [server] or "
-		    "[upstream])",
+		    "key '%s' outside of a section (put it under [server], "
+		    "[upstream] or [retry])",
 		    key);
 		rc = -1;
 	} else if ((s = config_find(section, key)) == NULL) {
@@ -386,6 +474,25 @@ config_load(struct config *cfg, const char *file,
 	return 0;
 }
 
+static void
+config_print_methods(uint64_t set, FILE *fp)
+{
+	const char *name;
+	int m, n = 0;
+
+	if (set == ~(uint64_t)0) {
+		fputs("all", fp);
+		return;
+	}
+	for (m = 0; m < 64; m++) {
+		name = http_method_str((enum http_method)m);
+		if (strcmp(name, "<unknown>") == 0)
+			break;
+		if (set & ((uint64_t)1 << m))
+			fprintf(fp, "%s%s", n++ ? "," : "", name);
+	}
+}
+
 void
 config_print(const struct config *cfg, FILE *fp)
 {
@@ -393,7 +500,7 @@ config_print(const struct config *cfg, FILE *fp)
 	const struct setting *s;
 	const void *field;
 	size_t i;
-	int j;
+	int j, n;
 
 	fprintf(fp, "# effective settings%s%s\n", cfg->file ? " from " : "",
 	    cfg->file ? cfg->file : " (built-in defaults)");
@@ -428,6 +535,14 @@ config_print(const struct config *cfg, FILE *fp)
 			break;
 		case SET_STRING:
 			fputs(*(char *const *)field, fp);
+			break;
+		case SET_STATUSES:
+			for (j = 100, n = 0; j < 600; j++)
+				if (((const uint8_t *)field)[j])
+					fprintf(fp, "%s%d", n++ ? "," : "", j);
+			break;
+		case SET_METHODS:
+			config_print_methods(*(const uint64_t *)field, fp);
 			break;
 		}
 		fputc('\n', fp);

@@ -69,6 +69,9 @@ httpreq_on_message_begin(http_parser *p)
 	head_reset(&hr->head);
 	hr->in_value = 0;
 	hr->nfields = 0;
+	hr->in_head = 1;
+	if (hr->cb->on_begin != NULL)
+		hr->cb->on_begin(hr->arg);
 	return 0;
 }
 
@@ -137,6 +140,7 @@ httpreq_on_headers_complete(http_parser *p)
 	uint32_t i;
 
 	head_end_string(h);
+	hr->in_head = 0;
 	if (hr->nfields > 0 && !hr->in_value) {
 		/* A name with no value at all: give it an empty one. */
 		r = &h->hdrs[h->nhdrs - 1];

@@ -114,10 +114,22 @@ struct config {
 	int pool_connections;
 	int queue_max;
 	double connect_timeout;
+	double first_byte_timeout;  /* 0: none */
+	double stream_idle_timeout; /* 0: none */
 	char *ca_file;
 	int tls_verify;
+
+	int retries;
+	double backoff_factor;
+	double backoff_max;
+	uint8_t retry_statuses[600]; /* 1 where a status is retried */
+	uint64_t retry_methods;	     /* bit per enum http_method */
+	size_t retry_body_max;
+
 	size_t max_buffer;
 	size_t max_header_size;
+	double header_timeout;
+	double idle_timeout;
 };
 struct config_overrides {
 	const char *listen[MAX_LISTEN];
@@ -168,6 +180,7 @@ int headers_response_keep(const struct http_head *, uint32_t);
 /* httpreq.c: the request parser, behind an interface of our own so the
  * engine (http-parser today) can be swapped. */
 struct httpreq_cb {
+	void (*on_begin)(void *);
 	int (*on_head)(void *, struct http_head *);
 	int (*on_body)(void *, const char *, size_t);
 	int (*on_complete)(void *);
@@ -180,6 +193,7 @@ struct httpreq {
 	uint32_t nfields;
 	int in_value; /* last callback was a header value */
 	int paused;
+	int in_head; /* a request has begun, its head is not complete */
 	int error_status; /* HTTP status to answer when parsing failed */
 	const char *error;
 };
@@ -211,6 +225,8 @@ struct client_conn {
 	struct http_head resp_head; /* reused for each response */
 	struct proxy_req *req;	   /* the request being answered, if any */
 	struct event *resume_ev;   /* deferred work outside other callbacks */
+	struct event *timer_ev;	   /* idle or header timeout */
+	struct event *closed_ev;   /* sees the client leave while not reading */
 	char peer[ADDR_TEXT_MAX];
 	int closing;		   /* close once output is flushed */
 	int read_throttled;	   /* stopped reading: body buffer full */
@@ -233,6 +249,7 @@ enum proxy_state {
 	PROXY_NEW,
 	PROXY_QUEUED,	 /* waiting for a pool slot */
 	PROXY_RUNNING,	 /* transfer under way */
+	PROXY_BACKOFF,	 /* waiting to retry */
 	PROXY_DONE,	 /* answered */
 };
 struct upstream;
@@ -258,9 +275,17 @@ struct proxy_req {
 	unsigned resp_chunked : 1;   /* we chunk-encode towards the client */
 	unsigned resp_has_length : 1;
 	unsigned resp_complete : 1;
+	unsigned replayable : 1;    /* all of the body sent so far is kept */
+	unsigned retry_pending : 1; /* this attempt's answer will be retried */
 
-	struct evbuffer *body;	/* request body waiting for curl */
+	struct evbuffer *body;	/* request body: unsent, and kept for replay */
+	size_t body_off;	/* bytes of body this attempt has sent */
 	struct curl_slist *hdrs;
+	struct event *timer;	/* backoff, first byte or stream idle */
+	int attempts;
+	double retry_delay;
+	size_t discarded;	/* body bytes of an answer being retried */
+	uint64_t last_byte_us;
 
 	long status;
 	char reason[64];

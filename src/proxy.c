@@ -11,9 +11,11 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
@@ -23,6 +25,14 @@ static size_t proxy_header_cb(char *, size_t, size_t, void *);
 static size_t proxy_write_cb(char *, size_t, size_t, void *);
 static size_t proxy_read_cb(char *, size_t, size_t, void *);
 static void proxy_transfer_done(struct up_handle *, CURLcode);
+static void proxy_timer_cb(evutil_socket_t, short, void *);
+static int proxy_can_retry(const struct proxy_req *);
+static double proxy_backoff(const struct proxy_req *);
+static double proxy_retry_after(struct proxy_req *, double);
+
+/* A retried answer's body is read and dropped to keep the connection; a
+ * bigger one is not worth it. */
+#define PROXY_DISCARD_MAX (64 * 1024)
 
 /* Takes the request target in origin form, or the path of an absolute
  * form: the host a client names is never where the request goes. */
@@ -77,6 +87,10 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 		req->body = evbuffer_new();
 	else
 		req->body_done = 1;
+	/* A body too big to keep cannot be replayed: send it on as it
+	 * comes. */
+	req->replayable = !h->has_content_length ||
+	    h->content_length <= rt.cfg->retry_body_max;
 	req->t_start_us = now_us();
 	return req;
 }
@@ -90,6 +104,8 @@ proxy_req_free(struct proxy_req *req)
 		upstream_handle_release(req->handle);
 	if (req->probe != NULL)
 		upstream_probe_cancel(req->probe);
+	if (req->timer != NULL)
+		event_free(req->timer);
 	curl_slist_free_all(req->hdrs);
 	if (req->body != NULL)
 		evbuffer_free(req->body);
@@ -196,6 +212,25 @@ proxy_req_start(struct proxy_req *req)
 		    req->up->queued, req->up->pool_maxsize, req->up->url.base);
 }
 
+static void
+proxy_timer_start(struct proxy_req *req, double seconds)
+{
+	struct timeval tv;
+
+	if (req->timer == NULL)
+		req->timer = evtimer_new(rt.base, proxy_timer_cb, req);
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(req->timer, &tv);
+}
+
+static void
+proxy_timer_stop(struct proxy_req *req)
+{
+	if (req->timer != NULL)
+		evtimer_del(req->timer);
+}
+
 void
 proxy_req_begin_transfer(struct proxy_req *req)
 {
@@ -208,10 +243,14 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	h->on_done = proxy_transfer_done;
 	req->handle = h;
 	req->state = PROXY_RUNNING;
+	req->attempts++;
+	if (rt.cfg->first_byte_timeout > 0)
+		proxy_timer_start(req, rt.cfg->first_byte_timeout);
 
 	xasprintf(&url, "%s%s", req->up->url.base, req->path);
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	free(url);
+	curl_slist_free_all(req->hdrs);
 	req->hdrs = headers_to_curl(head, req->post_mode);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs);
 	if (req->post_mode) {
@@ -243,7 +282,7 @@ int
 proxy_req_wants_body(const struct proxy_req *req)
 {
 	return req->body == NULL ||
-	    evbuffer_get_length(req->body) < rt.cfg->max_buffer;
+	    evbuffer_get_length(req->body) - req->body_off < rt.cfg->max_buffer;
 }
 
 int
@@ -319,7 +358,8 @@ proxy_resp_complete(struct proxy_req *req)
 {
 	req->resp_complete = 1;
 	if (!req->body_done ||
-	    (req->body != NULL && evbuffer_get_length(req->body) > 0))
+	    (req->body != NULL &&
+		evbuffer_get_length(req->body) > req->body_off))
 		proxy_finish(req);
 }
 
@@ -369,7 +409,11 @@ proxy_commit_head(struct proxy_req *req)
 		evbuffer_add(out, "Connection: keep-alive\r\n", 24);
 	evbuffer_add(out, "\r\n", 2);
 	req->resp_committed = 1;
-	req->t_first_byte_us = now_us();
+	req->t_first_byte_us = req->last_byte_us = now_us();
+	if (rt.cfg->stream_idle_timeout > 0)
+		proxy_timer_start(req, rt.cfg->stream_idle_timeout);
+	else
+		proxy_timer_stop(req);
 	if (!has_body || (req->resp_has_length && req->resp_length == 0))
 		proxy_resp_complete(req);
 }
@@ -417,8 +461,18 @@ proxy_header_cb(char *buf, size_t size, size_t nitems, void *arg)
 	}
 	if (buf[0] == '\r' || buf[0] == '\n') {
 		/* 1xx heads are interim: the real one follows. */
-		if (req->status >= 200)
-			proxy_commit_head(req);
+		if (req->status < 200)
+			return len;
+		if (req->status < 600 && rt.cfg->retry_statuses[req->status] &&
+		    proxy_can_retry(req)) {
+			/* Nothing goes to the client: this answer is
+			 * replaced by the next attempt's. */
+			req->retry_pending = 1;
+			req->retry_delay = proxy_retry_after(req,
+			    proxy_backoff(req));
+			return len;
+		}
+		proxy_commit_head(req);
 		return len;
 	}
 	colon = memchr(buf, ':', len);
@@ -455,6 +509,10 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
 
 	if (req->state == PROXY_DONE || req->head_only)
 		return len;
+	if (req->retry_pending) {
+		req->discarded += len;
+		return req->discarded > PROXY_DISCARD_MAX ? 0 : len;
+	}
 	if (!req->resp_committed)
 		proxy_commit_head(req);
 	out = client_output(cc);
@@ -471,29 +529,176 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
 	} else
 		evbuffer_add(out, data, len);
 	req->resp_received += len;
+	if (rt.cfg->stream_idle_timeout > 0)
+		req->last_byte_us = now_us();
 	if (req->resp_has_length && req->resp_received >= req->resp_length)
 		proxy_resp_complete(req);
 	return len;
 }
 
+/*
+ * curl wants body bytes.  While the body may still be replayed, what was
+ * sent stays in the buffer (body_off marks how far this attempt got); once
+ * it outgrows retry_body_max it is dropped as it goes.
+ */
 static size_t
 proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 {
 	struct proxy_req *req = arg;
-	int n;
+	struct evbuffer_ptr pos;
+	size_t avail, n = size * nitems;
 
-	if (req->state == PROXY_DONE)
+	if (req->state == PROXY_DONE || req->retry_pending)
 		return CURL_READFUNC_ABORT;
-	n = evbuffer_remove(req->body, buf, size * nitems);
-	if (n > 0) {
-		if (evbuffer_get_length(req->body) < rt.cfg->max_buffer / 2)
-			client_body_drained(req->client);
-		return n;
+	avail = evbuffer_get_length(req->body) - req->body_off;
+	if (avail == 0) {
+		if (req->body_done)
+			return 0;
+		req->send_paused = 1;
+		return CURL_READFUNC_PAUSE;
 	}
-	if (req->body_done)
+	if (n > avail)
+		n = avail;
+	if (req->replayable) {
+		evbuffer_ptr_set(req->body, &pos, req->body_off, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(req->body, &pos, buf, n);
+		req->body_off += n;
+		if (evbuffer_get_length(req->body) > rt.cfg->retry_body_max) {
+			evbuffer_drain(req->body, req->body_off);
+			req->body_off = 0;
+			req->replayable = 0;
+		}
+	} else
+		evbuffer_remove(req->body, buf, n);
+	if (evbuffer_get_length(req->body) - req->body_off <
+	    rt.cfg->max_buffer / 2)
+		client_body_drained(req->client);
+	return n;
+}
+
+/* Would another attempt be allowed, and could it send the same request? */
+static int
+proxy_can_retry(const struct proxy_req *req)
+{
+	return req->attempts <= rt.cfg->retries &&
+	    (rt.cfg->retry_methods & ((uint64_t)1 << req->head->method)) &&
+	    (req->body == NULL || req->replayable);
+}
+
+/* Failures before any answer that another attempt may well get past. */
+static int
+proxy_retryable_error(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_OPERATION_TIMEDOUT: /* only connect_timeout sets it */
+	case CURLE_GOT_NOTHING:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_SSL_CONNECT_ERROR:
+		return 1;
+	default:
 		return 0;
-	req->send_paused = 1;
-	return CURL_READFUNC_PAUSE;
+	}
+}
+
+/* Retry n waits backoff_factor * 2^(n-1) seconds, within backoff_max. */
+static double
+proxy_backoff(const struct proxy_req *req)
+{
+	double d = rt.cfg->backoff_factor * ldexp(1.0, req->attempts - 1);
+
+	return d < rt.cfg->backoff_max ? d : rt.cfg->backoff_max;
+}
+
+/* The upstream's Retry-After (seconds or an HTTP date) wins when it asks
+ * for longer, within backoff_max. */
+static double
+proxy_retry_after(struct proxy_req *req, double delay)
+{
+	const char *v = head_get(&req->client->resp_head, "retry-after", NULL);
+	struct tm tm;
+	double ra = -1;
+	char *end;
+
+	if (v == NULL)
+		return delay;
+	ra = strtod(v, &end);
+	if (end == v || *end != '\0') {
+		memset(&tm, 0, sizeof tm);
+		end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		ra = end != NULL ? difftime(timegm(&tm), time(NULL)) : -1;
+	}
+	if (ra > delay)
+		delay = ra;
+	return delay < rt.cfg->backoff_max ? delay : rt.cfg->backoff_max;
+}
+
+static void
+proxy_retry(struct proxy_req *req, double delay, const char *why)
+{
+	log_notice("%s %s: %s; retry %d of %d in %.2f s", req->method,
+	    req->path, why, req->attempts, rt.cfg->retries, delay);
+	req->state = PROXY_BACKOFF;
+	req->body_off = 0;
+	req->send_paused = req->recv_paused = 0;
+	req->retry_pending = 0;
+	req->discarded = 0;
+	req->status = 0;
+	req->resp_has_length = req->resp_complete = 0;
+	req->resp_length = req->resp_received = 0;
+	proxy_timer_start(req, delay);
+}
+
+/* Gives up on the running transfer: its connection is closed, not
+ * pooled, so Ollama sees its client leave. */
+static void
+proxy_abandon_transfer(struct proxy_req *req)
+{
+	if (req->handle != NULL) {
+		upstream_handle_release(req->handle);
+		req->handle = NULL;
+	}
+}
+
+static void
+proxy_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct proxy_req *req = arg;
+	double idle, left;
+
+	switch (req->state) {
+	case PROXY_BACKOFF:
+		req->state = PROXY_NEW;
+		if (upstream_submit(req->up, req) != 0)
+			proxy_req_fail(req, 503, 1,
+			    "queue full: cannot retry against upstream %s",
+			    req->up->url.base);
+		return;
+	case PROXY_RUNNING:
+		if (!req->resp_committed) {
+			proxy_abandon_transfer(req);
+			proxy_req_fail(req, 504, 0,
+			    "upstream %s sent no response within %g s "
+			    "(first_byte_timeout)",
+			    req->up->url.base, rt.cfg->first_byte_timeout);
+			return;
+		}
+		idle = rt.cfg->stream_idle_timeout;
+		left = idle - (now_us() - req->last_byte_us) / 1e6;
+		if (left > 0.001) {
+			proxy_timer_start(req, left);
+			return;
+		}
+		proxy_abandon_transfer(req);
+		proxy_req_fail(req, 504, 0,
+		    "upstream %s sent nothing for %g s (stream_idle_timeout)",
+		    req->up->url.base, idle);
+		return;
+	default:
+		return;
+	}
 }
 
 static int
@@ -520,6 +725,19 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 
 	if (req->state == PROXY_DONE)
 		return;
+	proxy_timer_stop(req);
+	if (req->retry_pending) {
+		char why[64];
+
+		snprintf(why, sizeof why, "upstream answered %ld", req->status);
+		proxy_retry(req, req->retry_delay, why);
+		return;
+	}
+	if (!req->resp_committed && rc != CURLE_OK &&
+	    proxy_retryable_error(rc) && proxy_can_retry(req)) {
+		proxy_retry(req, proxy_backoff(req), errbuf);
+		return;
+	}
 	if (req->resp_committed) {
 		if (rc == CURLE_OK || req->resp_complete)
 			proxy_finish(req);
