@@ -69,7 +69,7 @@ admin_handle(struct proxy_req *req)
 			    req->method);
 			return;
 		}
-		req->up = TAILQ_FIRST(&rt.upstreams);
+		req->up = upstream_select(req);
 		req->probe = upstream_probe_start(req->up, admin_health_done,
 		    req);
 		if (req->probe == NULL)

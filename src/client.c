@@ -111,6 +111,20 @@ client_free(struct client_conn *cc)
 	event_free(cc->closed_ev);
 	bufferevent_free(cc->bev);
 	free(cc);
+	main_client_gone();
+}
+
+/* Draining: connections with no request under way go now. */
+void
+client_close_idle(void)
+{
+	struct client_conn *cc, *next;
+
+	for (cc = TAILQ_FIRST(&rt.clients); cc != NULL; cc = next) {
+		next = TAILQ_NEXT(cc, entry);
+		if (cc->req == NULL)
+			client_free(cc);
+	}
 }
 
 void
@@ -150,7 +164,7 @@ client_response_done(struct client_conn *cc, int keep_alive)
 {
 	cc->resp_done = 1;
 	event_del(cc->closed_ev);
-	if (!keep_alive)
+	if (!keep_alive || rt.stopping)
 		cc->closing = 1;
 	client_schedule(cc);
 }

@@ -50,6 +50,9 @@ static const struct setting settings[] = {
 	    1073741824, "most bytes buffered per connection and direction" },
 	{ "server", "header_timeout", SET_SECONDS, OFF(header_timeout), "30",
 	    0.001, 86400, "seconds allowed for a request's headers; then 408" },
+	{ "server", "shutdown_timeout", SET_SECONDS, OFF(shutdown_timeout),
+	    "30", 0, 86400,
+	    "seconds in-flight requests get to finish on SIGTERM" },
 	{ "server", "idle_timeout", SET_SECONDS, OFF(idle_timeout), "75",
 	    0.001, 86400, "seconds a kept-alive client may sit idle" },
 	{ "upstream", "url", SET_URL, OFF(upstream), DEFAULT_UPSTREAM, 0, 0,
@@ -454,11 +457,17 @@ config_load(struct config *cfg, const char *file,
 	if (cfg->pool_connections > cfg->pool_maxsize) {
 		line = ctx.set_line[config_find("upstream", "pool_connections") -
 		    settings];
-		snprintf(msg, sizeof msg,
-		    "pool_connections (%d) cannot exceed pool_maxsize (%d)",
-		    cfg->pool_connections, cfg->pool_maxsize);
-		return config_fail(err, errlen, file ? file : "settings", line,
-		    msg);
+		/* The default idle count follows a smaller pool; only an
+		 * explicit contradiction is an error. */
+		if (line == 0)
+			cfg->pool_connections = cfg->pool_maxsize;
+		else {
+			snprintf(msg, sizeof msg,
+			    "pool_connections (%d) cannot exceed pool_maxsize "
+			    "(%d)",
+			    cfg->pool_connections, cfg->pool_maxsize);
+			return config_fail(err, errlen, file, line, msg);
+		}
 	}
 	if (addr_upstream_is_listen(&cfg->upstream, cfg->listen,
 		cfg->nlisten)) {

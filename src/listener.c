@@ -89,22 +89,131 @@ listener_start(struct listener *l, char *err, size_t errlen)
 	return 0;
 }
 
-int
-listener_open_all(const struct config *cfg, char *err, size_t errlen)
+/* Sockets systemd passed us (socket activation) replace the configured
+ * ones: the socket unit owns the addresses, and connections that arrive
+ * while we restart wait in its backlog instead of being refused. */
+static int
+listener_inherit(int n, char *err, size_t errlen)
 {
+	struct sockaddr_storage ss;
+	socklen_t len;
 	struct listener *l;
-	int i;
+	int fd, val;
 
-	for (i = 0; i < cfg->nlisten; i++) {
+	for (fd = 3; fd < 3 + n; fd++) {
+		len = sizeof val;
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &val, &len) != 0 ||
+		    !val) {
+			snprintf(err, errlen,
+			    "descriptor %d passed by systemd is not a listening "
+			    "socket",
+			    fd);
+			return -1;
+		}
 		l = xcalloc(1, sizeof *l);
-		l->addr = cfg->listen[i];
-		if (listener_bind(l, err, errlen) != 0 ||
-		    listener_start(l, err, errlen) != 0) {
+		l->fd = fd;
+		l->inherited = 1;
+		len = sizeof ss;
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+			memcpy(&l->addr.ss, &ss, len);
+			l->addr.sslen = len;
+			l->addr.kind = ss.ss_family == AF_UNIX ? LISTEN_UNIX :
+								 LISTEN_TCP;
+			addr_format((struct sockaddr *)&ss, len, l->bound,
+			    sizeof l->bound);
+			snprintf(l->addr.text, sizeof l->addr.text, "%s",
+			    l->bound);
+		}
+		evutil_make_socket_nonblocking(fd);
+		evutil_make_socket_closeonexec(fd);
+		if (listener_start(l, err, errlen) != 0) {
 			free(l);
 			return -1;
 		}
 	}
+	rt.socket_activated = 1;
+	log_notice("using %d socket%s passed by systemd; the listen setting "
+		   "is ignored",
+	    n, n == 1 ? "" : "s");
 	return 0;
+}
+
+static int
+listener_open_one(const struct listen_addr *la, char *err, size_t errlen)
+{
+	struct listener *l = xcalloc(1, sizeof *l);
+
+	l->addr = *la;
+	if (listener_bind(l, err, errlen) != 0 ||
+	    listener_start(l, err, errlen) != 0) {
+		free(l);
+		return -1;
+	}
+	return 0;
+}
+
+int
+listener_open_all(const struct config *cfg, char *err, size_t errlen)
+{
+	int i, n = sdnotify_listen_fds();
+
+	if (n > 0)
+		return listener_inherit(n, err, errlen);
+	for (i = 0; i < cfg->nlisten; i++)
+		if (listener_open_one(&cfg->listen[i], err, errlen) != 0)
+			return -1;
+	return 0;
+}
+
+static void
+listener_close(struct listener *l)
+{
+	TAILQ_REMOVE(&rt.listeners, l, entry);
+	evconnlistener_free(l->evl);
+	if (l->addr.kind == LISTEN_UNIX && !l->inherited)
+		unlink(((struct sockaddr_un *)&l->addr.ss)->sun_path);
+	log_notice("stopped listening on %s", l->bound);
+	free(l);
+}
+
+static int
+listener_same(const struct listen_addr *a, const struct listen_addr *b)
+{
+	return a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0;
+}
+
+/*
+ * After a reload: close the listeners the new settings dropped and open
+ * the ones they added; those in both keep their sockets, so no connection
+ * is refused.  Returns the number of addresses that could not be opened.
+ */
+int
+listener_reconcile(const struct config *cfg)
+{
+	struct listener *l, *next;
+	char err[512];
+	int i, found, failed = 0;
+
+	if (rt.socket_activated)
+		return 0;
+	for (l = TAILQ_FIRST(&rt.listeners); l != NULL; l = next) {
+		next = TAILQ_NEXT(l, entry);
+		for (i = 0, found = 0; i < cfg->nlisten && !found; i++)
+			found = listener_same(&l->addr, &cfg->listen[i]);
+		if (!found)
+			listener_close(l);
+	}
+	for (i = 0; i < cfg->nlisten; i++) {
+		found = 0;
+		TAILQ_FOREACH(l, &rt.listeners, entry)
+			found |= listener_same(&l->addr, &cfg->listen[i]);
+		if (!found && listener_open_one(&cfg->listen[i], err,
+				  sizeof err) != 0) {
+			log_err("reload: %s", err);
+			failed++;
+		}
+	}
+	return failed;
 }
 
 void
@@ -112,13 +221,8 @@ listener_close_all(void)
 {
 	struct listener *l;
 
-	while ((l = TAILQ_FIRST(&rt.listeners)) != NULL) {
-		TAILQ_REMOVE(&rt.listeners, l, entry);
-		evconnlistener_free(l->evl);
-		if (l->addr.kind == LISTEN_UNIX && !l->inherited)
-			unlink(((struct sockaddr_un *)&l->addr.ss)->sun_path);
-		free(l);
-	}
+	while ((l = TAILQ_FIRST(&rt.listeners)) != NULL)
+		listener_close(l);
 }
 
 /* "127.0.0.1:11435, unix:/run/x.sock" for status lines. */

@@ -11,28 +11,25 @@
 
 #include "ollama-pool.h"
 
-static enum log_level log_level = LOG_LVL_NOTICE;
-static int log_journal;
-
 void
 log_init(int verbosity)
 {
-	log_journal = getenv("JOURNAL_STREAM") != NULL;
-	log_level = LOG_LVL_NOTICE + verbosity;
-	if (log_level > LOG_LVL_DEBUG)
-		log_level = LOG_LVL_DEBUG;
+	rt.log_journal = getenv("JOURNAL_STREAM") != NULL;
+	rt.log_level = LOG_LVL_NOTICE + verbosity;
+	if (rt.log_level > LOG_LVL_DEBUG)
+		rt.log_level = LOG_LVL_DEBUG;
 }
 
 void
 log_set_level(enum log_level lvl)
 {
-	log_level = lvl;
+	rt.log_level = lvl;
 }
 
 int
 log_enabled(enum log_level lvl)
 {
-	return lvl <= log_level;
+	return lvl <= rt.log_level;
 }
 
 void
@@ -46,9 +43,9 @@ log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 	char line[2048];
 	int n;
 
-	if (lvl > log_level)
+	if (lvl > rt.log_level)
 		return;
-	if (log_journal)
+	if (rt.log_journal)
 		n = snprintf(line, sizeof line, "<%d>", (int)lvl);
 	else
 		n = snprintf(line, sizeof line, OP_NAME "[%ld]: %s: ",

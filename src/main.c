@@ -10,20 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ollama-pool.h"
-
-/* The one piece of global mutable state. */
-struct runtime rt;
-
-uint64_t
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void NORETURN
 main_usage(int status)
@@ -52,18 +41,90 @@ main_usage(int status)
 	exit(status);
 }
 
-static void
-main_signal_cb(evutil_socket_t sig, short what, void *arg)
+/* Called whenever a client connection ends: the last one ends a drain. */
+void
+main_client_gone(void)
 {
+	if (rt.stopping && rt.nclients == 0)
+		event_base_loopbreak(rt.base);
+}
+
+static void
+main_shutdown_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	log_notice("shutdown_timeout: closing %d connection%s still busy",
+	    rt.nclients, rt.nclients == 1 ? "" : "s");
+	client_close_all();
+	event_base_loopbreak(rt.base);
+}
+
+/* SIGTERM/SIGINT: stop accepting, let requests in flight finish within
+ * shutdown_timeout, then go.  A second signal ends it at once. */
+static void
+main_stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct timeval tv;
+	double t = rt.cfg->shutdown_timeout;
+
 	if (rt.stopping) {
 		log_notice("second signal: exiting at once");
 		exit(0);
 	}
 	rt.stopping = 1;
-	log_notice("received %s, shutting down", strsignal(sig));
+	log_notice("received %s: draining %d connection%s (at most %g s)",
+	    strsignal(sig), rt.nclients, rt.nclients == 1 ? "" : "s", t);
 	sdnotify_send("STOPPING=1");
 	listener_close_all();
-	event_base_loopbreak(rt.base);
+	client_close_idle();
+	tv.tv_sec = (time_t)t;
+	tv.tv_usec = (suseconds_t)((t - (double)tv.tv_sec) * 1e6);
+	rt.shutdown_ev = evtimer_new(rt.base, main_shutdown_timeout_cb, NULL);
+	evtimer_add(rt.shutdown_ev, &tv);
+	main_client_gone();
+}
+
+/*
+ * SIGHUP: parse the file anew, whole, before anything changes.  A bad file
+ * leaves the running settings alone.  A changed upstream gets a new pool;
+ * requests in flight finish on the old one, which goes when they are done.
+ */
+static void
+main_reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct config *cfg;
+	struct upstream *up, *old;
+	char err[1024];
+
+	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)now_us());
+	log_notice("received SIGHUP: reloading %s",
+	    rt.config_file ? rt.config_file : "(no file: defaults)");
+	cfg = config_new_defaults();
+	if (config_load(cfg, rt.config_file, &rt.overrides, err,
+		sizeof err) != 0) {
+		log_err("reload failed, keeping the running settings: %s", err);
+		config_free(cfg);
+		sdnotify_send("READY=1");
+		return;
+	}
+	old = TAILQ_FIRST(&rt.upstreams);
+	if (old == NULL || old->retiring ||
+	    !upstream_same_settings(old, cfg)) {
+		up = upstream_new(cfg);
+		TAILQ_FOREACH(old, &rt.upstreams, entry)
+			if (!old->retiring)
+				upstream_retire(old);
+		TAILQ_INSERT_HEAD(&rt.upstreams, up, entry);
+		log_notice("now forwarding to %s with a pool of %d connections",
+		    up->url.base, up->pool_maxsize);
+	}
+	listener_reconcile(cfg);
+	httpreq_set_max_header_size(cfg->max_header_size);
+	config_free(rt.cfg);
+	rt.cfg = cfg;
+	log_set_level(rt.log_level);
+	sdnotify_send("READY=1");
+	log_notice("reload complete");
 }
 
 int
@@ -79,14 +140,13 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct config_overrides ov;
-	struct event *sigev[2];
+	struct config_overrides *ov = &rt.overrides;
+	struct event *sigev[3];
 	struct upstream *up;
 	const char *file = NULL;
 	char err[1024], where[512];
 	int ch, check_only = 0, verbose = 0, i;
 
-	memset(&ov, 0, sizeof ov);
 	while ((ch = getopt_long(argc, argv, "c:l:u:tvVh", longopts, NULL)) !=
 	    -1) {
 		switch (ch) {
@@ -94,15 +154,15 @@ main(int argc, char **argv)
 			file = optarg;
 			break;
 		case 'l':
-			if (ov.nlisten == MAX_LISTEN) {
+			if (ov->nlisten == MAX_LISTEN) {
 				fprintf(stderr, OP_NAME ": at most %d -l\n",
 				    MAX_LISTEN);
 				return 2;
 			}
-			ov.listen[ov.nlisten++] = optarg;
+			ov->listen[ov->nlisten++] = optarg;
 			break;
 		case 'u':
-			ov.upstream = optarg;
+			ov->upstream = optarg;
 			break;
 		case 't':
 			check_only = 1;
@@ -126,8 +186,9 @@ main(int argc, char **argv)
 	}
 
 	log_init(verbose);
+	rt.config_file = file;
 	rt.cfg = config_new_defaults();
-	if (config_load(rt.cfg, file, &ov, err, sizeof err) != 0) {
+	if (config_load(rt.cfg, file, ov, err, sizeof err) != 0) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
@@ -151,26 +212,32 @@ main(int argc, char **argv)
 	TAILQ_INSERT_TAIL(&rt.upstreams, up, entry);
 	if (listener_open_all(rt.cfg, err, sizeof err) != 0)
 		fatal("%s", err);
-	sigev[0] = evsignal_new(rt.base, SIGINT, main_signal_cb, NULL);
-	sigev[1] = evsignal_new(rt.base, SIGTERM, main_signal_cb, NULL);
-	for (i = 0; i < 2; i++)
+	sigev[0] = evsignal_new(rt.base, SIGINT, main_stop_cb, NULL);
+	sigev[1] = evsignal_new(rt.base, SIGTERM, main_stop_cb, NULL);
+	sigev[2] = evsignal_new(rt.base, SIGHUP, main_reload_cb, NULL);
+	for (i = 0; i < 3; i++)
 		evsignal_add(sigev[i], NULL);
 
 	log_notice("forwarding to %s with a pool of %d connections",
 	    up->url.base, up->pool_maxsize);
 	sdnotify_send("READY=1\nSTATUS=listening on %s, upstream %s",
 	    listener_summary(where, sizeof where), up->url.base);
+	janitor_start();
 
 	event_base_dispatch(rt.base);
 
+	janitor_stop();
 	client_close_all();
 	listener_close_all();
 	while ((up = TAILQ_FIRST(&rt.upstreams)) != NULL) {
 		TAILQ_REMOVE(&rt.upstreams, up, entry);
 		upstream_free(up);
 	}
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < 3; i++)
 		event_free(sigev[i]);
+	if (rt.shutdown_ev != NULL)
+		event_free(rt.shutdown_ev);
+	log_notice("stopped");
 	event_base_free(rt.base);
 	config_free(rt.cfg);
 	curl_global_cleanup();

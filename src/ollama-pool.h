@@ -130,6 +130,7 @@ struct config {
 	size_t max_header_size;
 	double header_timeout;
 	double idle_timeout;
+	double shutdown_timeout;
 };
 struct config_overrides {
 	const char *listen[MAX_LISTEN];
@@ -214,6 +215,7 @@ struct listener {
 };
 TAILQ_HEAD(listener_list, listener);
 int listener_open_all(const struct config *, char *, size_t);
+int listener_reconcile(const struct config *);
 void listener_close_all(void);
 const char *listener_summary(char *, size_t);
 
@@ -239,6 +241,7 @@ TAILQ_HEAD(client_list, client_conn);
 void client_accept(int, struct sockaddr *, int);
 void client_free(struct client_conn *);
 void client_close_all(void);
+void client_close_idle(void);
 void client_response_done(struct client_conn *, int);
 void client_body_drained(struct client_conn *);
 struct evbuffer *client_output(struct client_conn *);
@@ -291,6 +294,7 @@ struct proxy_req {
 	char reason[64];
 	uint64_t resp_length, resp_received;
 
+	long new_conns;		/* upstream connections this request opened */
 	char method[16];
 	char *path;		/* the target, for logs and routing */
 	uint64_t t_start_us, t_first_byte_us;
@@ -356,6 +360,10 @@ struct upstream {
 
 	int in_flight;
 	int queued;
+	int refs;	/* requests holding it */
+	int retiring;	/* replaced by a reload: no new requests */
+	long conns_open;    /* upstream connections open now */
+	uint64_t conns_opened; /* and ever opened */
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
 	TAILQ_ENTRY(upstream) entry;
@@ -363,7 +371,10 @@ struct upstream {
 TAILQ_HEAD(upstream_list, upstream);
 struct upstream *upstream_new(const struct config *);
 void upstream_free(struct upstream *);
+int upstream_same_settings(const struct upstream *, const struct config *);
+void upstream_retire(struct upstream *);
 struct upstream *upstream_select(struct proxy_req *);
+void upstream_unref(struct upstream *);
 int upstream_submit(struct upstream *, struct proxy_req *);
 void upstream_dequeue(struct upstream *, struct proxy_req *);
 struct up_handle *upstream_handle_get(struct upstream *, int);
@@ -375,18 +386,36 @@ void upstream_probe_cancel(struct upstream_probe *);
 
 /* sdnotify.c: systemd readiness, with stand-ins when built without it. */
 void sdnotify_send(const char *, ...) PRINTFLIKE(1, 2);
+int sdnotify_listen_fds(void);
+uint64_t sdnotify_watchdog_usec(void);
+
+/* janitor.c: periodic work: status line and watchdog. */
+void janitor_start(void);
+void janitor_stop(void);
 
 /* main.c: the one runtime struct. */
 struct runtime {
 	struct event_base *base;
 	struct config *cfg;
+	const char *config_file;
+	struct config_overrides overrides; /* re-applied on reload */
+	int socket_activated;
 	struct upstream_list upstreams;
 	struct listener_list listeners;
 	struct client_list clients;
 	int nclients;
 	int stopping;
+	struct event *shutdown_ev;
+
+	struct event *janitor_ev;
+	char status_line[1300]; /* last STATUS= sent */
+	int watchdog;
+
+	enum log_level log_level;
+	int log_journal;
 };
 extern struct runtime rt;
 uint64_t now_us(void);
+void main_client_gone(void);
 
 #endif

@@ -109,6 +109,8 @@ proxy_req_free(struct proxy_req *req)
 	curl_slist_free_all(req->hdrs);
 	if (req->body != NULL)
 		evbuffer_free(req->body);
+	if (req->up != NULL)
+		upstream_unref(req->up);
 	free(req->path);
 	free(req);
 }
@@ -377,6 +379,8 @@ proxy_commit_head(struct proxy_req *req)
 	int has_body;
 
 	has_body = !req->head_only && response_status_has_body(req->status);
+	if (rt.stopping)
+		req->keep_alive = 0; /* draining: this is the last answer */
 	cl = head_get(rh, "content-length", &cllen);
 	if (cl != NULL) {
 		req->resp_length = strtoull(cl, &end, 10);

@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -33,6 +34,32 @@ struct upstream_probe {
 };
 
 static void upstream_check_done(struct upstream *);
+
+/* curl opens and closes upstream sockets through us, so we can count the
+ * connections: the pool's whole point is that this count stays small. */
+static curl_socket_t
+upstream_open_socket(void *arg, curlsocktype purpose,
+    struct curl_sockaddr *a)
+{
+	struct upstream *up = arg;
+	curl_socket_t fd;
+
+	fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (fd != CURL_SOCKET_BAD) {
+		up->conns_open++;
+		up->conns_opened++;
+	}
+	return fd;
+}
+
+static int
+upstream_close_socket(void *arg, curl_socket_t fd)
+{
+	struct upstream *up = arg;
+
+	up->conns_open--;
+	return close(fd);
+}
 
 static void
 upstream_event_cb(evutil_socket_t fd, short kind, void *arg)
@@ -179,11 +206,74 @@ upstream_free(struct upstream *up)
 	free(up);
 }
 
-/* Which backend serves this request: with one, the choice is easy. */
+/* Did a reload leave this upstream's settings as they were?  Then it
+ * keeps serving, with its warm connections. */
+int
+upstream_same_settings(const struct upstream *up, const struct config *cfg)
+{
+	const char *ca = cfg->ca_file[0] ? cfg->ca_file : NULL;
+
+	return strcmp(up->url.base, cfg->upstream.base) == 0 &&
+	    up->pool_maxsize == cfg->pool_maxsize &&
+	    up->pool_connections == cfg->pool_connections &&
+	    up->queue_max == cfg->queue_max &&
+	    up->connect_timeout_ms == (long)(cfg->connect_timeout * 1000) &&
+	    up->tls_verify == cfg->tls_verify &&
+	    ((ca == NULL && up->ca_file == NULL) ||
+		(ca != NULL && up->ca_file != NULL &&
+		    strcmp(ca, up->ca_file) == 0));
+}
+
+static void
+upstream_free_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *up = arg;
+
+	TAILQ_REMOVE(&rt.upstreams, up, entry);
+	log_info("upstream %s retired", up->url.base);
+	upstream_free(up);
+}
+
+/* Freed outside any callback of its own multi. */
+static void
+upstream_schedule_free(struct upstream *up)
+{
+	struct timeval now = { 0, 0 };
+
+	event_base_once(rt.base, -1, EV_TIMEOUT, upstream_free_deferred, up,
+	    &now);
+}
+
+/* A reload replaced it: requests under way finish here, new ones go to
+ * its successor. */
+void
+upstream_retire(struct upstream *up)
+{
+	up->retiring = 1;
+	if (up->refs == 0)
+		upstream_schedule_free(up);
+}
+
+/* Which backend serves this request: the newest that is not retiring.
+ * With one, the choice is easy; routing by model comes here. */
 struct upstream *
 upstream_select(struct proxy_req *req)
 {
-	return TAILQ_FIRST(&rt.upstreams);
+	struct upstream *up;
+
+	TAILQ_FOREACH(up, &rt.upstreams, entry)
+		if (!up->retiring) {
+			up->refs++;
+			return up;
+		}
+	abort();
+}
+
+void
+upstream_unref(struct upstream *up)
+{
+	if (--up->refs == 0 && up->retiring)
+		upstream_schedule_free(up);
 }
 
 /* Starts the request on a free slot, or queues it.  -1: queue full. */
@@ -242,6 +332,10 @@ upstream_handle_get(struct upstream *up, int holds_slot)
 	h->errbuf[0] = '\0';
 	e = h->easy;
 	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, up);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, upstream_close_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->errbuf);
 	/* Signals cost about 15% of curl's time and we resolve nothing
 	 * that needs an alarm. */

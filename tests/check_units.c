@@ -256,9 +256,26 @@ START_TEST(test_config_errors_name_file_and_line)
 	check_config_error("[upstream]\npool_maxsize = 2\n"
 			   "pool_connections = 5\n",
 	    3, "cannot exceed");
+	check_config_error("[upstream]\npool_connections = 5\n"
+			   "pool_maxsize = 2\n",
+	    2, "cannot exceed");
 	check_config_error("[server]\nlisten = 127.0.0.1:7777\n"
 			   "[upstream]\nurl = http://127.0.0.1:7777\n",
 	    4, "loop back");
+}
+END_TEST
+
+START_TEST(test_config_idle_default_follows_small_pool)
+{
+	struct config *cfg;
+	char err[512];
+
+	ck_assert_msg(load_text(&cfg, "[upstream]\npool_maxsize = 4\n", NULL,
+			  err, sizeof err, NULL) == 0,
+	    "%s", err);
+	ck_assert_int_eq(cfg->pool_maxsize, 4);
+	ck_assert_int_eq(cfg->pool_connections, 4);
+	config_free(cfg);
 }
 END_TEST
 
@@ -638,6 +655,7 @@ units_suite(void)
 	tcase_add_test(tc, test_config_defaults);
 	tcase_add_test(tc, test_config_file_values);
 	tcase_add_test(tc, test_config_errors_name_file_and_line);
+	tcase_add_test(tc, test_config_idle_default_follows_small_pool);
 	tcase_add_test(tc, test_config_overrides_win);
 	tcase_add_test(tc, test_config_missing_file);
 	suite_add_tcase(s, tc);

@@ -1,0 +1,72 @@
+/*
+ * Periodic work on the loop: the one-line status systemd shows, kept
+ * current, and watchdog pings.  The pings come from the event loop itself,
+ * so a loop stuck anywhere stops them and systemd restarts us.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ollama-pool.h"
+
+static void
+janitor_status(void)
+{
+	struct upstream *up;
+	char status[sizeof rt.status_line];
+	int in_flight = 0, queued = 0;
+	long conns = 0;
+
+	TAILQ_FOREACH(up, &rt.upstreams, entry) {
+		in_flight += up->in_flight;
+		queued += up->queued;
+		conns += up->conns_open;
+	}
+	up = TAILQ_FIRST(&rt.upstreams);
+	snprintf(status, sizeof status,
+	    "%d clients, %d in flight, %d queued; upstream %s, %ld "
+	    "connections open%s",
+	    rt.nclients, in_flight, queued, up ? up->url.base : "-", conns,
+	    rt.stopping ? "; draining" : "");
+	if (strcmp(status, rt.status_line) == 0)
+		return;
+	snprintf(rt.status_line, sizeof rt.status_line, "%s", status);
+	sdnotify_send("STATUS=%s", status);
+}
+
+static void
+janitor_cb(evutil_socket_t fd, short what, void *arg)
+{
+	if (rt.watchdog)
+		sdnotify_send("WATCHDOG=1");
+	janitor_status();
+}
+
+void
+janitor_start(void)
+{
+	uint64_t wd = sdnotify_watchdog_usec();
+	struct timeval tv = { 1, 0 };
+
+	/* Ping at half the watchdog interval, and at least every second. */
+	if (wd > 0) {
+		rt.watchdog = 1;
+		if (wd / 2 < 1000000) {
+			tv.tv_sec = 0;
+			tv.tv_usec = (suseconds_t)(wd / 2);
+		}
+		log_info("watchdog every %.3f s", wd / 1e6);
+	}
+	rt.janitor_ev = event_new(rt.base, -1, EV_PERSIST, janitor_cb, NULL);
+	event_add(rt.janitor_ev, &tv);
+	janitor_cb(-1, 0, NULL);
+}
+
+void
+janitor_stop(void)
+{
+	if (rt.janitor_ev != NULL)
+		event_free(rt.janitor_ev);
+	rt.janitor_ev = NULL;
+}
