@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <event2/buffer.h>
 
 #include "ollama-pool.h"
 
@@ -34,6 +35,9 @@ admin_respond_json(struct proxy_req *req, int status, cJSON *root)
 	cJSON_Delete(root);
 }
 
+/* Every health request asks the upstream afresh: over a kept-alive pool
+ * connection that is one small request, cheap enough to poll each second,
+ * and never stale. */
 static void
 admin_health_done(void *arg, int ok, long code, const char *msg,
     double latency)
@@ -42,7 +46,7 @@ admin_health_done(void *arg, int ok, long code, const char *msg,
 	cJSON *root = cJSON_CreateObject();
 
 	req->probe = NULL;
-	cJSON_AddStringToObject(root, "status", ok ? "ok" : "degraded");
+	cJSON_AddStringToObject(root, "status", ok ? "ok" : "unavailable");
 	cJSON_AddStringToObject(root, "upstream", req->up->url.base);
 	cJSON_AddBoolToObject(root, "upstream_ok", ok);
 	if (code != 0)
@@ -50,9 +54,19 @@ admin_health_done(void *arg, int ok, long code, const char *msg,
 	if (ok)
 		cJSON_AddStringToObject(root, "upstream_version", msg);
 	else
-		cJSON_AddStringToObject(root, "error", msg);
+		cJSON_AddStringToObject(root, "reason", msg);
 	cJSON_AddNumberToObject(root, "latency_seconds", latency);
-	admin_respond_json(req, 200, root);
+	admin_respond_json(req, ok ? 200 : 503, root);
+}
+
+static int
+admin_only_get(struct proxy_req *req, const char *what)
+{
+	if (req->head->method == HTTP_GET || req->head->method == HTTP_HEAD)
+		return 1;
+	proxy_req_fail(req, 405, 0, "%s is not allowed on %s", req->method,
+	    what);
+	return 0;
 }
 
 void
@@ -60,15 +74,12 @@ admin_handle(struct proxy_req *req)
 {
 	const char *path = req->path;
 	size_t len = strcspn(path, "?");
+	struct evbuffer *buf;
+	char *text;
 
 	if (len == 19 && memcmp(path, "/ollama-pool/health", 19) == 0) {
-		if (req->head->method != HTTP_GET &&
-		    req->head->method != HTTP_HEAD) {
-			proxy_req_fail(req, 405, 0,
-			    "%s is not allowed on /ollama-pool/health",
-			    req->method);
+		if (!admin_only_get(req, "/ollama-pool/health"))
 			return;
-		}
 		req->up = upstream_select(req);
 		req->probe = upstream_probe_start(req->up, admin_health_done,
 		    req);
@@ -76,6 +87,27 @@ admin_handle(struct proxy_req *req)
 			admin_health_done(req, 0, 0, "cannot start probe", 0);
 		return;
 	}
-	proxy_req_fail(req, 404, 0, "no endpoint %.*s (try %shealth)",
-	    (int)len, path, OP_ADMIN_PREFIX);
+	if (len == 20 && memcmp(path, "/ollama-pool/metrics", 20) == 0) {
+		if (!admin_only_get(req, "/ollama-pool/metrics"))
+			return;
+		buf = evbuffer_new();
+		metrics_render(buf);
+		len = evbuffer_get_length(buf);
+		proxy_req_respond(req, 200,
+		    "text/plain; version=0.0.4; charset=utf-8",
+		    (const char *)evbuffer_pullup(buf, -1), len);
+		evbuffer_free(buf);
+		return;
+	}
+	if (len == 18 && memcmp(path, "/ollama-pool/stats", 18) == 0) {
+		if (!admin_only_get(req, "/ollama-pool/stats"))
+			return;
+		text = metrics_stats_json();
+		proxy_req_respond(req, 200, ADMIN_JSON, text, strlen(text));
+		cJSON_free(text);
+		return;
+	}
+	proxy_req_fail(req, 404, 0,
+	    "no endpoint %.*s (try %shealth, %smetrics or %sstats)", (int)len,
+	    path, OP_ADMIN_PREFIX, OP_ADMIN_PREFIX, OP_ADMIN_PREFIX);
 }

@@ -91,6 +91,7 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	client_timer_start(cc, rt.cfg->idle_timeout);
 	TAILQ_INSERT_TAIL(&rt.clients, cc, entry);
 	rt.nclients++;
+	rt.metrics.client_conns_total++;
 	log_debug("client %s connected", cc->peer);
 }
 
@@ -98,9 +99,11 @@ void
 client_free(struct client_conn *cc)
 {
 	if (cc->req != NULL) {
-		log_info("client %s went away during %s %s", cc->peer,
-		    cc->req->method, cc->req->path);
-		proxy_req_free(cc->req);
+		if (!cc->resp_done)
+			log_info("client %s went away during %s %s", cc->peer,
+			    cc->req->method,
+			    cc->req->path ? cc->req->path : "-");
+		proxy_req_cancel(cc->req);
 	}
 	TAILQ_REMOVE(&rt.clients, cc, entry);
 	rt.nclients--;

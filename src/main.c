@@ -187,6 +187,7 @@ main(int argc, char **argv)
 
 	log_init(verbose);
 	rt.config_file = file;
+	rt.metrics.start_time = time(NULL);
 	rt.cfg = config_new_defaults();
 	if (config_load(rt.cfg, file, ov, err, sizeof err) != 0) {
 		fprintf(stderr, "%s\n", err);

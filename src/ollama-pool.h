@@ -17,6 +17,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -247,6 +249,104 @@ void client_body_drained(struct client_conn *);
 struct evbuffer *client_output(struct client_conn *);
 size_t client_output_len(struct client_conn *);
 
+/* tokscan.c: token counts read from Ollama's final chunk in passing. */
+enum tokscan_capture {
+	TOKSCAN_CAP_NONE,
+	TOKSCAN_CAP_MODEL,
+	TOKSCAN_CAP_PROMPT,
+	TOKSCAN_CAP_EVAL,
+};
+struct tokscan {
+	uint8_t m_model, m_prompt, m_eval, m_done; /* key bytes matched */
+	uint8_t capture;
+	uint8_t model_len;
+	uint8_t digits;
+	unsigned done : 1;
+	uint64_t number, prompt, eval;
+	char model[64];
+};
+void tokscan_feed(struct tokscan *, const char *, size_t);
+void tokscan_finish(struct tokscan *);
+
+/* metrics.c: counters, histograms, Prometheus text and JSON. */
+enum route {
+	ROUTE_ROOT,
+	ROUTE_GENERATE,
+	ROUTE_CHAT,
+	ROUTE_EMBED,
+	ROUTE_EMBEDDINGS,
+	ROUTE_TAGS,
+	ROUTE_PS,
+	ROUTE_SHOW,
+	ROUTE_PULL,
+	ROUTE_PUSH,
+	ROUTE_CREATE,
+	ROUTE_COPY,
+	ROUTE_DELETE,
+	ROUTE_VERSION,
+	ROUTE_BLOBS,
+	ROUTE_V1_CHAT,
+	ROUTE_V1_COMPLETIONS,
+	ROUTE_V1_EMBEDDINGS,
+	ROUTE_V1_MODELS,
+	ROUTE_V1_RESPONSES,
+	ROUTE_V1_MESSAGES,
+	ROUTE_ADMIN,
+	ROUTE_OTHER,
+	ROUTE_COUNT
+};
+enum retry_reason { RETRY_STATUS, RETRY_CONNECT, RETRY_RESET, RETRY_REASON_COUNT };
+enum cancel_phase {
+	CANCEL_QUEUED,
+	CANCEL_WAITING,
+	CANCEL_BACKOFF,
+	CANCEL_STREAMING,
+	CANCEL_PHASE_COUNT
+};
+#define METRICS_NBUCKETS 16
+#define METRICS_MAX_SERIES 1024
+#define METRICS_MAX_MODELS 64
+extern const double metrics_buckets[METRICS_NBUCKETS];
+struct histogram {
+	uint64_t counts[METRICS_NBUCKETS + 1]; /* per bucket; last is +Inf */
+	double sum;
+	uint64_t count;
+};
+struct request_series {
+	uint8_t method, route;
+	uint16_t code;
+	uint64_t count;
+};
+struct metrics {
+	struct request_series requests[METRICS_MAX_SERIES];
+	int nrequest_series;
+	uint64_t upstream_conns_opened;
+	uint64_t upstream_requests;
+	uint64_t retries[RETRY_REASON_COUNT];
+	uint64_t cancelled[CANCEL_PHASE_COUNT];
+	struct histogram queue_wait;
+	uint64_t client_conns_total;
+	struct histogram first_byte[ROUTE_COUNT];
+	struct histogram request[ROUTE_COUNT];
+	uint64_t bytes_in, bytes_out;
+	struct {
+		char model[64];
+		uint64_t prompt, completion;
+	} tokens[METRICS_MAX_MODELS];
+	int ntoken_models;
+	time_t start_time;
+};
+int metrics_route(const char *);
+const char *metrics_route_name(int);
+void histogram_observe(struct histogram *, double);
+void metrics_count_request(const char *, int, int);
+void metrics_count_tokens(const char *, uint64_t, uint64_t);
+void metrics_escape_label(struct evbuffer *, const char *);
+void metrics_write_histogram(struct evbuffer *, const char *, const char *,
+    const char *, const struct histogram *);
+void metrics_render(struct evbuffer *);
+char *metrics_stats_json(void);
+
 /* proxy.c: one request's life, from head parsed to response written. */
 enum proxy_state {
 	PROXY_NEW,
@@ -295,6 +395,9 @@ struct proxy_req {
 	uint64_t resp_length, resp_received;
 
 	long new_conns;		/* upstream connections this request opened */
+	int route;		/* enum route, for metrics */
+	struct tokscan tokens;
+	uint64_t t_queued_us;
 	char method[16];
 	char *path;		/* the target, for logs and routing */
 	uint64_t t_start_us, t_first_byte_us;
@@ -308,6 +411,7 @@ int proxy_req_wants_body(const struct proxy_req *);
 int proxy_req_committed(const struct proxy_req *);
 void proxy_req_client_drained(struct proxy_req *);
 void proxy_req_free(struct proxy_req *);
+void proxy_req_cancel(struct proxy_req *);
 void proxy_req_begin_transfer(struct proxy_req *);
 void proxy_req_fail(struct proxy_req *, int, int, const char *, ...)
     PRINTFLIKE(4, 5);
@@ -413,6 +517,8 @@ struct runtime {
 
 	enum log_level log_level;
 	int log_journal;
+
+	struct metrics metrics;
 };
 extern struct runtime rt;
 uint64_t now_us(void);

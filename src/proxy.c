@@ -76,6 +76,7 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 	req->head_only = h->method == HTTP_HEAD;
 	req->keep_alive = h->keep_alive != 0;
 	req->http10 = h->http_major == 1 && h->http_minor == 0;
+	req->route = req->path ? metrics_route(req->path) : ROUTE_OTHER;
 	if (req->path != NULL) {
 		req->openai = strncmp(req->path, "/v1/", 4) == 0;
 		req->admin = admin_is_admin_path(req->path, strlen(req->path));
@@ -115,21 +116,45 @@ proxy_req_free(struct proxy_req *req)
 	free(req);
 }
 
+/* Counts the answered request and writes its access line. */
 static void
-proxy_log_access(struct proxy_req *req, int status)
+proxy_account(struct proxy_req *req, int status)
 {
-	uint64_t now;
+	double total = (now_us() - req->t_start_us) / 1e6;
 
+	metrics_count_request(req->method, req->route, status);
+	histogram_observe(&rt.metrics.request[req->route], total);
 	if (!log_enabled(LOG_LVL_INFO))
 		return;
-	now = now_us();
 	log_info("%s \"%s %s\" %d %" PRIu64 " bytes, first byte %.3f s, "
-		 "total %.3f s",
+		 "total %.3f s, %d attempt%s, upstream connection %s",
 	    req->client->peer, req->method, req->path ? req->path : "-",
 	    status, req->resp_received,
 	    req->t_first_byte_us ?
 		(req->t_first_byte_us - req->t_start_us) / 1e6 : 0.0,
-	    (now - req->t_start_us) / 1e6);
+	    total, req->attempts, req->attempts == 1 ? "" : "s",
+	    req->attempts == 0 ? "none" : req->new_conns ? "new" : "reused");
+}
+
+/* The client left before its answer ended: count where it was. */
+void
+proxy_req_cancel(struct proxy_req *req)
+{
+	enum cancel_phase phase;
+
+	if (req->state != PROXY_DONE) {
+		if (req->state == PROXY_QUEUED)
+			phase = CANCEL_QUEUED;
+		else if (req->state == PROXY_BACKOFF)
+			phase = CANCEL_BACKOFF;
+		else if (req->resp_committed)
+			phase = CANCEL_STREAMING;
+		else
+			phase = CANCEL_WAITING;
+		rt.metrics.cancelled[phase]++;
+		proxy_account(req, 499); /* as Ollama logs a client gone */
+	}
+	proxy_req_free(req);
 }
 
 /* Answers with an error of our own; once a response has begun, the only
@@ -165,7 +190,7 @@ proxy_req_fail(struct proxy_req *req, int status, int retry_after,
 	o.openai = req->openai;
 	o.retry_after = retry_after;
 	response_error(client_output(req->client), &o, msg);
-	proxy_log_access(req, status);
+	proxy_account(req, status);
 	client_response_done(req->client, o.keep_alive);
 }
 
@@ -184,7 +209,7 @@ proxy_req_respond(struct proxy_req *req, int status, const char *ctype,
 	o.content_type = ctype;
 	response_write(client_output(req->client), &o, body, len);
 	req->state = PROXY_DONE;
-	proxy_log_access(req, status);
+	proxy_account(req, status);
 	client_response_done(req->client, o.keep_alive);
 }
 
@@ -207,6 +232,7 @@ proxy_req_start(struct proxy_req *req)
 		return;
 	}
 	req->up = upstream_select(req);
+	req->t_queued_us = now_us();
 	if (upstream_submit(req->up, req) != 0)
 		proxy_req_fail(req, 503, 1,
 		    "queue full: %d requests already wait for one of the %d "
@@ -246,6 +272,9 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	req->handle = h;
 	req->state = PROXY_RUNNING;
 	req->attempts++;
+	rt.metrics.upstream_requests++;
+	histogram_observe(&rt.metrics.queue_wait,
+	    (now_us() - req->t_queued_us) / 1e6);
 	if (rt.cfg->first_byte_timeout > 0)
 		proxy_timer_start(req, rt.cfg->first_byte_timeout);
 
@@ -311,6 +340,7 @@ void
 proxy_req_body(struct proxy_req *req, const char *data, size_t len)
 {
 	evbuffer_add(req->body, data, len);
+	rt.metrics.bytes_in += len;
 	if (req->send_paused) {
 		req->send_paused = 0;
 		proxy_unpause(req);
@@ -345,7 +375,12 @@ proxy_finish(struct proxy_req *req)
 	req->state = PROXY_DONE;
 	if (req->resp_chunked)
 		evbuffer_add(client_output(req->client), "0\r\n\r\n", 5);
-	proxy_log_access(req, (int)req->status);
+	if (req->tokens.done) {
+		tokscan_finish(&req->tokens);
+		metrics_count_tokens(req->tokens.model, req->tokens.prompt,
+		    req->tokens.eval);
+	}
+	proxy_account(req, (int)req->status);
 	client_response_done(req->client, req->keep_alive);
 }
 
@@ -414,6 +449,8 @@ proxy_commit_head(struct proxy_req *req)
 	evbuffer_add(out, "\r\n", 2);
 	req->resp_committed = 1;
 	req->t_first_byte_us = req->last_byte_us = now_us();
+	histogram_observe(&rt.metrics.first_byte[req->route],
+	    (req->t_first_byte_us - req->t_start_us) / 1e6);
 	if (rt.cfg->stream_idle_timeout > 0)
 		proxy_timer_start(req, rt.cfg->stream_idle_timeout);
 	else
@@ -533,6 +570,10 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
 	} else
 		evbuffer_add(out, data, len);
 	req->resp_received += len;
+	rt.metrics.bytes_out += len;
+	if ((req->route == ROUTE_GENERATE || req->route == ROUTE_CHAT) &&
+	    req->status == 200)
+		tokscan_feed(&req->tokens, data, len);
 	if (rt.cfg->stream_idle_timeout > 0)
 		req->last_byte_us = now_us();
 	if (req->resp_has_length && req->resp_received >= req->resp_length)
@@ -640,8 +681,10 @@ proxy_retry_after(struct proxy_req *req, double delay)
 }
 
 static void
-proxy_retry(struct proxy_req *req, double delay, const char *why)
+proxy_retry(struct proxy_req *req, enum retry_reason reason, double delay,
+    const char *why)
 {
+	rt.metrics.retries[reason]++;
 	log_notice("%s %s: %s; retry %d of %d in %.2f s", req->method,
 	    req->path, why, req->attempts, rt.cfg->retries, delay);
 	req->state = PROXY_BACKOFF;
@@ -675,6 +718,7 @@ proxy_timer_cb(evutil_socket_t fd, short what, void *arg)
 	switch (req->state) {
 	case PROXY_BACKOFF:
 		req->state = PROXY_NEW;
+		req->t_queued_us = now_us();
 		if (upstream_submit(req->up, req) != 0)
 			proxy_req_fail(req, 503, 1,
 			    "queue full: cannot retry against upstream %s",
@@ -724,6 +768,7 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 
 	snprintf(errbuf, sizeof errbuf, "%s",
 	    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
+	curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &req->new_conns);
 	req->handle = NULL;
 	upstream_handle_release(h);
 
@@ -734,12 +779,18 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 		char why[64];
 
 		snprintf(why, sizeof why, "upstream answered %ld", req->status);
-		proxy_retry(req, req->retry_delay, why);
+		proxy_retry(req, RETRY_STATUS, req->retry_delay, why);
 		return;
 	}
 	if (!req->resp_committed && rc != CURLE_OK &&
 	    proxy_retryable_error(rc) && proxy_can_retry(req)) {
-		proxy_retry(req, proxy_backoff(req), errbuf);
+		proxy_retry(req,
+		    rc == CURLE_COULDNT_CONNECT ||
+			    rc == CURLE_COULDNT_RESOLVE_HOST ||
+			    rc == CURLE_OPERATION_TIMEDOUT ?
+			RETRY_CONNECT :
+			RETRY_RESET,
+		    proxy_backoff(req), errbuf);
 		return;
 	}
 	if (req->resp_committed) {

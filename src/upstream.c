@@ -48,6 +48,7 @@ upstream_open_socket(void *arg, curlsocktype purpose,
 	if (fd != CURL_SOCKET_BAD) {
 		up->conns_open++;
 		up->conns_opened++;
+		rt.metrics.upstream_conns_opened++;
 	}
 	return fd;
 }

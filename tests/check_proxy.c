@@ -1219,7 +1219,7 @@ START_TEST(test_upstream_unreachable)
 	http_resp_free(&r);
 
 	http_get(harness_daemon_url(d, "/ollama-pool/health"), &r);
-	H_ASSERT(r.ok && r.status == 200, "health: %ld %s", r.status,
+	H_ASSERT(r.ok && r.status == 503, "health: %ld %s", r.status,
 	    r.error);
 	j = test_json(&r, "health");
 	H_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "upstream_ok")),
@@ -1272,7 +1272,7 @@ START_TEST(test_health)
 	/* The answer is fresh: with the upstream gone it says so. */
 	fake_stop(env.fake);
 	http_get(harness_daemon_url(env.daemon, "/ollama-pool/health"), &r);
-	H_ASSERT(r.ok && r.status == 200, "health, upstream down: %ld %s",
+	H_ASSERT(r.ok && r.status == 503, "health, upstream down: %ld %s",
 	    r.status, r.error);
 	j = test_json(&r, "health, upstream down");
 	H_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "upstream_ok")),
