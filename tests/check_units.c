@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
 #include "ollama-pool.h"
 
 /* --- addr.c ------------------------------------------------------------ */
@@ -637,6 +639,122 @@ START_TEST(test_headers_response_filter)
 }
 END_TEST
 
+/* --- metrics.c and tokscan.c ------------------------------------------- */
+
+static char *
+evbuffer_text(struct evbuffer *b)
+{
+	size_t n = evbuffer_get_length(b);
+	char *s = malloc(n + 1);
+
+	evbuffer_remove(b, s, n);
+	s[n] = '\0';
+	return s;
+}
+
+START_TEST(test_metrics_label_escaping)
+{
+	struct evbuffer *b = evbuffer_new();
+	char *s;
+
+	metrics_escape_label(b, "a\\b\"c\nd/é");
+	s = evbuffer_text(b);
+	ck_assert_str_eq(s, "a\\\\b\\\"c\\nd/é");
+	free(s);
+	evbuffer_free(b);
+}
+END_TEST
+
+START_TEST(test_metrics_histogram_buckets)
+{
+	struct histogram h;
+	struct evbuffer *b = evbuffer_new();
+	char *s;
+
+	memset(&h, 0, sizeof h);
+	histogram_observe(&h, 0.001);	/* first bucket */
+	histogram_observe(&h, 0.005);	/* le is inclusive */
+	histogram_observe(&h, 0.2);	/* 0.25 */
+	histogram_observe(&h, 1000);	/* only +Inf */
+	ck_assert_uint_eq(h.count, 4);
+	ck_assert(h.sum > 1000.205 && h.sum < 1000.207);
+	metrics_write_histogram(b, "t_seconds", "route", "/api/x\"y", &h);
+	s = evbuffer_text(b);
+	ck_assert_ptr_nonnull(strstr(s,
+	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.005\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(s,
+	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.1\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(s,
+	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.25\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(s,
+	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"600\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(s,
+	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"+Inf\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(s,
+	    "t_seconds_count{route=\"/api/x\\\"y\"} 4\n"));
+	free(s);
+	evbuffer_free(b);
+}
+END_TEST
+
+START_TEST(test_metrics_routes_are_bounded)
+{
+	ck_assert_int_eq(metrics_route("/api/generate"), ROUTE_GENERATE);
+	ck_assert_int_eq(metrics_route("/api/generate?x=1"), ROUTE_GENERATE);
+	ck_assert_int_eq(metrics_route("/api/generatex"), ROUTE_OTHER);
+	ck_assert_int_eq(metrics_route("/api/blobs/sha256:abc"), ROUTE_BLOBS);
+	ck_assert_int_eq(metrics_route("/v1/models/llama3.2"), ROUTE_V1_MODELS);
+	ck_assert_int_eq(metrics_route("/"), ROUTE_ROOT);
+	ck_assert_int_eq(metrics_route("/x/../api/tags"), ROUTE_OTHER);
+	ck_assert_str_eq(metrics_route_name(ROUTE_OTHER), "other");
+}
+END_TEST
+
+static const char tok_stream[] =
+    "{\"model\":\"llama3.2:latest\",\"response\":\"\\\"eval_count\\\":9 "
+    "\",\"done\":false}\n"
+    "{\"model\":\"llama3.2:latest\",\"response\":\"\",\"done\":true,"
+    "\"context\":[1,2,3],\"prompt_eval_count\":26,"
+    "\"prompt_eval_duration\":5,\"eval_count\":290,\"eval_duration\":7}\n";
+
+START_TEST(test_tokscan_any_split)
+{
+	struct tokscan t;
+	size_t len = strlen(tok_stream), cut, i;
+
+	/* Every way of cutting the stream in two gives the same counts. */
+	for (cut = 0; cut <= len; cut++) {
+		memset(&t, 0, sizeof t);
+		tokscan_feed(&t, tok_stream, cut);
+		tokscan_feed(&t, tok_stream + cut, len - cut);
+		tokscan_finish(&t);
+		ck_assert_msg(t.done, "cut %zu", cut);
+		ck_assert_uint_eq(t.prompt, 26);
+		ck_assert_uint_eq(t.eval, 290);
+		ck_assert_str_eq(t.model, "llama3.2:latest");
+	}
+	/* And byte by byte. */
+	memset(&t, 0, sizeof t);
+	for (i = 0; i < len; i++)
+		tokscan_feed(&t, tok_stream + i, 1);
+	tokscan_finish(&t);
+	ck_assert_uint_eq(t.eval, 290);
+}
+END_TEST
+
+START_TEST(test_tokscan_not_done)
+{
+	static const char s[] = "{\"model\":\"m\",\"response\":\"x\","
+				"\"done\":false}\n";
+	struct tokscan t;
+
+	memset(&t, 0, sizeof t);
+	tokscan_feed(&t, s, strlen(s));
+	tokscan_finish(&t);
+	ck_assert(!t.done);
+}
+END_TEST
+
 static Suite *
 units_suite(void)
 {
@@ -669,6 +787,14 @@ units_suite(void)
 	tcase_add_test(tc, test_headers_to_curl_filters_hop_by_hop);
 	tcase_add_test(tc, test_headers_token_lists);
 	tcase_add_test(tc, test_headers_response_filter);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("metrics");
+	tcase_add_test(tc, test_metrics_label_escaping);
+	tcase_add_test(tc, test_metrics_histogram_buckets);
+	tcase_add_test(tc, test_metrics_routes_are_bounded);
+	tcase_add_test(tc, test_tokscan_any_split);
+	tcase_add_test(tc, test_tokscan_not_done);
 	suite_add_tcase(s, tc);
 	return s;
 }
