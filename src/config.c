@@ -23,6 +23,7 @@ enum setting_type {
 	SET_INT,
 	SET_SECONDS,
 	SET_SIZE,
+	SET_SIZE64,
 	SET_BOOL,
 	SET_STRING,
 	SET_STATUSES,
@@ -46,6 +47,8 @@ static const struct setting settings[] = {
 	    "addresses to accept clients on, space separated" },
 	{ "server", "max_header_size", SET_SIZE, OFF(max_header_size), "32k",
 	    1024, 1048576, "largest request head accepted" },
+	{ "server", "max_body_size", SET_SIZE64, OFF(max_body_size), "0", 0,
+	    1e18, "largest request body accepted, 0 for no limit; 413 beyond" },
 	{ "server", "max_buffer", SET_SIZE, OFF(max_buffer), "1m", 65536,
 	    1073741824, "most bytes buffered per connection and direction" },
 	{ "server", "header_timeout", SET_SECONDS, OFF(header_timeout), "30",
@@ -278,11 +281,14 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 	case SET_INT:
 	case SET_SECONDS:
 	case SET_SIZE:
-		if (config_parse_number(value, &v, s->type == SET_SIZE) != 0 ||
+	case SET_SIZE64:
+		if (config_parse_number(value, &v,
+			s->type == SET_SIZE || s->type == SET_SIZE64) != 0 ||
 		    (s->type != SET_SECONDS && v != floor(v))) {
 			snprintf(err, errlen, "%s must be %s, not '%s'", s->key,
 			    s->type == SET_SECONDS ? "a number of seconds" :
-			    s->type == SET_SIZE    ? "a size (e.g. 64k, 1m)" :
+			    s->type == SET_SIZE || s->type == SET_SIZE64 ?
+						     "a size (e.g. 64k, 1m)" :
 						     "a whole number",
 			    value);
 			return -1;
@@ -299,6 +305,8 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 			*(int *)field = (int)v;
 		else if (s->type == SET_SIZE)
 			*(size_t *)field = (size_t)v;
+		else if (s->type == SET_SIZE64)
+			*(uint64_t *)field = (uint64_t)v;
 		else
 			*(double *)field = v;
 		return 0;
@@ -538,6 +546,10 @@ config_print(const struct config *cfg, FILE *fp)
 			break;
 		case SET_SIZE:
 			fprintf(fp, "%zu", *(const size_t *)field);
+			break;
+		case SET_SIZE64:
+			fprintf(fp, "%llu",
+			    (unsigned long long)*(const uint64_t *)field);
 			break;
 		case SET_BOOL:
 			fputs(*(const int *)field ? "yes" : "no", fp);

@@ -1,7 +1,17 @@
 /*
- * The request parser.  The rest of the proxy sees only struct httpreq and
- * its three callbacks, so the engine underneath (nodejs http-parser 2.9
- * today) can be swapped for llhttp without touching client.c.
+ * The request parser: a strict RFC 9112 reader of request heads and bodies.
+ * The rest of the proxy sees only struct httpreq and its callbacks.
+ *
+ * Why not libhttp-parser here: Debian builds http-parser 2.9 non-strict,
+ * and it then accepts chunk data longer than its declared size, bare LF
+ * line ends and over-long chunk sizes.  Over connections shared by every
+ * client those are request smuggling, so every byte of framing is decided
+ * here, the way nginx and HAProxy decide it.  http-parser still serves for
+ * absolute-form URLs and the method and status names.
+ *
+ * Bytes are read one state at a time, so a request may arrive split
+ * anywhere; the parser pauses after each complete message, so pipelined
+ * requests wait unparsed until the one before is answered.
  */
 #include "config.h"
 
@@ -10,41 +20,72 @@
 
 #include "ollama-pool.h"
 
-/* More headers than any real client sends; beyond it, 431. */
 #define HTTPREQ_MAX_HEADERS 100
+#define HTTPREQ_MAX_LINE 8192	     /* request line; beyond it, 414 */
+#define HTTPREQ_MAX_CHUNK_DIGITS 16 /* 2^64 - 1 at most */
 
-static int httpreq_on_message_begin(http_parser *);
-static int httpreq_on_url(http_parser *, const char *, size_t);
-static int httpreq_on_header_field(http_parser *, const char *, size_t);
-static int httpreq_on_header_value(http_parser *, const char *, size_t);
-static int httpreq_on_headers_complete(http_parser *);
-static int httpreq_on_body(http_parser *, const char *, size_t);
-static int httpreq_on_message_complete(http_parser *);
-
-static const http_parser_settings httpreq_settings = {
-	.on_message_begin = httpreq_on_message_begin,
-	.on_url = httpreq_on_url,
-	.on_header_field = httpreq_on_header_field,
-	.on_header_value = httpreq_on_header_value,
-	.on_headers_complete = httpreq_on_headers_complete,
-	.on_body = httpreq_on_body,
-	.on_message_complete = httpreq_on_message_complete,
+enum httpreq_state {
+	HR_START,	/* before a request: empty lines allowed */
+	HR_START_LF,
+	HR_METHOD,
+	HR_TARGET,
+	HR_VERSION,
+	HR_LINE_LF,
+	HR_FIELD_START,
+	HR_NAME,
+	HR_OWS,
+	HR_VALUE,
+	HR_VALUE_LF,
+	HR_END_LF,
+	HR_BODY,	/* Content-Length body */
+	HR_CHUNK_SIZE,
+	HR_CHUNK_EXT,
+	HR_CHUNK_SIZE_LF,
+	HR_CHUNK_DATA,
+	HR_CHUNK_DATA_CR,
+	HR_CHUNK_DATA_LF,
+	HR_TRAILER_START,
+	HR_TRAILER_LINE,
+	HR_TRAILER_LF,
+	HR_TRAILER_END_LF,
 };
 
-void
-httpreq_set_max_header_size(size_t size)
+/* RFC 9110 tchar. */
+static int
+httpreq_is_tchar(unsigned char c)
 {
-	http_parser_set_max_header_size((uint32_t)size);
+	if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	    (c >= 'A' && c <= 'Z'))
+		return 1;
+	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* field-vchar: VCHAR or obs-text; SP and HTAB inside a value. */
+static int
+httpreq_is_value_char(unsigned char c)
+{
+	return (c >= 0x21 && c != 0x7f) || c == ' ' || c == '\t';
+}
+
+static int
+httpreq_hex(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
 }
 
 void
 httpreq_init(struct httpreq *hr, const struct httpreq_cb *cb, void *arg)
 {
 	memset(hr, 0, sizeof *hr);
-	http_parser_init(&hr->parser, HTTP_REQUEST);
-	hr->parser.data = hr;
 	hr->cb = cb;
 	hr->arg = arg;
+	hr->state = HR_START;
 }
 
 void
@@ -53,7 +94,7 @@ httpreq_free(struct httpreq *hr)
 	head_free(&hr->head);
 }
 
-static int
+static ssize_t
 httpreq_fail(struct httpreq *hr, int status, const char *why)
 {
 	hr->error_status = status;
@@ -61,130 +102,229 @@ httpreq_fail(struct httpreq *hr, int status, const char *why)
 	return -1;
 }
 
-static int
-httpreq_on_message_begin(http_parser *p)
+static size_t
+httpreq_max_head(void)
 {
-	struct httpreq *hr = p->data;
-
-	head_reset(&hr->head);
-	hr->in_value = 0;
-	hr->nfields = 0;
-	hr->in_head = 1;
-	if (hr->cb->on_begin != NULL)
-		hr->cb->on_begin(hr->arg);
-	return 0;
+	return rt.cfg != NULL ? rt.cfg->max_header_size : 32768;
 }
 
-static int
-httpreq_on_url(http_parser *p, const char *at, size_t len)
+static uint64_t
+httpreq_max_body(void)
 {
-	struct httpreq *hr = p->data;
-	uint32_t off = head_append(&hr->head, at, len);
-
-	if (hr->head.target_len == 0)
-		hr->head.target = off;
-	hr->head.target_len += len;
-	return 0;
+	return rt.cfg != NULL ? rt.cfg->max_body_size : 0;
 }
 
+/* Known methods map to http-parser's enum; anything else is 501. */
 static int
-httpreq_on_header_field(http_parser *p, const char *at, size_t len)
+httpreq_method(const char *name)
 {
-	struct httpreq *hr = p->data;
-	struct http_head *h = &hr->head;
-	struct header_ref *r;
-	uint32_t off;
+	static const int known[] = { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT,
+		HTTP_DELETE, HTTP_PATCH, HTTP_OPTIONS, HTTP_CONNECT,
+		HTTP_TRACE };
+	size_t i;
 
-	if (hr->nfields == 0 || hr->in_value) {
-		head_end_string(h); /* the target, or the previous value */
-		if (h->nhdrs == HTTPREQ_MAX_HEADERS)
-			return httpreq_fail(hr, 431, "too many header fields");
-		head_add_header(h);
-		hr->nfields++;
-		hr->in_value = 0;
+	for (i = 0; i < sizeof known / sizeof known[0]; i++)
+		if (strcmp(name, http_method_str(known[i])) == 0)
+			return known[i];
+	return -1;
+}
+
+/* Content-Length: 1*DIGIT, below 2^63; a list of equal values counts as
+ * one (RFC 9110 8.6).  Returns 0 or -1. */
+static int
+httpreq_content_length(const char *v, size_t len, uint64_t *out, int *seen)
+{
+	size_t i = 0, start, digits;
+	uint64_t n;
+
+	for (;;) {
+		while (i < len && (v[i] == ' ' || v[i] == '\t'))
+			i++;
+		start = i;
+		n = 0;
+		while (i < len && v[i] >= '0' && v[i] <= '9') {
+			if (n > (UINT64_MAX / 2 - 9) / 10)
+				return -1;
+			n = n * 10 + (v[i++] - '0');
+		}
+		digits = i - start;
+		while (i < len && (v[i] == ' ' || v[i] == '\t'))
+			i++;
+		if (digits == 0 || n > (uint64_t)INT64_MAX)
+			return -1;
+		if (*seen && n != *out)
+			return -1;
+		*out = n;
+		*seen = 1;
+		if (i == len)
+			return 0;
+		if (v[i++] != ',')
+			return -1;
 	}
-	r = &h->hdrs[h->nhdrs - 1];
-	off = head_append(h, at, len);
-	if (r->name_len == 0)
-		r->name = off;
-	r->name_len += len;
-	return 0;
 }
 
+/*
+ * Transfer-Encoding: only "chunked", once, is ours to decode.  Returns 0,
+ * or the status to answer: 400 for a malformed list, 501 for a coding we
+ * do not implement.
+ */
 static int
-httpreq_on_header_value(http_parser *p, const char *at, size_t len)
+httpreq_transfer_coding(const char *v, size_t len)
 {
-	struct httpreq *hr = p->data;
-	struct http_head *h = &hr->head;
-	struct header_ref *r = &h->hdrs[h->nhdrs - 1];
-	uint32_t off;
+	size_t i = 0, start, end;
+	int chunked = 0, other = 0;
 
-	if (!hr->in_value) {
-		head_end_string(h); /* the name */
-		hr->in_value = 1;
-		r->value = h->len;
+	for (;;) {
+		while (i < len && (v[i] == ' ' || v[i] == '\t'))
+			i++;
+		start = i;
+		while (i < len && v[i] != ',')
+			i++;
+		end = i;
+		while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+			end--;
+		if (end == start)
+			return 400; /* ",chunked", "chunked," */
+		if (end - start == 7 && strncasecmp(v + start, "chunked", 7) == 0) {
+			if (chunked++)
+				return 400; /* "chunked, chunked" */
+		} else if (chunked)
+			return 501; /* "chunked, identity": chunked not last */
+		else
+			other = 1;
+		if (i == len)
+			break;
+		i++;
 	}
-	off = head_append(h, at, len);
-	if (r->value_len == 0)
-		r->value = off;
-	r->value_len += len;
-	return 0;
+	return other ? 501 : 0;
 }
 
-static int
-httpreq_on_headers_complete(http_parser *p)
+/* Framing and the rules every request must meet, once the head is read. */
+static ssize_t
+httpreq_check_head(struct httpreq *hr)
 {
-	struct httpreq *hr = p->data;
 	struct http_head *h = &hr->head;
-	struct header_ref *r;
+	const struct header_ref *r;
+	const char *name, *v;
+	int hosts = 0, te = 0, cl_seen = 0, rc;
 	uint32_t i;
 
-	head_end_string(h);
-	hr->in_head = 0;
-	if (hr->nfields > 0 && !hr->in_value) {
-		/* A name with no value at all: give it an empty one. */
-		r = &h->hdrs[h->nhdrs - 1];
-		r->value = h->len - 1;
-	}
-	h->method = p->method;
-	h->http_major = p->http_major;
-	h->http_minor = p->http_minor;
-	h->keep_alive = http_should_keep_alive(p);
-	h->chunked = (p->flags & F_CHUNKED) != 0;
-	h->has_content_length = (p->flags & F_CONTENTLENGTH) != 0;
-	h->content_length = h->has_content_length ? p->content_length : 0;
+	if (strncmp(hr->version, "HTTP/", 5) != 0 || hr->vlen != 8 ||
+	    hr->version[5] < '0' || hr->version[5] > '9' ||
+	    hr->version[6] != '.' || hr->version[7] < '0' ||
+	    hr->version[7] > '9')
+		return httpreq_fail(hr, 400, "malformed HTTP version");
+	if (hr->version[5] != '1')
+		return httpreq_fail(hr, 505, "only HTTP/1.x is supported");
+	h->http_major = 1;
+	/* A higher 1.x is served as 1.1 (RFC 9110 6.2). */
+	h->http_minor = hr->version[7] == '0' ? 0 : 1;
+	h->method = httpreq_method(head_str(h, hr->method_off));
+	if (h->method < 0)
+		return httpreq_fail(hr, 501, "request method not implemented");
+	h->keep_alive = h->http_minor == 1;
+
 	for (i = 0; i < h->nhdrs; i++) {
 		r = &h->hdrs[i];
-		if (r->name_len == 6 &&
-		    strncasecmp(h->buf + r->name, "expect", 6) == 0 &&
-		    r->value_len == 12 &&
-		    strncasecmp(h->buf + r->value, "100-continue", 12) == 0)
+		name = h->buf + r->name;
+		v = h->buf + r->value;
+		if (r->name_len == 4 && strncasecmp(name, "host", 4) == 0)
+			hosts++;
+		else if (r->name_len == 17 &&
+		    strncasecmp(name, "transfer-encoding", 17) == 0) {
+			if (te++)
+				return httpreq_fail(hr, 400,
+				    "Transfer-Encoding sent twice");
+			if ((rc = httpreq_transfer_coding(v, r->value_len)) != 0)
+				return httpreq_fail(hr, rc,
+				    rc == 400 ? "malformed Transfer-Encoding" :
+						"transfer coding not "
+						"implemented (only chunked)");
+			h->chunked = 1;
+		} else if (r->name_len == 14 &&
+		    strncasecmp(name, "content-length", 14) == 0) {
+			if (httpreq_content_length(v, r->value_len,
+				&h->content_length, &cl_seen) != 0)
+				return httpreq_fail(hr, 400,
+				    "invalid or conflicting Content-Length");
+			h->has_content_length = 1;
+		} else if (r->name_len == 10 &&
+		    strncasecmp(name, "connection", 10) == 0) {
+			if (head_token_in_list(v, r->value_len, "close"))
+				h->keep_alive = 0;
+			else if (head_token_in_list(v, r->value_len,
+				     "keep-alive"))
+				h->keep_alive = 1;
+		} else if (r->name_len == 6 &&
+		    strncasecmp(name, "expect", 6) == 0) {
+			if (r->value_len != 12 ||
+			    strncasecmp(v, "100-continue", 12) != 0)
+				return httpreq_fail(hr, 417,
+				    "only Expect: 100-continue is supported");
 			h->expect_continue = 1;
+		}
 	}
-	if (hr->cb->on_head(hr->arg, h) != 0)
-		return httpreq_fail(hr, 400, "request refused");
+	if (h->http_minor == 1 && hosts != 1)
+		return httpreq_fail(hr, 400,
+		    hosts ? "more than one Host header" :
+			    "HTTP/1.1 request without Host");
+	if (hosts > 1)
+		return httpreq_fail(hr, 400, "more than one Host header");
+	if (te && h->http_minor == 0)
+		return httpreq_fail(hr, 400, "Transfer-Encoding in HTTP/1.0");
+	if (te && h->has_content_length)
+		return httpreq_fail(hr, 400,
+		    "both Content-Length and Transfer-Encoding");
+	if (httpreq_max_body() > 0 && h->content_length > httpreq_max_body())
+		return httpreq_fail(hr, 413, "request body too large");
+	if (!h->has_content_length)
+		h->content_length = 0;
 	return 0;
 }
 
-static int
-httpreq_on_body(http_parser *p, const char *at, size_t len)
+/* The head is complete: check it, hand it on, set up the body. */
+static ssize_t
+httpreq_head_done(struct httpreq *hr)
 {
-	struct httpreq *hr = p->data;
+	struct http_head *h = &hr->head;
 
-	return hr->cb->on_body(hr->arg, at, len);
+	if (httpreq_check_head(hr) < 0)
+		return -1;
+	hr->in_head = 0;
+	hr->body_total = 0;
+	if (hr->cb->on_head(hr->arg, h) != 0)
+		return httpreq_fail(hr, 400, "request refused");
+	if (h->chunked) {
+		hr->state = HR_CHUNK_SIZE;
+		hr->chunk_digits = 0;
+		hr->body_left = 0;
+	} else if (h->content_length > 0) {
+		hr->state = HR_BODY;
+		hr->body_left = h->content_length;
+	} else
+		hr->state = HR_START; /* complete: the caller finishes it */
+	return 0;
 }
 
+/* Returns 1 when parsing should stop here (paused). */
 static int
-httpreq_on_message_complete(http_parser *p)
+httpreq_message_done(struct httpreq *hr)
 {
-	struct httpreq *hr = p->data;
-
+	hr->state = HR_START;
 	if (hr->cb->on_complete(hr->arg))
-		return 0; /* the answer is out already: read on */
-	/* Stop here until this request is answered: pipelined requests
-	 * behind it wait in the input buffer, so answers go out in order. */
-	http_parser_pause(p, 1);
+		return 0;
 	hr->paused = 1;
+	return 1;
+}
+
+static ssize_t
+httpreq_body_bytes(struct httpreq *hr, const char *p, size_t n)
+{
+	hr->body_total += n;
+	if (httpreq_max_body() > 0 && hr->body_total > httpreq_max_body())
+		return httpreq_fail(hr, 413, "request body too large");
+	if (hr->cb->on_body(hr->arg, p, n) != 0)
+		return httpreq_fail(hr, 400, "request body refused");
 	return 0;
 }
 
@@ -196,31 +336,293 @@ httpreq_on_message_complete(http_parser *p)
 ssize_t
 httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 {
-	size_t n;
-	enum http_errno e;
+	struct http_head *h = &hr->head;
+	struct header_ref *r;
+	size_t i = 0, run;
+	unsigned char c;
+	uint32_t n;
+	int d;
 
-	n = http_parser_execute(&hr->parser, &httpreq_settings, data, len);
-	e = HTTP_PARSER_ERRNO(&hr->parser);
-	if (e == HPE_OK || e == HPE_PAUSED) {
-		if (hr->parser.upgrade)
-			return httpreq_fail(hr, 400,
-			    "protocol upgrades are not supported");
-		return (ssize_t)n;
+	while (i < len && !hr->paused) {
+		c = (unsigned char)data[i];
+		if (hr->in_head && ++hr->head_bytes > httpreq_max_head())
+			return httpreq_fail(hr, 431,
+			    "request header fields too large");
+		switch (hr->state) {
+		case HR_START:
+			if (c == '\r') {
+				hr->state = HR_START_LF;
+				break;
+			}
+			if (!httpreq_is_tchar(c))
+				return httpreq_fail(hr, 400,
+				    "malformed request line");
+			head_reset(h);
+			hr->head_bytes = 1;
+			hr->vlen = 0;
+			hr->in_head = 1;
+			hr->method_off = 0;
+			if (hr->cb->on_begin != NULL)
+				hr->cb->on_begin(hr->arg);
+			head_append(h, (const char *)&c, 1);
+			hr->state = HR_METHOD;
+			break;
+		case HR_START_LF:
+			if (c != '\n')
+				return httpreq_fail(hr, 400, "bare CR");
+			hr->state = HR_START;
+			break;
+		case HR_METHOD:
+			if (c == ' ') {
+				head_end_string(h);
+				h->target = h->len;
+				hr->state = HR_TARGET;
+			} else if (httpreq_is_tchar(c) && h->len < 32)
+				head_append(h, (const char *)&c, 1);
+			else
+				return httpreq_fail(hr, 400,
+				    "malformed request method");
+			break;
+		case HR_TARGET:
+			if (c == ' ') {
+				if (h->target_len == 0)
+					return httpreq_fail(hr, 400,
+					    "empty request target");
+				head_end_string(h);
+				hr->state = HR_VERSION;
+				break;
+			}
+			if (c <= 0x20 || c >= 0x7f)
+				return httpreq_fail(hr, 400,
+				    "invalid byte in request target");
+			for (run = i; run < len && (unsigned char)data[run] > 0x20 &&
+			     (unsigned char)data[run] < 0x7f;
+			     run++)
+				;
+			head_append(h, data + i, run - i);
+			h->target_len += run - i;
+			hr->head_bytes += run - i - 1;
+			if (hr->head_bytes > HTTPREQ_MAX_LINE)
+				return httpreq_fail(hr, 414,
+				    "request target too long");
+			if (hr->head_bytes > httpreq_max_head())
+				return httpreq_fail(hr, 431,
+				    "request header fields too large");
+			i = run;
+			continue;
+		case HR_VERSION:
+			if (c == '\r') {
+				hr->state = HR_LINE_LF;
+				break;
+			}
+			if (hr->vlen == sizeof hr->version - 1)
+				return httpreq_fail(hr, 400,
+				    "malformed HTTP version");
+			hr->version[hr->vlen++] = c;
+			hr->version[hr->vlen] = '\0';
+			break;
+		case HR_LINE_LF:
+			if (c != '\n')
+				return httpreq_fail(hr, 400, "bare CR");
+			hr->state = HR_FIELD_START;
+			break;
+		case HR_FIELD_START:
+			if (c == '\r') {
+				hr->state = HR_END_LF;
+				break;
+			}
+			if (c == ' ' || c == '\t')
+				return httpreq_fail(hr, 400,
+				    "obsolete line folding");
+			if (!httpreq_is_tchar(c))
+				return httpreq_fail(hr, 400,
+				    c == '\n' ? "bare LF" :
+						"invalid byte in header name");
+			if (h->nhdrs == HTTPREQ_MAX_HEADERS)
+				return httpreq_fail(hr, 431,
+				    "too many header fields");
+			n = head_add_header(h);
+			r = &h->hdrs[n];
+			r->name = head_append(h, (const char *)&c, 1);
+			r->name_len = 1;
+			hr->state = HR_NAME;
+			break;
+		case HR_NAME:
+			r = &h->hdrs[h->nhdrs - 1];
+			if (c == ':') {
+				head_end_string(h);
+				r->value = h->len;
+				hr->state = HR_OWS;
+			} else if (httpreq_is_tchar(c)) {
+				head_append(h, (const char *)&c, 1);
+				r->name_len++;
+			} else
+				return httpreq_fail(hr, 400,
+				    c == '\r' ? "header line without a colon" :
+						"invalid byte in header name");
+			break;
+		case HR_OWS:
+			if (c == ' ' || c == '\t')
+				break;
+			if (c == '\r') {
+				head_end_string(h);
+				hr->state = HR_VALUE_LF;
+				break;
+			}
+			hr->state = HR_VALUE;
+			/* FALLTHROUGH */
+		case HR_VALUE:
+			r = &h->hdrs[h->nhdrs - 1];
+			if (c == '\r') {
+				while (r->value_len > 0 &&
+				    (h->buf[r->value + r->value_len - 1] ==
+					    ' ' ||
+					h->buf[r->value + r->value_len - 1] ==
+					    '\t')) {
+					r->value_len--;
+					h->len--;
+				}
+				head_end_string(h);
+				hr->state = HR_VALUE_LF;
+				break;
+			}
+			if (!httpreq_is_value_char(c))
+				return httpreq_fail(hr, 400,
+				    c == '\n' ? "bare LF" :
+						"invalid byte in header value");
+			for (run = i; run < len &&
+			     httpreq_is_value_char((unsigned char)data[run]);
+			     run++)
+				;
+			head_append(h, data + i, run - i);
+			r->value_len += run - i;
+			hr->head_bytes += run - i - 1;
+			if (hr->head_bytes > httpreq_max_head())
+				return httpreq_fail(hr, 431,
+				    "request header fields too large");
+			i = run;
+			continue;
+		case HR_VALUE_LF:
+			if (c != '\n')
+				return httpreq_fail(hr, 400, "bare CR");
+			hr->state = HR_FIELD_START;
+			break;
+		case HR_END_LF:
+			if (c != '\n')
+				return httpreq_fail(hr, 400, "bare CR");
+			i++;
+			if (httpreq_head_done(hr) < 0)
+				return -1;
+			if (hr->state == HR_START && httpreq_message_done(hr))
+				return (ssize_t)i;
+			continue;
+		case HR_BODY:
+			run = len - i < hr->body_left ? len - i : hr->body_left;
+			if (httpreq_body_bytes(hr, data + i, run) < 0)
+				return -1;
+			hr->body_left -= run;
+			i += run;
+			if (hr->body_left == 0 && httpreq_message_done(hr))
+				return (ssize_t)i;
+			continue;
+		case HR_CHUNK_SIZE:
+			if ((d = httpreq_hex(c)) >= 0) {
+				if (++hr->chunk_digits > HTTPREQ_MAX_CHUNK_DIGITS)
+					return httpreq_fail(hr, 400,
+					    "chunk size too long");
+				hr->body_left = hr->body_left * 16 + d;
+				break;
+			}
+			if (hr->chunk_digits == 0)
+				return httpreq_fail(hr, 400,
+				    "malformed chunk size");
+			if (c == ';' || c == ' ' || c == '\t')
+				hr->state = HR_CHUNK_EXT;
+			else if (c == '\r')
+				hr->state = HR_CHUNK_SIZE_LF;
+			else
+				return httpreq_fail(hr, 400,
+				    "malformed chunk size");
+			break;
+		case HR_CHUNK_EXT:
+			/* Extensions are accepted and ignored. */
+			if (c == '\r')
+				hr->state = HR_CHUNK_SIZE_LF;
+			else if (!httpreq_is_value_char(c))
+				return httpreq_fail(hr, 400,
+				    "invalid byte in chunk extension");
+			break;
+		case HR_CHUNK_SIZE_LF:
+			if (c != '\n')
+				return httpreq_fail(hr, 400, "bare CR");
+			hr->chunk_digits = 0;
+			hr->state = hr->body_left ? HR_CHUNK_DATA :
+						    HR_TRAILER_START;
+			break;
+		case HR_CHUNK_DATA:
+			run = len - i < hr->body_left ? len - i : hr->body_left;
+			if (httpreq_body_bytes(hr, data + i, run) < 0)
+				return -1;
+			hr->body_left -= run;
+			i += run;
+			if (hr->body_left == 0)
+				hr->state = HR_CHUNK_DATA_CR;
+			continue;
+		case HR_CHUNK_DATA_CR:
+			if (c != '\r')
+				return httpreq_fail(hr, 400,
+				    "chunk data longer than its size");
+			hr->state = HR_CHUNK_DATA_LF;
+			break;
+		case HR_CHUNK_DATA_LF:
+			if (c != '\n')
+				return httpreq_fail(hr, 400, "bare CR");
+			hr->state = HR_CHUNK_SIZE;
+			break;
+		case HR_TRAILER_START:
+			/* Trailers are read and dropped: curl frames the body
+			 * upstream, and a trailer is no place for a header
+			 * to sneak in. */
+			if (c == '\r') {
+				hr->state = HR_TRAILER_END_LF;
+				break;
+			}
+			if (!httpreq_is_tchar(c))
+				return httpreq_fail(hr, 400,
+				    "malformed trailer");
+			hr->state = HR_TRAILER_LINE;
+			break;
+		case HR_TRAILER_LINE:
+			if (++hr->trailer_bytes > httpreq_max_head())
+				return httpreq_fail(hr, 431,
+				    "trailer fields too large");
+			if (c == '\r')
+				hr->state = HR_TRAILER_LF;
+			else if (!httpreq_is_value_char(c) && c != ':')
+				return httpreq_fail(hr, 400,
+				    "invalid byte in trailer");
+			break;
+		case HR_TRAILER_LF:
+			if (c != '\n')
+				return httpreq_fail(hr, 400, "bare CR");
+			hr->state = HR_TRAILER_START;
+			break;
+		case HR_TRAILER_END_LF:
+			if (c != '\n')
+				return httpreq_fail(hr, 400, "bare CR");
+			i++;
+			hr->trailer_bytes = 0;
+			if (httpreq_message_done(hr))
+				return (ssize_t)i;
+			continue;
+		}
+		i++;
 	}
-	if (hr->error_status != 0)
-		return -1;
-	if (e == HPE_HEADER_OVERFLOW)
-		return httpreq_fail(hr, 431, "request header fields too large");
-	if (e == HPE_INVALID_METHOD)
-		return httpreq_fail(hr, 400, "unknown request method");
-	hr->error_status = 400;
-	hr->error = http_errno_description(e);
-	return -1;
+	return (ssize_t)i;
 }
 
 void
 httpreq_resume(struct httpreq *hr)
 {
 	hr->paused = 0;
-	http_parser_pause(&hr->parser, 0);
 }

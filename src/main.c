@@ -119,7 +119,6 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 		    up->url.base, up->pool_maxsize);
 	}
 	listener_reconcile(cfg);
-	httpreq_set_max_header_size(cfg->max_header_size);
 	config_free(rt.cfg);
 	rt.cfg = cfg;
 	log_set_level(rt.log_level);
@@ -207,7 +206,6 @@ main(int argc, char **argv)
 	TAILQ_INIT(&rt.upstreams);
 	TAILQ_INIT(&rt.listeners);
 	TAILQ_INIT(&rt.clients);
-	httpreq_set_max_header_size(rt.cfg->max_header_size);
 
 	up = upstream_new(rt.cfg);
 	TAILQ_INSERT_TAIL(&rt.upstreams, up, entry);

@@ -130,6 +130,7 @@ struct config {
 
 	size_t max_buffer;
 	size_t max_header_size;
+	uint64_t max_body_size; /* 0: no limit */
 	double header_timeout;
 	double idle_timeout;
 	double shutdown_timeout;
@@ -180,23 +181,28 @@ int headers_named_by_connection(const struct http_head *, const char *,
 struct curl_slist *headers_to_curl(const struct http_head *, int);
 int headers_response_keep(const struct http_head *, uint32_t);
 
-/* httpreq.c: the request parser, behind an interface of our own so the
- * engine (http-parser today) can be swapped. */
+/* httpreq.c: the strict request parser, behind an interface of our own. */
 struct httpreq_cb {
 	void (*on_begin)(void *);
 	int (*on_head)(void *, struct http_head *);
 	int (*on_body)(void *, const char *, size_t);
-	int (*on_complete)(void *);
+	int (*on_complete)(void *); /* 1: answered already, read on */
 };
 struct httpreq {
-	http_parser parser;
 	struct http_head head;
 	const struct httpreq_cb *cb;
 	void *arg;
-	uint32_t nfields;
-	int in_value; /* last callback was a header value */
+	int state;
 	int paused;
 	int in_head; /* a request has begun, its head is not complete */
+	size_t head_bytes;
+	uint32_t method_off;
+	char version[9];
+	int vlen;
+	uint64_t body_left; /* of the Content-Length body or the chunk */
+	uint64_t body_total;
+	int chunk_digits;
+	size_t trailer_bytes;
 	int error_status; /* HTTP status to answer when parsing failed */
 	const char *error;
 };
@@ -204,7 +210,6 @@ void httpreq_init(struct httpreq *, const struct httpreq_cb *, void *);
 void httpreq_free(struct httpreq *);
 ssize_t httpreq_feed(struct httpreq *, const char *, size_t);
 void httpreq_resume(struct httpreq *);
-void httpreq_set_max_header_size(size_t);
 
 /* listener.c */
 struct listener {

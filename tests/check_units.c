@@ -421,6 +421,187 @@ START_TEST(test_httpreq_head_in_pieces)
 }
 END_TEST
 
+/*
+ * The front door's framing rules (issue: strict HTTP).  Each request must
+ * be refused with its status before anything of it could be forwarded.
+ */
+START_TEST(test_httpreq_strict_framing)
+{
+	static const struct {
+		const char *req;
+		int status;
+	} cases[] = {
+		/* 1. Content-Length and Transfer-Encoding together. */
+		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+		  "Transfer-Encoding: chunked\r\n\r\n", 400 },
+		/* 2. Conflicting or malformed Content-Length. */
+		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+		  "Content-Length: 6\r\n\r\n", 400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
+		    400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n",
+		    400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+		    400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n\r\n", 400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5,6\r\n\r\n",
+		    400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\n"
+		  "Content-Length: 99999999999999999999\r\n\r\n", 400 },
+		/* 3. Transfer codings. */
+		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+		    501 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\n"
+		  "Transfer-Encoding: identity\r\n\r\n", 501 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\n"
+		  "Transfer-Encoding: chunked, identity\r\n\r\n", 501 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\n"
+		  "Transfer-Encoding: ,chunked\r\n\r\n", 400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\n"
+		  "Transfer-Encoding: chunked, chunked\r\n\r\n", 400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+		  "Transfer-Encoding: chunked\r\n\r\n", 400 },
+		{ "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+		/* 4. Chunk sizes and data. */
+		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+		  "\r\n0x5\r\nabcde\r\n0\r\n\r\n", 400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+		  "\r\n+5\r\nabcde\r\n0\r\n\r\n", 400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+		  "\r\n 5\r\nabcde\r\n0\r\n\r\n", 400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+		  "\r\n00000000000000005\r\nabcde\r\n0\r\n\r\n", 400 },
+		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+		  "\r\n3\r\nabcdef\r\n0\r\n\r\n", 400 },
+		/* 5. Line ends, folding, names and values. */
+		{ "GET / HTTP/1.1\nHost: h\n\n", 400 },
+		{ "GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nHost: h\r\nX Y: a\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nHost: h\r\nX\x01Y: a\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nHost: h\r\nX : a\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400 },
+		/* 6. Host and versions. */
+		{ "GET / HTTP/1.1\r\n\r\n", 400 },
+		{ "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400 },
+		{ "GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505 },
+		{ "GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505 },
+		{ "GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 400 },
+		{ "GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400 },
+		/* Expectations we cannot meet. */
+		{ "GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n", 417 },
+	};
+	struct parsed p;
+	struct httpreq hr;
+	size_t i, len;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		memset(&p, 0, sizeof p);
+		httpreq_init(&hr, &parsed_cb, &p);
+		len = strlen(cases[i].req);
+		if (strstr(cases[i].req, "X\x01Y") == NULL)
+			ck_assert_msg(feed_bytewise(&hr, cases[i].req) == -1,
+			    "case %zu accepted: %s", i, cases[i].req);
+		else
+			ck_assert_int_eq(httpreq_feed(&hr, cases[i].req, len),
+			    -1);
+		ck_assert_msg(hr.error_status == cases[i].status,
+		    "case %zu: status %d, want %d (%s)", i, hr.error_status,
+		    cases[i].status, hr.error);
+		/* Nothing of a refused body may have been delivered. */
+		ck_assert_msg(p.body_len == 0 || cases[i].status == 400,
+		    "case %zu delivered body", i);
+		httpreq_free(&hr);
+	}
+}
+END_TEST
+
+START_TEST(test_httpreq_lenient_where_allowed)
+{
+	static const char *ok[] = {
+		/* Identical Content-Length values count as one. */
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+		"Content-Length: 3\r\n\r\nabc",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc",
+		/* Chunk extensions are ignored; trailers are dropped. */
+		"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"
+		"3;name=\"v\"\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n",
+		/* A higher 1.x minor is served as 1.1; empty lines before a
+		 * request are skipped. */
+		"\r\nGET / HTTP/1.9\r\nHost: h\r\n\r\n",
+		/* HTTP/1.0 needs no Host. */
+		"GET / HTTP/1.0\r\n\r\n",
+		/* Upgrade is just a header here: it is never passed on. */
+		"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\n"
+		"Connection: Upgrade\r\n\r\n",
+	};
+	struct parsed p;
+	struct httpreq hr;
+	size_t i;
+
+	for (i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		memset(&p, 0, sizeof p);
+		httpreq_init(&hr, &parsed_cb, &p);
+		ck_assert_msg(feed_bytewise(&hr, ok[i]) == (ssize_t)strlen(ok[i]),
+		    "case %zu refused: %d %s", i, hr.error_status, hr.error);
+		ck_assert_int_eq(p.completes, 1);
+		if (strncmp(ok[i], "POST", 4) == 0) {
+			ck_assert_uint_eq(p.body_len, 3);
+			ck_assert(memcmp(p.body, "abc", 3) == 0);
+		}
+		if (strstr(ok[i], "1.9") != NULL)
+			ck_assert_int_eq(p.head->http_minor, 1);
+		httpreq_free(&hr);
+	}
+}
+END_TEST
+
+START_TEST(test_httpreq_length_limits)
+{
+	struct parsed p;
+	struct httpreq hr;
+	char *req = malloc(20000);
+	size_t len;
+
+	/* A request line over 8 KiB: 414. */
+	rt.cfg->max_header_size = 65536;
+	len = sprintf(req, "GET /");
+	memset(req + len, 'a', 9000);
+	len += 9000;
+	len += sprintf(req + len, " HTTP/1.1\r\nHost: h\r\n\r\n");
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
+	ck_assert_int_eq(hr.error_status, 414);
+	httpreq_free(&hr);
+	rt.cfg->max_header_size = 32768;
+
+	/* A body over max_body_size: 413 before any of it, declared or
+	 * chunked. */
+	rt.cfg->max_body_size = 4;
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	len = sprintf(req, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+			   "Expect: 100-continue\r\n\r\n");
+	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
+	ck_assert_int_eq(hr.error_status, 413);
+	ck_assert_int_eq(p.heads, 0);
+	httpreq_free(&hr);
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	len = sprintf(req, "POST / HTTP/1.1\r\nHost: h\r\n"
+			   "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+			   "3\r\ndef\r\n0\r\n\r\n");
+	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
+	ck_assert_int_eq(hr.error_status, 413);
+	ck_assert_uint_le(p.body_len, 4);
+	httpreq_free(&hr);
+	rt.cfg->max_body_size = 0;
+	free(req);
+}
+END_TEST
+
 START_TEST(test_httpreq_chunked_body)
 {
 	static const char req[] = "PUT /x HTTP/1.1\r\nHost: h\r\n"
@@ -475,10 +656,7 @@ START_TEST(test_httpreq_errors_carry_status)
 		{ "GET / HTTP/1.1\r\nContent-Length: 1\r\n"
 		  "Transfer-Encoding: chunked\r\n\r\n",
 		    400 },
-		{ "BREW / HTTP/1.1\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nUpgrade: websocket\r\n"
-		  "Connection: upgrade\r\n\r\n",
-		    400 },
+		{ "BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501 },
 	};
 	struct parsed p;
 	struct httpreq hr;
@@ -518,7 +696,7 @@ START_TEST(test_httpreq_header_limits)
 	httpreq_free(&hr);
 
 	/* More header bytes than max_header_size: 431. */
-	httpreq_set_max_header_size(1024);
+	rt.cfg->max_header_size = 1024;
 	len = sprintf(req, "GET / HTTP/1.1\r\nX-Big: ");
 	memset(req + len, 'a', 2000);
 	len += 2000;
@@ -528,7 +706,7 @@ START_TEST(test_httpreq_header_limits)
 	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
 	ck_assert_int_eq(hr.error_status, 431);
 	httpreq_free(&hr);
-	httpreq_set_max_header_size(80 * 1024);
+	rt.cfg->max_header_size = 32768;
 	free(req);
 }
 END_TEST
@@ -784,6 +962,9 @@ units_suite(void)
 	tcase_add_test(tc, test_httpreq_pauses_between_pipelined_requests);
 	tcase_add_test(tc, test_httpreq_errors_carry_status);
 	tcase_add_test(tc, test_httpreq_header_limits);
+	tcase_add_test(tc, test_httpreq_strict_framing);
+	tcase_add_test(tc, test_httpreq_lenient_where_allowed);
+	tcase_add_test(tc, test_httpreq_length_limits);
 	tcase_add_test(tc, test_headers_to_curl_filters_hop_by_hop);
 	tcase_add_test(tc, test_headers_token_lists);
 	tcase_add_test(tc, test_headers_response_filter);
@@ -806,6 +987,7 @@ main(void)
 	int failed;
 
 	log_init(-5);
+	rt.cfg = config_new_defaults(); /* the parser reads its limits here */
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
