@@ -92,6 +92,11 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	TAILQ_INSERT_TAIL(&rt.clients, cc, entry);
 	rt.nclients++;
 	rt.metrics.client_conns_total++;
+	if (rt.nclients >= rt.cfg->max_clients) {
+		log_warn("max_clients (%d) reached: pausing accepts",
+		    rt.cfg->max_clients);
+		listener_pause();
+	}
 	log_debug("client %s connected", cc->peer);
 }
 
@@ -114,6 +119,8 @@ client_free(struct client_conn *cc)
 	event_free(cc->closed_ev);
 	bufferevent_free(cc->bev);
 	free(cc);
+	if (rt.accept_paused)
+		listener_resume(); /* a descriptor and a slot just freed */
 	main_client_gone();
 }
 
@@ -229,8 +236,18 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct client_conn *cc = arg;
 	struct response_opts o = { .status = 408, .keep_alive = 0 };
 
-	if (cc->req != NULL || cc->closing)
+	if (cc->closing)
 		return;
+	if (cc->req != NULL) {
+		if (!cc->body_done && !cc->read_throttled && !cc->resp_done) {
+			log_info("client %s: request body stalled for %g s",
+			    cc->peer, rt.cfg->body_timeout);
+			proxy_req_fail(cc->req, 408, 0,
+			    "request body stalled for %g s (body_timeout)",
+			    rt.cfg->body_timeout);
+		}
+		return;
+	}
 	if (!cc->req_parser.in_head) {
 		log_debug("client %s idle for %g s: closing", cc->peer,
 		    rt.cfg->idle_timeout);
@@ -296,7 +313,11 @@ client_on_head(void *arg, struct http_head *h)
 {
 	struct client_conn *cc = arg;
 
-	evtimer_del(cc->timer_ev);
+	/* A body, if one comes, must keep coming: body_timeout. */
+	if (h->chunked || h->content_length > 0)
+		client_timer_start(cc, rt.cfg->body_timeout);
+	else
+		evtimer_del(cc->timer_ev);
 	event_add(cc->closed_ev, NULL);
 	cc->nrequests++;
 	cc->body_done = 0;
@@ -330,6 +351,7 @@ client_on_complete(void *arg)
 
 	cc->body_done = 1;
 	if (cc->req != NULL) {
+		evtimer_del(cc->timer_ev);
 		if (!cc->resp_done)
 			proxy_req_body_end(cc->req);
 		return 0;
@@ -357,6 +379,7 @@ client_process(struct client_conn *cc)
 			 * curl drains the body buffer. */
 			cc->read_throttled = 1;
 			bufferevent_disable(cc->bev, EV_READ);
+			evtimer_del(cc->timer_ev); /* we stopped, not them */
 			return;
 		}
 		len = evbuffer_get_contiguous_space(in);
@@ -369,6 +392,8 @@ client_process(struct client_conn *cc)
 			return;
 		}
 		evbuffer_drain(in, n);
+		if (cc->req != NULL && !cc->body_done && n > 0)
+			client_timer_start(cc, rt.cfg->body_timeout);
 	}
 	if (cc->read_throttled && !cc->closing) {
 		cc->read_throttled = 0;
@@ -401,6 +426,8 @@ client_resume_cb(evutil_socket_t fd, short what, void *arg)
 	if (cc->read_throttled) {
 		cc->read_throttled = 0;
 		bufferevent_enable(cc->bev, EV_READ);
+		if (cc->req != NULL && !cc->body_done)
+			client_timer_start(cc, rt.cfg->body_timeout);
 	}
 	client_process(cc);
 }

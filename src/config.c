@@ -56,6 +56,14 @@ static const struct setting settings[] = {
 	{ "server", "shutdown_timeout", SET_SECONDS, OFF(shutdown_timeout),
 	    "30", 0, 86400,
 	    "seconds in-flight requests get to finish on SIGTERM" },
+	{ "server", "body_timeout", SET_SECONDS, OFF(body_timeout), "60", 0.001,
+	    86400, "seconds a request body may stall while we wait for it" },
+	{ "server", "max_clients", SET_INT, OFF(max_clients), "10000", 1,
+	    10000000, "most client connections open at once" },
+	{ "server", "allow_remote", SET_BOOL, OFF(allow_remote), "no", 0, 0,
+	    "allow listening on addresses other than loopback" },
+	{ "server", "client_tokens", SET_STRING, OFF(client_tokens), "", 0, 0,
+	    "bearer tokens clients must send, space separated" },
 	{ "server", "idle_timeout", SET_SECONDS, OFF(idle_timeout), "75",
 	    0.001, 86400, "seconds a kept-alive client may sit idle" },
 	{ "upstream", "url", SET_URL, OFF(upstream), DEFAULT_UPSTREAM, 0, 0,
@@ -475,6 +483,23 @@ config_load(struct config *cfg, const char *file,
 			    "(%d)",
 			    cfg->pool_connections, cfg->pool_maxsize);
 			return config_fail(err, errlen, file, line, msg);
+		}
+	}
+	for (i = 0; i < cfg->nlisten && !cfg->allow_remote; i++) {
+		if (cfg->listen[i].kind == LISTEN_TCP &&
+		    !addr_is_loopback(&cfg->listen[i])) {
+			snprintf(msg, sizeof msg,
+			    "listen address %s is not loopback: set "
+			    "allow_remote = yes (and client_tokens) to accept "
+			    "clients from other machines",
+			    cfg->listen[i].text);
+			line = ctx.set_line[config_find("server", "listen") -
+			    settings];
+			return config_fail(err, errlen,
+			    ov && ov->nlisten ? "--listen" :
+			    file	      ? file :
+						"settings",
+			    ov && ov->nlisten ? 0 : line, msg);
 		}
 	}
 	if (addr_upstream_is_listen(&cfg->upstream, cfg->listen,

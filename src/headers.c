@@ -166,7 +166,7 @@ headers_named_by_connection(const struct http_head *h, const char *name,
  * own accord, so the upstream sees what the client sent and no more.
  */
 struct curl_slist *
-headers_to_curl(const struct http_head *h, int post_mode)
+headers_to_curl(const struct http_head *h, int post_mode, int drop_auth)
 {
 	struct curl_slist *list = NULL, *n;
 	const struct header_ref *r;
@@ -184,7 +184,9 @@ headers_to_curl(const struct http_head *h, int post_mode)
 		    (r->name_len == 4 && strncasecmp(name, "host", 4) == 0) ||
 		    (r->name_len == 14 &&
 			strncasecmp(name, "content-length", 14) == 0) ||
-		    (r->name_len == 6 && strncasecmp(name, "expect", 6) == 0))
+		    (r->name_len == 6 && strncasecmp(name, "expect", 6) == 0) ||
+		    (drop_auth && r->name_len == 13 &&
+			strncasecmp(name, "authorization", 13) == 0))
 			continue;
 		if (r->name_len == 6 && strncasecmp(name, "accept", 6) == 0)
 			saw_accept = 1;
@@ -236,4 +238,44 @@ headers_response_keep(const struct http_head *resp, uint32_t i)
 
 	return !headers_is_hop_by_hop(name, r->name_len) &&
 	    !headers_named_by_connection(resp, name, r->name_len);
+}
+
+/* Constant time over the candidate's length: how much of a token matched
+ * must not show in how long the answer took. */
+static int
+headers_token_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+	unsigned char diff = alen != blen;
+	size_t i;
+
+	for (i = 0; i < alen; i++)
+		diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (blen ? blen : 1)];
+	return diff == 0 && blen > 0;
+}
+
+/*
+ * Does the request carry "Authorization: Bearer <t>" for one of the space
+ * separated tokens?  Every token is compared, matched or not.
+ */
+int
+headers_token_ok(const struct http_head *h, const char *tokens)
+{
+	const char *v, *t, *end;
+	size_t vlen, tlen;
+	int ok = 0;
+
+	v = head_get(h, "authorization", &vlen);
+	if (v == NULL || vlen < 7 || strncasecmp(v, "Bearer ", 7) != 0)
+		return 0;
+	v += 7;
+	vlen -= 7;
+	for (t = tokens; *t != '\0'; t = end) {
+		while (*t == ' ' || *t == ',')
+			t++;
+		end = t + strcspn(t, " ,");
+		tlen = end - t;
+		if (tlen > 0)
+			ok |= headers_token_equal(v, vlen, t, tlen);
+	}
+	return ok;
 }

@@ -20,18 +20,66 @@
 #define LISTEN_BACKLOG 511
 
 static void
+listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	listener_resume();
+}
+
+static void
 listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
 	client_accept(fd, sa, salen);
 }
 
+/*
+ * accept() failed.  Out of descriptors (EMFILE, ENFILE) the listening
+ * socket stays readable, so carrying on would spin: stop accepting until a
+ * connection closes or a second has passed, and serve those we have.
+ */
 static void
 listener_error_cb(struct evconnlistener *evl, void *arg)
 {
 	struct listener *l = arg;
+	struct timeval tv = { 1, 0 };
+	int e = errno;
 
-	log_warn("accept on %s: %s", l->bound, strerror(errno));
+	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
+		log_warn("accept on %s: %s", l->bound, strerror(e));
+		return;
+	}
+	if (!rt.accept_paused)
+		log_warn("accept on %s: %s; pausing accepts while %d "
+			 "connections are served",
+		    l->bound, strerror(e), rt.nclients);
+	listener_pause();
+	if (rt.accept_resume_ev == NULL)
+		rt.accept_resume_ev = evtimer_new(rt.base,
+		    listener_resume_cb, NULL);
+	evtimer_add(rt.accept_resume_ev, &tv);
+}
+
+void
+listener_pause(void)
+{
+	struct listener *l;
+
+	TAILQ_FOREACH(l, &rt.listeners, entry)
+		evconnlistener_disable(l->evl);
+	rt.accept_paused = 1;
+}
+
+void
+listener_resume(void)
+{
+	struct listener *l;
+
+	if (!rt.accept_paused || rt.stopping ||
+	    rt.nclients >= rt.cfg->max_clients)
+		return;
+	TAILQ_FOREACH(l, &rt.listeners, entry)
+		evconnlistener_enable(l->evl);
+	rt.accept_paused = 0;
 }
 
 static int

@@ -41,6 +41,27 @@ main_usage(int status)
 	exit(status);
 }
 
+/* Listening beyond loopback was allowed explicitly; say what it means. */
+static void
+main_warn_exposure(void)
+{
+	struct listener *l;
+
+	TAILQ_FOREACH(l, &rt.listeners, entry) {
+		if (addr_is_loopback(&l->addr))
+			continue;
+		if (!rt.cfg->allow_remote && l->inherited)
+			fatal("socket %s passed by systemd is not loopback: set "
+			      "allow_remote = yes to accept remote clients",
+			    l->bound);
+		log_warn("listening on %s, beyond loopback: %s", l->bound,
+		    rt.cfg->client_tokens[0] ?
+			"clients must present a bearer token" :
+			"anyone who can reach it can use the upstream "
+			"(set client_tokens)");
+	}
+}
+
 /* Called whenever a client connection ends: the last one ends a drain. */
 void
 main_client_gone(void)
@@ -211,6 +232,7 @@ main(int argc, char **argv)
 	TAILQ_INSERT_TAIL(&rt.upstreams, up, entry);
 	if (listener_open_all(rt.cfg, err, sizeof err) != 0)
 		fatal("%s", err);
+	main_warn_exposure();
 	sigev[0] = evsignal_new(rt.base, SIGINT, main_stop_cb, NULL);
 	sigev[1] = evsignal_new(rt.base, SIGTERM, main_stop_cb, NULL);
 	sigev[2] = evsignal_new(rt.base, SIGHUP, main_reload_cb, NULL);
@@ -236,6 +258,8 @@ main(int argc, char **argv)
 		event_free(sigev[i]);
 	if (rt.shutdown_ev != NULL)
 		event_free(rt.shutdown_ev);
+	if (rt.accept_resume_ev != NULL)
+		event_free(rt.accept_resume_ev);
 	log_notice("stopped");
 	event_base_free(rt.base);
 	config_free(rt.cfg);

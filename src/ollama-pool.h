@@ -132,8 +132,12 @@ struct config {
 	size_t max_header_size;
 	uint64_t max_body_size; /* 0: no limit */
 	double header_timeout;
+	double body_timeout;
 	double idle_timeout;
 	double shutdown_timeout;
+	int max_clients;
+	int allow_remote;
+	char *client_tokens; /* space separated; empty: no check */
 };
 struct config_overrides {
 	const char *listen[MAX_LISTEN];
@@ -178,7 +182,8 @@ int head_token_in_list(const char *, size_t, const char *);
 int headers_is_hop_by_hop(const char *, size_t);
 int headers_named_by_connection(const struct http_head *, const char *,
     size_t);
-struct curl_slist *headers_to_curl(const struct http_head *, int);
+struct curl_slist *headers_to_curl(const struct http_head *, int, int);
+int headers_token_ok(const struct http_head *, const char *);
 int headers_response_keep(const struct http_head *, uint32_t);
 
 /* httpreq.c: the strict request parser, behind an interface of our own. */
@@ -224,6 +229,8 @@ TAILQ_HEAD(listener_list, listener);
 int listener_open_all(const struct config *, char *, size_t);
 int listener_reconcile(const struct config *);
 void listener_close_all(void);
+void listener_pause(void);
+void listener_resume(void);
 const char *listener_summary(char *, size_t);
 
 /* client.c: one client connection, the front door. */
@@ -515,6 +522,8 @@ struct runtime {
 	int nclients;
 	int stopping;
 	struct event *shutdown_ev;
+	int accept_paused;	     /* out of descriptors or at max_clients */
+	struct event *accept_resume_ev;
 
 	struct event *janitor_ev;
 	char status_line[1300]; /* last STATUS= sent */

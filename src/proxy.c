@@ -184,7 +184,10 @@ proxy_req_fail(struct proxy_req *req, int status, int retry_after,
 		    req->path ? req->path : "-", status, msg);
 	memset(&o, 0, sizeof o);
 	o.status = status;
-	o.keep_alive = req->keep_alive && status != 400;
+	/* After these the connection's framing cannot be trusted, or the
+	 * client was told to stop. */
+	o.keep_alive = req->keep_alive && status != 400 && status != 408 &&
+	    status != 413;
 	o.http10 = req->http10;
 	o.head_only = req->head_only;
 	o.openai = req->openai;
@@ -225,6 +228,13 @@ proxy_req_start(struct proxy_req *req)
 	    req->head->method == HTTP_TRACE) {
 		proxy_req_fail(req, 405, 0, "method %s is not allowed",
 		    req->method);
+		return;
+	}
+	if (rt.cfg->client_tokens[0] != '\0' &&
+	    !(req->admin && strcmp(req->path, "/ollama-pool/health") == 0) &&
+	    !headers_token_ok(req->head, rt.cfg->client_tokens)) {
+		proxy_req_fail(req, 401, 0,
+		    "a valid \"Authorization: Bearer <token>\" is required");
 		return;
 	}
 	if (req->admin) {
@@ -282,7 +292,8 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	free(url);
 	curl_slist_free_all(req->hdrs);
-	req->hdrs = headers_to_curl(head, req->post_mode);
+	req->hdrs = headers_to_curl(head, req->post_mode,
+	    rt.cfg->client_tokens[0] != '\0');
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs);
 	if (req->post_mode) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);

@@ -41,6 +41,9 @@ response_write(struct evbuffer *out, const struct response_opts *o,
 		    o->content_type);
 	if (o->retry_after > 0)
 		evbuffer_add_printf(out, "Retry-After: %d\r\n", o->retry_after);
+	if (o->status == 401)
+		evbuffer_add_printf(out,
+		    "WWW-Authenticate: Bearer realm=\"" OP_NAME "\"\r\n");
 	if (!o->keep_alive)
 		evbuffer_add(out, "Connection: close\r\n", 19);
 	else if (o->http10)

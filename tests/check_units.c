@@ -755,7 +755,7 @@ START_TEST(test_headers_to_curl_filters_hop_by_hop)
 	httpreq_init(&hr, &parsed_cb, &p);
 	ck_assert_int_eq(httpreq_feed(&hr, req, strlen(req)),
 	    (ssize_t)strlen(req));
-	l = headers_to_curl(p.head, 1);
+	l = headers_to_curl(p.head, 1, 0);
 	ck_assert(slist_has(l, "Authorization: Bearer t"));
 	ck_assert(slist_has(l, "Origin: http://app.example"));
 	ck_assert(slist_has(l, "Content-Type: application/json"));
@@ -775,6 +775,54 @@ START_TEST(test_headers_to_curl_filters_hop_by_hop)
 	ck_assert(!slist_has_prefix(l, "Expect: 100"));
 	curl_slist_free_all(l);
 	httpreq_free(&hr);
+}
+END_TEST
+
+START_TEST(test_headers_client_tokens)
+{
+	static const char req[] = "GET / HTTP/1.1\r\nHost: h\r\n"
+				  "Authorization: Bearer s3cret\r\n\r\n";
+	struct parsed p;
+	struct httpreq hr;
+	struct curl_slist *l;
+
+	memset(&p, 0, sizeof p);
+	httpreq_init(&hr, &parsed_cb, &p);
+	ck_assert_int_eq(httpreq_feed(&hr, req, strlen(req)),
+	    (ssize_t)strlen(req));
+	ck_assert(headers_token_ok(p.head, "other s3cret"));
+	ck_assert(headers_token_ok(p.head, "s3cret"));
+	ck_assert(!headers_token_ok(p.head, "s3cre"));
+	ck_assert(!headers_token_ok(p.head, "s3cret2"));
+	ck_assert(!headers_token_ok(p.head, "S3CRET"));
+	ck_assert(!headers_token_ok(p.head, ""));
+	/* Our token is ours: it does not go upstream. */
+	l = headers_to_curl(p.head, 0, 1);
+	ck_assert(!slist_has_prefix(l, "Authorization"));
+	curl_slist_free_all(l);
+	l = headers_to_curl(p.head, 0, 0);
+	ck_assert(slist_has(l, "Authorization: Bearer s3cret"));
+	curl_slist_free_all(l);
+	httpreq_free(&hr);
+}
+END_TEST
+
+START_TEST(test_config_remote_needs_allow_remote)
+{
+	struct config *cfg;
+	char err[512];
+
+	ck_assert_int_eq(load_text(&cfg, "[server]\nlisten = 0.0.0.0:7301\n",
+			     NULL, err, sizeof err, NULL), -1);
+	ck_assert_msg(strstr(err, "allow_remote") != NULL, "%s", err);
+	config_free(cfg);
+	ck_assert_msg(load_text(&cfg,
+			  "[server]\nlisten = 0.0.0.0:7301\n"
+			  "allow_remote = yes\nclient_tokens = a b\n",
+			  NULL, err, sizeof err, NULL) == 0,
+	    "%s", err);
+	ck_assert_str_eq(cfg->client_tokens, "a b");
+	config_free(cfg);
 }
 END_TEST
 
@@ -967,6 +1015,8 @@ units_suite(void)
 	tcase_add_test(tc, test_httpreq_length_limits);
 	tcase_add_test(tc, test_headers_to_curl_filters_hop_by_hop);
 	tcase_add_test(tc, test_headers_token_lists);
+	tcase_add_test(tc, test_headers_client_tokens);
+	tcase_add_test(tc, test_config_remote_needs_allow_remote);
 	tcase_add_test(tc, test_headers_response_filter);
 	suite_add_tcase(s, tc);
 
