@@ -425,8 +425,10 @@ config_fail(char *err, size_t errlen, const char *file, int line,
 	return -1;
 }
 
+/* Parses an open file (a real one, or memory for the fuzzer), applies the
+ * command-line overrides, and checks the whole. */
 int
-config_load(struct config *cfg, const char *file,
+config_load_fp(struct config *cfg, FILE *fp, const char *file,
     const struct config_overrides *ov, char *err, size_t errlen)
 {
 	struct config_load_ctx ctx;
@@ -436,14 +438,9 @@ config_load(struct config *cfg, const char *file,
 	memset(&ctx, 0, sizeof ctx);
 	ctx.cfg = cfg;
 	ctx.file = file;
-	if (file != NULL) {
-		ctx.fp = fopen(file, "r");
-		if (ctx.fp == NULL) {
-			snprintf(err, errlen, "%s: %s", file, strerror(errno));
-			return -1;
-		}
+	if (fp != NULL) {
+		ctx.fp = fp;
 		rc = ini_parse_stream(config_reader, &ctx, config_handler, &ctx);
-		fclose(ctx.fp);
 		if (rc < 0)
 			return config_fail(err, errlen, file, 0,
 			    "cannot read file");
@@ -514,6 +511,23 @@ config_load(struct config *cfg, const char *file,
 		    ov && ov->upstream ? 0 : line, msg);
 	}
 	return 0;
+}
+
+int
+config_load(struct config *cfg, const char *file,
+    const struct config_overrides *ov, char *err, size_t errlen)
+{
+	FILE *fp = NULL;
+	int rc;
+
+	if (file != NULL && (fp = fopen(file, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", file, strerror(errno));
+		return -1;
+	}
+	rc = config_load_fp(cfg, fp, file, ov, err, errlen);
+	if (fp != NULL)
+		fclose(fp);
+	return rc;
 }
 
 static void

@@ -147,6 +147,8 @@ struct config_overrides {
 struct config *config_new_defaults(void);
 int config_load(struct config *, const char *, const struct config_overrides *,
     char *, size_t);
+int config_load_fp(struct config *, FILE *, const char *,
+    const struct config_overrides *, char *, size_t);
 void config_free(struct config *);
 void config_print(const struct config *, FILE *);
 int config_set(struct config *, const char *, const char *, const char *,

@@ -1,0 +1,94 @@
+/*
+ * libFuzzer target: the request parser and the header filter, as the
+ * front door runs them.  Input is split in two at a point taken from its
+ * first byte, so requests arriving in pieces are covered too.  Every head
+ * that parses goes through headers_to_curl(), and the invariants that keep
+ * a pooled connection safe are checked: a body never exceeds its declared
+ * length, and no CR or LF ever reaches an upstream header line.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ollama-pool.h"
+
+struct fuzz_state {
+	struct http_head *head;
+	uint64_t body;
+	int complete;
+};
+
+static int
+fuzz_on_head(void *arg, struct http_head *h)
+{
+	struct fuzz_state *st = arg;
+	struct curl_slist *l, *n;
+
+	st->head = h;
+	st->body = 0;
+	l = headers_to_curl(h, h->chunked || h->content_length > 0, 1);
+	for (n = l; n != NULL; n = n->next)
+		if (strpbrk(n->data, "\r\n") != NULL)
+			abort();
+	curl_slist_free_all(l);
+	headers_token_ok(h, "token-a token-b");
+	return 0;
+}
+
+static int
+fuzz_on_body(void *arg, const char *p, size_t n)
+{
+	struct fuzz_state *st = arg;
+
+	st->body += n;
+	if (!st->head->chunked && st->body > st->head->content_length)
+		abort();
+	return 0;
+}
+
+static int
+fuzz_on_complete(void *arg)
+{
+	struct fuzz_state *st = arg;
+
+	st->complete++;
+	return 1; /* read on: pipelined requests too */
+}
+
+static const struct httpreq_cb fuzz_cb = {
+	.on_head = fuzz_on_head,
+	.on_body = fuzz_on_body,
+	.on_complete = fuzz_on_complete,
+};
+
+int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct fuzz_state st;
+	struct httpreq hr;
+	size_t cut;
+	ssize_t n;
+
+	if (rt.cfg == NULL) {
+		log_init(-5);
+		rt.cfg = config_new_defaults();
+		rt.cfg->max_body_size = 1 << 20;
+	}
+	if (size == 0)
+		return 0;
+	cut = data[0] % size;
+	data++;
+	size--;
+	if (cut > size)
+		cut = size;
+	memset(&st, 0, sizeof st);
+	httpreq_init(&hr, &fuzz_cb, &st);
+	n = httpreq_feed(&hr, (const char *)data, cut);
+	if (n >= 0 && (size_t)n == cut)
+		httpreq_feed(&hr, (const char *)data + cut, size - cut);
+	httpreq_free(&hr);
+	return 0;
+}
