@@ -78,7 +78,8 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	/* EV_CLOSED (EPOLLRDHUP) tells us the client left even while we
 	 * are not reading from it, so its upstream transfer can be stopped
 	 * at once instead of generating for nobody. */
-	cc->closed_ev = event_new(rt.base, fd, EV_CLOSED, client_closed_cb, cc);
+	cc->closed_ev = event_new(rt.base, fd, EV_CLOSED | EV_PERSIST,
+	    client_closed_cb, cc);
 	addr_format(sa, salen, cc->peer, sizeof cc->peer);
 	httpreq_init(&cc->req_parser, &client_parser_cb, cc);
 	bufferevent_setcb(cc->bev, client_read_cb, client_write_cb,
@@ -89,6 +90,10 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	bufferevent_setwatermark(cc->bev, EV_WRITE, rt.cfg->max_buffer / 2, 0);
 	bufferevent_enable(cc->bev, EV_READ | EV_WRITE);
 	client_timer_start(cc, rt.cfg->idle_timeout);
+	/* Watched for the connection's whole life: adding and removing it
+	 * per request would cost two epoll_ctl calls each time. */
+	event_add(cc->closed_ev, NULL);
+	cc->closed_watched = 1;
 	TAILQ_INSERT_TAIL(&rt.clients, cc, entry);
 	rt.nclients++;
 	rt.metrics.client_conns_total++;
@@ -173,7 +178,6 @@ void
 client_response_done(struct client_conn *cc, int keep_alive)
 {
 	cc->resp_done = 1;
-	event_del(cc->closed_ev);
 	if (!keep_alive || rt.stopping)
 		cc->closing = 1;
 	client_schedule(cc);
@@ -226,8 +230,14 @@ client_closed_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct client_conn *cc = arg;
 
-	if (cc->req != NULL && !cc->resp_done)
+	if (cc->req != NULL && !cc->resp_done) {
 		client_free(cc);
+		return;
+	}
+	/* Between requests the read side sees the EOF itself; stop watching
+	 * so a level-triggered hang-up cannot spin while output drains. */
+	event_del(cc->closed_ev);
+	cc->closed_watched = 0;
 }
 
 static void
@@ -318,7 +328,10 @@ client_on_head(void *arg, struct http_head *h)
 		client_timer_start(cc, rt.cfg->body_timeout);
 	else
 		evtimer_del(cc->timer_ev);
-	event_add(cc->closed_ev, NULL);
+	if (!cc->closed_watched) {
+		event_add(cc->closed_ev, NULL);
+		cc->closed_watched = 1;
+	}
 	cc->nrequests++;
 	cc->body_done = 0;
 	cc->resp_done = 0;

@@ -15,6 +15,7 @@ head_reset(struct http_head *h)
 {
 	h->len = 0;
 	h->nhdrs = 0;
+	h->nconnection = 0;
 	h->target = h->target_len = 0;
 	h->method = 0;
 	h->http_major = h->http_minor = 0;
@@ -73,6 +74,15 @@ head_add_header(struct http_head *h)
 	return h->nhdrs++;
 }
 
+/* Called once a header's name is complete. */
+void
+head_name_done(struct http_head *h, uint32_t i)
+{
+	if (h->hdrs[i].name_len == 10 &&
+	    strncasecmp(h->buf + h->hdrs[i].name, "connection", 10) == 0)
+		h->nconnection++;
+}
+
 const char *
 head_str(const struct http_head *h, uint32_t off)
 {
@@ -124,15 +134,27 @@ head_token_in_list(const char *value, size_t len, const char *token)
 int
 headers_is_hop_by_hop(const char *name, size_t len)
 {
-	static const char *hop[] = { "connection", "keep-alive",
-		"proxy-connection", "te", "trailer", "transfer-encoding",
-		"upgrade", "proxy-authorization", "proxy-authenticate", NULL };
-	int i;
-
-	for (i = 0; hop[i] != NULL; i++)
-		if (strlen(hop[i]) == len && strncasecmp(name, hop[i], len) == 0)
-			return 1;
-	return 0;
+	/* By length first: this runs for every header of every message. */
+	switch (len) {
+	case 2:
+		return strncasecmp(name, "te", 2) == 0;
+	case 7:
+		return strncasecmp(name, "trailer", 7) == 0 ||
+		    strncasecmp(name, "upgrade", 7) == 0;
+	case 10:
+		return strncasecmp(name, "connection", 10) == 0 ||
+		    strncasecmp(name, "keep-alive", 10) == 0;
+	case 16:
+		return strncasecmp(name, "proxy-connection", 16) == 0;
+	case 17:
+		return strncasecmp(name, "transfer-encoding", 17) == 0;
+	case 18:
+		return strncasecmp(name, "proxy-authenticate", 18) == 0;
+	case 19:
+		return strncasecmp(name, "proxy-authorization", 19) == 0;
+	default:
+		return 0;
+	}
 }
 
 /* Is this header named by one of the request's Connection headers? */
@@ -143,7 +165,7 @@ headers_named_by_connection(const struct http_head *h, const char *name,
 	char token[128];
 	uint32_t i;
 
-	if (len >= sizeof token)
+	if (len >= sizeof token || h->nconnection == 0)
 		return 0;
 	memcpy(token, name, len);
 	token[len] = '\0';

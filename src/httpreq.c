@@ -451,6 +451,7 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			r = &h->hdrs[h->nhdrs - 1];
 			if (c == ':') {
 				head_end_string(h);
+				head_name_done(h, h->nhdrs - 1);
 				r->value = h->len;
 				hr->state = HR_OWS;
 			} else if (httpreq_is_tchar(c)) {

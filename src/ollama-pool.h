@@ -164,6 +164,7 @@ struct http_head {
 	size_t len, cap;
 	struct header_ref *hdrs;
 	uint32_t nhdrs, hdrs_cap;
+	uint32_t nconnection; /* Connection headers among them */
 	uint32_t target, target_len;
 	int method; /* enum http_method */
 	int http_major, http_minor;
@@ -178,6 +179,7 @@ void head_free(struct http_head *);
 uint32_t head_append(struct http_head *, const char *, size_t);
 void head_end_string(struct http_head *);
 uint32_t head_add_header(struct http_head *);
+void head_name_done(struct http_head *, uint32_t);
 const char *head_str(const struct http_head *, uint32_t);
 const char *head_get(const struct http_head *, const char *, size_t *);
 int head_token_in_list(const char *, size_t, const char *);
@@ -248,6 +250,7 @@ struct client_conn {
 	char peer[ADDR_TEXT_MAX];
 	int closing;		   /* close once output is flushed */
 	int read_throttled;	   /* stopped reading: body buffer full */
+	int closed_watched;	   /* closed_ev is added */
 	int body_done;		   /* current request's body fully parsed */
 	int resp_done;		   /* current request's response finished */
 	uint64_t nrequests;

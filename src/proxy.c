@@ -33,6 +33,8 @@ static double proxy_retry_after(struct proxy_req *, double);
 /* A retried answer's body is read and dropped to keep the connection; a
  * bigger one is not worth it. */
 #define PROXY_DISCARD_MAX (64 * 1024)
+/* Response heads up to this size are built without allocating. */
+#define PROXY_HEAD_STACK 4096
 
 /* Takes the request target in origin form, or the path of an absolute
  * form: the host a client names is never where the request goes. */
@@ -411,6 +413,25 @@ proxy_resp_complete(struct proxy_req *req)
 		proxy_finish(req);
 }
 
+/* Appends to the head being built, on the stack until it outgrows it. */
+static void
+proxy_head_put(char **head, size_t *len, size_t *cap, const char *p,
+    size_t n)
+{
+	char *grown;
+
+	if (*len + n > *cap) {
+		grown = xmalloc(*cap * 2 + n);
+		memcpy(grown, *head, *len);
+		if (*cap > PROXY_HEAD_STACK)
+			free(*head);
+		*head = grown;
+		*cap = *cap * 2 + n;
+	}
+	memcpy(*head + *len, p, n);
+	*len += n;
+}
+
 static void
 proxy_commit_head(struct proxy_req *req)
 {
@@ -418,11 +439,13 @@ proxy_commit_head(struct proxy_req *req)
 	struct http_head *rh = &cc->resp_head;
 	struct evbuffer *out = client_output(cc);
 	const struct header_ref *r;
-	const char *cl, *name;
+	char stack[PROXY_HEAD_STACK], *head = stack, line[128];
+	size_t head_len, head_cap = sizeof stack;
+	const char *cl;
 	char *end;
 	size_t cllen;
 	uint32_t i;
-	int has_body;
+	int has_body, n;
 
 	has_body = !req->head_only && response_status_has_body(req->status);
 	if (rt.stopping)
@@ -439,25 +462,36 @@ proxy_commit_head(struct proxy_req *req)
 			req->resp_chunked = 1;
 	}
 
-	evbuffer_add_printf(out, "HTTP/1.1 %ld %s\r\n", req->status,
+	/* The head is assembled in one piece and added once: each add to
+	 * a bufferevent's output runs its callbacks. */
+	head_len = 0;
+	n = snprintf(line, sizeof line, "HTTP/1.1 %ld %s\r\n", req->status,
 	    req->reason[0] ? req->reason : response_reason((int)req->status));
+	proxy_head_put(&head, &head_len, &head_cap, line, n);
 	for (i = 0; i < rh->nhdrs; i++) {
 		if (!headers_response_keep(rh, i))
 			continue;
 		r = &rh->hdrs[i];
-		name = rh->buf + r->name;
-		evbuffer_add(out, name, r->name_len);
-		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, rh->buf + r->value, r->value_len);
-		evbuffer_add(out, "\r\n", 2);
+		proxy_head_put(&head, &head_len, &head_cap, rh->buf + r->name,
+		    r->name_len);
+		proxy_head_put(&head, &head_len, &head_cap, ": ", 2);
+		proxy_head_put(&head, &head_len, &head_cap, rh->buf + r->value,
+		    r->value_len);
+		proxy_head_put(&head, &head_len, &head_cap, "\r\n", 2);
 	}
 	if (req->resp_chunked)
-		evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+		proxy_head_put(&head, &head_len, &head_cap,
+		    "Transfer-Encoding: chunked\r\n", 28);
 	if (!req->keep_alive)
-		evbuffer_add(out, "Connection: close\r\n", 19);
+		proxy_head_put(&head, &head_len, &head_cap,
+		    "Connection: close\r\n", 19);
 	else if (req->http10)
-		evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-	evbuffer_add(out, "\r\n", 2);
+		proxy_head_put(&head, &head_len, &head_cap,
+		    "Connection: keep-alive\r\n", 24);
+	proxy_head_put(&head, &head_len, &head_cap, "\r\n", 2);
+	evbuffer_add(out, head, head_len);
+	if (head != stack)
+		free(head);
 	req->resp_committed = 1;
 	req->t_first_byte_us = req->last_byte_us = now_us();
 	histogram_observe(&rt.metrics.first_byte[req->route],
@@ -543,6 +577,7 @@ proxy_header_cb(char *buf, size_t size, size_t nitems, void *arg)
 	r->name = head_append(rh, buf, nlen);
 	r->name_len = nlen;
 	head_end_string(rh);
+	head_name_done(rh, i);
 	r->value = head_append(rh, v, end - v);
 	r->value_len = end - v;
 	head_end_string(rh);
@@ -555,8 +590,9 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
 	struct proxy_req *req = arg;
 	struct client_conn *cc = req->client;
 	struct evbuffer *out;
+	struct evbuffer_iovec vec;
 	size_t len = size * nitems;
-	char chunk[24];
+	char chunk[24], *p;
 	int n;
 
 	if (req->state == PROXY_DONE || req->head_only)
@@ -574,10 +610,21 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
 		return CURL_WRITEFUNC_PAUSE;
 	}
 	if (req->resp_chunked) {
+		/* Size line, data and CRLF in one reservation: one copy, one
+		 * round of output callbacks. */
 		n = snprintf(chunk, sizeof chunk, "%zx\r\n", len);
-		evbuffer_add(out, chunk, n);
-		evbuffer_add(out, data, len);
-		evbuffer_add(out, "\r\n", 2);
+		if (evbuffer_reserve_space(out, n + len + 2, &vec, 1) == 1) {
+			p = vec.iov_base;
+			memcpy(p, chunk, n);
+			memcpy(p + n, data, len);
+			memcpy(p + n + len, "\r\n", 2);
+			vec.iov_len = n + len + 2;
+			evbuffer_commit_space(out, &vec, 1);
+		} else {
+			evbuffer_add(out, chunk, n);
+			evbuffer_add(out, data, len);
+			evbuffer_add(out, "\r\n", 2);
+		}
 	} else
 		evbuffer_add(out, data, len);
 	req->resp_received += len;

@@ -854,6 +854,7 @@ START_TEST(test_headers_response_filter)
 		h.hdrs[k].name = head_append(&h, names[i], strlen(names[i]));
 		h.hdrs[k].name_len = strlen(names[i]);
 		head_end_string(&h);
+		head_name_done(&h, k);
 		h.hdrs[k].value = head_append(&h, values[i], strlen(values[i]));
 		h.hdrs[k].value_len = strlen(values[i]);
 		head_end_string(&h);
