@@ -231,19 +231,38 @@ listener_same(const struct listen_addr *a, const struct listen_addr *b)
 }
 
 /*
- * After a reload: close the listeners the new settings dropped and open
- * the ones they added; those in both keep their sockets, so no connection
- * is refused.  Returns the number of addresses that could not be opened.
+ * After a reload: open the addresses the new settings added, then close
+ * the ones they dropped; those in both keep their sockets, so no
+ * connection is refused.  If any new address cannot be bound, nothing
+ * changes and -1 comes back with the reason: the reload must then keep
+ * the running settings, rather than leave the proxy listening nowhere.
  */
 int
-listener_reconcile(const struct config *cfg)
+listener_reconcile(const struct config *cfg, char *err, size_t errlen)
 {
-	struct listener *l, *next;
-	char err[512];
-	int i, found, failed = 0;
+	struct listener *l, *next, *fresh[MAX_LISTEN];
+	int i, nfresh = 0, found;
 
 	if (rt.socket_activated)
 		return 0;
+	for (i = 0; i < cfg->nlisten; i++) {
+		found = 0;
+		TAILQ_FOREACH(l, &rt.listeners, entry)
+			found |= listener_same(&l->addr, &cfg->listen[i]);
+		if (found)
+			continue;
+		l = xcalloc(1, sizeof *l);
+		l->addr = cfg->listen[i];
+		if (listener_bind(l, err, errlen) != 0) {
+			free(l);
+			while (nfresh > 0) {
+				close(fresh[--nfresh]->fd);
+				free(fresh[nfresh]);
+			}
+			return -1;
+		}
+		fresh[nfresh++] = l;
+	}
 	for (l = TAILQ_FIRST(&rt.listeners); l != NULL; l = next) {
 		next = TAILQ_NEXT(l, entry);
 		for (i = 0, found = 0; i < cfg->nlisten && !found; i++)
@@ -251,17 +270,14 @@ listener_reconcile(const struct config *cfg)
 		if (!found)
 			listener_close(l);
 	}
-	for (i = 0; i < cfg->nlisten; i++) {
-		found = 0;
-		TAILQ_FOREACH(l, &rt.listeners, entry)
-			found |= listener_same(&l->addr, &cfg->listen[i]);
-		if (!found && listener_open_one(&cfg->listen[i], err,
-				  sizeof err) != 0) {
+	for (i = 0; i < nfresh; i++)
+		if (listener_start(fresh[i], err, errlen) != 0) {
 			log_err("reload: %s", err);
-			failed++;
+			free(fresh[i]);
 		}
-	}
-	return failed;
+	if (rt.accept_paused)
+		listener_pause(); /* new ones wait like the rest */
+	return 0;
 }
 
 void

@@ -116,6 +116,10 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 	struct upstream *up, *old;
 	char err[1024];
 
+	if (rt.stopping) {
+		log_notice("received SIGHUP while draining: ignored");
+		return;
+	}
 	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%llu",
 	    (unsigned long long)now_us());
 	log_notice("received SIGHUP: reloading %s",
@@ -123,6 +127,14 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 	cfg = config_new_defaults();
 	if (config_load(cfg, rt.config_file, &rt.overrides, err,
 		sizeof err) != 0) {
+		log_err("reload failed, keeping the running settings: %s", err);
+		config_free(cfg);
+		sdnotify_send("READY=1");
+		return;
+	}
+	/* Listeners first: if a new address cannot be bound, nothing
+	 * changes at all. */
+	if (listener_reconcile(cfg, err, sizeof err) != 0) {
 		log_err("reload failed, keeping the running settings: %s", err);
 		config_free(cfg);
 		sdnotify_send("READY=1");
@@ -139,7 +151,6 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 		log_notice("now forwarding to %s with a pool of %d connections",
 		    up->url.base, up->pool_maxsize);
 	}
-	listener_reconcile(cfg);
 	config_free(rt.cfg);
 	rt.cfg = cfg;
 	log_set_level(rt.log_level);

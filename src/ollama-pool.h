@@ -231,7 +231,7 @@ struct listener {
 };
 TAILQ_HEAD(listener_list, listener);
 int listener_open_all(const struct config *, char *, size_t);
-int listener_reconcile(const struct config *);
+int listener_reconcile(const struct config *, char *, size_t);
 void listener_close_all(void);
 void listener_pause(void);
 void listener_resume(void);
