@@ -14,8 +14,12 @@
 #define _GNU_SOURCE
 #endif
 
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +28,8 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <openssl/ssl.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -1539,6 +1545,171 @@ START_TEST(test_cli_upstream_is_listen)
 }
 END_TEST
 
+/* ---- an https upstream: verification by default, ca_file, tls_verify --- */
+
+/*
+ * A TLS server of the test's own, in a child process on a socket bound
+ * before the fork (so it is ready when the test goes on): it answers every
+ * request with a fixed body, keeping connections alive, and counts the
+ * connections it accepted in a file the test reads afterwards.
+ */
+struct tls_server {
+	pid_t pid;
+	int port;
+	char *dir, *cert, *accepts;
+};
+
+static void
+tls_server_child(int lfd, const char *cert, const char *key,
+    const char *accepts)
+{
+	static const char answer[] = "HTTP/1.1 200 OK\r\n"
+				     "Content-Type: application/json\r\n"
+				     "Content-Length: 20\r\n\r\n"
+				     "{\"version\":\"tls-ok\"}";
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	char buf[4096];
+	int fd, n, count = 0;
+	FILE *fp;
+	SSL *ssl;
+
+	if (ctx == NULL || SSL_CTX_use_certificate_file(ctx, cert,
+			       SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+		_exit(2);
+	for (;;) {
+		if ((fd = accept(lfd, NULL, NULL)) < 0)
+			_exit(3);
+		fp = fopen(accepts, "w");
+		if (fp != NULL) {
+			fprintf(fp, "%d\n", ++count);
+			fclose(fp);
+		}
+		ssl = SSL_new(ctx);
+		SSL_set_fd(ssl, fd);
+		if (SSL_accept(ssl) == 1) {
+			/* One answer per request head read. */
+			while ((n = SSL_read(ssl, buf, sizeof buf)) > 0)
+				if (memmem(buf, n, "\r\n\r\n", 4) != NULL &&
+				    SSL_write(ssl, answer, sizeof answer - 1) <= 0)
+					break;
+		}
+		SSL_free(ssl);
+		close(fd);
+	}
+}
+
+static void
+tls_server_start(struct tls_server *ts)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof sin;
+	struct harness_run run;
+	char *key;
+	int lfd, one = 1;
+
+	ts->dir = harness_tmpdir();
+	ts->cert = harness_strf("%s/cert.pem", ts->dir);
+	key = harness_strf("%s/key.pem", ts->dir);
+	ts->accepts = harness_strf("%s/accepts", ts->dir);
+	{
+		const char *argv[] = { "openssl", "req", "-x509", "-newkey",
+			"ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+			"-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+			"-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+			key, "-out", ts->cert, NULL };
+
+		harness_run(argv, 20000, &run);
+		H_ASSERT(WIFEXITED(run.wstatus) && WEXITSTATUS(run.wstatus) ==
+			0, "openssl req failed: %s", run.err.data);
+		harness_run_free(&run);
+	}
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	H_CHECK(lfd >= 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	H_CHECK(bind(lfd, (struct sockaddr *)&sin, sizeof sin) == 0);
+	H_CHECK(listen(lfd, 16) == 0);
+	H_CHECK(getsockname(lfd, (struct sockaddr *)&sin, &len) == 0);
+	ts->port = ntohs(sin.sin_port);
+	ts->pid = fork();
+	H_CHECK(ts->pid >= 0);
+	if (ts->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		tls_server_child(lfd, ts->cert, key, ts->accepts);
+	}
+	close(lfd);
+}
+
+static void
+tls_server_stop(struct tls_server *ts)
+{
+	kill(ts->pid, SIGKILL);
+	waitpid(ts->pid, NULL, 0);
+}
+
+static int
+tls_server_accepts(const struct tls_server *ts)
+{
+	FILE *fp = fopen(ts->accepts, "r");
+	int n = 0;
+
+	if (fp != NULL) {
+		if (fscanf(fp, "%d", &n) != 1)
+			n = 0;
+		fclose(fp);
+	}
+	return n;
+}
+
+START_TEST(test_tls_upstream)
+{
+	struct harness_daemon *d;
+	struct tls_server ts;
+	struct http_resp r;
+	char *up;
+	int i;
+
+	H_BEGIN();
+	tls_server_start(&ts);
+	up = harness_strf("https://127.0.0.1:%d", ts.port);
+
+	/* Verified by default: a self-signed upstream is refused, and the
+	 * message says why. */
+	d = harness_daemon_start("[retry]\nretries = 0\n", up, NULL);
+	http_get(harness_daemon_url(d, "/api/version"), &r);
+	test_assert_proxy_error(&r, 502, "self-signed upstream");
+	H_ASSERT_CONTAINS(r.body.data, "certificate");
+	http_resp_free(&r);
+	harness_daemon_stop(d);
+
+	/* ca_file trusts it; connections are kept and reused over TLS. */
+	d = harness_daemon_start(harness_strf("[upstream]\nca_file = %s\n",
+				     ts.cert),
+	    up, NULL);
+	for (i = 0; i < 5; i++) {
+		http_get(harness_daemon_url(d, "/api/version"), &r);
+		H_ASSERT(r.ok && r.status == 200, "with ca_file: %ld %s %s",
+		    r.status, r.error, r.body.data);
+		H_ASSERT_STR_EQ(r.body.data, "{\"version\":\"tls-ok\"}");
+		http_resp_free(&r);
+	}
+	H_ASSERT_INT_EQ(tls_server_accepts(&ts), 2); /* 1 refused + 1 kept */
+	harness_daemon_stop(d);
+
+	/* tls_verify = no: accepted without the CA. */
+	d = harness_daemon_start("[upstream]\ntls_verify = no\n", up, NULL);
+	http_get(harness_daemon_url(d, "/api/version"), &r);
+	H_ASSERT(r.ok && r.status == 200, "tls_verify = no: %ld %s", r.status,
+	    r.body.data);
+	http_resp_free(&r);
+	harness_daemon_stop(d);
+	tls_server_stop(&ts);
+}
+END_TEST
+
 /* ---- the suite -------------------------------------------------------- */
 
 static TCase *
@@ -1594,6 +1765,9 @@ proxy_suite(void)
 	tcase_add_test(tc, test_cli_bad_config);
 	tcase_add_test(tc, test_cli_version);
 	tcase_add_test(tc, test_cli_upstream_is_listen);
+
+	tc = test_tcase(s, "tls", 60);
+	tcase_add_test(tc, test_tls_upstream);
 
 	tc = test_tcase(s, "big", 300);
 	tcase_add_test(tc, test_upload_2gib_bounded_memory);

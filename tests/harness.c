@@ -453,7 +453,7 @@ harness_spawn(const char *const *argv, int out_fd, int err_fd,
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDNAMES");
-	execv(argv[0], (char *const *)argv);
+	execvp(argv[0], (char *const *)argv); /* PATH for tools */
 	dprintf(2, "harness: exec %s: %s\n", argv[0], strerror(errno));
 	_exit(127);
 }
