@@ -266,6 +266,7 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	log_info("client %s: request head not complete within %g s",
 	    cc->peer, rt.cfg->header_timeout);
+	metrics_count_request("other", ROUTE_OTHER, 408);
 	response_error(client_output(cc), &o,
 	    "request headers not received in time (header_timeout)");
 	cc->closing = 1;
@@ -289,22 +290,18 @@ client_reject(struct client_conn *cc, int status, const char *why)
 
 	snprintf(msg, sizeof msg, "bad request from client: %s", why);
 	log_info("client %s: %s", cc->peer, msg);
+	bufferevent_disable(cc->bev, EV_READ);
 	if (cc->req != NULL) {
-		int committed = proxy_req_committed(cc->req);
-
-		proxy_req_free(cc->req);
-		cc->req = NULL;
-		if (committed) {
-			/* The response is under way: all we can do is stop. */
-			cc->closing = 1;
-			bufferevent_disable(cc->bev, EV_READ);
-			client_schedule(cc);
-			return;
-		}
+		/* The body broke its framing: answer through the request
+		 * (or, once its answer began, just close). */
+		proxy_req_fail(cc->req, status, 0, "%s", msg);
+		cc->closing = 1;
+		return;
 	}
+	/* No head worth a route: counted under "other". */
+	metrics_count_request("other", ROUTE_OTHER, status);
 	response_error(client_output(cc), &o, msg);
 	cc->closing = 1;
-	bufferevent_disable(cc->bev, EV_READ);
 	client_schedule(cc);
 }
 

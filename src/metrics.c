@@ -143,28 +143,56 @@ metrics_count_request(const char *method, int route, int code)
 	}
 }
 
+/* Length of s[0..len) without a trailing cut-off UTF-8 sequence: a
+ * truncated name must still be a valid label value. */
+static size_t
+metrics_utf8_whole(const char *s, size_t len)
+{
+	size_t start = len, need;
+	unsigned char c;
+
+	while (start > 0 && len - start < 4 &&
+	    ((unsigned char)s[start - 1] & 0xc0) == 0x80)
+		start--;
+	if (start == 0)
+		return len;
+	c = (unsigned char)s[start - 1];
+	if (c < 0x80)
+		return len;
+	need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+	return len - (start - 1) >= need ? len : start - 1;
+}
+
 /* Token counts from Ollama's final chunk, by model.  The table is small
- * and fixed; past it, models share the "other" row. */
+ * and fixed; past it, further models share an "other" row. */
 void
 metrics_count_tokens(const char *model, uint64_t prompt, uint64_t completion)
 {
 	struct metrics *m = &rt.metrics;
+	size_t len;
 	int i;
 
 	if (model[0] == '\0')
 		model = "unknown";
+	len = strlen(model);
+	if (len >= sizeof m->tokens[0].model)
+		len = sizeof m->tokens[0].model - 1;
+	len = metrics_utf8_whole(model, len);
 	for (i = 0; i < m->ntoken_models; i++)
-		if (strcmp(m->tokens[i].model, model) == 0)
+		if (strncmp(m->tokens[i].model, model, len) == 0 &&
+		    m->tokens[i].model[len] == '\0')
 			break;
 	if (i == m->ntoken_models) {
-		if (i == METRICS_MAX_MODELS - 1)
+		if (i >= METRICS_MAX_MODELS - 1) {
 			model = "other";
-		if (i < METRICS_MAX_MODELS) {
-			snprintf(m->tokens[i].model, sizeof m->tokens[i].model,
-			    "%s", model);
-			m->ntoken_models++;
-		} else
+			len = 5;
 			i = METRICS_MAX_MODELS - 1;
+		}
+		if (i == m->ntoken_models) {
+			memcpy(m->tokens[i].model, model, len);
+			m->tokens[i].model[len] = '\0';
+			m->ntoken_models++;
+		}
 	}
 	m->tokens[i].prompt += prompt;
 	m->tokens[i].completion += completion;

@@ -276,11 +276,11 @@ enum tokscan_capture {
 struct tokscan {
 	uint8_t m_model, m_prompt, m_eval, m_done; /* key bytes matched */
 	uint8_t capture;
-	uint8_t model_len;
+	uint16_t model_len;
 	uint8_t digits;
 	unsigned done : 1;
 	uint64_t number, prompt, eval;
-	char model[64];
+	char model[256];
 };
 void tokscan_feed(struct tokscan *, const char *, size_t);
 void tokscan_finish(struct tokscan *);
@@ -347,7 +347,7 @@ struct metrics {
 	struct histogram request[ROUTE_COUNT];
 	uint64_t bytes_in, bytes_out;
 	struct {
-		char model[64];
+		char model[256];
 		uint64_t prompt, completion;
 	} tokens[METRICS_MAX_MODELS];
 	int ntoken_models;
@@ -425,7 +425,6 @@ void proxy_req_start(struct proxy_req *);
 void proxy_req_body(struct proxy_req *, const char *, size_t);
 void proxy_req_body_end(struct proxy_req *);
 int proxy_req_wants_body(const struct proxy_req *);
-int proxy_req_committed(const struct proxy_req *);
 void proxy_req_client_drained(struct proxy_req *);
 void proxy_req_free(struct proxy_req *);
 void proxy_req_cancel(struct proxy_req *);

@@ -178,6 +178,7 @@ proxy_req_fail(struct proxy_req *req, int status, int retry_after,
 	if (req->resp_committed) {
 		log_warn("%s %s: %s; closing the client connection",
 		    req->method, req->path, msg);
+		proxy_account(req, (int)req->status);
 		client_response_done(req->client, 0);
 		return;
 	}
@@ -327,12 +328,6 @@ proxy_req_wants_body(const struct proxy_req *req)
 {
 	return req->body == NULL ||
 	    evbuffer_get_length(req->body) - req->body_off < rt.cfg->max_buffer;
-}
-
-int
-proxy_req_committed(const struct proxy_req *req)
-{
-	return req->resp_committed;
 }
 
 static void
