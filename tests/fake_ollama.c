@@ -50,10 +50,10 @@
 #endif
 
 #define FAKE_JSON_MAX (64u * 1024 * 1024)
-#define FAKE_DISCARD_MAX (256 * 1024)	/* Go's maxPostHandlerReadBytes */
+#define FAKE_DISCARD_MAX (256 * 1024) /* Go's maxPostHandlerReadBytes */
 #define FAKE_OUT_HIGH (64 * 1024)
 #define FAKE_IN_HIGH (256 * 1024)
-#define FAKE_LINGER_MS 500		/* Go's rstAvoidanceDelay */
+#define FAKE_LINGER_MS 500 /* Go's rstAvoidanceDelay */
 #define FAKE_SLOW_TICK_MS 100
 #define FAKE_TOKENS_MAX 1000000
 #define FAKE_MS_MAX 86400000L
@@ -62,89 +62,94 @@
 #define FAKE_CT_TEXT "text/plain; charset=utf-8"
 #define FAKE_TIME "2024-01-01T00:00:00Z"
 #define FAKE_CREATED 1704067200
-#define FAKE_PRESEEDED \
-	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-#define FAKE_PULL_DIGEST \
-	"sha256:dde5aa3fc5ffc17176b5e8bdc82f587b24b2678c6c66101bf7da77af9f7ccdff"
-#define FAKE_LLAMA \
-	"\"name\":\"llama3.2:latest\",\"model\":\"llama3.2:latest\"," \
-	"\"modified_at\":\"" FAKE_TIME "\",\"size\":2019393189,\"digest\":" \
-	"\"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72\"," \
-	"\"details\":{\"format\":\"gguf\",\"family\":\"llama\"," \
-	"\"parameter_size\":\"3.2B\",\"quantization_level\":\"Q4_K_M\"}"
-#define FAKE_NOMIC \
-	"\"name\":\"nomic-embed-text:latest\"," \
-	"\"model\":\"nomic-embed-text:latest\"," \
-	"\"modified_at\":\"" FAKE_TIME "\",\"size\":274302450,\"digest\":" \
-	"\"0a109f422b47e3a30ba2b10eca18548e944e8a23073ee3f3e947efcf3c45e59f\"," \
-	"\"details\":{\"format\":\"gguf\",\"family\":\"nomic-bert\"," \
-	"\"parameter_size\":\"137M\",\"quantization_level\":\"F16\"}"
-#define FAKE_DONE_FIELDS \
-	"\"done_reason\":\"stop\",\"total_duration\":1000," \
-	"\"load_duration\":10,\"prompt_eval_count\":%ld," \
-	"\"prompt_eval_duration\":100,\"eval_count\":%ld,\"eval_duration\":500"
+#define FAKE_DONE_FIELDS                                                       \
+	"\"done_reason\":\"stop\",\"total_duration\":1000,"                    \
+	"\"load_duration\":10,\"prompt_eval_count\":%ld,"                      \
+	"\"prompt_eval_duration\":100,\"eval_count\":%ld,"                     \
+	"\"eval_duration\":500"
 
-#define FAKE_CL_STREAM (-1)	/* chunked, or close-delimited for 1.0 */
-#define FAKE_CL_NONE (-2)	/* no Content-Length at all (204, 304) */
+#define FAKE_CL_STREAM (-1) /* chunked, or close-delimited for 1.0 */
+#define FAKE_CL_NONE (-2) /* no Content-Length at all (204, 304) */
 
 enum fake_route {
-	R_NOTFOUND, R_NOTALLOWED, R_ROOT, R_VERSION, R_TAGS, R_PS, R_SHOW,
-	R_GENERATE, R_CHAT, R_EMBED, R_EMBEDDINGS, R_PULL, R_COPY, R_DELETE,
-	R_BLOB, R_OAI_CHAT, R_OAI_COMPL, R_OAI_EMBED, R_OAI_MODELS,
-	R_OAI_MODEL, R_ECHO, R_STATS, R_RESET, R_FAULT, R_FAULT_CLEAR
+	R_NOTFOUND,
+	R_NOTALLOWED,
+	R_ROOT,
+	R_VERSION,
+	R_TAGS,
+	R_PS,
+	R_SHOW,
+	R_GENERATE,
+	R_CHAT,
+	R_EMBED,
+	R_EMBEDDINGS,
+	R_PULL,
+	R_COPY,
+	R_DELETE,
+	R_BLOB,
+	R_OAI_CHAT,
+	R_OAI_COMPL,
+	R_OAI_EMBED,
+	R_OAI_MODELS,
+	R_OAI_MODEL,
+	R_ECHO,
+	R_STATS,
+	R_RESET,
+	R_FAULT,
+	R_FAULT_CLEAR
 };
 
 enum fake_action {
-	FA_NONE, FA_STATUS, FA_HANG, FA_DIE_AFTER, FA_CLOSE, FA_RESET,
+	FA_NONE,
+	FA_STATUS,
+	FA_HANG,
+	FA_DIE_AFTER,
+	FA_CLOSE,
+	FA_RESET,
 	FA_SLOW_READ
 };
 
 enum fake_body { FB_DISCARD, FB_JSON, FB_HASH };
 
 enum fake_timer {
-	FT_SLOW, FT_HANG, FT_FIRST_BYTE, FT_REPLY, FT_INTERVAL, FT_LINGER
+	FT_SLOW,
+	FT_HANG,
+	FT_FIRST_BYTE,
+	FT_REPLY,
+	FT_INTERVAL,
+	FT_LINGER
 };
 
 enum fake_kind { FS_GENERATE, FS_CHAT, FS_PULL, FS_OAI_CHAT, FS_OAI_COMPL };
 
 struct fake_header {
-	char *name;
-	char *value;
+	char *name, *value;
 };
 
+/* A POST /_fake/fault order; the fields are those of its JSON body. */
 struct fake_fault {
 	TAILQ_ENTRY(fake_fault) entry;
 	enum fake_action action;
-	char *path;
-	long count;
 	int status;
-	char *body;
-	char *content_type;
-	char *retry_after;
-	long delay_ms;
-	long chunks;
-	long bytes_per_sec;
+	char *path, *body, *content_type, *retry_after;
+	long count, delay_ms, chunks, bytes_per_sec;
 };
 
 struct fake_stream {
 	enum fake_kind kind;
-	int active;
-	int wait_interval;
-	long n;			/* tokens, or pull progress lines */
-	long sent;
-	long total;
-	long prompt;
-	long interval_ms;
-	long error_after;	/* -1: no error line */
+	int active, wait_interval;
+	long n; /* tokens, or pull progress lines */
+	long sent, total, prompt, interval_ms;
+	long error_after; /* -1: no error line */
 };
 
 struct fake_req {
-	int counted;		/* non-control, and since the last reset */
+	int counted; /* non-control, and since the last reset */
 	int control;
 	enum fake_route route;
 	unsigned method, major, minor;
 	char *target;
-	char *path;		/* percent-decoded, without the query */
+	char *path; /* percent-decoded, without the query */
 	struct fake_header *hdrs;
 	size_t nhdrs;
 	int last_was_value;
@@ -159,14 +164,14 @@ struct fake_req {
 	struct evbuffer *json_buf;
 	int too_large, json_parsed;
 	cJSON *json;
-	char *qmodel;		/* the model as a JSON string literal */
+	char *qmodel; /* the model as a JSON string literal */
 	EVP_MD_CTX *md;
 
 	int digest_ok;
 	char digest[65];
-	int blob_wait;		/* a known blob's chunked body: Go reads first */
+	int blob_wait; /* a known blob's chunked body: Go reads first */
 
-	struct fake_fault fault;	/* a copy; FA_NONE if none applies */
+	struct fake_fault fault; /* a copy; FA_NONE if none applies */
 	int hang_done, first_byte_done;
 	int later_status;
 	struct evbuffer *later;
@@ -178,20 +183,19 @@ struct fake_req {
 struct fake_conn {
 	TAILQ_ENTRY(fake_conn) entry;
 	struct bufferevent *bev;
-	struct event *timer;
+	struct event *timer; /* one delay at a time, of timer_kind */
 	enum fake_timer timer_kind;
 	http_parser parser;
-	int used;
-	int lingering;
-	struct fake_req req;
+	int used, lingering;
+	struct fake_req req; /* one request at a time */
 };
 
 static struct event_base *fake_base;
 static const char *fake_name;
 static int fake_verbose;
 static TAILQ_HEAD(, fake_conn) fake_conns = TAILQ_HEAD_INITIALIZER(fake_conns);
-static TAILQ_HEAD(, fake_fault) fake_faults =
-    TAILQ_HEAD_INITIALIZER(fake_faults);
+static TAILQ_HEAD(, fake_fault) fake_faults = TAILQ_HEAD_INITIALIZER(
+    fake_faults);
 static char **fake_blobs;
 static size_t fake_nblobs;
 static struct fake_header *fake_last_hdrs;
@@ -202,6 +206,43 @@ static struct {
 	uint64_t requests, active, max_active;
 	uint64_t gone, gone_headers, gone_streaming, gone_body;
 } fake_stats;
+
+/* Fixed answers, compact as Go's encoding/json writes them. */
+static const char fake_tags_json[] =
+    "{\"models\":[{\"name\":\"llama3.2:latest\","
+    "\"model\":\"llama3.2:latest\",\"modified_at\":\"" FAKE_TIME "\","
+    "\"size\":2019393189,\"digest\":"
+    "\"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72\","
+    "\"details\":{\"format\":\"gguf\",\"family\":\"llama\","
+    "\"parameter_size\":\"3.2B\",\"quantization_level\":\"Q4_K_M\"}},"
+    "{\"name\":\"nomic-embed-text:latest\","
+    "\"model\":\"nomic-embed-text:latest\","
+    "\"modified_at\":\"" FAKE_TIME "\",\"size\":274302450,\"digest\":"
+    "\"0a109f422b47e3a30ba2b10eca18548e944e8a23073ee3f3e947efcf3c45e59f\","
+    "\"details\":{\"format\":\"gguf\",\"family\":\"nomic-bert\","
+    "\"parameter_size\":\"137M\",\"quantization_level\":\"F16\"}}]}";
+static const char fake_ps_json[] =
+    "{\"models\":[{\"name\":\"llama3.2:latest\","
+    "\"model\":\"llama3.2:latest\",\"size\":3357000000,\"digest\":"
+    "\"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72\","
+    "\"expires_at\":\"2024-01-01T00:05:00Z\",\"size_vram\":3357000000}]}";
+static const char fake_show_json[] =
+    "{\"license\":\"\",\"modelfile\":\"FROM llama3.2:latest\\n\","
+    "\"parameters\":\"stop \\\"<|eot_id|>\\\"\","
+    "\"template\":\"{{ .Prompt }}\",\"details\":{\"format\":\"gguf\","
+    "\"family\":\"llama\",\"parameter_size\":\"3.2B\","
+    "\"quantization_level\":\"Q4_K_M\"},"
+    "\"model_info\":{\"general.architecture\":\"llama\"},"
+    "\"capabilities\":[\"completion\"],\"modified_at\":\"" FAKE_TIME "\"}";
+static const char fake_models_json[] =
+    "{\"object\":\"list\",\"data\":[{\"id\":\"llama3.2:latest\","
+    "\"object\":\"model\",\"created\":1704067200,\"owned_by\":\"library\"},"
+    "{\"id\":\"nomic-embed-text:latest\",\"object\":\"model\","
+    "\"created\":1704067200,\"owned_by\":\"library\"}]}";
+static const char fake_pull_digest[] =
+    "sha256:dde5aa3fc5ffc17176b5e8bdc82f587b24b2678c6c66101bf7da77af9f7ccdff";
+static const char fake_preseeded[] =
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 static void fake_stream_pump(struct fake_conn *);
 static void fake_log(const char *, ...) __attribute__((format(printf, 1, 2)));
@@ -325,8 +366,8 @@ fake_headers_json(const struct fake_header *h, size_t n)
 	for (i = 0; i < n; i++) {
 		pair = cJSON_CreateArray();
 		cJSON_AddItemToArray(pair, cJSON_CreateString(h[i].name));
-		cJSON_AddItemToArray(pair, cJSON_CreateString(h[i].value ?
-		    h[i].value : ""));
+		cJSON_AddItemToArray(
+		    pair, cJSON_CreateString(h[i].value ? h[i].value : ""));
 		cJSON_AddItemToArray(a, pair);
 	}
 	return a;
@@ -383,7 +424,7 @@ fake_req_uncount(struct fake_req *r)
 static void
 fake_conn_free(struct fake_conn *c, int reset)
 {
-	struct linger lg = { 1, 0 };
+	struct linger lg = {1, 0};
 
 	if (reset)
 		setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER,
@@ -418,7 +459,7 @@ fake_stop_reading(struct fake_conn *c)
 	enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
 
 	c->req.stop_parse = 1;
-	if (err == HPE_OK || err == HPE_PAUSED)	/* else it asserts */
+	if (err == HPE_OK || err == HPE_PAUSED) /* else it asserts */
 		http_parser_pause(&c->parser, 1);
 	bufferevent_disable(c->bev, EV_READ);
 }
@@ -440,13 +481,13 @@ fake_send_head(struct fake_conn *c, struct evbuffer *b, int status,
 			r->keep_alive = 0;
 	}
 	if (status == 413)
-		text = "Request Entity Too Large";	/* Go's wording */
+		text = "Request Entity Too Large"; /* Go's wording */
 	if (strcmp(text, "<unknown>") == 0)
 		evbuffer_add_printf(b, "HTTP/1.%d %d status code %d\r\n",
 		    http11, status, status);
 	else
-		evbuffer_add_printf(b, "HTTP/1.%d %d %s\r\n", http11, status,
-		    text);
+		evbuffer_add_printf(
+		    b, "HTTP/1.%d %d %s\r\n", http11, status, text);
 	if (ctype != NULL)
 		evbuffer_add_printf(b, "Content-Type: %s\r\n", ctype);
 	if (extra != NULL)
@@ -463,9 +504,9 @@ fake_send_head(struct fake_conn *c, struct evbuffer *b, int status,
 		evbuffer_add_printf(b, "Connection: keep-alive\r\n");
 	evbuffer_add(b, "\r\n", 2);
 	r->resp_started = 1;
-	fake_log("%s %s -> %d", r->headers_done ?
-	    http_method_str(r->method) : "-", r->target ? r->target : "-",
-	    status);
+	fake_log("%s %s -> %d",
+	    r->headers_done ? http_method_str(r->method) : "-",
+	    r->target ? r->target : "-", status);
 }
 
 static void
@@ -477,13 +518,13 @@ fake_die(struct fake_conn *c)
 }
 
 static void
-fake_reply(struct fake_conn *c, int status, const char *ctype,
-    const char *body, size_t len, const char *extra)
+fake_reply(struct fake_conn *c, int status, const char *ctype, const char *body,
+    size_t len, const char *extra)
 {
 	struct fake_req *r = &c->req;
 	struct evbuffer *out = bufferevent_get_output(c->bev), *head;
-	int bodyless = (status >= 100 && status < 200) || status == 204 ||
-	    status == 304;
+	int bodyless =
+	    (status >= 100 && status < 200) || status == 204 || status == 304;
 	size_t send = r->head || bodyless ? 0 : len;
 
 	head = fake_xevbuffer();
@@ -499,7 +540,8 @@ fake_reply(struct fake_conn *c, int status, const char *ctype,
 		fake_die(c);
 	} else {
 		/* Nothing but headers to cut short: cut them. */
-		evbuffer_remove_buffer(head, out, evbuffer_get_length(head) / 2);
+		evbuffer_remove_buffer(
+		    head, out, evbuffer_get_length(head) / 2);
 		fake_die(c);
 	}
 	evbuffer_free(head);
@@ -561,14 +603,16 @@ fake_jquote(const char *s)
 
 /* oai is the OpenAI error type, or NULL for Ollama's own shape. */
 static void
-fake_reply_error(struct fake_conn *c, int status, const char *msg,
-    const char *oai)
+fake_reply_error(
+    struct fake_conn *c, int status, const char *msg, const char *oai)
 {
 	char *q = fake_jquote(msg);
 
 	if (oai != NULL)
-		fake_replyf(c, status, "{\"error\":{\"message\":%s,\"type\":"
-		    "\"%s\",\"param\":null,\"code\":null}}", q, oai);
+		fake_replyf(c, status,
+		    "{\"error\":{\"message\":%s,\"type\":"
+		    "\"%s\",\"param\":null,\"code\":null}}",
+		    q, oai);
 	else
 		fake_replyf(c, status, "{\"error\":%s}", q);
 	cJSON_free(q);
@@ -608,42 +652,49 @@ static void
 fake_gen_json(struct evbuffer *b, const struct fake_req *r, int chat,
     const char *text, int done, long prompt, long n)
 {
-	evbuffer_add_printf(b, "{\"model\":%s,\"created_at\":\"" FAKE_TIME
-	    "\",", r->qmodel);
+	evbuffer_add_printf(
+	    b, "{\"model\":%s,\"created_at\":\"" FAKE_TIME "\",", r->qmodel);
 	if (chat)
-		evbuffer_add_printf(b, "\"message\":{\"role\":\"assistant\","
-		    "\"content\":\"%s\"}", text);
+		evbuffer_add_printf(b,
+		    "\"message\":{\"role\":\"assistant\","
+		    "\"content\":\"%s\"}",
+		    text);
 	else
 		evbuffer_add_printf(b, "\"response\":\"%s\"", text);
 	if (done)
-		evbuffer_add_printf(b, ",\"done\":true," FAKE_DONE_FIELDS "}",
-		    prompt, n);
+		evbuffer_add_printf(
+		    b, ",\"done\":true," FAKE_DONE_FIELDS "}", prompt, n);
 	else
 		evbuffer_add_printf(b, ",\"done\":false}");
 }
 
 /* chunk: a streamed chat.completion.chunk or text_completion event. */
 static void
-fake_oai_json(struct evbuffer *b, const struct fake_req *r, int chat,
-    int chunk, const char *text, int done, long prompt, long n)
+fake_oai_json(struct evbuffer *b, const struct fake_req *r, int chat, int chunk,
+    const char *text, int done, long prompt, long n)
 {
-	evbuffer_add_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":"
-	    "%d,\"model\":%s,\"system_fingerprint\":\"fp_ollama\",\"choices\":"
-	    "[{", chat ? "chatcmpl-1" : "cmpl-1", !chat ? "text_completion" :
-	    chunk ? "chat.completion.chunk" : "chat.completion", FAKE_CREATED,
-	    r->qmodel);
+	const char *obj = "text_completion";
+
 	if (chat)
-		evbuffer_add_printf(b, "\"index\":0,\"%s\":{\"role\":"
-		    "\"assistant\",\"content\":\"%s\"}", chunk ? "delta" :
-		    "message", text);
+		obj = chunk ? "chat.completion.chunk" : "chat.completion";
+	evbuffer_add_printf(b,
+	    "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%d,\"model\":%s,"
+	    "\"system_fingerprint\":\"fp_ollama\",\"choices\":[{",
+	    chat ? "chatcmpl-1" : "cmpl-1", obj, FAKE_CREATED, r->qmodel);
+	if (chat)
+		evbuffer_add_printf(b,
+		    "\"index\":0,\"%s\":{\"role\":"
+		    "\"assistant\",\"content\":\"%s\"}",
+		    chunk ? "delta" : "message", text);
 	else
 		evbuffer_add_printf(b, "\"text\":\"%s\",\"index\":0", text);
-	evbuffer_add_printf(b, ",\"finish_reason\":%s}]", done ? "\"stop\"" :
-	    "null");
+	evbuffer_add_printf(
+	    b, ",\"finish_reason\":%s}]", done ? "\"stop\"" : "null");
 	if (!chunk)
-		evbuffer_add_printf(b, ",\"usage\":{\"prompt_tokens\":%ld,"
-		    "\"completion_tokens\":%ld,\"total_tokens\":%ld}", prompt, n,
-		    prompt + n);
+		evbuffer_add_printf(b,
+		    ",\"usage\":{\"prompt_tokens\":%ld,"
+		    "\"completion_tokens\":%ld,\"total_tokens\":%ld}",
+		    prompt, n, prompt + n);
 	evbuffer_add(b, "}", 1);
 }
 
@@ -655,13 +706,16 @@ fake_stream_line(const struct fake_req *r, struct evbuffer *b)
 	const struct fake_stream *s = &r->stream;
 	long i = s->sent, n = s->n;
 	int oai = s->kind == FS_OAI_CHAT || s->kind == FS_OAI_COMPL;
+	static const char *const pull_tail[] = {
+	    "verifying sha256 digest", "writing manifest", "success"};
 	char tok[32];
 
 	snprintf(tok, sizeof tok, "tok%ld ", i);
 	if (i == s->error_after && oai)
-		evbuffer_add_printf(b, "data: {\"error\":{\"message\":\"runner "
-		    "failed\",\"type\":\"api_error\",\"param\":null,"
-		    "\"code\":null}}\n\n");
+		evbuffer_add_printf(b,
+		    "data: {\"error\":{\"message\":\"runner failed\","
+		    "\"type\":\"api_error\",\"param\":null,\"code\":null}}"
+		    "\n\n");
 	else if (i == s->error_after)
 		evbuffer_add_printf(b, "{\"error\":\"runner failed\"}\n");
 	else if (s->kind == FS_GENERATE || s->kind == FS_CHAT) {
@@ -671,13 +725,13 @@ fake_stream_line(const struct fake_req *r, struct evbuffer *b)
 	} else if (s->kind == FS_PULL && i == 0)
 		evbuffer_add_printf(b, "{\"status\":\"pulling manifest\"}\n");
 	else if (s->kind == FS_PULL && i <= n)
-		evbuffer_add_printf(b, "{\"status\":\"pulling %s\",\"digest\":"
+		evbuffer_add_printf(b,
+		    "{\"status\":\"pulling %s\",\"digest\":"
 		    "\"%s\",\"total\":1000000,\"completed\":%lld}\n",
-		    FAKE_PULL_DIGEST, FAKE_PULL_DIGEST, 1000000LL * i / n);
+		    fake_pull_digest, fake_pull_digest, 1000000LL * i / n);
 	else if (s->kind == FS_PULL)
-		evbuffer_add_printf(b, "{\"status\":\"%s\"}\n", i == n + 1 ?
-		    "verifying sha256 digest" : i == n + 2 ?
-		    "writing manifest" : "success");
+		evbuffer_add_printf(
+		    b, "{\"status\":\"%s\"}\n", pull_tail[i - n - 1]);
 	else if (i > n)
 		evbuffer_add_printf(b, "data: [DONE]\n\n");
 	else {
@@ -705,8 +759,8 @@ fake_stream_pump(struct fake_conn *c)
 		line = fake_xevbuffer();
 		fake_stream_line(r, line);
 		if (r->resp_chunked)
-			evbuffer_add_printf(out, "%zx\r\n",
-			    evbuffer_get_length(line));
+			evbuffer_add_printf(
+			    out, "%zx\r\n", evbuffer_get_length(line));
 		evbuffer_add_buffer(out, line);
 		if (r->resp_chunked)
 			evbuffer_add(out, "\r\n", 2);
@@ -730,8 +784,7 @@ fake_stream_pump(struct fake_conn *c)
 }
 
 static void
-fake_stream_start(struct fake_conn *c, enum fake_kind kind, long n,
-    long prompt)
+fake_stream_start(struct fake_conn *c, enum fake_kind kind, long n, long prompt)
 {
 	struct fake_req *r = &c->req;
 	struct fake_stream *s = &r->stream;
@@ -740,15 +793,15 @@ fake_stream_start(struct fake_conn *c, enum fake_kind kind, long n,
 	s->kind = kind;
 	s->n = n;
 	s->prompt = prompt;
-	s->interval_ms = fake_jnum(r->json, "fake_interval_ms", 0, 0,
-	    FAKE_MS_MAX);
-	s->error_after = fake_jnum(r->json, "fake_error_after", -1, 0,
-	    LONG_MAX / 2);
+	s->interval_ms =
+	    fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX);
+	s->error_after =
+	    fake_jnum(r->json, "fake_error_after", -1, 0, LONG_MAX / 2);
 	s->total = kind == FS_PULL ? n + 4 : oai ? n + 2 : n + 1;
 	if (s->error_after >= s->total)
 		s->error_after = -1;
-	fake_send_head(c, bufferevent_get_output(c->bev), 200, oai ?
-	    "text/event-stream" : "application/x-ndjson", FAKE_CL_STREAM,
+	fake_send_head(c, bufferevent_get_output(c->bev), 200,
+	    oai ? "text/event-stream" : "application/x-ndjson", FAKE_CL_STREAM,
 	    NULL);
 	s->active = 1;
 	fake_stream_pump(c);
@@ -766,9 +819,12 @@ fake_content_bytes(const cJSON *v)
 		return (long)strlen(v->valuestring);
 	if (!cJSON_IsArray(v))
 		return 0;
-	cJSON_ArrayForEach(e, v)
-		n += cJSON_IsString(e) ? (long)strlen(e->valuestring) :
-		    fake_content_bytes(cJSON_GetObjectItem(e, "text"));
+	for (e = v->child; e != NULL; e = e->next) {
+		if (cJSON_IsString(e))
+			n += (long)strlen(e->valuestring);
+		else /* OpenAI content parts */
+			n += fake_content_bytes(cJSON_GetObjectItem(e, "text"));
+	}
 	return n;
 }
 
@@ -781,10 +837,10 @@ fake_prompt_bytes(const cJSON *req, int chat)
 
 	if (!chat)
 		return fake_content_bytes(cJSON_GetObjectItem(req, "prompt"));
-	if (cJSON_IsArray(msgs))
-		cJSON_ArrayForEach(m, msgs)
-			n += fake_content_bytes(cJSON_GetObjectItem(m,
-			    "content"));
+	if (!cJSON_IsArray(msgs))
+		return 0;
+	for (m = msgs->child; m != NULL; m = m->next)
+		n += fake_content_bytes(cJSON_GetObjectItem(m, "content"));
 	return n;
 }
 
@@ -812,17 +868,18 @@ fake_need_model(struct fake_conn *c, const char *oai, int name_alias)
 	const char *m;
 
 	if (r->json == NULL) {
-		fake_reply_error(c, 400, r->body_bytes == 0 ?
-		    "missing request body" : "invalid request body", oai ?
-		    "invalid_request_error" : NULL);
+		fake_reply_error(c, 400,
+		    r->body_bytes == 0 ? "missing request body"
+		                       : "invalid request body",
+		    oai ? "invalid_request_error" : NULL);
 		return 0;
 	}
 	m = fake_jstr(r->json, "model");
 	if (name_alias && (m == NULL || *m == '\0'))
-		m = fake_jstr(r->json, "name");	/* deprecated alias */
+		m = fake_jstr(r->json, "name"); /* deprecated alias */
 	if (m == NULL || *m == '\0') {
-		fake_reply_error(c, 400, "model is required", oai ?
-		    "invalid_request_error" : NULL);
+		fake_reply_error(c, 400, "model is required",
+		    oai ? "invalid_request_error" : NULL);
 		return 0;
 	}
 	if (strncmp(m, "missing", 7) == 0) {
@@ -843,8 +900,8 @@ fake_handle_generate(struct fake_conn *c, int chat)
 
 	if (!fake_need_model(c, NULL, 0))
 		return;
-	n = fake_tokens_wanted(cJSON_GetObjectItem(r->json, "options"),
-	    "num_predict");
+	n = fake_tokens_wanted(
+	    cJSON_GetObjectItem(r->json, "options"), "num_predict");
 	prompt = fake_prompt_bytes(r->json, chat);
 	if (!cJSON_IsFalse(cJSON_GetObjectItem(r->json, "stream"))) {
 		fake_stream_start(c, chat ? FS_CHAT : FS_GENERATE, n, prompt);
@@ -876,16 +933,17 @@ fake_handle_oai(struct fake_conn *c, int chat)
 	n = fake_tokens_wanted(r->json, "max_tokens");
 	prompt = fake_prompt_bytes(r->json, chat);
 	if (cJSON_IsTrue(cJSON_GetObjectItem(r->json, "stream"))) {
-		fake_stream_start(c, chat ? FS_OAI_CHAT : FS_OAI_COMPL, n,
-		    prompt);
+		fake_stream_start(
+		    c, chat ? FS_OAI_CHAT : FS_OAI_COMPL, n, prompt);
 		return;
 	}
 	b = fake_xevbuffer();
 	text = fake_tokens(n);
 	fake_oai_json(b, r, chat, 0, text, 1, prompt, n);
 	free(text);
-	fake_reply_buf(c, 200, b, fake_jnum(r->json, "fake_interval_ms", 0, 0,
-	    FAKE_MS_MAX) * (n + 1));
+	fake_reply_buf(c, 200, b,
+	    fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX) *
+	        (n + 1));
 }
 
 static void
@@ -904,8 +962,9 @@ fake_handle_pull(struct fake_conn *c)
 	}
 	b = fake_xevbuffer();
 	evbuffer_add_printf(b, "{\"status\":\"success\"}");
-	fake_reply_buf(c, 200, b, fake_jnum(r->json, "fake_interval_ms", 0,
-	    0, FAKE_MS_MAX) * (lines + 3));
+	fake_reply_buf(c, 200, b,
+	    fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX) *
+	        (lines + 3));
 }
 
 static void
@@ -916,11 +975,13 @@ fake_handle_copy(struct fake_conn *c)
 	const char *dst = fake_jstr(r->json, "destination");
 
 	if (r->json == NULL)
-		fake_reply_error(c, 400, r->body_bytes == 0 ?
-		    "missing request body" : "invalid request body", NULL);
-	else if (src == NULL || *src == '\0' || dst == NULL || *dst == '\0')
-		fake_reply_error(c, 400, "source and destination are required",
+		fake_reply_error(c, 400,
+		    r->body_bytes == 0 ? "missing request body"
+		                       : "invalid request body",
 		    NULL);
+	else if (src == NULL || *src == '\0' || dst == NULL || *dst == '\0')
+		fake_reply_error(
+		    c, 400, "source and destination are required", NULL);
 	else if (strncmp(src, "missing", 7) == 0)
 		fake_reply_notfound(c, src, NULL);
 	else
@@ -982,14 +1043,15 @@ fake_handle_blob(struct fake_conn *c)
 	else {
 		fake_md_hex(r, hex);
 		if (strcmp(hex, r->digest) == 0) {
-			fake_blobs = fake_xrealloc(fake_blobs,
-			    (fake_nblobs + 1) * sizeof *fake_blobs);
+			fake_blobs = fake_xrealloc(
+			    fake_blobs, (fake_nblobs + 1) * sizeof *fake_blobs);
 			fake_blobs[fake_nblobs++] = fake_xstrdup(hex);
 			fake_reply_empty(c, 201);
 			return;
 		}
 		msg = fake_xasprintf("digest mismatch, expected \"sha256:%s\", "
-		    "got \"sha256:%s\"", r->digest, hex);
+		                     "got \"sha256:%s\"",
+		    r->digest, hex);
 		fake_reply_error(c, 400, msg, NULL);
 		free(msg);
 	}
@@ -1018,8 +1080,8 @@ fake_handle_echo(struct fake_conn *c)
 	cJSON_AddStringToObject(j, "target", r->target);
 	snprintf(ver, sizeof ver, "%u.%u", r->major, r->minor);
 	cJSON_AddStringToObject(j, "version", ver);
-	cJSON_AddItemToObject(j, "headers", fake_headers_json(r->hdrs,
-	    r->nhdrs));
+	cJSON_AddItemToObject(
+	    j, "headers", fake_headers_json(r->hdrs, r->nhdrs));
 	cJSON_AddNumberToObject(j, "body_bytes", (double)r->body_bytes);
 	fake_md_hex(r, hex);
 	cJSON_AddStringToObject(j, "body_sha256", hex);
@@ -1057,7 +1119,7 @@ fake_reply_ok(struct fake_conn *c)
 	struct fake_fault *f;
 	int n = 0;
 
-	TAILQ_FOREACH(f, &fake_faults, entry)
+	for (f = TAILQ_FIRST(&fake_faults); f != NULL; f = TAILQ_NEXT(f, entry))
 		n++;
 	fake_replyf(c, 200, "{\"ok\":true,\"faults_pending\":%d}", n);
 }
@@ -1071,7 +1133,8 @@ fake_handle_reset(struct fake_conn *c)
 	fake_headers_free(fake_last_hdrs, fake_nlast);
 	fake_last_hdrs = NULL;
 	fake_nlast = 0;
-	TAILQ_FOREACH(o, &fake_conns, entry) {
+	for (o = TAILQ_FIRST(&fake_conns); o != NULL;
+	     o = TAILQ_NEXT(o, entry)) {
 		o->used = 0;
 		o->req.counted = 0;
 	}
@@ -1082,9 +1145,12 @@ static const char *
 fake_fault_parse(const cJSON *j, struct fake_fault *f)
 {
 	static const char *const acts[] = {
-		[FA_STATUS] = "status", [FA_HANG] = "hang",
-		[FA_DIE_AFTER] = "die_after", [FA_CLOSE] = "close",
-		[FA_RESET] = "reset", [FA_SLOW_READ] = "slow_read",
+	    [FA_STATUS] = "status",
+	    [FA_HANG] = "hang",
+	    [FA_DIE_AFTER] = "die_after",
+	    [FA_CLOSE] = "close",
+	    [FA_RESET] = "reset",
+	    [FA_SLOW_READ] = "slow_read",
 	};
 	const cJSON *v;
 	const char *s;
@@ -1112,8 +1178,8 @@ fake_fault_parse(const cJSON *j, struct fake_fault *f)
 		f->retry_after = fake_xasprintf("%ld", (long)v->valuedouble);
 	f->delay_ms = fake_jnum(j, "delay_ms", 0, 0, FAKE_MS_MAX);
 	f->chunks = fake_jnum(j, "chunks", 1, 0, LONG_MAX / 2);
-	f->bytes_per_sec = fake_jnum(j, "bytes_per_sec", 65536, 1,
-	    LONG_MAX / 2);
+	f->bytes_per_sec =
+	    fake_jnum(j, "bytes_per_sec", 65536, 1, LONG_MAX / 2);
 	return NULL;
 }
 
@@ -1157,13 +1223,14 @@ fake_reply_fault_status(struct fake_conn *c)
 
 	if (body == NULL && f->status == 503)
 		body = "{\"error\":\"server busy, please try again.  "
-		    "maximum pending requests exceeded\"}";
+		       "maximum pending requests exceeded\"}";
 	else if (body == NULL)
 		body = "{\"error\":\"fake failure\"}";
 	if (f->retry_after != NULL)
 		extra = fake_xasprintf("Retry-After: %s\r\n", f->retry_after);
-	fake_reply(c, f->status, f->content_type ? f->content_type :
-	    FAKE_CT_JSON, body, strlen(body), extra);
+	fake_reply(c, f->status,
+	    f->content_type ? f->content_type : FAKE_CT_JSON, body,
+	    strlen(body), extra);
 	free(extra);
 }
 
@@ -1187,27 +1254,14 @@ fake_handle(struct fake_conn *c)
 		fake_replyf(c, 200, "{\"version\":\"0.12.0\"}");
 		break;
 	case R_TAGS:
-		fake_replyf(c, 200, "{\"models\":[{" FAKE_LLAMA "},{"
-		    FAKE_NOMIC "}]}");
+		fake_replyf(c, 200, "%s", fake_tags_json);
 		break;
 	case R_PS:
-		fake_replyf(c, 200, "{\"models\":[{\"name\":\"llama3.2:latest\","
-		    "\"model\":\"llama3.2:latest\",\"size\":3357000000,"
-		    "\"digest\":\"a80c4f17acd55265feec403c7aef86be0c25983ab279d8"
-		    "3f3bcd3abbcb5b8b72\",\"expires_at\":\"2024-01-01T00:05:00Z\","
-		    "\"size_vram\":3357000000}]}");
+		fake_replyf(c, 200, "%s", fake_ps_json);
 		break;
 	case R_SHOW:
 		if (fake_need_model(c, NULL, 1))
-			fake_replyf(c, 200, "{\"license\":\"\",\"modelfile\":"
-			    "\"FROM llama3.2:latest\\n\",\"parameters\":\"stop "
-			    "\\\"<|eot_id|>\\\"\",\"template\":\"{{ .Prompt }}\","
-			    "\"details\":{\"format\":\"gguf\",\"family\":"
-			    "\"llama\",\"parameter_size\":\"3.2B\","
-			    "\"quantization_level\":\"Q4_K_M\"},\"model_info\":"
-			    "{\"general.architecture\":\"llama\"},"
-			    "\"capabilities\":[\"completion\"],\"modified_at\":"
-			    "\"" FAKE_TIME "\"}");
+			fake_replyf(c, 200, "%s", fake_show_json);
 		break;
 	case R_GENERATE:
 	case R_CHAT:
@@ -1215,7 +1269,8 @@ fake_handle(struct fake_conn *c)
 		break;
 	case R_EMBED:
 		if (fake_need_model(c, NULL, 0))
-			fake_replyf(c, 200, "{\"model\":%s,\"embeddings\":"
+			fake_replyf(c, 200,
+			    "{\"model\":%s,\"embeddings\":"
 			    "[[0.1,0.2,0.3]],\"total_duration\":1,"
 			    "\"load_duration\":1,\"prompt_eval_count\":1}",
 			    r->qmodel);
@@ -1243,18 +1298,16 @@ fake_handle(struct fake_conn *c)
 		break;
 	case R_OAI_EMBED:
 		if (fake_need_model(c, "", 0))
-			fake_replyf(c, 200, "{\"object\":\"list\",\"data\":[{"
+			fake_replyf(c, 200,
+			    "{\"object\":\"list\",\"data\":[{"
 			    "\"object\":\"embedding\",\"embedding\":"
 			    "[0.1,0.2,0.3],\"index\":0}],\"model\":%s,"
 			    "\"usage\":{\"prompt_tokens\":1,"
-			    "\"total_tokens\":1}}", r->qmodel);
+			    "\"total_tokens\":1}}",
+			    r->qmodel);
 		break;
 	case R_OAI_MODELS:
-		fake_replyf(c, 200, "{\"object\":\"list\",\"data\":[{\"id\":"
-		    "\"llama3.2:latest\",\"object\":\"model\",\"created\":%d,"
-		    "\"owned_by\":\"library\"},{\"id\":\"nomic-embed-text:"
-		    "latest\",\"object\":\"model\",\"created\":%d,\"owned_by\":"
-		    "\"library\"}]}", FAKE_CREATED, FAKE_CREATED);
+		fake_replyf(c, 200, "%s", fake_models_json);
 		break;
 	case R_OAI_MODEL:
 		m = r->path + strlen("/v1/models/");
@@ -1263,8 +1316,10 @@ fake_handle(struct fake_conn *c)
 			break;
 		}
 		r->qmodel = fake_jquote(m);
-		fake_replyf(c, 200, "{\"id\":%s,\"object\":\"model\",\"created\":"
-		    "%d,\"owned_by\":\"library\"}", r->qmodel, FAKE_CREATED);
+		fake_replyf(c, 200,
+		    "{\"id\":%s,\"object\":\"model\",\"created\":"
+		    "%d,\"owned_by\":\"library\"}",
+		    r->qmodel, FAKE_CREATED);
 		break;
 	case R_ECHO:
 		fake_handle_echo(c);
@@ -1293,7 +1348,7 @@ fake_dispatch(struct fake_conn *c)
 	long ms;
 
 	if (r->resp_started)
-		return;		/* answered before the body was read */
+		return; /* answered before the body was read */
 	if (r->fault.action == FA_STATUS) {
 		fake_reply_fault_status(c);
 		return;
@@ -1307,8 +1362,8 @@ fake_dispatch(struct fake_conn *c)
 	if (r->body_mode == FB_JSON && !r->json_parsed) {
 		r->json_parsed = 1;
 		if (r->too_large) {
-			fake_reply_error(c, 413, "request body too large",
-			    NULL);
+			fake_reply_error(
+			    c, 413, "request body too large", NULL);
 			return;
 		}
 		len = evbuffer_get_length(r->json_buf);
@@ -1322,8 +1377,8 @@ fake_dispatch(struct fake_conn *c)
 	}
 	if (r->json != NULL && !r->control && !r->first_byte_done) {
 		r->first_byte_done = 1;
-		ms = fake_jnum(r->json, "fake_first_byte_ms", 0, 0,
-		    FAKE_MS_MAX);
+		ms =
+		    fake_jnum(r->json, "fake_first_byte_ms", 0, 0, FAKE_MS_MAX);
 		if (ms > 0) {
 			fake_timer(c, FT_FIRST_BYTE, ms);
 			return;
@@ -1336,36 +1391,36 @@ fake_dispatch(struct fake_conn *c)
 
 static const struct {
 	const char *path;
-	int match;		/* 0 exact, 1 plus one segment, 2 prefix */
+	int match; /* 0 exact, 1 plus one segment, 2 prefix */
 	uint64_t methods;
 	enum fake_route route;
 } fake_routes[] = {
 #define M(m) (1ull << HTTP_##m)
-	{ "/", 0, M(GET) | M(HEAD), R_ROOT },
-	{ "/api/version", 0, M(GET) | M(HEAD), R_VERSION },
-	{ "/api/tags", 0, M(GET) | M(HEAD), R_TAGS },
-	{ "/api/ps", 0, M(GET), R_PS },
-	{ "/api/show", 0, M(POST), R_SHOW },
-	{ "/api/generate", 0, M(POST), R_GENERATE },
-	{ "/api/chat", 0, M(POST), R_CHAT },
-	{ "/api/embed", 0, M(POST), R_EMBED },
-	{ "/api/embeddings", 0, M(POST), R_EMBEDDINGS },
-	{ "/api/pull", 0, M(POST), R_PULL },
-	{ "/api/push", 0, M(POST), R_PULL },
-	{ "/api/create", 0, M(POST), R_PULL },
-	{ "/api/copy", 0, M(POST), R_COPY },
-	{ "/api/delete", 0, M(DELETE), R_DELETE },
-	{ "/api/blobs/", 1, M(HEAD) | M(POST), R_BLOB },
-	{ "/v1/chat/completions", 0, M(POST), R_OAI_CHAT },
-	{ "/v1/completions", 0, M(POST), R_OAI_COMPL },
-	{ "/v1/embeddings", 0, M(POST), R_OAI_EMBED },
-	{ "/v1/models", 0, M(GET), R_OAI_MODELS },
-	{ "/v1/models/", 1, M(GET), R_OAI_MODEL },
-	{ "/_fake/echo", 2, ~0ull, R_ECHO },
-	{ "/_fake/stats", 0, M(GET), R_STATS },
-	{ "/_fake/reset", 0, M(POST), R_RESET },
-	{ "/_fake/fault", 0, M(POST), R_FAULT },
-	{ "/_fake/fault/clear", 0, M(POST), R_FAULT_CLEAR },
+    {"/", 0, M(GET) | M(HEAD), R_ROOT},
+    {"/api/version", 0, M(GET) | M(HEAD), R_VERSION},
+    {"/api/tags", 0, M(GET) | M(HEAD), R_TAGS},
+    {"/api/ps", 0, M(GET), R_PS},
+    {"/api/show", 0, M(POST), R_SHOW},
+    {"/api/generate", 0, M(POST), R_GENERATE},
+    {"/api/chat", 0, M(POST), R_CHAT},
+    {"/api/embed", 0, M(POST), R_EMBED},
+    {"/api/embeddings", 0, M(POST), R_EMBEDDINGS},
+    {"/api/pull", 0, M(POST), R_PULL},
+    {"/api/push", 0, M(POST), R_PULL},
+    {"/api/create", 0, M(POST), R_PULL},
+    {"/api/copy", 0, M(POST), R_COPY},
+    {"/api/delete", 0, M(DELETE), R_DELETE},
+    {"/api/blobs/", 1, M(HEAD) | M(POST), R_BLOB},
+    {"/v1/chat/completions", 0, M(POST), R_OAI_CHAT},
+    {"/v1/completions", 0, M(POST), R_OAI_COMPL},
+    {"/v1/embeddings", 0, M(POST), R_OAI_EMBED},
+    {"/v1/models", 0, M(GET), R_OAI_MODELS},
+    {"/v1/models/", 1, M(GET), R_OAI_MODEL},
+    {"/_fake/echo", 2, ~0ull, R_ECHO},
+    {"/_fake/stats", 0, M(GET), R_STATS},
+    {"/_fake/reset", 0, M(POST), R_RESET},
+    {"/_fake/fault", 0, M(POST), R_FAULT},
+    {"/_fake/fault/clear", 0, M(POST), R_FAULT_CLEAR},
 #undef M
 };
 
@@ -1376,12 +1431,13 @@ fake_route_find(const char *path, unsigned method)
 
 	for (i = 0; i < sizeof fake_routes / sizeof fake_routes[0]; i++) {
 		len = strlen(fake_routes[i].path);
-		if (fake_routes[i].match == 0 ?
-		    strcmp(path, fake_routes[i].path) != 0 :
-		    strncmp(path, fake_routes[i].path, len) != 0)
+		if (fake_routes[i].match == 0 &&
+		    strcmp(path, fake_routes[i].path) != 0)
 			continue;
-		if (fake_routes[i].match == 1 && (path[len] == '\0' ||
-		    strchr(path + len, '/') != NULL))
+		if (strncmp(path, fake_routes[i].path, len) != 0)
+			continue;
+		if (fake_routes[i].match == 1 &&
+		    (path[len] == '\0' || strchr(path + len, '/') != NULL))
 			continue;
 		if (method < 64 && (fake_routes[i].methods & (1ull << method)))
 			return fake_routes[i].route;
@@ -1394,9 +1450,18 @@ static int
 fake_route_json(enum fake_route route)
 {
 	switch (route) {
-	case R_SHOW: case R_GENERATE: case R_CHAT: case R_EMBED:
-	case R_EMBEDDINGS: case R_PULL: case R_COPY: case R_DELETE:
-	case R_OAI_CHAT: case R_OAI_COMPL: case R_OAI_EMBED: case R_FAULT:
+	case R_SHOW:
+	case R_GENERATE:
+	case R_CHAT:
+	case R_EMBED:
+	case R_EMBEDDINGS:
+	case R_PULL:
+	case R_COPY:
+	case R_DELETE:
+	case R_OAI_CHAT:
+	case R_OAI_COMPL:
+	case R_OAI_EMBED:
+	case R_FAULT:
 		return 1;
 	default:
 		return 0;
@@ -1409,7 +1474,8 @@ fake_fault_take(struct fake_req *r)
 {
 	struct fake_fault *f;
 
-	TAILQ_FOREACH(f, &fake_faults, entry) {
+	for (f = TAILQ_FIRST(&fake_faults); f != NULL;
+	     f = TAILQ_NEXT(f, entry)) {
 		if (f->path != NULL &&
 		    strncmp(r->path, f->path, strlen(f->path)) != 0)
 			continue;
@@ -1445,8 +1511,8 @@ fake_count_request(struct fake_conn *c)
 	}
 	fake_headers_free(fake_last_hdrs, fake_nlast);
 	fake_nlast = r->nhdrs;
-	fake_last_hdrs = fake_xrealloc(NULL, (r->nhdrs + 1) *
-	    sizeof *fake_last_hdrs);
+	fake_last_hdrs =
+	    fake_xrealloc(NULL, (r->nhdrs + 1) * sizeof *fake_last_hdrs);
 	for (i = 0; i < r->nhdrs; i++) {
 		fake_last_hdrs[i].name = fake_xstrdup(r->hdrs[i].name);
 		fake_last_hdrs[i].value = fake_xstrdup(r->hdrs[i].value);
@@ -1468,8 +1534,8 @@ fake_on_header_field(http_parser *p, const char *at, size_t len)
 	struct fake_req *r = &((struct fake_conn *)p->data)->req;
 
 	if (r->nhdrs == 0 || r->last_was_value) {
-		r->hdrs = fake_xrealloc(r->hdrs, (r->nhdrs + 1) *
-		    sizeof *r->hdrs);
+		r->hdrs =
+		    fake_xrealloc(r->hdrs, (r->nhdrs + 1) * sizeof *r->hdrs);
 		r->hdrs[r->nhdrs].name = NULL;
 		r->hdrs[r->nhdrs].value = NULL;
 		r->nhdrs++;
@@ -1504,8 +1570,8 @@ fake_blob_early(struct fake_conn *c, int has_body, uint64_t clen)
 	struct fake_req *r = &c->req;
 
 	r->body_mode = FB_DISCARD;
-	if (has_body && (r->expect_continue ||
-	    (!r->chunked && clen > FAKE_DISCARD_MAX))) {
+	if (has_body &&
+	    (r->expect_continue || (!r->chunked && clen > FAKE_DISCARD_MAX))) {
 		r->keep_alive = 0;
 		fake_stop_reading(c);
 	} else if (has_body && r->chunked) {
@@ -1531,8 +1597,8 @@ fake_on_headers_complete(http_parser *p)
 	r->head = p->method == HTTP_HEAD;
 	r->chunked = (p->flags & F_CHUNKED) != 0;
 	r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
-	has_body = r->chunked || (p->content_length != ULLONG_MAX &&
-	    p->content_length > 0);
+	has_body = r->chunked ||
+	    (p->content_length != ULLONG_MAX && p->content_length > 0);
 	for (i = 0; i < r->nhdrs; i++)
 		if (strcasecmp(r->hdrs[i].name, "Expect") == 0 &&
 		    r->hdrs[i].value != NULL &&
@@ -1571,18 +1637,19 @@ fake_on_headers_complete(http_parser *p)
 	    (r->route == R_BLOB && r->method == HTTP_POST))
 		r->body_mode = FB_HASH;
 	if (r->route == R_BLOB)
-		r->digest_ok = fake_digest_parse(r->path +
-		    strlen("/api/blobs/"), r->digest);
+		r->digest_ok = fake_digest_parse(
+		    r->path + strlen("/api/blobs/"), r->digest);
 	if (r->route == R_BLOB && r->method == HTTP_POST && r->digest_ok &&
-	    fake_blob_known(r->digest) && (r->fault.action == FA_NONE ||
-	    r->fault.action == FA_DIE_AFTER)) {
+	    fake_blob_known(r->digest) &&
+	    (r->fault.action == FA_NONE || r->fault.action == FA_DIE_AFTER)) {
 		fake_blob_early(c, has_body, p->content_length);
 		return 0;
 	}
 	if (r->body_mode == FB_JSON)
 		r->json_buf = fake_xevbuffer();
-	if (r->body_mode == FB_HASH && ((r->md = EVP_MD_CTX_new()) == NULL ||
-	    !EVP_DigestInit_ex(r->md, EVP_sha256(), NULL)))
+	if (r->body_mode == FB_HASH &&
+	    ((r->md = EVP_MD_CTX_new()) == NULL ||
+	        !EVP_DigestInit_ex(r->md, EVP_sha256(), NULL)))
 		abort();
 	if (has_body && r->expect_continue)
 		bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1632,12 +1699,12 @@ fake_on_message_complete(http_parser *p)
 }
 
 static const http_parser_settings fake_settings = {
-	.on_url = fake_on_url,
-	.on_header_field = fake_on_header_field,
-	.on_header_value = fake_on_header_value,
-	.on_headers_complete = fake_on_headers_complete,
-	.on_body = fake_on_body,
-	.on_message_complete = fake_on_message_complete,
+    .on_url = fake_on_url,
+    .on_header_field = fake_on_header_field,
+    .on_header_value = fake_on_header_value,
+    .on_headers_complete = fake_on_headers_complete,
+    .on_body = fake_on_body,
+    .on_message_complete = fake_on_message_complete,
 };
 
 static void
@@ -1651,7 +1718,7 @@ fake_bad_request(struct fake_conn *c, enum http_errno err)
 	if (r->resp_started)
 		return;
 	if (r->major == 0)
-		r->major = r->minor = 1;	/* not parsed yet */
+		r->major = r->minor = 1; /* not parsed yet */
 	if (err == HPE_HEADER_OVERFLOW)
 		fake_reply_text(c, 431, "431 Request Header Fields Too Large");
 	else
@@ -1700,16 +1767,16 @@ fake_conn_progress(struct fake_conn *c)
 			if (r->slow_budget == 0) {
 				bufferevent_disable(c->bev, EV_READ);
 				if (!evtimer_pending(c->timer, NULL))
-					fake_timer(c, FT_SLOW,
-					    FAKE_SLOW_TICK_MS);
+					fake_timer(
+					    c, FT_SLOW, FAKE_SLOW_TICK_MS);
 				return;
 			}
 			if (len > r->slow_budget)
 				len = r->slow_budget;
-			r->slow_budget -= len;	/* all of it, bar errors */
+			r->slow_budget -= len; /* all of it, bar errors */
 		}
-		n = http_parser_execute(&c->parser, &fake_settings,
-		    v.iov_base, len);
+		n = http_parser_execute(
+		    &c->parser, &fake_settings, v.iov_base, len);
 		evbuffer_drain(in, n);
 		if (r->close_action) {
 			fake_log("%s instead of answering",
@@ -1735,7 +1802,7 @@ fake_conn_progress(struct fake_conn *c)
 			fake_dispatch(c);
 		}
 		if (n == 0 && err == HPE_OK)
-			return;		/* cannot happen; never spin */
+			return; /* cannot happen; never spin */
 	}
 }
 
@@ -1784,8 +1851,7 @@ fake_conn_event(struct bufferevent *bev __unused, short what, void *arg)
 }
 
 static void
-fake_conn_timer(evutil_socket_t fd __unused, short what __unused,
-    void *arg)
+fake_conn_timer(evutil_socket_t fd __unused, short what __unused, void *arg)
 {
 	struct fake_conn *c = arg;
 	struct fake_req *r = &c->req;
@@ -1793,8 +1859,8 @@ fake_conn_timer(evutil_socket_t fd __unused, short what __unused,
 
 	switch (c->timer_kind) {
 	case FT_SLOW:
-		r->slow_budget = (size_t)r->fault.bytes_per_sec *
-		    FAKE_SLOW_TICK_MS / 1000;
+		r->slow_budget =
+		    (size_t)r->fault.bytes_per_sec * FAKE_SLOW_TICK_MS / 1000;
 		if (r->slow_budget == 0)
 			r->slow_budget = 1;
 		/* Read from the socket no faster than the body is metered. */
@@ -1839,8 +1905,8 @@ fake_accept(struct evconnlistener *l __unused, evutil_socket_t fd,
 		abort();
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
-	bufferevent_setcb(c->bev, fake_conn_read, fake_conn_write,
-	    fake_conn_event, c);
+	bufferevent_setcb(
+	    c->bev, fake_conn_read, fake_conn_write, fake_conn_event, c);
 	/* Bounds what a pipelining peer can queue while we answer. */
 	bufferevent_setwatermark(c->bev, EV_READ, 0, FAKE_IN_HIGH);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -1856,8 +1922,8 @@ fake_accept_error(struct evconnlistener *l __unused, void *arg __unused)
 }
 
 static void
-fake_signal(evutil_socket_t sig __unused, short what __unused,
-    void *arg __unused)
+fake_signal(
+    evutil_socket_t sig __unused, short what __unused, void *arg __unused)
 {
 	event_base_loopbreak(fake_base);
 }
@@ -1879,15 +1945,15 @@ fake_listen(const char *spec)
 	memset(&hints, 0, sizeof hints);
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	rc = getaddrinfo(*h != '\0' ? h : NULL, port ? port : "0", &hints,
-	    &ai);
+	rc = getaddrinfo(*h != '\0' ? h : NULL, port ? port : "0", &hints, &ai);
 	if (rc != 0)
-		fprintf(stderr, "fake-ollama: %s: %s\n", spec,
-		    gai_strerror(rc));
+		fprintf(
+		    stderr, "fake-ollama: %s: %s\n", spec, gai_strerror(rc));
 	else {
 		lis = evconnlistener_new_bind(fake_base, fake_accept, NULL,
 		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-		    LEV_OPT_REUSEABLE, 1024, ai->ai_addr, (int)ai->ai_addrlen);
+		        LEV_OPT_REUSEABLE,
+		    1024, ai->ai_addr, (int)ai->ai_addrlen);
 		if (lis == NULL)
 			fprintf(stderr, "fake-ollama: listen %s: %s\n", spec,
 			    strerror(errno));
@@ -1919,10 +1985,16 @@ main(int argc, char **argv)
 			fake_verbose = 1;
 			break;
 		default:
-			fprintf(stderr, "usage: fake-ollama [-l host:port] "
+			fprintf(stderr,
+			    "usage: fake-ollama [-l host:port] "
 			    "[-n name] [-v]\n");
 			return 2;
 		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "fake-ollama: unexpected argument %s\n",
+		    argv[optind]);
+		return 2;
 	}
 
 	signal(SIGPIPE, SIG_IGN);
@@ -1932,21 +2004,23 @@ main(int argc, char **argv)
 		return 1;
 	evconnlistener_set_error_cb(lis, fake_accept_error);
 	if (getsockname(evconnlistener_get_fd(lis), (struct sockaddr *)&ss,
-	    &sslen) == -1)
+	        &sslen) == -1)
 		abort();
-	printf("%d\n", ntohs(ss.ss_family == AF_INET6 ?
-	    ((struct sockaddr_in6 *)&ss)->sin6_port :
-	    ((struct sockaddr_in *)&ss)->sin_port));
+	printf("%d\n",
+	    ntohs(ss.ss_family == AF_INET6
+	            ? ((struct sockaddr_in6 *)&ss)->sin6_port
+	            : ((struct sockaddr_in *)&ss)->sin_port));
 	fflush(stdout);
 
 	/* Known from the start, so tests need no upload to hit "exists". */
 	fake_blobs = fake_xrealloc(NULL, sizeof *fake_blobs);
-	fake_blobs[fake_nblobs++] = fake_xstrdup(FAKE_PRESEEDED);
+	fake_blobs[fake_nblobs++] = fake_xstrdup(fake_preseeded);
 
 	sigterm = evsignal_new(fake_base, SIGTERM, fake_signal, NULL);
 	sigint = evsignal_new(fake_base, SIGINT, fake_signal, NULL);
-	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm,
-	    NULL) == -1 || evsignal_add(sigint, NULL) == -1)
+	if (sigterm == NULL || sigint == NULL ||
+	    evsignal_add(sigterm, NULL) == -1 ||
+	    evsignal_add(sigint, NULL) == -1)
 		abort();
 	event_base_dispatch(fake_base);
 	/* What is left is reachable from globals: no leak to report. */
