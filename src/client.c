@@ -14,6 +14,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,49 @@ static const struct httpreq_cb client_parser_cb = {
 	.on_body = client_on_body,
 	.on_complete = client_on_complete,
 };
+
+/*
+ * While we do not read a client with a request under way, EV_CLOSED sees
+ * it half-close, but libevent reports a reset (EPOLLERR/EPOLLHUP) as
+ * read/write readiness only, which nobody is waiting for.  A duplicate of
+ * the descriptor, watched edge-triggered for reading, wakes us once per
+ * arrival or hang-up without busy-looping on data we chose not to read;
+ * the callback then asks the socket whether it is still there.
+ */
+static void
+client_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client_conn *cc = arg;
+	socklen_t len = sizeof(int);
+	int err = 0;
+	char c;
+
+	if (cc->req == NULL || cc->resp_done)
+		return;
+	if ((getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) ||
+	    recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+		client_free(cc);
+}
+
+static void
+client_watch(struct client_conn *cc, int on)
+{
+	int fd;
+
+	if (on && cc->watch_ev == NULL) {
+		fd = fcntl(bufferevent_getfd(cc->bev), F_DUPFD_CLOEXEC, 0);
+		if (fd < 0)
+			return; /* EV_CLOSED still sees a half-close */
+		cc->watch_ev = event_new(rt.base, fd, EV_READ | EV_ET |
+		    EV_PERSIST, client_watch_cb, cc);
+		event_add(cc->watch_ev, NULL);
+	} else if (!on && cc->watch_ev != NULL) {
+		fd = event_get_fd(cc->watch_ev);
+		event_free(cc->watch_ev); /* EPOLL_CTL_DEL before close */
+		close(fd);
+		cc->watch_ev = NULL;
+	}
+}
 
 static void
 client_timer_start(struct client_conn *cc, double seconds)
@@ -119,6 +163,7 @@ client_free(struct client_conn *cc)
 	rt.nclients--;
 	httpreq_free(&cc->req_parser);
 	head_free(&cc->resp_head);
+	client_watch(cc, 0);
 	event_free(cc->resume_ev);
 	event_free(cc->timer_ev);
 	event_free(cc->closed_ev);
@@ -373,6 +418,17 @@ client_on_complete(void *arg)
 	return 1;
 }
 
+/* Watch for a reset exactly while a request is under way and we are not
+ * reading: throttled, or with a full input buffer behind a paused parser. */
+static void
+client_watch_update(struct client_conn *cc)
+{
+	client_watch(cc, cc->req != NULL && !cc->resp_done &&
+		(cc->read_throttled ||
+		    evbuffer_get_length(bufferevent_get_input(cc->bev)) >=
+			CLIENT_READ_HIGH));
+}
+
 static void
 client_process(struct client_conn *cc)
 {
@@ -390,6 +446,7 @@ client_process(struct client_conn *cc)
 			cc->read_throttled = 1;
 			bufferevent_disable(cc->bev, EV_READ);
 			evtimer_del(cc->timer_ev); /* we stopped, not them */
+			client_watch_update(cc);
 			return;
 		}
 		len = evbuffer_get_contiguous_space(in);
@@ -409,6 +466,7 @@ client_process(struct client_conn *cc)
 		cc->read_throttled = 0;
 		bufferevent_enable(cc->bev, EV_READ);
 	}
+	client_watch_update(cc);
 }
 
 /* Winds up an answered exchange and carries on with the connection. */
@@ -422,6 +480,7 @@ client_resume_cb(evutil_socket_t fd, short what, void *arg)
 		 * upstream answered without waiting for it. */
 		proxy_req_free(cc->req);
 		cc->req = NULL;
+		client_watch(cc, 0);
 		if (cc->body_done && !cc->closing) {
 			httpreq_resume(&cc->req_parser);
 			client_timer_start(cc, rt.cfg->idle_timeout);
@@ -439,5 +498,5 @@ client_resume_cb(evutil_socket_t fd, short what, void *arg)
 		if (cc->req != NULL && !cc->body_done)
 			client_timer_start(cc, rt.cfg->body_timeout);
 	}
-	client_process(cc);
+	client_process(cc); /* updates the reset watch too */
 }

@@ -247,6 +247,7 @@ struct client_conn {
 	struct event *resume_ev;   /* deferred work outside other callbacks */
 	struct event *timer_ev;	   /* idle or header timeout */
 	struct event *closed_ev;   /* sees the client leave while not reading */
+	struct event *watch_ev;	   /* and a reset, on a duplicate descriptor */
 	char peer[ADDR_TEXT_MAX];
 	int closing;		   /* close once output is flushed */
 	int read_throttled;	   /* stopped reading: body buffer full */
@@ -397,6 +398,7 @@ struct proxy_req {
 	unsigned resp_complete : 1;
 	unsigned replayable : 1;    /* all of the body sent so far is kept */
 	unsigned retry_pending : 1; /* this attempt's answer will be retried */
+	unsigned in_queue : 1;	    /* on its upstream's wait queue */
 
 	struct evbuffer *body;	/* request body: unsent, and kept for replay */
 	size_t body_off;	/* bytes of body this attempt has sent */

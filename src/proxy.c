@@ -24,6 +24,7 @@
 static size_t proxy_header_cb(char *, size_t, size_t, void *);
 static size_t proxy_write_cb(char *, size_t, size_t, void *);
 static size_t proxy_read_cb(char *, size_t, size_t, void *);
+static int proxy_seek_cb(void *, curl_off_t, int);
 static void proxy_transfer_done(struct up_handle *, CURLcode);
 static void proxy_timer_cb(evutil_socket_t, short, void *);
 static int proxy_can_retry(const struct proxy_req *);
@@ -101,7 +102,7 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 void
 proxy_req_free(struct proxy_req *req)
 {
-	if (req->state == PROXY_QUEUED)
+	if (req->in_queue)
 		upstream_dequeue(req->up, req);
 	if (req->handle != NULL)
 		upstream_handle_release(req->handle);
@@ -174,6 +175,9 @@ proxy_req_fail(struct proxy_req *req, int status, int retry_after,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	/* Answered: it must not be started from the queue any more. */
+	if (req->in_queue)
+		upstream_dequeue(req->up, req);
 	req->state = PROXY_DONE;
 	if (req->resp_committed) {
 		log_warn("%s %s: %s; closing the client connection",
@@ -312,6 +316,10 @@ proxy_req_begin_transfer(struct proxy_req *req)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	else if (head->method != HTTP_GET)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+	if (req->post_mode) {
+		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, proxy_seek_cb);
+		curl_easy_setopt(e, CURLOPT_SEEKDATA, req);
+	}
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, proxy_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, proxy_write_cb);
@@ -639,6 +647,22 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
  * sent stays in the buffer (body_off marks how far this attempt got); once
  * it outgrows retry_body_max it is dropped as it goes.
  */
+/*
+ * curl rewinds the body when a reused connection turns out to be closed
+ * (an idle upstream connection dropped by the server) and it sends the
+ * request again on a new one: possible while the body is still kept.
+ */
+static int
+proxy_seek_cb(void *arg, curl_off_t offset, int origin)
+{
+	struct proxy_req *req = arg;
+
+	if (origin != SEEK_SET || offset != 0 || !req->replayable)
+		return CURL_SEEKFUNC_CANTSEEK;
+	req->body_off = 0;
+	return CURL_SEEKFUNC_OK;
+}
+
 static size_t
 proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 {
@@ -695,6 +719,7 @@ proxy_retryable_error(CURLcode rc)
 	case CURLE_SEND_ERROR:
 	case CURLE_RECV_ERROR:
 	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SEND_FAIL_REWIND:
 		return 1;
 	default:
 		return 0;

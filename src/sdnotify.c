@@ -1,8 +1,7 @@
 /*
- * systemd's notify protocol, socket activation and watchdog.  With
- * libsystemd we call it; without, a small implementation of the same
- * documented protocol, so readiness still reaches whoever listens on
- * NOTIFY_SOCKET (systemd, or the test harness).
+ * systemd's notify protocol, socket activation and watchdog.  Socket
+ * activation and the watchdog come from libsystemd when we have it, from
+ * a small implementation of the same documented protocol otherwise.
  */
 #include "config.h"
 
@@ -20,7 +19,12 @@
 
 #include "ollama-pool.h"
 
-#ifndef HAVE_LIBSYSTEMD
+/*
+ * Our own sender, with or without libsystemd: sd_notify() sends on a
+ * blocking socket, and a reader that falls behind (ten datagrams queued)
+ * would then stop the event loop.  A status line is not worth that, so
+ * the send never waits; readiness is sent once, on an empty queue.
+ */
 static void
 sdnotify_raw(const char *msg)
 {
@@ -40,11 +44,12 @@ sdnotify_raw(const char *msg)
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return;
-	sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun,
-	    offsetof(struct sockaddr_un, sun_path) + len);
+	sendto(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT,
+	    (struct sockaddr *)&sun, offsetof(struct sockaddr_un, sun_path) + len);
 	close(fd);
 }
 
+#ifndef HAVE_LIBSYSTEMD
 static int
 sdnotify_env_for_us(const char *pidvar)
 {
@@ -63,11 +68,7 @@ sdnotify_send(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, msg);
-#else
 	sdnotify_raw(msg);
-#endif
 }
 
 /* How many listening sockets systemd passed us, from fd 3 on. */

@@ -156,6 +156,20 @@ upstream_check_done(struct upstream *up)
 	}
 }
 
+/*
+ * curl's MAXCONNECTS caps its whole connection cache, busy connections
+ * included, so a fixed pool_connections would close a connection at the
+ * end of nearly every transfer once more than that many run at once.  The
+ * cap follows the transfers in flight instead: idle connections kept stay
+ * at about pool_connections, busy ones are never counted against it.
+ */
+static void
+upstream_track_idle(struct upstream *up)
+{
+	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS,
+	    (long)(up->in_flight + up->pool_connections + 1));
+}
+
 struct upstream *
 upstream_new(const struct config *cfg)
 {
@@ -186,8 +200,7 @@ upstream_new(const struct config *cfg)
 	 * minutes-long generation. */
 	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
 	    (long)up->pool_maxsize + 1);
-	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS,
-	    (long)(up->pool_connections > 0 ? up->pool_connections : 1));
+	upstream_track_idle(up);
 	return up;
 }
 
@@ -283,6 +296,7 @@ upstream_submit(struct upstream *up, struct proxy_req *req)
 {
 	if (up->in_flight < up->pool_maxsize && up->queued == 0) {
 		up->in_flight++;
+		upstream_track_idle(up);
 		proxy_req_begin_transfer(req);
 		return 0;
 	}
@@ -290,6 +304,7 @@ upstream_submit(struct upstream *up, struct proxy_req *req)
 		return -1;
 	TAILQ_INSERT_TAIL(&up->queue, req, queue_entry);
 	up->queued++;
+	req->in_queue = 1;
 	req->state = PROXY_QUEUED;
 	return 0;
 }
@@ -299,6 +314,7 @@ upstream_dequeue(struct upstream *up, struct proxy_req *req)
 {
 	TAILQ_REMOVE(&up->queue, req, queue_entry);
 	up->queued--;
+	req->in_queue = 0;
 }
 
 static void
@@ -310,6 +326,7 @@ upstream_start_next(struct upstream *up)
 	    (req = TAILQ_FIRST(&up->queue)) != NULL) {
 		upstream_dequeue(up, req);
 		up->in_flight++;
+		upstream_track_idle(up);
 		proxy_req_begin_transfer(req);
 	}
 }
@@ -384,6 +401,7 @@ upstream_handle_release(struct up_handle *h)
 	if (h->holds_slot) {
 		h->holds_slot = 0;
 		up->in_flight--;
+		upstream_track_idle(up);
 		upstream_start_next(up);
 	}
 }
