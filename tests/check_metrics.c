@@ -2713,17 +2713,6 @@ END_TEST
 
 /* ---- the suite -------------------------------------------------------- */
 
-static TCase *
-test_tcase(Suite *s, const char *name, double timeout)
-{
-	TCase *tc;
-
-	tc = tcase_create(name);
-	tcase_add_checked_fixture(tc, harness_setup, harness_teardown);
-	tcase_set_timeout(tc, timeout);
-	suite_add_tcase(s, tc);
-	return tc;
-}
 
 static Suite *
 metrics_suite(void)
@@ -2733,21 +2722,21 @@ metrics_suite(void)
 
 	s = suite_create("metrics");
 
-	tc = test_tcase(s, "parser", 10);
+	tc = harness_tcase(s, "parser", 10);
 	tcase_add_test(tc, test_parser_strict);
 	tcase_add_loop_test(tc, test_parser_rejects, 0, N_PROM_BAD);
 
-	tc = test_tcase(s, "exposition", 60);
+	tc = harness_tcase(s, "exposition", 60);
 	tcase_add_test(tc, test_exposition_after_mixed_traffic);
 	tcase_add_test(tc, test_naive_requests_one_connection);
 	tcase_add_test(tc, test_route_labels_bounded);
 
-	tc = test_tcase(s, "retries", 60);
+	tc = harness_tcase(s, "retries", 60);
 	tcase_add_test(tc, test_retry_status);
 	tcase_add_test(tc, test_retry_connect_failed);
 	tcase_add_test(tc, test_retry_connection_reset);
 
-	tc = test_tcase(s, "cancel", 60);
+	tc = harness_tcase(s, "cancel", 60);
 	tcase_add_test(tc, test_cancel_waiting_headers);
 	tcase_add_test(tc, test_cancel_streaming);
 	tcase_add_test(tc, test_cancel_queued);
@@ -2755,17 +2744,17 @@ metrics_suite(void)
 	tcase_add_test(tc, test_mid_stream_failure_counted);
 	tcase_add_test(tc, test_rejected_requests_counted);
 
-	tc = test_tcase(s, "tokens", 60);
+	tc = harness_tcase(s, "tokens", 60);
 	tcase_add_test(tc, test_tokens_counted);
 	tcase_add_test(tc, test_tokens_huge_final_line);
 	tcase_add_test(tc, test_tokens_long_model_name);
 
-	tc = test_tcase(s, "figures", 60);
+	tc = harness_tcase(s, "figures", 60);
 	tcase_add_test(tc, test_queue_depth_and_wait);
 	tcase_add_test(tc, test_bytes_exact);
 	tcase_add_test(tc, test_stats_matches_metrics);
 
-	tc = test_tcase(s, "health", 60);
+	tc = harness_tcase(s, "health", 60);
 	tcase_add_test(tc, test_health);
 	tcase_add_test(tc, test_health_upstream_error);
 	tcase_add_test(tc, test_health_pool_saturated);
@@ -2777,12 +2766,5 @@ metrics_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
-	sr = srunner_create(metrics_suite());
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return harness_main(metrics_suite());
 }

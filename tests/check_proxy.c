@@ -43,50 +43,9 @@
 
 /* ---- helpers local to these tests -------------------------------------- */
 
-/* Deterministic bytes, different in every position that matters. */
-static void
-test_fill(char *buf, size_t len, uint32_t seed)
-{
-	uint32_t x = seed * 2654435761u + 1;
-	size_t i;
 
-	for (i = 0; i < len; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		buf[i] = (char)(x >> 24);
-	}
-}
 
-static cJSON *
-test_json(const struct http_resp *r, const char *what)
-{
-	cJSON *j;
 
-	j = http_json(r);
-	H_ASSERT(j != NULL, "%s: body is not JSON: %.300s", what,
-	    r->body.data ? r->body.data : "");
-	return j;
-}
-
-static const char *
-test_jstr(const cJSON *j, const char *key)
-{
-	const cJSON *v;
-
-	v = cJSON_GetObjectItemCaseSensitive(j, key);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double
-test_jnum(const cJSON *j, const char *key)
-{
-	const cJSON *v;
-
-	v = cJSON_GetObjectItemCaseSensitive(j, key);
-	H_ASSERT(cJSON_IsNumber(v), "no number \"%s\"", key);
-	return v->valuedouble;
-}
 
 /* Checks the shape of an error the proxy made itself. */
 static void
@@ -107,8 +66,8 @@ test_assert_proxy_error(const struct http_resp *r, long status,
 	    strlen(PROXY_ERROR_PREFIX)) == 0,
 	    "%s: body does not start with %s: %.300s", what,
 	    PROXY_ERROR_PREFIX, r->body.data);
-	j = test_json(r, what);
-	msg = test_jstr(j, "error");
+	j = harness_json(r, what);
+	msg = harness_jstr(j, "error");
 	H_ASSERT(msg != NULL && strlen(msg) > strlen("ollama-pool: "),
 	    "%s: error message is empty", what);
 	cJSON_Delete(j);
@@ -355,7 +314,7 @@ START_TEST(test_byte_for_byte)
 	if (c->blob) {
 		blob = malloc(BLOB_BODY_LEN);
 		H_CHECK(blob != NULL);
-		test_fill(blob, BLOB_BODY_LEN, 7);
+		harness_fill(blob, BLOB_BODY_LEN, 7);
 		if (c->blob == 1)
 			harness_sha256_hex(blob, BLOB_BODY_LEN, digest);
 		else
@@ -459,7 +418,7 @@ START_TEST(test_blob_known_early_answer)
 	ref = fake_start("ref", NULL, NULL);
 	body = malloc(total);
 	H_CHECK(body != NULL);
-	test_fill(body, total, 3);
+	harness_fill(body, total, 3);
 
 	memset(&req, 0, sizeof req);
 	req.method = "POST";
@@ -537,7 +496,7 @@ test_echo_raw(int port, const char *request, struct http_resp *r)
 	test_raw_exchange(port, request, strlen(request), 0, r);
 	H_ASSERT(r->status == 200, "echo answered %ld: %.300s", r->status,
 	    r->body.data);
-	return test_json(r, "echo");
+	return harness_json(r, "echo");
 }
 
 START_TEST(test_forward_methods)
@@ -600,18 +559,18 @@ START_TEST(test_forward_methods)
 			http_resp_free(&r);
 			continue;
 		}
-		j = test_json(&r, methods[i]);
-		H_ASSERT_STR_EQ(test_jstr(j, "method"), methods[i]);
-		H_ASSERT_STR_EQ(test_jstr(j, "target"),
+		j = harness_json(&r, methods[i]);
+		H_ASSERT_STR_EQ(harness_jstr(j, "method"), methods[i]);
+		H_ASSERT_STR_EQ(harness_jstr(j, "target"),
 		    harness_strf("/_fake/echo/%s?m=%s", methods[i],
 		    methods[i]));
 		if (req.has_body) {
 			harness_sha256_hex(body, strlen(body), hex);
-			H_ASSERT_INT_EQ(test_jnum(j, "body_bytes"),
+			H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"),
 			    strlen(body));
-			H_ASSERT_STR_EQ(test_jstr(j, "body_sha256"), hex);
+			H_ASSERT_STR_EQ(harness_jstr(j, "body_sha256"), hex);
 		} else {
-			H_ASSERT_INT_EQ(test_jnum(j, "body_bytes"), 0);
+			H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), 0);
 		}
 		cJSON_Delete(j);
 		http_resp_free(&r);
@@ -637,8 +596,8 @@ START_TEST(test_forward_target_bytes)
 		j = test_echo_raw(env.daemon->port, harness_strf("GET %s "
 		    "HTTP/1.1\r\nHost: client.invalid\r\n\r\n", targets[i]),
 		    &r);
-		H_ASSERT_STR_EQ(test_jstr(j, "target"), targets[i]);
-		H_ASSERT_STR_EQ(test_jstr(j, "method"), "GET");
+		H_ASSERT_STR_EQ(harness_jstr(j, "target"), targets[i]);
+		H_ASSERT_STR_EQ(harness_jstr(j, "method"), "GET");
 		cJSON_Delete(j);
 		http_resp_free(&r);
 	}
@@ -736,7 +695,7 @@ START_TEST(test_forward_headers)
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) == 0,
 	    "Connection: close request: %s", r.error);
 	H_ASSERT_INT_EQ(r.status, 200);
-	j = test_json(&r, "Connection: close echo");
+	j = harness_json(&r, "Connection: close echo");
 	test_echo_headers(j, &h);
 	got = test_hdrs_format(&h);
 	H_ASSERT(test_hdrs_count(&h, "X-Hop") == 0 &&
@@ -788,9 +747,9 @@ START_TEST(test_forward_bodies)
 	test_echo_headers(j, &h);
 	got = test_hdrs_format(&h);
 	harness_sha256_hex("hello world", 11, hex);
-	H_ASSERT_STR_EQ(test_jstr(j, "method"), "PUT");
-	H_ASSERT_INT_EQ(test_jnum(j, "body_bytes"), 11);
-	H_ASSERT_STR_EQ(test_jstr(j, "body_sha256"), hex);
+	H_ASSERT_STR_EQ(harness_jstr(j, "method"), "PUT");
+	H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), 11);
+	H_ASSERT_STR_EQ(harness_jstr(j, "body_sha256"), hex);
 	H_ASSERT(!cJSON_IsTrue(cJSON_GetObjectItem(j, "chunked")) &&
 	    test_hdrs_count(&h, "Content-Length") == 1 &&
 	    strcmp(test_hdrs_get(&h, "Content-Length"), "11") == 0,
@@ -808,7 +767,7 @@ START_TEST(test_forward_bodies)
 	 * trailer the proxy must not trip over. */
 	big = malloc(bigsz);
 	H_CHECK(big != NULL);
-	test_fill(big, bigsz, 11);
+	harness_fill(big, bigsz, 11);
 	harness_sha256_hex(big, bigsz, hex);
 	harness_buf_addf(&req, "POST /_fake/echo/chunked HTTP/1.1\r\n"
 	    "Host: client.invalid\r\ntransfer-encoding: chunked\r\n"
@@ -824,11 +783,11 @@ START_TEST(test_forward_bodies)
 	harness_buf_addf(&req, "0\r\nX-Trailer: t\r\n\r\n");
 	test_raw_exchange(env.daemon->port, req.data, req.len, 0, &r);
 	H_ASSERT_INT_EQ(r.status, 200);
-	j = test_json(&r, "chunked echo");
+	j = harness_json(&r, "chunked echo");
 	test_echo_headers(j, &h);
 	got = test_hdrs_format(&h);
-	H_ASSERT_INT_EQ(test_jnum(j, "body_bytes"), bigsz);
-	H_ASSERT_STR_EQ(test_jstr(j, "body_sha256"), hex);
+	H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), bigsz);
+	H_ASSERT_STR_EQ(harness_jstr(j, "body_sha256"), hex);
 	H_ASSERT(test_hdrs_count(&h, "Content-Length") +
 	    test_hdrs_count(&h, "Transfer-Encoding") == 1,
 	    "the body must be framed once: %s", got);
@@ -884,9 +843,9 @@ START_TEST(test_pipelining)
 	H_ASSERT(http_conn_read_response(&c, 0, 20000, &r2) == 0,
 	    "second response: %s", r2.error);
 	H_ASSERT_INT_EQ(r2.status, 200);
-	j = test_json(&r2, "second response");
-	H_ASSERT_STR_EQ(test_jstr(j, "target"), "/_fake/echo/second");
-	H_ASSERT_INT_EQ(test_jnum(j, "body_bytes"), 5);
+	j = harness_json(&r2, "second response");
+	H_ASSERT_STR_EQ(harness_jstr(j, "target"), "/_fake/echo/second");
+	H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), 5);
 	cJSON_Delete(j);
 	H_ASSERT(http_conn_read_response(&c, 0, 20000, &r3) == 0,
 	    "third response: %s", r3.error);
@@ -1227,7 +1186,7 @@ START_TEST(test_upstream_unreachable)
 	http_get(harness_daemon_url(d, "/ollama-pool/health"), &r);
 	H_ASSERT(r.ok && r.status == 503, "health: %ld %s", r.status,
 	    r.error);
-	j = test_json(&r, "health");
+	j = harness_json(&r, "health");
 	H_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "upstream_ok")),
 	    "upstream_ok must be false with nothing listening: %s",
 	    r.body.data);
@@ -1250,7 +1209,7 @@ START_TEST(test_health)
 	http_get(harness_daemon_url(env.daemon, "/ollama-pool/health"), &r);
 	H_ASSERT(r.ok && r.status == 200, "health: %ld %s %s", r.status,
 	    r.error, r.body.data);
-	j = test_json(&r, "health");
+	j = harness_json(&r, "health");
 	H_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "upstream_ok")),
 	    "upstream_ok must be true with the fake up: %s", r.body.data);
 	cJSON_Delete(j);
@@ -1280,7 +1239,7 @@ START_TEST(test_health)
 	http_get(harness_daemon_url(env.daemon, "/ollama-pool/health"), &r);
 	H_ASSERT(r.ok && r.status == 503, "health, upstream down: %ld %s",
 	    r.status, r.error);
-	j = test_json(&r, "health, upstream down");
+	j = harness_json(&r, "health, upstream down");
 	H_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "upstream_ok")),
 	    "upstream_ok must be false once the upstream is gone: %s",
 	    r.body.data);
@@ -1337,7 +1296,7 @@ START_TEST(test_upload_2gib_bounded_memory)
 	H_BEGIN();
 	g = malloc(sizeof *g);
 	H_CHECK(g != NULL);
-	test_fill(g->block, sizeof g->block, 2);
+	harness_fill(g->block, sizeof g->block, 2);
 	g->total = (uint64_t)2 << 30;
 
 	/* The digest goes in the URL, so hash the stream once first. */
@@ -1712,17 +1671,6 @@ END_TEST
 
 /* ---- the suite -------------------------------------------------------- */
 
-static TCase *
-test_tcase(Suite *s, const char *name, double timeout)
-{
-	TCase *tc;
-
-	tc = tcase_create(name);
-	tcase_add_checked_fixture(tc, harness_setup, harness_teardown);
-	tcase_set_timeout(tc, timeout);
-	suite_add_tcase(s, tc);
-	return tc;
-}
 
 static Suite *
 proxy_suite(void)
@@ -1732,44 +1680,44 @@ proxy_suite(void)
 
 	s = suite_create("proxy");
 
-	tc = test_tcase(s, "api", 60);
+	tc = harness_tcase(s, "api", 60);
 	tcase_add_loop_test(tc, test_byte_for_byte, 0, N_BFB);
 	tcase_add_loop_test(tc, test_blob_known_early_answer, 0, 2);
 
-	tc = test_tcase(s, "forwarding", 60);
+	tc = harness_tcase(s, "forwarding", 60);
 	tcase_add_test(tc, test_forward_methods);
 	tcase_add_test(tc, test_forward_target_bytes);
 	tcase_add_test(tc, test_forward_headers);
 	tcase_add_test(tc, test_forward_bodies);
 
-	tc = test_tcase(s, "client", 60);
+	tc = harness_tcase(s, "client", 60);
 	tcase_add_test(tc, test_pipelining);
 	tcase_add_test(tc, test_http10);
 	tcase_add_test(tc, test_malformed_request);
 
-	tc = test_tcase(s, "streaming", 60);
+	tc = harness_tcase(s, "streaming", 60);
 	tcase_add_test(tc, test_streaming_not_batched);
 	tcase_add_test(tc, test_streaming_sse_not_batched);
 
-	tc = test_tcase(s, "pool", 120);
+	tc = harness_tcase(s, "pool", 120);
 	tcase_add_test(tc, test_pool_sequential);
 	tcase_add_test(tc, test_pool_concurrent_maxsize);
 	tcase_add_test(tc, test_queue_full);
 
-	tc = test_tcase(s, "errors", 60);
+	tc = harness_tcase(s, "errors", 60);
 	tcase_add_test(tc, test_upstream_unreachable);
 	tcase_add_test(tc, test_health);
 
-	tc = test_tcase(s, "cli", 30);
+	tc = harness_tcase(s, "cli", 30);
 	tcase_add_test(tc, test_cli_check_config);
 	tcase_add_test(tc, test_cli_bad_config);
 	tcase_add_test(tc, test_cli_version);
 	tcase_add_test(tc, test_cli_upstream_is_listen);
 
-	tc = test_tcase(s, "tls", 60);
+	tc = harness_tcase(s, "tls", 60);
 	tcase_add_test(tc, test_tls_upstream);
 
-	tc = test_tcase(s, "big", 300);
+	tc = harness_tcase(s, "big", 300);
 	tcase_add_test(tc, test_upload_2gib_bounded_memory);
 
 	return s;
@@ -1778,12 +1726,5 @@ proxy_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
-	sr = srunner_create(proxy_suite());
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return harness_main(proxy_suite());
 }

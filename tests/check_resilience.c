@@ -78,50 +78,9 @@ test_pause_ms(int ms)
 	poll(NULL, 0, ms);
 }
 
-/* Deterministic bytes, different in every position that matters. */
-static void
-test_fill(char *buf, size_t len, uint32_t seed)
-{
-	uint32_t x = seed * 2654435761u + 1;
-	size_t i;
 
-	for (i = 0; i < len; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		buf[i] = (char)(x >> 24);
-	}
-}
 
-static cJSON *
-test_json(const struct http_resp *r, const char *what)
-{
-	cJSON *j;
 
-	j = http_json(r);
-	H_ASSERT(j != NULL, "%s: body is not JSON: %.300s", what,
-	    r->body.data ? r->body.data : "");
-	return j;
-}
-
-static const char *
-test_jstr(const cJSON *j, const char *key)
-{
-	const cJSON *v;
-
-	v = cJSON_GetObjectItemCaseSensitive(j, key);
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double
-test_jnum(const cJSON *j, const char *key)
-{
-	const cJSON *v;
-
-	v = cJSON_GetObjectItemCaseSensitive(j, key);
-	H_ASSERT(cJSON_IsNumber(v), "no number \"%s\"", key);
-	return v->valuedouble;
-}
 
 /* A counter of the fake's, or one inside an object of its stats
  * (client_gone_phase.streaming). */
@@ -215,10 +174,10 @@ test_assert_native_error(const struct http_resp *r, long status,
 	H_ASSERT(ct != NULL && strncasecmp(ct, "application/json", 16) == 0,
 	    "%s: Content-Type %s, want application/json", what,
 	    ct ? ct : "none");
-	j = test_json(r, what);
+	j = harness_json(r, what);
 	H_ASSERT(cJSON_IsObject(j) && cJSON_GetArraySize(j) == 1,
 	    "%s: want an object with only \"error\": %s", what, r->body.data);
-	msg = test_jstr(j, "error");
+	msg = harness_jstr(j, "error");
 	H_ASSERT(msg != NULL && strncmp(msg, PROXY_PREFIX,
 	    strlen(PROXY_PREFIX)) == 0 && strlen(msg) > strlen(PROXY_PREFIX),
 	    "%s: \"error\" must be a string starting \"%s\": %s", what,
@@ -246,13 +205,13 @@ test_assert_openai_error(const struct http_resp *r, long status,
 	H_ASSERT(ct != NULL && strncasecmp(ct, "application/json", 16) == 0,
 	    "%s: Content-Type %s, want application/json", what,
 	    ct ? ct : "none");
-	j = test_json(r, what);
+	j = harness_json(r, what);
 	e = cJSON_GetObjectItemCaseSensitive(j, "error");
 	H_ASSERT(cJSON_IsObject(j) && cJSON_GetArraySize(j) == 1 &&
 	    cJSON_IsObject(e) && cJSON_GetArraySize(e) == 4,
 	    "%s: want {\"error\":{message,type,param,code}}: %s", what,
 	    r->body.data);
-	msg = test_jstr(e, "message");
+	msg = harness_jstr(e, "message");
 	H_ASSERT(msg != NULL && strncmp(msg, PROXY_PREFIX,
 	    strlen(PROXY_PREFIX)) == 0 && strlen(msg) > strlen(PROXY_PREFIX),
 	    "%s: error.message must start \"%s\": %s", what, PROXY_PREFIX,
@@ -260,8 +219,8 @@ test_assert_openai_error(const struct http_resp *r, long status,
 	if (upstream != NULL)
 		H_ASSERT(strstr(msg, upstream) != NULL, "%s: the message does "
 		    "not name the upstream %s: %s", what, upstream, msg);
-	H_ASSERT(test_jstr(e, "type") != NULL &&
-	    strcmp(test_jstr(e, "type"), type) == 0,
+	H_ASSERT(harness_jstr(e, "type") != NULL &&
+	    strcmp(harness_jstr(e, "type"), type) == 0,
 	    "%s: error.type must be \"%s\": %s", what, type, r->body.data);
 	H_ASSERT(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(e, "param")) &&
 	    cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(e, "code")),
@@ -852,7 +811,7 @@ START_TEST(test_retry_body_replayed)
 	harness_up(&env, "[retry]\nbackoff_factor = 0.01\n");
 	body = malloc(len);
 	H_CHECK(body != NULL);
-	test_fill(body, len, 5);
+	harness_fill(body, len, 5);
 	harness_sha256_hex(body, len, hex);
 
 	for (chunked = 0; chunked < 2; chunked++) {
@@ -879,13 +838,13 @@ START_TEST(test_retry_body_replayed)
 		H_ASSERT(r.ok && r.status == 200, "%s body after a 503: %ld %s "
 		    "%.300s", chunked ? "chunked" : "Content-Length",
 		    r.status, r.error, r.body.data);
-		j = test_json(&r, "echo");
-		H_ASSERT((size_t)test_jnum(j, "body_bytes") == len,
+		j = harness_json(&r, "echo");
+		H_ASSERT((size_t)harness_jnum(j, "body_bytes") == len,
 		    "%s body: the retry carried %.0f bytes of %zu",
 		    chunked ? "chunked" : "Content-Length",
-		    test_jnum(j, "body_bytes"), len);
-		H_ASSERT(test_jstr(j, "body_sha256") != NULL &&
-		    strcmp(test_jstr(j, "body_sha256"), hex) == 0,
+		    harness_jnum(j, "body_bytes"), len);
+		H_ASSERT(harness_jstr(j, "body_sha256") != NULL &&
+		    strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
 		    "%s body: the retry carried other bytes than were sent",
 		    chunked ? "chunked" : "Content-Length");
 		H_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "chunked")) ==
@@ -921,7 +880,7 @@ START_TEST(test_retry_body_too_big)
 	    "retry_body_max = 64k\n");
 	body = malloc(len);
 	H_CHECK(body != NULL);
-	test_fill(body, len, 9);
+	harness_fill(body, len, 9);
 
 	for (chunked = 1; chunked >= 0; chunked--) {
 		fake_reset(env.fake);
@@ -1548,7 +1507,7 @@ START_TEST(test_backpressure_slow_upstream)
 	pid = env.daemon->proc.pid;
 	body = malloc(len);
 	H_CHECK(body != NULL);
-	test_fill(body, len, 13);
+	harness_fill(body, len, 13);
 	harness_sha256_hex(body, len, hex);
 	/* The daemon's own working set first: one request through it. */
 	test_assert_healthy(env.daemon, "startup");
@@ -1570,10 +1529,10 @@ START_TEST(test_backpressure_slow_upstream)
 	el = r.t_end - r.t_start;
 	H_ASSERT(r.ok && r.status == 200, "20 MiB upload to a slow upstream: "
 	    "%ld %s %.300s", r.status, r.error, r.body.data);
-	j = test_json(&r, "echo");
-	H_ASSERT((size_t)test_jnum(j, "body_bytes") == len &&
-	    test_jstr(j, "body_sha256") != NULL &&
-	    strcmp(test_jstr(j, "body_sha256"), hex) == 0,
+	j = harness_json(&r, "echo");
+	H_ASSERT((size_t)harness_jnum(j, "body_bytes") == len &&
+	    harness_jstr(j, "body_sha256") != NULL &&
+	    strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
 	    "the upload arrived damaged: %.300s", r.body.data);
 	cJSON_Delete(j);
 	/* Else the fault did not apply and nothing was slow. */
@@ -1972,17 +1931,6 @@ END_TEST
 
 /* ---- the suite -------------------------------------------------------- */
 
-static TCase *
-test_tcase(Suite *s, const char *name, double timeout)
-{
-	TCase *tc;
-
-	tc = tcase_create(name);
-	tcase_add_checked_fixture(tc, harness_setup, harness_teardown);
-	tcase_set_timeout(tc, timeout);
-	suite_add_tcase(s, tc);
-	return tc;
-}
 
 static Suite *
 resilience_suite(void)
@@ -1992,7 +1940,7 @@ resilience_suite(void)
 
 	s = suite_create("resilience");
 
-	tc = test_tcase(s, "retry", 60);
+	tc = harness_tcase(s, "retry", 60);
 	tcase_add_test(tc, test_retry_count_and_delays);
 	tcase_add_test(tc, test_retry_backoff_is_a_timer);
 	tcase_add_test(tc, test_retry_all_attempts_fail);
@@ -2006,7 +1954,7 @@ resilience_suite(void)
 	tcase_add_test(tc, test_retry_body_replayed);
 	tcase_add_test(tc, test_retry_body_too_big);
 
-	tc = test_tcase(s, "cancel", 60);
+	tc = harness_tcase(s, "cancel", 60);
 	tcase_add_test(tc, test_cancel_queued);
 	tcase_add_test(tc, test_cancel_headers_wait);
 	tcase_add_test(tc, test_cancel_backoff);
@@ -2014,23 +1962,23 @@ resilience_suite(void)
 	tcase_add_test(tc, test_cancel_half_close);
 	tcase_add_loop_test(tc, test_cancel_not_reading, 0, 2);
 
-	tc = test_tcase(s, "backpressure", 120);
+	tc = harness_tcase(s, "backpressure", 120);
 	tcase_add_test(tc, test_backpressure_slow_reader);
 	tcase_add_test(tc, test_backpressure_slow_upstream);
 
-	tc = test_tcase(s, "timeouts", 60);
+	tc = harness_tcase(s, "timeouts", 60);
 	tcase_add_test(tc, test_timeout_first_byte);
 	tcase_add_test(tc, test_timeout_stream_idle);
 	tcase_add_test(tc, test_timeout_connect);
 	tcase_add_test(tc, test_timeout_header);
 	tcase_add_test(tc, test_timeout_idle);
 
-	tc = test_tcase(s, "truncation", 60);
+	tc = harness_tcase(s, "truncation", 60);
 	tcase_add_test(tc, test_truncated_chunked);
 	tcase_add_test(tc, test_truncated_content_length);
 	tcase_add_test(tc, test_truncated_head);
 
-	tc = test_tcase(s, "errors", 60);
+	tc = harness_tcase(s, "errors", 60);
 	tcase_add_test(tc, test_error_shapes);
 
 	return s;
@@ -2039,12 +1987,5 @@ resilience_suite(void)
 int
 main(void)
 {
-	SRunner *sr;
-	int failed;
-
-	sr = srunner_create(resilience_suite());
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return harness_main(resilience_suite());
 }

@@ -2050,3 +2050,74 @@ harness_sha256_hex(const void *p, size_t n, char hex[65])
 	harness_sha256_update(h, p, n);
 	harness_sha256_final(h, hex);
 }
+
+/* ---- shared by the suites ----------------------------------------------- */
+
+void
+harness_fill(char *buf, size_t len, uint32_t seed)
+{
+	uint32_t x = seed * 2654435761u + 1;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		buf[i] = (char)(x >> 24);
+	}
+}
+
+cJSON *
+harness_json(const struct http_resp *r, const char *what)
+{
+	cJSON *j;
+
+	j = http_json(r);
+	H_ASSERT(j != NULL, "%s: body is not JSON: %.300s", what,
+	    r->body.data ? r->body.data : "");
+	return j;
+}
+
+const char *
+harness_jstr(const cJSON *j, const char *key)
+{
+	const cJSON *v;
+
+	v = cJSON_GetObjectItemCaseSensitive(j, key);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+double
+harness_jnum(const cJSON *j, const char *key)
+{
+	const cJSON *v;
+
+	v = cJSON_GetObjectItemCaseSensitive(j, key);
+	H_ASSERT(cJSON_IsNumber(v), "no number \"%s\"", key);
+	return v->valuedouble;
+}
+
+TCase *
+harness_tcase(Suite *s, const char *name, double timeout)
+{
+	TCase *tc;
+
+	tc = tcase_create(name);
+	tcase_add_checked_fixture(tc, harness_setup, harness_teardown);
+	tcase_set_timeout(tc, timeout);
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
+int
+harness_main(Suite *suite)
+{
+	SRunner *sr;
+	int failed;
+
+	sr = srunner_create(suite);
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
