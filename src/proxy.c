@@ -65,6 +65,20 @@ proxy_target_path(const char *target, size_t len)
 	return out;
 }
 
+/*
+ * How much request body is kept for sending again.  With retries off, only
+ * what max_buffer holds anyway: enough for curl to resend a small request
+ * when a pooled connection turns out closed, no memory beyond that.
+ */
+static size_t
+proxy_replay_max(void)
+{
+	if (rt.cfg->retries > 0)
+		return rt.cfg->retry_body_max;
+	return rt.cfg->retry_body_max < rt.cfg->max_buffer ?
+	    rt.cfg->retry_body_max : rt.cfg->max_buffer;
+}
+
 struct proxy_req *
 proxy_req_new(struct client_conn *cc, struct http_head *h)
 {
@@ -94,7 +108,7 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 	/* A body too big to keep cannot be replayed: send it on as it
 	 * comes. */
 	req->replayable = !h->has_content_length ||
-	    h->content_length <= rt.cfg->retry_body_max;
+	    h->content_length <= proxy_replay_max();
 	req->t_start_us = now_us();
 	return req;
 }
@@ -685,7 +699,7 @@ proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 		evbuffer_ptr_set(req->body, &pos, req->body_off, EVBUFFER_PTR_SET);
 		evbuffer_copyout_from(req->body, &pos, buf, n);
 		req->body_off += n;
-		if (evbuffer_get_length(req->body) > rt.cfg->retry_body_max) {
+		if (evbuffer_get_length(req->body) > proxy_replay_max()) {
 			evbuffer_drain(req->body, req->body_off);
 			req->body_off = 0;
 			req->replayable = 0;
