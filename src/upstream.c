@@ -133,6 +133,13 @@ upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 		evtimer_del(up->timer_ev);
 		return 0;
 	}
+	if (timeout_ms == 0) {
+		/* "Now": run in this loop iteration, not after another
+		 * epoll_wait, so a new transfer's request goes out at once. */
+		evtimer_del(up->timer_ev);
+		event_active(up->timer_ev, EV_TIMEOUT, 0);
+		return 0;
+	}
 	tv.tv_sec = timeout_ms / 1000;
 	tv.tv_usec = (timeout_ms % 1000) * 1000;
 	evtimer_add(up->timer_ev, &tv);

@@ -1,0 +1,891 @@
+/*
+ * benchtool: the measuring clients (and one stream source) of the
+ * ollama-pool benchmarks.  Plain sockets, no libevent, so that what it
+ * measures is the server under test, not a client library.
+ *
+ *   benchtool tsource -p PORT [-n LINES] [-i USEC]
+ *	A stand-in Ollama that answers every request with a generate
+ *	stream of LINES NDJSON lines, USEC apart (clock_nanosleep on an
+ *	absolute schedule), each written as one chunk with its send time
+ *	(CLOCK_MONOTONIC, ns) in a "t" field.  One thread per connection.
+ *   benchtool stream -c HOST:PORT [-n LINES] [-i MS] [-o FILE]
+ *	Sends one streaming /api/generate (num_predict LINES-1, so LINES
+ *	lines, fake_interval_ms MS; the fake Ollama honours both, tsource
+ *	ignores them), timestamps every line on arrival and prints one
+ *	line of key=value: lines, reads, reads with more than one line,
+ *	the most lines in one read, inter-arrival gaps, and when the lines
+ *	carry "t", each line's delay (arrival - send) p50/p90/p99/max in us.
+ *	-o writes each line's arrival and delay (ns) to FILE.
+ *   benchtool idle -c HOST:PORT -n CONNS [-p PATH] [-w SECONDS]
+ *	Opens CONNS keep-alive connections, does one GET PATH on each,
+ *	prints "ready ok=N failed=M", then holds them open for SECONDS
+ *	(default 600) or until killed.
+ *   benchtool streams -c HOST:PORT -n CONNS [-l LINES] [-i MS]
+ *	CONNS concurrent streaming generates; prints how many completed
+ *	(status 200, terminating chunk, a last line with "done":true), the
+ *	most in flight at once, and the wall time.
+ *   benchtool digest -s SIZE
+ *	The sha256 of the SIZE-byte upload body (a fixed pseudo-random MiB
+ *	repeated).
+ *   benchtool upload -c HOST:PORT -s SIZE -d HEX
+ *	POSTs that body chunked (1 MiB chunks, no Content-Length, as the
+ *	Ollama CLI does) to /api/blobs/sha256:HEX; prints the status, bytes,
+ *	seconds and MiB/s.
+ *
+ * SIZE takes k, m, g suffixes (powers of 1024).
+ */
+#define _GNU_SOURCE
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#define BLOCK (1024 * 1024)
+
+static void
+die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("benchtool: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(2);
+}
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static long long
+parse_size(const char *s)
+{
+	char *end;
+	long long v = strtoll(s, &end, 10);
+
+	switch (*end) {
+	case 'g': case 'G': v <<= 10; /* FALLTHROUGH */
+	case 'm': case 'M': v <<= 10; /* FALLTHROUGH */
+	case 'k': case 'K': v <<= 10; break;
+	case '\0': break;
+	default: die("bad size %s", s);
+	}
+	return v;
+}
+
+static struct sockaddr_in target;
+static char target_host[64];
+
+static void
+parse_target(const char *hp)
+{
+	const char *colon = strrchr(hp, ':');
+
+	if (colon == NULL || (size_t)(colon - hp) >= sizeof target_host)
+		die("want HOST:PORT, got %s", hp);
+	memcpy(target_host, hp, (size_t)(colon - hp));
+	target_host[colon - hp] = '\0';
+	memset(&target, 0, sizeof target);
+	target.sin_family = AF_INET;
+	target.sin_port = htons((uint16_t)atoi(colon + 1));
+	if (inet_pton(AF_INET, target_host, &target.sin_addr) != 1)
+		die("want an IPv4 address, got %s", target_host);
+	snprintf(target_host, sizeof target_host, "%s", hp);
+}
+
+static int
+connect_target(int nonblock)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0),
+	    0), one = 1;
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (connect(fd, (struct sockaddr *)&target, sizeof target) < 0 &&
+	    errno != EINPROGRESS) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int
+write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(fd, c, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* --- an incremental HTTP/1.1 response parser ------------------------- */
+
+enum rstate { R_HEAD, R_CL, R_CSIZE, R_CDATA, R_CCRLF, R_TRAILER, R_DONE };
+
+struct resp {
+	enum rstate st;
+	char head[8192];
+	size_t headlen;
+	int status;
+	long long left;		/* Content-Length or chunk bytes left */
+	int chunked;
+	char line[64];		/* chunk-size line being read */
+	size_t linelen;
+	void (*body)(struct resp *, const char *, size_t);
+	void *arg;
+};
+
+static void
+resp_init(struct resp *r, void (*body)(struct resp *, const char *, size_t),
+    void *arg)
+{
+	memset(r, 0, sizeof *r);
+	r->body = body;
+	r->arg = arg;
+}
+
+static int
+resp_head_done(struct resp *r)
+{
+	char *p, *e;
+
+	r->head[r->headlen] = '\0';
+	if (sscanf(r->head, "HTTP/1.%*d %d", &r->status) != 1)
+		return -1;
+	r->left = -1;
+	for (p = strstr(r->head, "\r\n"); p != NULL && p[2] != '\r';
+	    p = strstr(p + 2, "\r\n")) {
+		if (strncasecmp(p + 2, "content-length:", 15) == 0)
+			r->left = strtoll(p + 17, NULL, 10);
+		else if (strncasecmp(p + 2, "transfer-encoding:", 18) == 0) {
+			e = strstr(p + 2, "\r\n");
+			if (e != NULL && memmem(p + 2, (size_t)(e - p - 2),
+			    "chunked", 7) != NULL)
+				r->chunked = 1;
+		}
+	}
+	if (r->chunked)
+		r->st = R_CSIZE;
+	else if (r->left > 0)
+		r->st = R_CL;
+	else if (r->left == 0 || r->status == 204 || r->status == 304)
+		r->st = R_DONE;
+	else
+		return -1;	/* close-delimited: not used here */
+	return 0;
+}
+
+/* Feeds bytes; returns -1 on a malformed response.  Stops at R_DONE. */
+static int
+resp_feed(struct resp *r, const char *p, size_t n)
+{
+	size_t k;
+
+	while (n > 0 && r->st != R_DONE) {
+		switch (r->st) {
+		case R_HEAD:
+			if (r->headlen + 1 >= sizeof r->head)
+				return -1;
+			r->head[r->headlen++] = *p++;
+			n--;
+			if (r->headlen >= 4 && memcmp(r->head + r->headlen - 4,
+			    "\r\n\r\n", 4) == 0 && resp_head_done(r) < 0)
+				return -1;
+			break;
+		case R_CL:
+		case R_CDATA:
+			k = n < (size_t)r->left ? n : (size_t)r->left;
+			if (r->body != NULL)
+				r->body(r, p, k);
+			p += k;
+			n -= k;
+			r->left -= (long long)k;
+			if (r->left == 0)
+				r->st = r->st == R_CL ? R_DONE : R_CCRLF;
+			break;
+		case R_CCRLF:
+			if (*p == '\n')
+				r->st = R_CSIZE;
+			p++;
+			n--;
+			break;
+		case R_CSIZE:
+		case R_TRAILER:
+			if (r->linelen + 1 >= sizeof r->line)
+				return -1;
+			r->line[r->linelen++] = *p++;
+			n--;
+			if (r->line[r->linelen - 1] != '\n')
+				break;
+			r->line[r->linelen] = '\0';
+			if (r->st == R_TRAILER) {
+				if (r->linelen <= 2)
+					r->st = R_DONE;
+			} else {
+				r->left = strtoll(r->line, NULL, 16);
+				r->st = r->left == 0 ? R_TRAILER : R_CDATA;
+			}
+			r->linelen = 0;
+			break;
+		default:
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static int64_t
+pct(const int64_t *v, size_t n, double p)
+{
+	size_t i;
+
+	if (n == 0)
+		return 0;
+	i = (size_t)(p / 100.0 * (double)n + 0.999999);
+	if (i < 1)
+		i = 1;
+	if (i > n)
+		i = n;
+	return v[i - 1];
+}
+
+/* --- tsource ----------------------------------------------------------- */
+
+static int ts_lines = 1000;
+static long ts_interval_us = 2000;
+
+static void *
+ts_conn(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[65536], line[512], out[600];
+	size_t have = 0;
+	ssize_t n;
+	int i, len, olen;
+	char *end;
+	long long cl;
+	struct timespec due;
+	int64_t start, t;
+	const char *hd = "HTTP/1.1 200 OK\r\n"
+	    "Content-Type: application/x-ndjson\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n";
+
+	for (;;) {
+		/* Read one request: head, then a Content-Length or chunked
+		 * body (ended by "0\r\n\r\n"). */
+		end = NULL;
+		while (end == NULL) {
+			n = read(fd, buf + have, sizeof buf - 1 - have);
+			if (n <= 0)
+				goto out;
+			have += (size_t)n;
+			buf[have] = '\0';
+			end = strstr(buf, "\r\n\r\n");
+			if (end == NULL && have >= sizeof buf - 1)
+				goto out;
+		}
+		end += 4;
+		cl = 0;
+		{
+			char *h = strcasestr(buf, "\r\ncontent-length:");
+
+			if (h != NULL && h < end)
+				cl = strtoll(h + 17, NULL, 10);
+			h = strcasestr(buf, "\r\ntransfer-encoding:");
+			if (h != NULL && h < end)
+				cl = -1;
+		}
+		if (cl >= 0) {
+			while ((long long)(buf + have - end) < cl) {
+				n = read(fd, buf + have, sizeof buf - 1 - have);
+				if (n <= 0)
+					goto out;
+				have += (size_t)n;
+			}
+		} else {
+			buf[have] = '\0';
+			while (memmem(end, (size_t)(buf + have - end),
+			    "0\r\n\r\n", 5) == NULL) {
+				if (have >= sizeof buf - 1)
+					goto out;
+				n = read(fd, buf + have, sizeof buf - 1 - have);
+				if (n <= 0)
+					goto out;
+				have += (size_t)n;
+			}
+		}
+		have = 0;	/* one request at a time: no pipelining */
+		if (write_all(fd, hd, strlen(hd)) < 0)
+			goto out;
+		start = now_ns();
+		for (i = 0; i < ts_lines; i++) {
+			t = start + (int64_t)i * ts_interval_us * 1000;
+			due.tv_sec = t / 1000000000;
+			due.tv_nsec = t % 1000000000;
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME,
+			    &due, NULL) == EINTR)
+				;
+			t = now_ns();
+			if (i + 1 < ts_lines)
+				len = snprintf(line, sizeof line,
+				    "{\"model\":\"llama3.2\",\"created_at\":"
+				    "\"2024-01-01T00:00:00Z\",\"response\":"
+				    "\" tok\",\"done\":false,\"t\":%lld}\n",
+				    (long long)t);
+			else
+				len = snprintf(line, sizeof line,
+				    "{\"model\":\"llama3.2\",\"created_at\":"
+				    "\"2024-01-01T00:00:00Z\",\"response\":"
+				    "\"\",\"done\":true,\"done_reason\":"
+				    "\"stop\",\"t\":%lld}\n", (long long)t);
+			olen = snprintf(out, sizeof out, "%x\r\n%s\r\n%s", len,
+			    line, i + 1 < ts_lines ? "" : "0\r\n\r\n");
+			if (write_all(fd, out, (size_t)olen) < 0)
+				goto out;
+		}
+	}
+out:
+	close(fd);
+	return NULL;
+}
+
+static int
+cmd_tsource(int argc, char **argv)
+{
+	int opt, lfd, fd, one = 1, port = 0;
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof sa;
+	pthread_t th;
+	pthread_attr_t at;
+
+	while ((opt = getopt(argc, argv, "p:n:i:")) != -1)
+		switch (opt) {
+		case 'p': port = atoi(optarg); break;
+		case 'n': ts_lines = atoi(optarg); break;
+		case 'i': ts_interval_us = atol(optarg); break;
+		default: die("tsource -p PORT [-n LINES] [-i USEC]");
+		}
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+	    listen(lfd, 1024) < 0)
+		die("tsource: bind: %s", strerror(errno));
+	getsockname(lfd, (struct sockaddr *)&sa, &sl);
+	printf("%d\n", ntohs(sa.sin_port));
+	fflush(stdout);
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&at, 256 * 1024);
+	for (;;) {
+		fd = accept(lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		if (pthread_create(&th, &at, ts_conn, (void *)(intptr_t)fd))
+			close(fd);
+	}
+	return 0;
+}
+
+/* --- stream ------------------------------------------------------------ */
+
+struct lines {
+	char cur[4096];
+	size_t curlen;
+	int64_t now;		/* time of the read being parsed */
+	int64_t *arrive, *delay;
+	size_t n, ndelay, cap;
+	int in_read;		/* lines completed by the current read */
+	int last_done;
+};
+
+static void
+lines_body(struct resp *r, const char *p, size_t n)
+{
+	struct lines *L = r->arg;
+	const char *t;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (L->curlen < sizeof L->cur - 1)
+			L->cur[L->curlen++] = p[i];
+		if (p[i] != '\n')
+			continue;
+		L->cur[L->curlen] = '\0';
+		if (L->n == L->cap) {
+			L->cap = L->cap ? 2 * L->cap : 1024;
+			L->arrive = realloc(L->arrive, L->cap * sizeof *L->arrive);
+			L->delay = realloc(L->delay, L->cap * sizeof *L->delay);
+			if (L->arrive == NULL || L->delay == NULL)
+				die("out of memory");
+		}
+		L->arrive[L->n++] = L->now;
+		t = strstr(L->cur, "\"t\":");
+		if (t != NULL)
+			L->delay[L->ndelay++] = L->now - strtoll(t + 4, NULL, 10);
+		L->last_done = strstr(L->cur, "\"done\":true") != NULL;
+		L->in_read++;
+		L->curlen = 0;
+	}
+}
+
+static int
+cmd_stream(int argc, char **argv)
+{
+	int opt, fd, nlines = 1000, ims = 2, reads = 0, multi = 0, maxper = 0;
+	char req[1024], body[256], buf[65536];
+	const char *dump = NULL;
+	FILE *fp;
+	struct resp r;
+	struct lines L;
+	ssize_t n;
+	int64_t *gap;
+	size_t i;
+
+	while ((opt = getopt(argc, argv, "c:n:i:o:")) != -1)
+		switch (opt) {
+		case 'c': parse_target(optarg); break;
+		case 'n': nlines = atoi(optarg); break;
+		case 'i': ims = atoi(optarg); break;
+		case 'o': dump = optarg; break;
+		default: die("stream -c HOST:PORT [-n LINES] [-i MS] [-o FILE]");
+		}
+	snprintf(body, sizeof body, "{\"model\":\"llama3.2\",\"prompt\":"
+	    "\"Why is the sky blue?\",\"options\":{\"num_predict\":%d},"
+	    "\"fake_interval_ms\":%d}", nlines - 1, ims);
+	snprintf(req, sizeof req, "POST /api/generate HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: benchtool\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%s", target_host, strlen(body), body);
+	memset(&L, 0, sizeof L);
+	resp_init(&r, lines_body, &L);
+	fd = connect_target(0);
+	if (fd < 0 || write_all(fd, req, strlen(req)) < 0)
+		die("stream: connect/write: %s", strerror(errno));
+	while (r.st != R_DONE) {
+		n = read(fd, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			die("stream: connection closed after %zu lines", L.n);
+		L.now = now_ns();
+		L.in_read = 0;
+		if (resp_feed(&r, buf, (size_t)n) < 0)
+			die("stream: malformed response");
+		if (L.in_read > 0) {
+			reads++;
+			if (L.in_read > 1)
+				multi++;
+			if (L.in_read > maxper)
+				maxper = L.in_read;
+		}
+	}
+	close(fd);
+	if (r.status != 200)
+		die("stream: status %d", r.status);
+	if (dump != NULL && (fp = fopen(dump, "w")) != NULL) {
+		for (i = 0; i < L.n; i++)
+			fprintf(fp, "%zu %lld %lld\n", i, (long long)L.arrive[i],
+			    i < L.ndelay ? (long long)L.delay[i] : -1LL);
+		fclose(fp);
+	}
+	gap = calloc(L.n ? L.n : 1, sizeof *gap);
+	for (i = 1; i < L.n; i++)
+		gap[i - 1] = L.arrive[i] - L.arrive[i - 1];
+	qsort(gap, L.n ? L.n - 1 : 0, sizeof *gap, cmp_i64);
+	printf("lines=%zu reads=%d multi_line_reads=%d max_lines_per_read=%d "
+	    "done=%d gap_p50_us=%.1f gap_p99_us=%.1f gap_max_us=%.1f",
+	    L.n, reads, multi, maxper, L.last_done,
+	    pct(gap, L.n - 1, 50) / 1e3, pct(gap, L.n - 1, 99) / 1e3,
+	    L.n > 1 ? gap[L.n - 2] / 1e3 : 0.0);
+	if (L.ndelay > 0) {
+		qsort(L.delay, L.ndelay, sizeof *L.delay, cmp_i64);
+		printf(" delay_p50_us=%.1f delay_p90_us=%.1f delay_p99_us=%.1f "
+		    "delay_max_us=%.1f", pct(L.delay, L.ndelay, 50) / 1e3,
+		    pct(L.delay, L.ndelay, 90) / 1e3,
+		    pct(L.delay, L.ndelay, 99) / 1e3,
+		    L.delay[L.ndelay - 1] / 1e3);
+	}
+	printf("\n");
+	return 0;
+}
+
+/* --- idle and streams: many connections on one epoll ------------------- */
+
+struct mconn {
+	int fd;
+	int state;		/* 0 connecting/sending, 1 reading, 2 done, 3 failed */
+	size_t sent;
+	struct resp r;
+	struct lines *L;
+};
+
+static const char *m_req;
+static size_t m_reqlen;
+
+static void
+streams_body(struct resp *r, const char *p, size_t n)
+{
+	lines_body(r, p, n);
+}
+
+/* Runs CONNS request/response exchanges at once, at most `ramp` connects
+ * outstanding; returns when every one finished or failed. */
+static void
+many(struct mconn *c, int conns, int ramp, int count_lines, int *ok,
+    int *failed, int *maxflight)
+{
+	int ep = epoll_create1(0), started = 0, pending = 0, i, k, flight = 0;
+	struct epoll_event ev, evs[256];
+	char buf[65536];
+	ssize_t n;
+
+	*ok = *failed = *maxflight = 0;
+	while (*ok + *failed < conns) {
+		while (started < conns && pending < ramp) {
+			struct mconn *m = &c[started];
+
+			memset(m, 0, sizeof *m);
+			if (count_lines) {
+				m->L = calloc(1, sizeof *m->L);
+				resp_init(&m->r, streams_body, m->L);
+			} else
+				resp_init(&m->r, NULL, NULL);
+			m->fd = connect_target(1);
+			started++;
+			if (m->fd < 0) {
+				m->state = 3;
+				(*failed)++;
+				continue;
+			}
+			ev.events = EPOLLOUT | EPOLLIN;
+			ev.data.ptr = m;
+			epoll_ctl(ep, EPOLL_CTL_ADD, m->fd, &ev);
+			pending++;
+		}
+		k = epoll_wait(ep, evs, 256, 10000);
+		if (k == 0)
+			die("many: no progress in 10 s (%d ok, %d failed of %d)",
+			    *ok, *failed, conns);
+		for (i = 0; i < k; i++) {
+			struct mconn *m = evs[i].data.ptr;
+
+			if (m->state == 0 && (evs[i].events & EPOLLOUT)) {
+				n = write(m->fd, m_req + m->sent,
+				    m_reqlen - m->sent);
+				if (n < 0 && errno != EAGAIN)
+					goto fail;
+				if (n > 0)
+					m->sent += (size_t)n;
+				if (m->sent == m_reqlen) {
+					m->state = 1;
+					ev.events = EPOLLIN;
+					ev.data.ptr = m;
+					epoll_ctl(ep, EPOLL_CTL_MOD, m->fd, &ev);
+				}
+				continue;
+			}
+			if (!(evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+				continue;
+			n = read(m->fd, buf, sizeof buf);
+			if (n < 0 && errno == EAGAIN)
+				continue;
+			if (n <= 0)
+				goto fail;
+			if (m->r.st == R_HEAD) {
+				resp_feed(&m->r, buf, (size_t)n);
+				if (m->r.st != R_HEAD && ++flight > *maxflight)
+					*maxflight = flight;
+			} else if (resp_feed(&m->r, buf, (size_t)n) < 0)
+				goto fail;
+			if (m->r.st == R_DONE) {
+				flight--;
+				pending--;
+				if (m->r.status == 200 &&
+				    (!count_lines || m->L->last_done)) {
+					m->state = 2;
+					(*ok)++;
+				} else {
+					m->state = 3;
+					(*failed)++;
+					fprintf(stderr, "benchtool: status %d\n",
+					    m->r.status);
+				}
+				/* idle: keep the connection open, unwatched */
+				epoll_ctl(ep, EPOLL_CTL_DEL, m->fd, NULL);
+				if (count_lines)
+					close(m->fd);
+			}
+			continue;
+fail:
+			if (m->r.st != R_HEAD && m->r.st != R_DONE)
+				flight--;
+			pending--;
+			m->state = 3;
+			(*failed)++;
+			epoll_ctl(ep, EPOLL_CTL_DEL, m->fd, NULL);
+			close(m->fd);
+		}
+	}
+	close(ep);
+}
+
+static int
+cmd_idle(int argc, char **argv)
+{
+	int opt, conns = 1000, ok, failed, mf, hold = 600;
+	const char *path = "/api/tags";
+	struct mconn *c;
+	char req[512];
+
+	while ((opt = getopt(argc, argv, "c:n:p:w:")) != -1)
+		switch (opt) {
+		case 'c': parse_target(optarg); break;
+		case 'n': conns = atoi(optarg); break;
+		case 'p': path = optarg; break;
+		case 'w': hold = atoi(optarg); break;
+		default: die("idle -c HOST:PORT -n CONNS [-p PATH] [-w S]");
+		}
+	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: benchtool\r\nAccept: */*\r\n\r\n", path, target_host);
+	m_req = req;
+	m_reqlen = strlen(req);
+	c = calloc((size_t)conns, sizeof *c);
+	if (c == NULL)
+		die("out of memory");
+	many(c, conns, 200, 0, &ok, &failed, &mf);
+	printf("ready ok=%d failed=%d\n", ok, failed);
+	fflush(stdout);
+	sleep((unsigned)hold);
+	return 0;
+}
+
+static int
+cmd_streams(int argc, char **argv)
+{
+	int opt, conns = 1000, lines = 40, ims = 50, ok, failed, mf;
+	struct mconn *c;
+	char req[1024], body[256];
+	int64_t t0;
+
+	while ((opt = getopt(argc, argv, "c:n:l:i:")) != -1)
+		switch (opt) {
+		case 'c': parse_target(optarg); break;
+		case 'n': conns = atoi(optarg); break;
+		case 'l': lines = atoi(optarg); break;
+		case 'i': ims = atoi(optarg); break;
+		default: die("streams -c HOST:PORT -n CONNS [-l LINES] [-i MS]");
+		}
+	snprintf(body, sizeof body, "{\"model\":\"llama3.2\",\"prompt\":"
+	    "\"hi\",\"options\":{\"num_predict\":%d},\"fake_interval_ms\":%d}",
+	    lines - 1, ims);
+	snprintf(req, sizeof req, "POST /api/generate HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: benchtool\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%s", target_host, strlen(body), body);
+	m_req = req;
+	m_reqlen = strlen(req);
+	c = calloc((size_t)conns, sizeof *c);
+	if (c == NULL)
+		die("out of memory");
+	t0 = now_ns();
+	many(c, conns, conns, 1, &ok, &failed, &mf);
+	printf("completed=%d failed=%d max_in_flight=%d seconds=%.3f\n", ok,
+	    failed, mf, (now_ns() - t0) / 1e9);
+	return failed != 0;
+}
+
+/* --- upload ------------------------------------------------------------ */
+
+static unsigned char *
+make_block(void)
+{
+	unsigned char *b = malloc(BLOCK);
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	size_t i;
+
+	if (b == NULL)
+		die("out of memory");
+	for (i = 0; i < BLOCK; i += 8) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		memcpy(b + i, &x, 8);
+	}
+	return b;
+}
+
+static int
+cmd_digest(int argc, char **argv)
+{
+	int opt;
+	long long size = 0, left;
+	unsigned char *b = make_block(), md[EVP_MAX_MD_SIZE];
+	unsigned int len, i;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	while ((opt = getopt(argc, argv, "s:")) != -1)
+		switch (opt) {
+		case 's': size = parse_size(optarg); break;
+		default: die("digest -s SIZE");
+		}
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	for (left = size; left > 0; left -= BLOCK)
+		EVP_DigestUpdate(ctx, b, left < BLOCK ? (size_t)left : BLOCK);
+	EVP_DigestFinal_ex(ctx, md, &len);
+	for (i = 0; i < len; i++)
+		printf("%02x", md[i]);
+	printf("\n");
+	return 0;
+}
+
+static int
+cmd_upload(int argc, char **argv)
+{
+	int opt, fd;
+	long long size = 0, left;
+	const char *hex = NULL;
+	unsigned char *b = make_block();
+	char head[512], frame[32], buf[4096];
+	struct iovec iov[3];
+	struct resp r;
+	ssize_t n;
+	int64_t t0;
+	double s;
+
+	while ((opt = getopt(argc, argv, "c:s:d:")) != -1)
+		switch (opt) {
+		case 'c': parse_target(optarg); break;
+		case 's': size = parse_size(optarg); break;
+		case 'd': hex = optarg; break;
+		default: die("upload -c HOST:PORT -s SIZE -d HEX");
+		}
+	if (hex == NULL)
+		die("upload needs -d HEX");
+	snprintf(head, sizeof head, "POST /api/blobs/sha256:%s HTTP/1.1\r\n"
+	    "Host: %s\r\nUser-Agent: benchtool\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n", hex, target_host);
+	t0 = now_ns();
+	fd = connect_target(0);
+	if (fd < 0 || write_all(fd, head, strlen(head)) < 0)
+		die("upload: connect: %s", strerror(errno));
+	for (left = size; left > 0; left -= BLOCK) {
+		size_t k = left < BLOCK ? (size_t)left : BLOCK, done = 0, fl;
+
+		fl = (size_t)snprintf(frame, sizeof frame, "%zx\r\n", k);
+		while (done < fl + k + 2) {
+			int j = 0;
+
+			if (done < fl) {
+				iov[j].iov_base = frame + done;
+				iov[j++].iov_len = fl - done;
+			}
+			if (done < fl + k) {
+				size_t off = done > fl ? done - fl : 0;
+
+				iov[j].iov_base = b + off;
+				iov[j++].iov_len = k - off;
+			}
+			{
+				size_t off = done > fl + k ? done - fl - k : 0;
+
+				iov[j].iov_base = (char *)"\r\n" + off;
+				iov[j++].iov_len = 2 - off;
+			}
+			n = writev(fd, iov, j);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				die("upload: write after %lld bytes: %s",
+				    size - left, strerror(errno));
+			done += (size_t)n;
+		}
+	}
+	if (write_all(fd, "0\r\n\r\n", 5) < 0)
+		die("upload: write: %s", strerror(errno));
+	resp_init(&r, NULL, NULL);
+	while (r.st != R_DONE) {
+		n = read(fd, buf, sizeof buf);
+		if (n <= 0)
+			die("upload: no response");
+		if (resp_feed(&r, buf, (size_t)n) < 0)
+			die("upload: malformed response");
+	}
+	s = (now_ns() - t0) / 1e9;
+	close(fd);
+	printf("status=%d bytes=%lld seconds=%.3f mib_per_s=%.1f\n", r.status,
+	    size, s, size / 1048576.0 / s);
+	return r.status != 201;
+}
+
+int
+main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 2)
+		die("usage: benchtool tsource|stream|idle|streams|digest|upload "
+		    "...");
+	argv++;
+	argc--;
+	if (strcmp(argv[0], "tsource") == 0)
+		return cmd_tsource(argc, argv);
+	if (strcmp(argv[0], "stream") == 0)
+		return cmd_stream(argc, argv);
+	if (strcmp(argv[0], "idle") == 0)
+		return cmd_idle(argc, argv);
+	if (strcmp(argv[0], "streams") == 0)
+		return cmd_streams(argc, argv);
+	if (strcmp(argv[0], "digest") == 0)
+		return cmd_digest(argc, argv);
+	if (strcmp(argv[0], "upload") == 0)
+		return cmd_upload(argc, argv);
+	die("unknown command %s", argv[0]);
+	return 2;
+}

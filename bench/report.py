@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""Turns run.sh's raw figures into bench/results.md and the chart's data.
+
+    report.py RAW.tsv OUT.md CHART.dat
+
+RAW (bench/results-raw.tsv) starts with the run's settings, lines
+"#<TAB>key<TAB>value", then holds one figure per line: scenario, target,
+metric, value (one line per run).  Every figure in the table is the median over runs; overheads
+are medians of per-run differences (proxy minus direct, measured back to
+back in the same run).
+"""
+
+import statistics
+import sys
+from collections import defaultdict
+
+raw_path, md_path, dat_path = sys.argv[1:4]
+
+raw = defaultdict(list)
+meta = {}
+with open(raw_path) as f:
+    for line in f:
+        parts = line.rstrip("\n").split("\t")
+        if parts[0] == "#":
+            if len(parts) >= 3:
+                meta[parts[1]] = parts[2]
+            continue
+        if len(parts) != 4 or parts[3] in ("", "nan"):
+            continue
+        try:
+            raw[(parts[0], parts[1], parts[2])].append(float(parts[3]))
+        except ValueError:
+            pass
+
+TARGETS = ["pool", "nginx", "haproxy"]
+NAMES = {"direct": "direct", "pool": "ollama-pool", "nginx": "nginx",
+         "haproxy": "HAProxy"}
+
+
+def med(s, t, m):
+    v = raw.get((s, t, m))
+    return statistics.median(v) if v else None
+
+
+def diff(s, t, m, base="direct"):
+    """Median of per-run differences t - base (runs paired in order)."""
+    a, b = raw.get((s, t, m)), raw.get((s, base, m))
+    if not a or not b:
+        return None
+    n = min(len(a), len(b))
+    return statistics.median(a[i] - b[i] for i in range(n))
+
+
+def fmt(v, nd=0, unit=""):
+    if v is None:
+        return "—"
+    if nd == 0:
+        return "{:,.0f}{}".format(v, unit)
+    return "{:,.{}f}{}".format(v, nd, unit)
+
+
+def pratio(s, a, b, m):
+    """Median of per-run ratios a/b (runs paired in order): the ratio of
+    two figures measured back to back, so machine drift between runs
+    cancels."""
+    x, y = raw.get((s, a, m)), raw.get((s, b, m))
+    if not x or not y:
+        return None
+    n = min(len(x), len(y))
+    v = [x[i] / y[i] for i in range(n) if y[i] != 0]
+    return statistics.median(v) if v else None
+
+
+def sfmt(v):
+    """A signed overhead: +38, -12 (a negative one is noise)."""
+    if v is None:
+        return "—"
+    return "{}{:,.0f}".format("+" if v >= 0 else "−", abs(v))
+
+
+def ratio(a, b, nd=2):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def verdict(ok):
+    if ok is None:
+        return "not measured"
+    return "**met**" if ok else "**not met**"
+
+
+rows = []   # (scenario, direct, pool, nginx, haproxy, ratios, target, met)
+chart = []  # (label, pool, nginx, haproxy) relative to direct, higher better
+
+# 1. throughput
+d, p, n, h = (med("1", t, "rps") for t in ["direct"] + TARGETS)
+if p is not None:
+    rph, rpn = pratio("1", "pool", "haproxy", "rps"), \
+        pratio("1", "pool", "nginx", "rps")
+    rows.append((
+        "1. keep-alive throughput, `/api/tags`, 50 connections (req/s)",
+        fmt(d), fmt(p), fmt(n), fmt(h),
+        "pool/HAProxy **{}**, pool/nginx **{}**".format(fmt(rph, 2),
+                                                        fmt(rpn, 2)),
+        "pool/HAProxy ≥ 1.0, pool/nginx ≥ 1.5",
+        verdict(rph is not None and rpn is not None and rph >= 1.0 and
+                rpn >= 1.5)))
+    chart.append(("1 throughput", *(pratio("1", t, "direct", "rps")
+                                    for t in TARGETS)))
+
+# 2. latency at one connection
+for m, label in (("p50_us", "p50"), ("p99_us", "p99")):
+    d, p, n, h = (med("2", t, m) for t in ["direct"] + TARGETS)
+    if p is None:
+        continue
+    op, on, oh = (diff("2", t, m) for t in TARGETS)
+    tgt = met = ""
+    if label == "p50":
+        tgt = "pool's p50 overhead ≤ HAProxy's"
+        met = verdict(op is not None and oh is not None and op <= oh)
+        chart.append(("2 latency p50", *(pratio("2", "direct", t, m)
+                                         for t in TARGETS)))
+    rows.append((
+        "2. latency at one connection, {} (µs)".format(label),
+        fmt(d), fmt(p), fmt(n), fmt(h),
+        "overhead: pool {}, nginx {}, HAProxy {} µs".format(
+            sfmt(op), sfmt(on), sfmt(oh)), tgt, met))
+
+# 3. naive clients, far upstream
+d, p, n, h = (med("3", t, "ms") for t in ["direct"] + TARGETS)
+s, loc = med("3", "session", "ms"), med("3", "local", "ms")
+if p is not None:
+    rps_ = pratio("3", "pool", "session", "ms")
+    rdp = pratio("3", "direct", "pool", "ms")
+    rows.append((
+        "3. naive `requests.post`, TLS upstream 20 ms away, one call (ms)",
+        fmt(d, 1) + " (naive)", fmt(p, 1), fmt(n, 1), fmt(h, 1),
+        "one `Session` direct {} ms; pool/Session **{}**; naive direct/pool "
+        "**{}×** (a naive call to the fake alone, plain loopback: {} ms)"
+        .format(fmt(s, 1), fmt(rps_, 3), fmt(rdp, 2), fmt(loc, 1)),
+        "pool ≤ 1.05 × Session, naive direct/pool ≥ 2.5",
+        verdict(rps_ is not None and rdp is not None and rps_ <= 1.05 and
+                rdp >= 2.5)))
+    chart.append(("3 naive far call", *(pratio("3", "direct", t, "ms")
+                                        for t in TARGETS)))
+
+# 4. streaming, per-line delay
+for m, label in (("delay_p50_us", "p50"), ("delay_p99_us", "p99")):
+    d, p, n, h = (med("4", t, m) for t in ["direct"] + TARGETS)
+    if p is None:
+        continue
+    op, on, oh = (diff("4", t, m) for t in TARGETS)
+    tgt = met = ""
+    if label == "p99":
+        tgt = "pool's p99 overhead < 1,000 µs"
+        met = verdict(op is not None and op < 1000)
+        chart.append(("4 stream line p50", *(pratio("4", "direct", t,
+                                                    "delay_p50_us")
+                                             for t in TARGETS)))
+    rows.append((
+        "4. streaming, each line's delay, {} (µs; HAProxy with `option "
+        "http-no-delay`)".format(label),
+        fmt(d), fmt(p), fmt(n), fmt(h),
+        "overhead: pool {}, nginx {}, HAProxy {} µs".format(
+            sfmt(op), sfmt(on), sfmt(oh)), tgt, met))
+
+
+def lines_reads(s, t):
+    li, re = med(s, t, "lines"), med(s, t, "reads")
+    if li is None:
+        return "—"
+    return "{:.0f} / {:.0f}".format(li, re)
+
+
+if med("4", "pool", "lines") is not None:
+    pl, pr = med("4", "pool", "lines"), med("4", "pool", "reads")
+    mx = max(raw.get(("4", "pool", "max_lines_per_read"), [0]))
+    h0l, h0r = (med("4", "haproxy_default", "lines"),
+                med("4", "haproxy_default", "reads"))
+    extra = ""
+    if h0l is not None:
+        extra = "; HAProxy without `http-no-delay`: {:.0f} / {:.0f}".format(
+            h0l, h0r)
+    rows.append((
+        "4. streaming, lines / reads that delivered them (median)",
+        lines_reads("4", "direct"), lines_reads("4", "pool"),
+        lines_reads("4", "nginx"), lines_reads("4", "haproxy"),
+        "most lines in one read through pool: {:.0f}{}".format(mx, extra),
+        "1,000 lines, ≥ 90% in reads of their own",
+        verdict(pl == 1000 and pr >= 900)))
+if med("4f", "pool", "lines") is not None:
+    rows.append((
+        "4. the same with the test fake Ollama upstream, lines / reads",
+        lines_reads("4f", "direct"), lines_reads("4f", "pool"), "", "",
+        "fake's own line gap p50 {} µs".format(
+            fmt(med("4f", "direct", "gap_p50_us"))), "", ""))
+
+# 5. connections
+idle = meta.get("idle", "10000")
+p, n, h = (med("5", t, "rss_idle_kib") for t in TARGETS)
+if p is not None:
+    ps, ns, hs = (med("5", t, "rss_start_kib") for t in TARGETS)
+    ok = [med("5", t, "idle_ok") for t in TARGETS]
+    mib = lambda v: None if v is None else v / 1024.0
+    rows.append((
+        "5. RSS with {:,} idle keep-alive clients (MiB; at start)".format(
+            int(idle)),
+        "", "{} ({})".format(fmt(mib(p), 1), fmt(mib(ps), 1)),
+        "{} ({})".format(fmt(mib(n), 1), fmt(mib(ns), 1)),
+        "{} ({})".format(fmt(mib(h), 1), fmt(mib(hs), 1)),
+        "clients served: pool {}, nginx {}, HAProxy {}; pool per client "
+        "{} KiB".format(*(fmt(v) for v in ok),
+                        fmt(None if p is None or ps is None else
+                            (p - ps) / float(idle), 2)),
+        "pool < 64 MiB", verdict(p < 64 * 1024)))
+streams = meta.get("streams", "1000")
+d, p, n, h = (med("5", t, "streams_ok") for t in ["direct"] + TARGETS)
+if p is not None:
+    inflight = med("5", "pool", "streams_inflight")
+    rows.append((
+        "5. {:,} concurrent streams (40 lines, 50 ms apart) completed".format(
+            int(streams)),
+        fmt(d), fmt(p), fmt(n), fmt(h),
+        "most in flight at once through pool: {}".format(fmt(inflight)),
+        "all complete", verdict(p == float(streams))))
+
+# 6. upload
+size = meta.get("upload", "4g")
+d, p, n, h = (med("6", t, "mib_s") for t in ["direct"] + TARGETS)
+if p is not None:
+    st = raw.get(("6", "pool", "status"), [])
+    rows.append((
+        "6. {} chunked blob upload (MiB/s)".format(size.upper() + "iB"
+                                                  if size[-1:].isalpha()
+                                                  else size),
+        fmt(d), fmt(p), fmt(n), fmt(h),
+        "pool/direct **{}**, nginx/direct {}, HAProxy/direct {}; status "
+        "{}".format(fmt(pratio("6", "pool", "direct", "mib_s"), 2),
+                    fmt(pratio("6", "nginx", "direct", "mib_s"), 2),
+                    fmt(pratio("6", "haproxy", "direct", "mib_s"), 2),
+                    ",".join(str(int(x)) for x in sorted(set(st)))),
+        "pool/direct ≥ 0.5",
+        verdict(pratio("6", "pool", "direct", "mib_s") is not None and
+                pratio("6", "pool", "direct", "mib_s") >= 0.5)))
+    chart.append(("6 upload", *(pratio("6", t, "direct", "mib_s")
+                                for t in TARGETS)))
+    p, n, h = (med("6", t, "hwm_kib") for t in TARGETS)
+    mib = lambda v: None if v is None else v / 1024.0
+    rows.append((
+        "6. peak RSS (VmHWM) during the upload (MiB)", "",
+        fmt(mib(p), 1), fmt(mib(n), 1), fmt(mib(h), 1), "",
+        "pool < 64 MiB", verdict(p is not None and p < 64 * 1024)))
+
+def pratio7(t):
+    x, y = raw.get(("7", t, "first_ms")), raw.get(("7", t, "warm_ms"))
+    if not x or not y:
+        return None
+    return statistics.median(x[i] / y[i] for i in range(min(len(x),
+                                                              len(y))))
+
+
+# 7. cold start
+p, n, h = (med("7", t, "first_ms") for t in TARGETS)
+if p is not None:
+    pw, nw, hw = (med("7", t, "warm_ms") for t in TARGETS)
+    d = med("3", "direct", "ms")
+    rows.append((
+        "7. cold start: first call after the proxy starts (ms; warm "
+        "median), far upstream",
+        fmt(d, 1) + " (naive)" if d is not None else "",
+        "{} ({})".format(fmt(p, 1), fmt(pw, 1)),
+        "{} ({})".format(fmt(n, 1), fmt(nw, 1)),
+        "{} ({})".format(fmt(h, 1), fmt(hw, 1)),
+        "first/warm: pool {}×, nginx {}×, HAProxy {}×".format(
+            *(fmt(pratio7(t), 1) for t in TARGETS)),
+        "report (prewarming: backends issue)", ""))
+
+# --- results.md --------------------------------------------------------------
+quick = meta.get("quick") == "1"
+out = []
+w = out.append
+w("# ollama-pool benchmark results")
+w("")
+if quick:
+    w("**Trial run (`BENCH_QUICK=1`): fewer runs and smaller loads; not "
+      "the committed figures.**")
+    w("")
+w("Generated by `make bench` (`bench/run.sh`) on {}: {} cores ({}), "
+  "load average {} before and {} after; {} s in all.".format(
+      meta.get("date"), meta.get("cores"), meta.get("cpu"),
+      meta.get("load_before"), meta.get("load_after"), meta.get("seconds")))
+w("{}, {}, {}, load from {} with one thread; niceness {}.".format(
+    meta.get("pool_version"), meta.get("nginx_version"),
+    meta.get("haproxy_version"), meta.get("wrk_version"),
+    meta.get("nice", "0")))
+w("")
+w("Every figure is the median of {runs} runs (scenario 5: {runs5}; "
+  "scenario 6: {up}), the targets interleaved within each run. Absolute "
+  "figures drift on a shared machine; compare the ratios, which are "
+  "medians of per-run ratios of figures taken back to back (so they need "
+  "not equal the ratio of the medians shown).".format(
+      runs=meta.get("runs"), runs5=meta.get("runs5"),
+      up=meta.get("upruns")))
+w("")
+ceil = med("1", "direct", "rps")
+if ceil is not None:
+    w("Stand-in upstream alone (nginx, one worker, fixed `/api/tags` JSON, "
+      "wrk with 50 connections): **{} req/s**, its ceiling; the proxies' "
+      "throughput below stays under it.".format(fmt(ceil)))
+    w("")
+if meta.get("wrk_errors", "0") not in ("0", ""):
+    w("wrk reported errors in {} runs (see the run's log).".format(
+        meta.get("wrk_errors")))
+    w("")
+w("Tail latencies (the p99 rows) on a shared two-core machine are mostly "
+  "scheduling: a process that has to wait for a core waits a time slice, "
+  "about a millisecond, whatever it is. A proxy adds one more process to "
+  "wake per request or line, so its p99 suffers most when the load average "
+  "is high; the p50 rows and the ratios are the stable figures.")
+w("")
+w("| scenario | direct | ollama-pool | nginx | HAProxy | ratios | target "
+  "| |")
+w("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    w("| " + " | ".join(r) + " |")
+w("")
+w("""How each figure is made:
+
+- **Proxies.** nginx: one worker, `keepalive 32`, `proxy_http_version
+  1.1`, `proxy_set_header Connection ""`, `proxy_buffering off`,
+  `proxy_request_buffering off` (otherwise the upload is spooled to disk),
+  `access_log off`. HAProxy: `nbthread 1`, `http-reuse always`, and
+  `option http-no-delay` in scenario 4 only. ollama-pool: its defaults with
+  `pool_maxsize = 32` (like nginx's `keepalive 32`), 1000 in scenario 5.
+  Configurations: `bench/conf/`.
+- **1, 2.** wrk, one thread, 50 connections (1) or one (2, `--latency`),
+  against the stand-in upstream directly and through each proxy.
+  Overheads are proxy minus direct, per run, then the median.
+- **3.** The far upstream is the test fake Ollama behind an nginx TLS
+  terminator (a self-signed certificate made at run time) behind
+  `bench/relay.py`, which delivers every byte 10 ms late each way and the
+  first bytes of each connection one more round trip late (the TCP
+  handshake). `bench/naive.py` times `requests.post(url, json=...,
+  verify=cert)` on `/api/generate` with `stream:false`, no Session: direct
+  over https (a TCP and a TLS handshake per call), and through each proxy
+  over plain loopback (the proxies keep TLS connections to the relay);
+  and with one `requests.Session` direct, the in-process ideal. Each run
+  is the median of {calls} calls after one untimed call.
+- **4.** Per-line delay needs each line's send time, which the fake Ollama
+  does not write. So the upstream here is `benchtool tsource`: the same
+  NDJSON generate stream (1,000 lines on an absolute 2 ms schedule, one
+  chunk and one write per line, TCP_NODELAY as Go sets it), each line
+  carrying its CLOCK_MONOTONIC send time. `benchtool stream` stamps each
+  line when the read that completes it returns; delay = arrival − send,
+  on one clock (same machine). Direct is the loopback floor; the overhead
+  is proxy minus direct for each percentile, per run. Reads: how many
+  read() calls delivered the lines (1,000 lines in ~1,000 reads means no
+  batching; a few 2-line reads happen when the client itself is
+  descheduled). The test fake itself is also streamed through ollama-pool
+  to check the count; its timer-driven gaps are not 2 ms, and carry no
+  timestamps.
+- **5.** `benchtool idle` opens the clients (200 connecting at a time),
+  makes one GET `/api/tags` on each and holds them; RSS is then read from
+  `/proc` (nginx: master plus worker). `benchtool streams` then runs the
+  concurrent streaming generates against the fake Ollama; a stream counts
+  when it ends with status 200, the terminating chunk and a `done:true`
+  line. A fresh proxy process each run.
+- **6.** `benchtool upload` POSTs a pseudo-random body chunked (1 MiB
+  chunks, no Content-Length) to `/api/blobs/sha256:<its digest>`; the fake
+  hashes the whole body and answers 201 when it matches, so every byte
+  arrived intact. A fresh fake and proxy each run; peak RSS is the
+  proxy's VmHWM after the upload.
+- **7.** A fresh proxy in front of the far upstream, waited for until it
+  listens, then 11 naive calls (after an untimed call that goes to the
+  fake directly and only warms the client): the first against the median
+  of the other ten.
+""".format(calls=meta.get("calls")))
+with open(md_path, "w") as f:
+    f.write("\n".join(out))
+
+with open(dat_path, "w") as f:
+    f.write("# label pool nginx haproxy (relative to direct, higher is "
+            "better)\n")
+    for label, *vals in chart:
+        f.write('"{}" {}\n'.format(label, " ".join(
+            "{:.4f}".format(v) if v is not None else "NaN" for v in vals)))

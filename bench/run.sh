@@ -1,0 +1,415 @@
+#!/usr/bin/env bash
+# bench/run.sh: ollama-pool side by side with nginx and HAProxy (issue 7).
+#
+# Starts every server on loopback on free ports, runs the scenarios, stops
+# everything it started, and writes bench/results.md, bench/results.png
+# and the raw per-run figures bench/results-raw.tsv.  `make bench` runs it.
+#
+# Needs (Debian): nginx-light haproxy wrk gnuplot-nox python3-requests
+# openssl iproute2 (ss); it installs nothing itself.  Root is not needed,
+# but 10,000 clients need `ulimit -n` of 12,000 or more (it is raised as
+# far as the hard limit allows; with less, scenario 5 uses fewer clients
+# and says so).
+#
+# Knobs (environment):
+#   BENCH_QUICK=1        a short trial run (fewer runs, smaller loads)
+#   BENCH_SCENARIOS="1 2 3 4 5 6 7"   which scenarios to run
+#   BENCH_RUNS=N         runs per figure (median taken); 5, quick 2
+#   BENCH_WRK_SECONDS, BENCH_LAT_SECONDS, BENCH_CALLS, BENCH_IDLE,
+#   BENCH_STREAMS, BENCH_UPLOAD (size, e.g. 4g), BENCH_UPLOAD_RUNS,
+#   BENCH_OUT=DIR        where results go (default: this directory)
+#   BENCH_NICE=N         renice the bench and all it starts (e.g. -5 as
+#                        root) to damp noise from other work on the machine
+#   OLLAMA_POOL_BIN, FAKE_OLLAMA_BIN, BENCHTOOL_BIN   prebuilt binaries
+
+set -u -o pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC=$(cd "$HERE/.." && pwd)
+BUILD=${BENCH_BUILDDIR:-$SRC}
+POOL=${OLLAMA_POOL_BIN:-$BUILD/src/ollama-pool}
+FAKE=${FAKE_OLLAMA_BIN:-$BUILD/tests/fake-ollama}
+BT=${BENCHTOOL_BIN:-$BUILD/bench/benchtool}
+OUT=${BENCH_OUT:-$HERE}
+PY=${PYTHON:-python3}
+CONF=$HERE/conf
+. "$HERE/lib.sh"
+
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+	d_runs=2 d_wrk=2 d_lat=2 d_calls=15 d_idle=2000 d_streams=200
+	d_upload=512m d_upruns=1
+else
+	d_runs=5 d_wrk=5 d_lat=4 d_calls=30 d_idle=10000 d_streams=1000
+	d_upload=4g d_upruns=3
+fi
+RUNS=${BENCH_RUNS:-$d_runs}
+WRK_S=${BENCH_WRK_SECONDS:-$d_wrk}
+LAT_S=${BENCH_LAT_SECONDS:-$d_lat}
+CALLS=${BENCH_CALLS:-$d_calls}
+IDLE=${BENCH_IDLE:-$d_idle}
+STREAMS=${BENCH_STREAMS:-$d_streams}
+UPLOAD=${BENCH_UPLOAD:-$d_upload}
+UPRUNS=${BENCH_UPLOAD_RUNS:-$d_upruns}
+RUNS5=$(( RUNS < 3 ? RUNS : 3 ))	# scenario 5: fresh processes each run
+SCENARIOS=${BENCH_SCENARIOS:-1 2 3 4 5 6 7}
+
+for tool in nginx haproxy wrk gnuplot openssl ss "$PY"; do
+	command -v "$tool" >/dev/null 2>&1 ||
+		fail "$tool not found (apt-get install nginx-light haproxy wrk gnuplot-nox python3-requests openssl iproute2)"
+done
+"$PY" -c 'import requests' 2>/dev/null || fail "python3-requests missing"
+NGINX=$(command -v nginx)
+HAPROXY=$(command -v haproxy)
+
+# Build only what is missing, with the project's own make.
+if [ ! -x "$POOL" ] || [ ! -x "$FAKE" ] || [ ! -x "$BT" ]; then
+	say "building the daemon, the fake Ollama and benchtool"
+	make -C "$BUILD" src/ollama-pool tests/fake-ollama bench/benchtool \
+		>/dev/null || fail "make failed"
+fi
+
+# 10,000 clients plus their upstream side need descriptors.
+ulimit -Hn 1048576 2>/dev/null || true	# needs root
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+if [ "$NOFILE" -lt $(( IDLE + 2000 )) ]; then
+	IDLE=$(( NOFILE > 3000 ? NOFILE - 2000 : 1000 ))
+	say "ulimit -n is $NOFILE: scenario 5 uses $IDLE idle clients"
+fi
+HAPROXY_MAXCONN=$(( IDLE + 1000 ))
+
+if [ -n "${BENCH_NICE:-}" ]; then
+	renice -n "$BENCH_NICE" -p $$ >/dev/null || say "renice $BENCH_NICE failed"
+fi
+
+lib_init
+RAW=$TMP/raw.tsv
+: >"$RAW"
+
+rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RAW"; }	# SCEN TARGET METRIC VALUE
+
+# --- servers ----------------------------------------------------------------
+
+start_standin() {	# NAME PORT
+	render "$CONF/standin-nginx.conf" "$TMP/$1.conf" PORT="$2"
+	start "$1" "$NGINX" -p "$TMP" -e "$TMP/$1.err" -c "$TMP/$1.conf"
+	wait_listen "$2" "$1"
+}
+
+start_nginx() {	# NAME PORT UPSTREAM_HOSTPORT SCHEME
+	render "$CONF/nginx-proxy.conf" "$TMP/$1.conf" NAME="$1" PORT="$2" \
+		UPSTREAM="$3" SCHEME="$4"
+	start "$1" "$NGINX" -p "$TMP" -e "$TMP/$1.err" -c "$TMP/$1.conf"
+	wait_listen "$2" "$1"
+}
+
+start_haproxy() {	# NAME PORT UPSTREAM_HOSTPORT NODELAY(0/1) [tls]
+	local nd="" so=""
+	[ "$4" = 1 ] && nd="option http-no-delay"
+	[ "${5:-}" = tls ] &&
+		so="ssl verify required ca-file $TMP/cert.pem verifyhost localhost sni str(localhost)"
+	render "$CONF/haproxy.cfg" "$TMP/$1.conf" PORT="$2" UPSTREAM="$3" \
+		NODELAY="$nd" SERVER_OPTS="$so" MAXCONN="$HAPROXY_MAXCONN"
+	start "$1" "$HAPROXY" -db -f "$TMP/$1.conf"
+	wait_listen "$2" "$1"
+}
+
+pids_of() {	# NAME: the process and its children (nginx's worker)
+	local p=${PID[$1]}
+	echo "$p" $(pgrep -P "$p" 2>/dev/null)
+}
+
+mem_kib() {	# FIELD NAME: VmRSS or VmHWM summed over the process tree
+	local p s=0 v
+	for p in $(pids_of "$2"); do
+		v=$(awk -v f="$1:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null)
+		s=$(( s + ${v:-0} ))
+	done
+	echo "$s"
+}
+
+# The far upstream: fake Ollama <- nginx TLS <- relay (10 ms each way,
+# first byte of a connection one round trip later).  Sets FAR_PORT.
+start_far() {
+	local fp tp
+	make_cert
+	start_fake far-fake
+	fp=$FAKE_PORT
+	tp=$(free_port)
+	render "$CONF/nginx-tls.conf" "$TMP/far-tls.conf" PORT="$tp" \
+		FAKE_PORT="$fp"
+	start far-tls "$NGINX" -p "$TMP" -e "$TMP/far-tls.err" -c "$TMP/far-tls.conf"
+	wait_listen "$tp" far-tls
+	start far-relay "$PY" "$HERE/relay.py" --to "127.0.0.1:$tp" --delay-ms 10
+	FAR_PORT=$(read_port far-relay)
+	FAR_FAKE_PORT=$fp
+}
+
+stop_far() { stop far-relay; stop far-tls; stop far-fake; }
+
+# --- helpers for the measuring clients ---------------------------------------
+
+to_us() {	# wrk's "122.00us" / "1.20ms" / "1.00s" -> microseconds
+	awk '{ v = $1 + 0; if ($1 ~ /us$/) print v; else if ($1 ~ /ms$/) print v * 1000; else if ($1 ~ /s$/) print v * 1000000; else print v }' <<<"$1"
+}
+
+wrk_run() {	# SECONDS CONNS URL [--latency] -> wrk output; checks errors
+	local out
+	out=$(wrk -t1 -c"$2" -d"$1s" ${4:-} "$3" 2>&1)
+	if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+		say "  wrk errors against $3: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ')"
+		echo "$out" | grep -E 'Non-2xx|Socket errors' >>"$TMP/wrk-errors"
+	fi
+	echo "$out"
+}
+
+kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+
+# --- scenarios 1 and 2: the stand-in upstream ------------------------------------
+
+scen_local() {
+	local sp pp np hp r t url out
+	sp=$(free_port); start_standin standin "$sp"
+	pp=$(free_port); start_pool pool "$pp" "http://127.0.0.1:$sp" 32
+	np=$(free_port); start_nginx nginx "$np" "127.0.0.1:$sp" http
+	hp=$(free_port); start_haproxy haproxy "$hp" "127.0.0.1:$sp" 0
+	declare -A U=([direct]=$sp [pool]=$pp [nginx]=$np [haproxy]=$hp)
+	for t in direct pool nginx haproxy; do	# fill the pools
+		wrk_run 1 50 "http://127.0.0.1:${U[$t]}/api/tags" >/dev/null
+	done
+	if [[ " $SCENARIOS " == *" 1 "* ]]; then
+		say "scenario 1: keep-alive throughput, 50 connections, ${WRK_S}s x $RUNS runs"
+		for r in $(seq "$RUNS"); do
+			for t in direct pool nginx haproxy; do
+				out=$(wrk_run "$WRK_S" 50 "http://127.0.0.1:${U[$t]}/api/tags")
+				rec 1 "$t" rps "$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")"
+			done
+		done
+	fi
+	if [[ " $SCENARIOS " == *" 2 "* ]]; then
+		say "scenario 2: latency at one connection, ${LAT_S}s x $RUNS runs"
+		for r in $(seq "$RUNS"); do
+			for t in direct pool nginx haproxy; do
+				out=$(wrk_run "$LAT_S" 1 "http://127.0.0.1:${U[$t]}/api/tags" --latency)
+				rec 2 "$t" p50_us "$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
+				rec 2 "$t" p99_us "$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+				rec 2 "$t" rps "$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")"
+			done
+		done
+	fi
+	rec 0 pool rss_kib_after "$(mem_kib VmRSS pool)"
+	stop pool; stop nginx; stop haproxy; stop standin
+}
+
+# --- scenario 3: naive clients against a far upstream -------------------------
+
+naive() {	# URL [args] -> median ms of the calls
+	"$PY" "$HERE/naive.py" --url "$1" --cert "$TMP/cert.pem" --count "$CALLS" "${@:2}" |
+		tr ' ' '\n' | median
+}
+
+scen_far() {
+	local pp np hp r far fake
+	start_far
+	[[ " $SCENARIOS " == *" 3 "* ]] &&
+		say "scenario 3: naive requests.post against a TLS upstream 20 ms away, $CALLS calls x $RUNS runs"
+	far=https://127.0.0.1:$FAR_PORT
+	fake=http://127.0.0.1:$FAR_FAKE_PORT
+	pp=$(free_port); start_pool pool "$pp" "$far" 32 "$TMP/cert.pem"
+	np=$(free_port); start_nginx nginx "$np" "127.0.0.1:$FAR_PORT" https
+	hp=$(free_port); start_haproxy haproxy "$hp" "127.0.0.1:$FAR_PORT" 0 tls
+	[[ " $SCENARIOS " == *" 3 "* ]] && for r in $(seq "$RUNS"); do
+		rec 3 direct ms "$(naive "$far" --warm "$far")"
+		rec 3 session ms "$(naive "$far" --session --warm "$far")"
+		rec 3 pool ms "$(naive "http://127.0.0.1:$pp" --warm "http://127.0.0.1:$pp")"
+		rec 3 nginx ms "$(naive "http://127.0.0.1:$np" --warm "http://127.0.0.1:$np")"
+		rec 3 haproxy ms "$(naive "http://127.0.0.1:$hp" --warm "http://127.0.0.1:$hp")"
+		rec 3 local ms "$(naive "$fake" --warm "$fake")"
+	done
+	stop pool; stop nginx; stop haproxy
+
+	if [[ " $SCENARIOS " == *" 7 "* ]]; then
+		say "scenario 7: cold start, first call after the proxy starts, x $RUNS starts"
+		local t times port
+		for r in $(seq "$RUNS"); do
+			for t in pool nginx haproxy; do
+				port=$(free_port)
+				case $t in
+				pool) start_pool pool "$port" "$far" 32 "$TMP/cert.pem" ;;
+				nginx) start_nginx nginx "$port" "127.0.0.1:$FAR_PORT" https ;;
+				haproxy) start_haproxy haproxy "$port" "127.0.0.1:$FAR_PORT" 0 tls ;;
+				esac
+				# The untimed warm-up call goes to the fake directly:
+				# it warms the client, not the proxy.
+				times=$("$PY" "$HERE/naive.py" --url "http://127.0.0.1:$port" \
+					--count 11 --warm "$fake")
+				rec 7 "$t" first_ms "$(awk '{ print $1 }' <<<"$times")"
+				rec 7 "$t" warm_ms "$(cut -d' ' -f2- <<<"$times" | tr ' ' '\n' | median)"
+				stop "$t"
+			done
+		done
+	fi
+	stop_far
+}
+
+# --- scenario 4: streaming ------------------------------------------------------
+
+scen_stream() {
+	local tp pp np hp h0 r t out fp fpp
+	say "scenario 4: 1,000 NDJSON lines 2 ms apart, x $RUNS runs"
+	start ts "$BT" tsource -p 0 -n 1000 -i 2000
+	tp=$(read_port ts)
+	pp=$(free_port); start_pool pool "$pp" "http://127.0.0.1:$tp" 32
+	np=$(free_port); start_nginx nginx "$np" "127.0.0.1:$tp" http
+	hp=$(free_port); start_haproxy haproxy "$hp" "127.0.0.1:$tp" 1
+	h0=$(free_port); start_haproxy haproxy0 "$h0" "127.0.0.1:$tp" 0
+	declare -A U=([direct]=$tp [pool]=$pp [nginx]=$np [haproxy]=$hp [haproxy_default]=$h0)
+	for r in $(seq "$RUNS"); do
+		for t in direct pool nginx haproxy haproxy_default; do
+			out=$("$BT" stream -c "127.0.0.1:${U[$t]}" -n 1000) ||
+				{ say "  stream via $t failed"; continue; }
+			for k in delay_p50_us delay_p99_us lines reads multi_line_reads max_lines_per_read; do
+				rec 4 "$t" "$k" "$(kv "$k" "$out")"
+			done
+		done
+	done
+	stop pool; stop nginx; stop haproxy; stop haproxy0; stop ts
+	# The same through ollama-pool with the test fake as the upstream: it
+	# carries no timestamps, so this checks lines and reads only.
+	start_fake s4-fake
+	fp=$FAKE_PORT
+	fpp=$(free_port); start_pool pool "$fpp" "http://127.0.0.1:$fp" 32
+	for t in direct pool; do
+		[ "$t" = direct ] && out=$("$BT" stream -c "127.0.0.1:$fp" -n 1000)
+		[ "$t" = pool ] && out=$("$BT" stream -c "127.0.0.1:$fpp" -n 1000)
+		for k in lines reads multi_line_reads gap_p50_us; do
+			rec 4f "$t" "$k" "$(kv "$k" "$out")"
+		done
+	done
+	stop pool; stop s4-fake
+}
+
+# --- scenario 5: connections ------------------------------------------------------
+
+scen_conns() {
+	local fp r t port out i
+	say "scenario 5: $IDLE idle keep-alive clients and $STREAMS concurrent streams, x $RUNS5 runs"
+	start_fake s5-fake
+	fp=$FAKE_PORT
+	for r in $(seq "$RUNS5"); do
+		out=$("$BT" streams -c "127.0.0.1:$fp" -n "$STREAMS" -l 40 -i 50)
+		rec 5 direct streams_ok "$(kv completed "$out")"
+		for t in pool nginx haproxy; do
+			port=$(free_port)
+			case $t in
+			pool) start_pool pool "$port" "http://127.0.0.1:$fp" 1000 ;;
+			nginx) start_nginx nginx "$port" "127.0.0.1:$fp" http ;;
+			haproxy) start_haproxy haproxy "$port" "127.0.0.1:$fp" 1 ;;
+			esac
+			rec 5 "$t" rss_start_kib "$(mem_kib VmRSS "$t")"
+			start idle "$BT" idle -c "127.0.0.1:$port" -n "$IDLE" -w 600
+			for i in $(seq 600); do
+				grep -q ready "$TMP/idle.out" 2>/dev/null && break
+				kill -0 "${PID[idle]}" 2>/dev/null || break
+				sleep 0.1
+			done
+			sleep 0.5
+			out=$(cat "$TMP/idle.out")
+			rec 5 "$t" idle_ok "$(kv ok "${out#ready }")"
+			rec 5 "$t" rss_idle_kib "$(mem_kib VmRSS "$t")"
+			stop idle
+			sleep 0.5
+			out=$("$BT" streams -c "127.0.0.1:$port" -n "$STREAMS" -l 40 -i 50)
+			rec 5 "$t" streams_ok "$(kv completed "$out")"
+			rec 5 "$t" streams_inflight "$(kv max_in_flight "$out")"
+			stop "$t"
+		done
+	done
+	stop s5-fake
+}
+
+# --- scenario 6: upload -------------------------------------------------------------
+
+scen_upload() {
+	local digest r t fp port out
+	say "scenario 6: $UPLOAD chunked blob upload, x $UPRUNS runs"
+	digest=$("$BT" digest -s "$UPLOAD")
+	for r in $(seq "$UPRUNS"); do
+		for t in direct pool nginx haproxy; do
+			# A fresh fake each time: it answers a known blob without
+			# reading the body.  A fresh proxy: a clean peak RSS.
+			start_fake s6-fake
+			fp=$FAKE_PORT
+			port=$fp
+			if [ "$t" != direct ]; then
+				port=$(free_port)
+				case $t in
+				pool) start_pool pool "$port" "http://127.0.0.1:$fp" 32 ;;
+				nginx) start_nginx nginx "$port" "127.0.0.1:$fp" http ;;
+				haproxy) start_haproxy haproxy "$port" "127.0.0.1:$fp" 0 ;;
+				esac
+			fi
+			out=$("$BT" upload -c "127.0.0.1:$port" -s "$UPLOAD" -d "$digest") ||
+				say "  upload via $t: $out"
+			rec 6 "$t" mib_s "$(kv mib_per_s "$out")"
+			rec 6 "$t" status "$(kv status "$out")"
+			[ "$t" != direct ] && { rec 6 "$t" hwm_kib "$(mem_kib VmHWM "$t")"; stop "$t"; }
+			stop s6-fake
+		done
+	done
+}
+
+# --- main -------------------------------------------------------------------------
+
+T0=$(date +%s)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+say "ollama-pool benchmarks: runs=$RUNS quick=$QUICK scenarios: $SCENARIOS (tmp $TMP)"
+if [[ " $SCENARIOS " == *" 1 "* || " $SCENARIOS " == *" 2 "* ]]; then scen_local; fi
+if [[ " $SCENARIOS " == *" 3 "* || " $SCENARIOS " == *" 7 "* ]]; then scen_far; fi
+if [[ " $SCENARIOS " == *" 4 "* ]]; then scen_stream; fi
+if [[ " $SCENARIOS " == *" 5 "* ]]; then scen_conns; fi
+if [[ " $SCENARIOS " == *" 6 "* ]]; then scen_upload; fi
+T1=$(date +%s)
+
+mkdir -p "$OUT"
+cat >"$TMP/meta" <<EOF
+cores	$(nproc)
+cpu	$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+date	$(date -u +%Y-%m-%dT%H:%MZ)
+runs	$RUNS
+runs5	$RUNS5
+upruns	$UPRUNS
+calls	$CALLS
+idle	$IDLE
+streams	$STREAMS
+upload	$UPLOAD
+wrk_s	$WRK_S
+lat_s	$LAT_S
+quick	$QUICK
+nice	$(nice)
+seconds	$(( T1 - T0 ))
+load_before	$LOAD0
+load_after	$(cut -d' ' -f1-3 /proc/loadavg)
+pool_version	$("$POOL" -V 2>&1 | head -n1)
+nginx_version	$("$NGINX" -v 2>&1 | head -n1)
+haproxy_version	$("$HAPROXY" -v 2>&1 | head -n1 | cut -d' ' -f1-3)
+wrk_version	$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)
+wrk_errors	$(cat "$TMP/wrk-errors" 2>/dev/null | wc -l)
+EOF
+# results-raw.tsv: the run's settings as "#" lines, then one figure per
+# line and run; report.py can remake results.md from it alone.
+{
+	echo "# ollama-pool bench/run.sh raw figures: scenario, target, metric, value (one line per run)"
+	sed 's/^/#\t/' "$TMP/meta"
+	cat "$RAW"
+} >"$OUT/results-raw.tsv"
+"$PY" "$HERE/report.py" "$OUT/results-raw.tsv" "$OUT/results.md" "$TMP/chart.dat" ||
+	fail "report failed"
+if grep -q '^"' "$TMP/chart.dat"; then
+	gnuplot -e "datafile='$TMP/chart.dat'; outfile='$OUT/results.png'" \
+		"$HERE/results.gp" || say "gnuplot failed: no chart"
+else
+	say "no chart rows in this selection of scenarios: no chart"
+fi
+say "done in $(( T1 - T0 )) s: $OUT/results.md $OUT/results.png"
