@@ -444,6 +444,7 @@ struct response_opts {
 	int head_only;
 	int openai; /* OpenAI error shape */
 	int retry_after; /* seconds, 0 for none */
+	const char *allow; /* methods, for a 405 */
 	const char *content_type;
 };
 void response_write(struct evbuffer *, const struct response_opts *,

@@ -213,6 +213,9 @@ proxy_req_fail(struct proxy_req *req, int status, int retry_after,
 	o.head_only = req->head_only;
 	o.openai = req->openai;
 	o.retry_after = retry_after;
+	if (status == 405)
+		o.allow = req->admin ? "GET, HEAD" :
+				       "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 	response_error(client_output(req->client), &o, msg);
 	proxy_account(req, status);
 	client_response_done(req->client, o.keep_alive);
@@ -240,15 +243,16 @@ proxy_req_respond(struct proxy_req *req, int status, const char *ctype,
 void
 proxy_req_start(struct proxy_req *req)
 {
-	if (req->path == NULL) {
-		proxy_req_fail(req, 400, 0,
-		    "request target must be a path such as /api/generate");
-		return;
-	}
+	/* Before the target: CONNECT names a host:port, not a path. */
 	if (req->head->method == HTTP_CONNECT ||
 	    req->head->method == HTTP_TRACE) {
 		proxy_req_fail(req, 405, 0, "method %s is not allowed",
 		    req->method);
+		return;
+	}
+	if (req->path == NULL) {
+		proxy_req_fail(req, 400, 0,
+		    "request target must be a path such as /api/generate");
 		return;
 	}
 	if (rt.cfg->client_tokens[0] != '\0' &&

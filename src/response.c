@@ -41,6 +41,8 @@ response_write(struct evbuffer *out, const struct response_opts *o,
 		    o->content_type);
 	if (o->retry_after > 0)
 		evbuffer_add_printf(out, "Retry-After: %d\r\n", o->retry_after);
+	if (o->allow != NULL)
+		evbuffer_add_printf(out, "Allow: %s\r\n", o->allow);
 	if (o->status == 401)
 		evbuffer_add_printf(out,
 		    "WWW-Authenticate: Bearer realm=\"" OP_NAME "\"\r\n");
