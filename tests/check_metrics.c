@@ -163,6 +163,15 @@ prom_err(struct prom *p, int line, const char *at, size_t len,
 	return -1;
 }
 
+/* prom_err() for the label loop: the value buffer goes first. */
+static int
+prom_err_val(struct harness_buf *val, struct prom *p, int line,
+    const char *at, size_t len, const char *msg)
+{
+	harness_buf_free(val);
+	return prom_err(p, line, at, len, "%s", msg);
+}
+
 static int
 prom_name_start(int c, int label)
 {
@@ -384,15 +393,15 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 
 			n = prom_name_len(q, end, 1);
 			if (n == 0)
-				return prom_err(p, ln, line, len,
+				return prom_err_val(&val, p, ln, line, len,
 				    "bad label name");
 			if (n >= 2 && q[0] == '_' && q[1] == '_')
-				return prom_err(p, ln, line, len,
+				return prom_err_val(&val, p, ln, line, len,
 				    "reserved label name");
 			for (i = 0; i < s->nlabels; i++)
 				if (strlen(s->labels[i].name) == n &&
 				    memcmp(s->labels[i].name, q, n) == 0)
-					return prom_err(p, ln, line, len,
+					return prom_err_val(&val, p, ln, line, len,
 					    "duplicate label name");
 			s->labels = realloc(s->labels, (s->nlabels + 1) *
 			    sizeof *s->labels);
@@ -403,7 +412,7 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 			l->value = NULL;
 			q += n;
 			if (q + 1 >= end || q[0] != '=' || q[1] != '"')
-				return prom_err(p, ln, line, len,
+				return prom_err_val(&val, p, ln, line, len,
 				    "label name not followed by =\"");
 			q += 2;
 			val.len = 0;
