@@ -90,11 +90,20 @@ parse_size(const char *s)
 	long long v = strtoll(s, &end, 10);
 
 	switch (*end) {
-	case 'g': case 'G': v <<= 10; /* FALLTHROUGH */
-	case 'm': case 'M': v <<= 10; /* FALLTHROUGH */
-	case 'k': case 'K': v <<= 10; break;
-	case '\0': break;
-	default: die("bad size %s", s);
+	case 'g':
+	case 'G':
+		v <<= 10; /* FALLTHROUGH */
+	case 'm':
+	case 'M':
+		v <<= 10; /* FALLTHROUGH */
+	case 'k':
+	case 'K':
+		v <<= 10;
+		break;
+	case '\0':
+		break;
+	default:
+		die("bad size %s", s);
 	}
 	return v;
 }
@@ -122,8 +131,9 @@ parse_target(const char *hp)
 static int
 connect_target(int nonblock)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0),
-	    0), one = 1;
+	int fd = socket(
+	        AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0),
+	    one = 1;
 
 	if (fd < 0)
 		return -1;
@@ -163,9 +173,9 @@ struct resp {
 	char head[8192];
 	size_t headlen;
 	int status;
-	long long left;		/* Content-Length or chunk bytes left */
+	long long left; /* Content-Length or chunk bytes left */
 	int chunked;
-	char line[64];		/* chunk-size line being read */
+	char line[64]; /* chunk-size line being read */
 	size_t linelen;
 	void (*body)(struct resp *, const char *, size_t);
 	void *arg;
@@ -190,13 +200,14 @@ resp_head_done(struct resp *r)
 		return -1;
 	r->left = -1;
 	for (p = strstr(r->head, "\r\n"); p != NULL && p[2] != '\r';
-	    p = strstr(p + 2, "\r\n")) {
+	     p = strstr(p + 2, "\r\n")) {
 		if (strncasecmp(p + 2, "content-length:", 15) == 0)
 			r->left = strtoll(p + 17, NULL, 10);
 		else if (strncasecmp(p + 2, "transfer-encoding:", 18) == 0) {
 			e = strstr(p + 2, "\r\n");
-			if (e != NULL && memmem(p + 2, (size_t)(e - p - 2),
-			    "chunked", 7) != NULL)
+			if (e != NULL &&
+			    memmem(p + 2, (size_t)(e - p - 2), "chunked", 7) !=
+			        NULL)
 				r->chunked = 1;
 		}
 	}
@@ -207,7 +218,7 @@ resp_head_done(struct resp *r)
 	else if (r->left == 0 || r->status == 204 || r->status == 304)
 		r->st = R_DONE;
 	else
-		return -1;	/* close-delimited: not used here */
+		return -1; /* close-delimited: not used here */
 	return 0;
 }
 
@@ -224,8 +235,10 @@ resp_feed(struct resp *r, const char *p, size_t n)
 				return -1;
 			r->head[r->headlen++] = *p++;
 			n--;
-			if (r->headlen >= 4 && memcmp(r->head + r->headlen - 4,
-			    "\r\n\r\n", 4) == 0 && resp_head_done(r) < 0)
+			if (r->headlen >= 4 &&
+			    memcmp(r->head + r->headlen - 4, "\r\n\r\n", 4) ==
+			        0 &&
+			    resp_head_done(r) < 0)
 				return -1;
 			break;
 		case R_CL:
@@ -312,8 +325,8 @@ ts_conn(void *arg)
 	struct timespec due;
 	int64_t start, t;
 	const char *hd = "HTTP/1.1 200 OK\r\n"
-	    "Content-Type: application/x-ndjson\r\n"
-	    "Transfer-Encoding: chunked\r\n\r\n";
+	                 "Content-Type: application/x-ndjson\r\n"
+	                 "Transfer-Encoding: chunked\r\n\r\n";
 
 	for (;;) {
 		/* Read one request: head, then a Content-Length or chunked
@@ -350,7 +363,7 @@ ts_conn(void *arg)
 		} else {
 			buf[have] = '\0';
 			while (memmem(end, (size_t)(buf + have - end),
-			    "0\r\n\r\n", 5) == NULL) {
+			           "0\r\n\r\n", 5) == NULL) {
 				if (have >= sizeof buf - 1)
 					goto out;
 				n = read(fd, buf + have, sizeof buf - 1 - have);
@@ -359,7 +372,7 @@ ts_conn(void *arg)
 				have += (size_t)n;
 			}
 		}
-		have = 0;	/* one request at a time: no pipelining */
+		have = 0; /* one request at a time: no pipelining */
 		if (write_all(fd, hd, strlen(hd)) < 0)
 			goto out;
 		start = now_ns();
@@ -368,7 +381,7 @@ ts_conn(void *arg)
 			due.tv_sec = t / 1000000000;
 			due.tv_nsec = t % 1000000000;
 			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME,
-			    &due, NULL) == EINTR)
+			           &due, NULL) == EINTR)
 				;
 			t = now_ns();
 			if (i + 1 < ts_lines)
@@ -382,7 +395,8 @@ ts_conn(void *arg)
 				    "{\"model\":\"llama3.2\",\"created_at\":"
 				    "\"2024-01-01T00:00:00Z\",\"response\":"
 				    "\"\",\"done\":true,\"done_reason\":"
-				    "\"stop\",\"t\":%lld}\n", (long long)t);
+				    "\"stop\",\"t\":%lld}\n",
+				    (long long)t);
 			olen = snprintf(out, sizeof out, "%x\r\n%s\r\n%s", len,
 			    line, i + 1 < ts_lines ? "" : "0\r\n\r\n");
 			if (write_all(fd, out, (size_t)olen) < 0)
@@ -405,10 +419,17 @@ cmd_tsource(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "p:n:i:")) != -1)
 		switch (opt) {
-		case 'p': port = atoi(optarg); break;
-		case 'n': ts_lines = atoi(optarg); break;
-		case 'i': ts_interval_us = atol(optarg); break;
-		default: die("tsource -p PORT [-n LINES] [-i USEC]");
+		case 'p':
+			port = atoi(optarg);
+			break;
+		case 'n':
+			ts_lines = atoi(optarg);
+			break;
+		case 'i':
+			ts_interval_us = atol(optarg);
+			break;
+		default:
+			die("tsource -p PORT [-n LINES] [-i USEC]");
 		}
 	lfd = socket(AF_INET, SOCK_STREAM, 0);
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -441,10 +462,10 @@ cmd_tsource(int argc, char **argv)
 struct lines {
 	char cur[4096];
 	size_t curlen;
-	int64_t now;		/* time of the read being parsed */
+	int64_t now; /* time of the read being parsed */
 	int64_t *arrive, *delay;
 	size_t n, ndelay, cap;
-	int in_read;		/* lines completed by the current read */
+	int in_read; /* lines completed by the current read */
 	int last_done;
 };
 
@@ -463,7 +484,8 @@ lines_body(struct resp *r, const char *p, size_t n)
 		L->cur[L->curlen] = '\0';
 		if (L->n == L->cap) {
 			L->cap = L->cap ? 2 * L->cap : 1024;
-			L->arrive = realloc(L->arrive, L->cap * sizeof *L->arrive);
+			L->arrive =
+			    realloc(L->arrive, L->cap * sizeof *L->arrive);
 			L->delay = realloc(L->delay, L->cap * sizeof *L->delay);
 			if (L->arrive == NULL || L->delay == NULL)
 				die("out of memory");
@@ -471,7 +493,8 @@ lines_body(struct resp *r, const char *p, size_t n)
 		L->arrive[L->n++] = L->now;
 		t = strstr(L->cur, "\"t\":");
 		if (t != NULL)
-			L->delay[L->ndelay++] = L->now - strtoll(t + 4, NULL, 10);
+			L->delay[L->ndelay++] =
+			    L->now - strtoll(t + 4, NULL, 10);
 		L->last_done = strstr(L->cur, "\"done\":true") != NULL;
 		L->in_read++;
 		L->curlen = 0;
@@ -493,18 +516,31 @@ cmd_stream(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "c:n:i:o:")) != -1)
 		switch (opt) {
-		case 'c': parse_target(optarg); break;
-		case 'n': nlines = atoi(optarg); break;
-		case 'i': ims = atoi(optarg); break;
-		case 'o': dump = optarg; break;
-		default: die("stream -c HOST:PORT [-n LINES] [-i MS] [-o FILE]");
+		case 'c':
+			parse_target(optarg);
+			break;
+		case 'n':
+			nlines = atoi(optarg);
+			break;
+		case 'i':
+			ims = atoi(optarg);
+			break;
+		case 'o':
+			dump = optarg;
+			break;
+		default:
+			die("stream -c HOST:PORT [-n LINES] [-i MS] [-o FILE]");
 		}
-	snprintf(body, sizeof body, "{\"model\":\"llama3.2\",\"prompt\":"
+	snprintf(body, sizeof body,
+	    "{\"model\":\"llama3.2\",\"prompt\":"
 	    "\"Why is the sky blue?\",\"options\":{\"num_predict\":%d},"
-	    "\"fake_interval_ms\":%d}", nlines - 1, ims);
-	snprintf(req, sizeof req, "POST /api/generate HTTP/1.1\r\nHost: %s\r\n"
+	    "\"fake_interval_ms\":%d}",
+	    nlines - 1, ims);
+	snprintf(req, sizeof req,
+	    "POST /api/generate HTTP/1.1\r\nHost: %s\r\n"
 	    "User-Agent: benchtool\r\nContent-Type: application/json\r\n"
-	    "Content-Length: %zu\r\n\r\n%s", target_host, strlen(body), body);
+	    "Content-Length: %zu\r\n\r\n%s",
+	    target_host, strlen(body), body);
 	memset(&L, 0, sizeof L);
 	resp_init(&r, lines_body, &L);
 	fd = connect_target(0);
@@ -533,7 +569,8 @@ cmd_stream(int argc, char **argv)
 		die("stream: status %d", r.status);
 	if (dump != NULL && (fp = fopen(dump, "w")) != NULL) {
 		for (i = 0; i < L.n; i++)
-			fprintf(fp, "%zu %lld %lld\n", i, (long long)L.arrive[i],
+			fprintf(fp, "%zu %lld %lld\n", i,
+			    (long long)L.arrive[i],
 			    i < L.ndelay ? (long long)L.delay[i] : -1LL);
 		fclose(fp);
 	}
@@ -542,14 +579,14 @@ cmd_stream(int argc, char **argv)
 		gap[i - 1] = L.arrive[i] - L.arrive[i - 1];
 	qsort(gap, L.n ? L.n - 1 : 0, sizeof *gap, cmp_i64);
 	printf("lines=%zu reads=%d multi_line_reads=%d max_lines_per_read=%d "
-	    "done=%d gap_p50_us=%.1f gap_p99_us=%.1f gap_max_us=%.1f",
-	    L.n, reads, multi, maxper, L.last_done,
-	    pct(gap, L.n - 1, 50) / 1e3, pct(gap, L.n - 1, 99) / 1e3,
-	    L.n > 1 ? gap[L.n - 2] / 1e3 : 0.0);
+	       "done=%d gap_p50_us=%.1f gap_p99_us=%.1f gap_max_us=%.1f",
+	    L.n, reads, multi, maxper, L.last_done, pct(gap, L.n - 1, 50) / 1e3,
+	    pct(gap, L.n - 1, 99) / 1e3, L.n > 1 ? gap[L.n - 2] / 1e3 : 0.0);
 	if (L.ndelay > 0) {
 		qsort(L.delay, L.ndelay, sizeof *L.delay, cmp_i64);
 		printf(" delay_p50_us=%.1f delay_p90_us=%.1f delay_p99_us=%.1f "
-		    "delay_max_us=%.1f", pct(L.delay, L.ndelay, 50) / 1e3,
+		       "delay_max_us=%.1f",
+		    pct(L.delay, L.ndelay, 50) / 1e3,
 		    pct(L.delay, L.ndelay, 90) / 1e3,
 		    pct(L.delay, L.ndelay, 99) / 1e3,
 		    L.delay[L.ndelay - 1] / 1e3);
@@ -562,7 +599,7 @@ cmd_stream(int argc, char **argv)
 
 struct mconn {
 	int fd;
-	int state;		/* 0 connecting/sending, 1 reading, 2 done, 3 failed */
+	int state; /* 0 connecting/sending, 1 reading, 2 done, 3 failed */
 	size_t sent;
 	struct resp r;
 	struct lines *L;
@@ -613,14 +650,15 @@ many(struct mconn *c, int conns, int ramp, int count_lines, int *ok,
 		}
 		k = epoll_wait(ep, evs, 256, 10000);
 		if (k == 0)
-			die("many: no progress in 10 s (%d ok, %d failed of %d)",
+			die("many: no progress in 10 s (%d ok, %d failed of "
+			    "%d)",
 			    *ok, *failed, conns);
 		for (i = 0; i < k; i++) {
 			struct mconn *m = evs[i].data.ptr;
 
 			if (m->state == 0 && (evs[i].events & EPOLLOUT)) {
-				n = write(m->fd, m_req + m->sent,
-				    m_reqlen - m->sent);
+				n = write(
+				    m->fd, m_req + m->sent, m_reqlen - m->sent);
 				if (n < 0 && errno != EAGAIN)
 					goto fail;
 				if (n > 0)
@@ -629,7 +667,8 @@ many(struct mconn *c, int conns, int ramp, int count_lines, int *ok,
 					m->state = 1;
 					ev.events = EPOLLIN;
 					ev.data.ptr = m;
-					epoll_ctl(ep, EPOLL_CTL_MOD, m->fd, &ev);
+					epoll_ctl(
+					    ep, EPOLL_CTL_MOD, m->fd, &ev);
 				}
 				continue;
 			}
@@ -656,7 +695,8 @@ many(struct mconn *c, int conns, int ramp, int count_lines, int *ok,
 				} else {
 					m->state = 3;
 					(*failed)++;
-					fprintf(stderr, "benchtool: status %d\n",
+					fprintf(stderr,
+					    "benchtool: status %d\n",
 					    m->r.status);
 				}
 				/* idle: keep the connection open, unwatched */
@@ -665,7 +705,7 @@ many(struct mconn *c, int conns, int ramp, int count_lines, int *ok,
 					close(m->fd);
 			}
 			continue;
-fail:
+		fail:
 			if (m->r.st != R_HEAD && m->r.st != R_DONE)
 				flight--;
 			pending--;
@@ -688,14 +728,25 @@ cmd_idle(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "c:n:p:w:")) != -1)
 		switch (opt) {
-		case 'c': parse_target(optarg); break;
-		case 'n': conns = atoi(optarg); break;
-		case 'p': path = optarg; break;
-		case 'w': hold = atoi(optarg); break;
-		default: die("idle -c HOST:PORT -n CONNS [-p PATH] [-w S]");
+		case 'c':
+			parse_target(optarg);
+			break;
+		case 'n':
+			conns = atoi(optarg);
+			break;
+		case 'p':
+			path = optarg;
+			break;
+		case 'w':
+			hold = atoi(optarg);
+			break;
+		default:
+			die("idle -c HOST:PORT -n CONNS [-p PATH] [-w S]");
 		}
-	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\n"
-	    "User-Agent: benchtool\r\nAccept: */*\r\n\r\n", path, target_host);
+	snprintf(req, sizeof req,
+	    "GET %s HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: benchtool\r\nAccept: */*\r\n\r\n",
+	    path, target_host);
 	m_req = req;
 	m_reqlen = strlen(req);
 	c = calloc((size_t)conns, sizeof *c);
@@ -718,18 +769,30 @@ cmd_streams(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "c:n:l:i:")) != -1)
 		switch (opt) {
-		case 'c': parse_target(optarg); break;
-		case 'n': conns = atoi(optarg); break;
-		case 'l': lines = atoi(optarg); break;
-		case 'i': ims = atoi(optarg); break;
-		default: die("streams -c HOST:PORT -n CONNS [-l LINES] [-i MS]");
+		case 'c':
+			parse_target(optarg);
+			break;
+		case 'n':
+			conns = atoi(optarg);
+			break;
+		case 'l':
+			lines = atoi(optarg);
+			break;
+		case 'i':
+			ims = atoi(optarg);
+			break;
+		default:
+			die("streams -c HOST:PORT -n CONNS [-l LINES] [-i MS]");
 		}
-	snprintf(body, sizeof body, "{\"model\":\"llama3.2\",\"prompt\":"
+	snprintf(body, sizeof body,
+	    "{\"model\":\"llama3.2\",\"prompt\":"
 	    "\"hi\",\"options\":{\"num_predict\":%d},\"fake_interval_ms\":%d}",
 	    lines - 1, ims);
-	snprintf(req, sizeof req, "POST /api/generate HTTP/1.1\r\nHost: %s\r\n"
+	snprintf(req, sizeof req,
+	    "POST /api/generate HTTP/1.1\r\nHost: %s\r\n"
 	    "User-Agent: benchtool\r\nContent-Type: application/json\r\n"
-	    "Content-Length: %zu\r\n\r\n%s", target_host, strlen(body), body);
+	    "Content-Length: %zu\r\n\r\n%s",
+	    target_host, strlen(body), body);
 	m_req = req;
 	m_reqlen = strlen(req);
 	c = calloc((size_t)conns, sizeof *c);
@@ -773,8 +836,11 @@ cmd_digest(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "s:")) != -1)
 		switch (opt) {
-		case 's': size = parse_size(optarg); break;
-		default: die("digest -s SIZE");
+		case 's':
+			size = parse_size(optarg);
+			break;
+		default:
+			die("digest -s SIZE");
 		}
 	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
 	for (left = size; left > 0; left -= BLOCK)
@@ -802,16 +868,25 @@ cmd_upload(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "c:s:d:")) != -1)
 		switch (opt) {
-		case 'c': parse_target(optarg); break;
-		case 's': size = parse_size(optarg); break;
-		case 'd': hex = optarg; break;
-		default: die("upload -c HOST:PORT -s SIZE -d HEX");
+		case 'c':
+			parse_target(optarg);
+			break;
+		case 's':
+			size = parse_size(optarg);
+			break;
+		case 'd':
+			hex = optarg;
+			break;
+		default:
+			die("upload -c HOST:PORT -s SIZE -d HEX");
 		}
 	if (hex == NULL)
 		die("upload needs -d HEX");
-	snprintf(head, sizeof head, "POST /api/blobs/sha256:%s HTTP/1.1\r\n"
+	snprintf(head, sizeof head,
+	    "POST /api/blobs/sha256:%s HTTP/1.1\r\n"
 	    "Host: %s\r\nUser-Agent: benchtool\r\n"
-	    "Transfer-Encoding: chunked\r\n\r\n", hex, target_host);
+	    "Transfer-Encoding: chunked\r\n\r\n",
+	    hex, target_host);
 	t0 = now_ns();
 	fd = connect_target(0);
 	if (fd < 0 || write_all(fd, head, strlen(head)) < 0)
@@ -870,7 +945,8 @@ main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2)
-		die("usage: benchtool tsource|stream|idle|streams|digest|upload "
+		die("usage: benchtool "
+		    "tsource|stream|idle|streams|digest|upload "
 		    "...");
 	argv++;
 	argc--;

@@ -18,7 +18,7 @@
 #include "ollama-pool.h"
 
 static int PRINTFLIKE(3, 4)
-addr_error(char *err, size_t errlen, const char *fmt, ...)
+    addr_error(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -78,8 +78,8 @@ addr_split(const char *s, char *host, size_t hostlen, const char **port,
 }
 
 int
-addr_parse_listen(const char *s, struct listen_addr *la, char *err,
-    size_t errlen)
+addr_parse_listen(
+    const char *s, struct listen_addr *la, char *err, size_t errlen)
 {
 	struct addrinfo hints, *res;
 	struct sockaddr_un *sun;
@@ -90,8 +90,8 @@ addr_parse_listen(const char *s, struct listen_addr *la, char *err,
 
 	memset(la, 0, sizeof *la);
 	if (strlen(s) >= sizeof la->text)
-		return addr_error(err, errlen, "listen address too long: %s",
-		    s);
+		return addr_error(
+		    err, errlen, "listen address too long: %s", s);
 	strcpy(la->text, s);
 
 	if (strncmp(s, "unix:", 5) == 0) {
@@ -100,8 +100,8 @@ addr_parse_listen(const char *s, struct listen_addr *la, char *err,
 			return addr_error(err, errlen,
 			    "unix listen path must be absolute: %s", s);
 		if (strlen(s + 5) >= sizeof sun->sun_path)
-			return addr_error(err, errlen,
-			    "unix listen path too long: %s", s);
+			return addr_error(
+			    err, errlen, "unix listen path too long: %s", s);
 		la->kind = LISTEN_UNIX;
 		sun->sun_family = AF_UNIX;
 		strcpy(sun->sun_path, s + 5);
@@ -112,10 +112,11 @@ addr_parse_listen(const char *s, struct listen_addr *la, char *err,
 	if (addr_split(s, host, sizeof host, &portstr, &portlen) != 0)
 		return addr_error(err, errlen,
 		    "bad listen address '%s' (want HOST:PORT, [V6]:PORT, "
-		    ":PORT or unix:/path)", s);
-	if (addr_parse_port(portstr, portlen, &port) != 0)
-		return addr_error(err, errlen, "bad port in listen address '%s'",
+		    ":PORT or unix:/path)",
 		    s);
+	if (addr_parse_port(portstr, portlen, &port) != 0)
+		return addr_error(
+		    err, errlen, "bad port in listen address '%s'", s);
 	/* As in OLLAMA_HOST, a missing host means loopback, never all
 	 * interfaces: exposing the proxy must be a deliberate choice. */
 	if (host[0] == '\0')
@@ -197,8 +198,8 @@ addr_same_host(const struct sockaddr *a, const struct sockaddr *b)
 		    ((const struct sockaddr_in *)b)->sin_addr.s_addr;
 	if (a->sa_family == AF_INET6)
 		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-			   &((const struct sockaddr_in6 *)b)->sin6_addr,
-			   sizeof(struct in6_addr)) == 0;
+		           &((const struct sockaddr_in6 *)b)->sin6_addr,
+		           sizeof(struct in6_addr)) == 0;
 	return 0;
 }
 
@@ -208,8 +209,8 @@ addr_same_host(const struct sockaddr *a, const struct sockaddr *b)
  * listeners are skipped: the kernel picks a port no upstream can name.
  */
 int
-addr_upstream_is_listen(const struct upstream_url *u,
-    const struct listen_addr *listen, int nlisten)
+addr_upstream_is_listen(
+    const struct upstream_url *u, const struct listen_addr *listen, int nlisten)
 {
 	struct addrinfo hints, *res, *ai;
 	const struct sockaddr *la;
@@ -232,8 +233,8 @@ addr_upstream_is_listen(const struct upstream_url *u,
 				continue;
 			if (addr_same_host(la, ai->ai_addr) ||
 			    (addr_sockaddr_is_any(la) &&
-				(la->sa_family == ai->ai_addr->sa_family ||
-				    addr_sockaddr_is_loopback(ai->ai_addr))))
+			        (la->sa_family == ai->ai_addr->sa_family ||
+			            addr_sockaddr_is_loopback(ai->ai_addr))))
 				hit = 1;
 		}
 	}
@@ -242,8 +243,7 @@ addr_upstream_is_listen(const struct upstream_url *u,
 }
 
 void
-addr_format(const struct sockaddr *sa, socklen_t len, char *out,
-    size_t outlen)
+addr_format(const struct sockaddr *sa, socklen_t len, char *out, size_t outlen)
 {
 	char host[INET6_ADDRSTRLEN];
 
@@ -280,8 +280,8 @@ addr_format(const struct sockaddr *sa, socklen_t len, char *out,
  * ollama CLI, a bad port is an error rather than a silent default.
  */
 int
-addr_parse_upstream(const char *in, struct upstream_url *u, char *err,
-    size_t errlen)
+addr_parse_upstream(
+    const char *in, struct upstream_url *u, char *err, size_t errlen)
 {
 	char buf[1024], host[256];
 	const char *s, *hp, *slash, *portstr;
@@ -292,8 +292,9 @@ addr_parse_upstream(const char *in, struct upstream_url *u, char *err,
 	while (isspace((unsigned char)*in) || *in == '"' || *in == '\'')
 		in++;
 	len = strlen(in);
-	while (len > 0 && (isspace((unsigned char)in[len - 1]) ||
-			      in[len - 1] == '"' || in[len - 1] == '\''))
+	while (len > 0 &&
+	    (isspace((unsigned char)in[len - 1]) || in[len - 1] == '"' ||
+	        in[len - 1] == '\''))
 		len--;
 	if (len >= sizeof buf)
 		return addr_error(err, errlen, "upstream URL too long");
@@ -324,15 +325,15 @@ addr_parse_upstream(const char *in, struct upstream_url *u, char *err,
 		char hostport[300];
 
 		if (hplen >= sizeof hostport)
-			return addr_error(err, errlen,
-			    "upstream '%s': host too long", buf);
+			return addr_error(
+			    err, errlen, "upstream '%s': host too long", buf);
 		memcpy(hostport, hp, hplen);
 		hostport[hplen] = '\0';
-		if (hostport[0] == '[' || (strchr(hostport, ':') != NULL &&
-					      strchr(hostport, ':') ==
-						  strrchr(hostport, ':'))) {
+		if (hostport[0] == '[' ||
+		    (strchr(hostport, ':') != NULL &&
+		        strchr(hostport, ':') == strrchr(hostport, ':'))) {
 			if (addr_split(hostport, host, sizeof host, &portstr,
-				&portlen) != 0) {
+			        &portlen) != 0) {
 				/* "[::1]" alone: a bracketed host, no port. */
 				len = strlen(hostport);
 				if (hostport[0] != '[' ||
@@ -344,7 +345,8 @@ addr_parse_upstream(const char *in, struct upstream_url *u, char *err,
 				host[len - 2] = '\0';
 			} else {
 				if (addr_parse_port(portstr, portlen, &port) !=
-					0 || port == 0)
+				        0 ||
+				    port == 0)
 					return addr_error(err, errlen,
 					    "upstream '%s': bad port", buf);
 				have_port = 1;
@@ -376,18 +378,19 @@ addr_parse_upstream(const char *in, struct upstream_url *u, char *err,
 		while (len > 0 && slash[len - 1] == '/')
 			len--;
 		if (len >= sizeof u->prefix)
-			return addr_error(err, errlen,
-			    "upstream '%s': path too long", buf);
+			return addr_error(
+			    err, errlen, "upstream '%s': path too long", buf);
 		memcpy(u->prefix, slash, len);
 		u->prefix[len] = '\0';
 	}
 	strcpy(u->host, host);
 	u->port = port;
 	if (strchr(host, ':') != NULL)
-		snprintf(u->hostport, sizeof u->hostport, "[%s]:%d", host, port);
+		snprintf(
+		    u->hostport, sizeof u->hostport, "[%s]:%d", host, port);
 	else
 		snprintf(u->hostport, sizeof u->hostport, "%s:%d", host, port);
-	snprintf(u->base, sizeof u->base, "%s://%s%s", u->tls ? "https" : "http",
-	    u->hostport, u->prefix);
+	snprintf(u->base, sizeof u->base, "%s://%s%s",
+	    u->tls ? "https" : "http", u->hostport, u->prefix);
 	return 0;
 }

@@ -39,8 +39,7 @@ admin_respond_json(struct proxy_req *req, int status, cJSON *root)
  * connection that is one small request, cheap enough to poll each second,
  * and never stale. */
 static void
-admin_health_done(void *arg, int ok, long code, const char *msg,
-    double latency)
+admin_health_done(void *arg, int ok, long code, const char *msg, double latency)
 {
 	struct proxy_req *req = arg;
 	cJSON *root = cJSON_CreateObject();
@@ -64,8 +63,8 @@ admin_only_get(struct proxy_req *req, const char *what)
 {
 	if (req->head->method == HTTP_GET || req->head->method == HTTP_HEAD)
 		return 1;
-	proxy_req_fail(req, 405, 0, "%s is not allowed on %s", req->method,
-	    what);
+	proxy_req_fail(
+	    req, 405, 0, "%s is not allowed on %s", req->method, what);
 	return 0;
 }
 
@@ -81,8 +80,8 @@ admin_handle(struct proxy_req *req)
 		if (!admin_only_get(req, "/ollama-pool/health"))
 			return;
 		req->up = upstream_select(req);
-		req->probe = upstream_probe_start(req->up, admin_health_done,
-		    req);
+		req->probe =
+		    upstream_probe_start(req->up, admin_health_done, req);
 		if (req->probe == NULL)
 			admin_health_done(req, 0, 0, "cannot start probe", 0);
 		return;

@@ -42,10 +42,10 @@ static int client_on_complete(void *);
 static void client_process(struct client_conn *);
 
 static const struct httpreq_cb client_parser_cb = {
-	.on_begin = client_on_begin,
-	.on_head = client_on_head,
-	.on_body = client_on_body,
-	.on_complete = client_on_complete,
+    .on_begin = client_on_begin,
+    .on_head = client_on_head,
+    .on_body = client_on_body,
+    .on_complete = client_on_complete,
 };
 
 /*
@@ -80,8 +80,8 @@ client_watch(struct client_conn *cc, int on)
 		fd = fcntl(bufferevent_getfd(cc->bev), F_DUPFD_CLOEXEC, 0);
 		if (fd < 0)
 			return; /* EV_CLOSED still sees a half-close */
-		cc->watch_ev = event_new(rt.base, fd, EV_READ | EV_ET |
-		    EV_PERSIST, client_watch_cb, cc);
+		cc->watch_ev = event_new(rt.base, fd,
+		    EV_READ | EV_ET | EV_PERSIST, client_watch_cb, cc);
 		event_add(cc->watch_ev, NULL);
 	} else if (!on && cc->watch_ev != NULL) {
 		fd = event_get_fd(cc->watch_ev);
@@ -122,12 +122,12 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	/* EV_CLOSED (EPOLLRDHUP) tells us the client left even while we
 	 * are not reading from it, so its upstream transfer can be stopped
 	 * at once instead of generating for nobody. */
-	cc->closed_ev = event_new(rt.base, fd, EV_CLOSED | EV_PERSIST,
-	    client_closed_cb, cc);
+	cc->closed_ev = event_new(
+	    rt.base, fd, EV_CLOSED | EV_PERSIST, client_closed_cb, cc);
 	addr_format(sa, salen, cc->peer, sizeof cc->peer);
 	httpreq_init(&cc->req_parser, &client_parser_cb, cc);
-	bufferevent_setcb(cc->bev, client_read_cb, client_write_cb,
-	    client_event_cb, cc);
+	bufferevent_setcb(
+	    cc->bev, client_read_cb, client_write_cb, client_event_cb, cc);
 	bufferevent_setwatermark(cc->bev, EV_READ, 0, CLIENT_READ_HIGH);
 	/* The write callback doubles as "the client drained": it resumes a
 	 * response paused for backpressure. */
@@ -289,7 +289,7 @@ static void
 client_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct client_conn *cc = arg;
-	struct response_opts o = { .status = 408, .keep_alive = 0 };
+	struct response_opts o = {.status = 408, .keep_alive = 0};
 
 	if (cc->closing)
 		return;
@@ -309,8 +309,8 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		client_free(cc);
 		return;
 	}
-	log_info("client %s: request head not complete within %g s",
-	    cc->peer, rt.cfg->header_timeout);
+	log_info("client %s: request head not complete within %g s", cc->peer,
+	    rt.cfg->header_timeout);
 	metrics_count_request("other", ROUTE_OTHER, 408);
 	response_error(client_output(cc), &o,
 	    "request headers not received in time (header_timeout)");
@@ -330,7 +330,7 @@ client_read_cb(struct bufferevent *bev, void *arg)
 static void
 client_reject(struct client_conn *cc, int status, const char *why)
 {
-	struct response_opts o = { .status = status, .keep_alive = 0 };
+	struct response_opts o = {.status = status, .keep_alive = 0};
 	char msg[256];
 
 	snprintf(msg, sizeof msg, "bad request from client: %s", why);
@@ -379,8 +379,8 @@ client_on_head(void *arg, struct http_head *h)
 	cc->resp_done = 0;
 	if (h->expect_continue && h->http_minor >= 1 &&
 	    (h->chunked || h->content_length > 0))
-		evbuffer_add(client_output(cc), "HTTP/1.1 100 Continue\r\n\r\n",
-		    25);
+		evbuffer_add(
+		    client_output(cc), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	cc->req = proxy_req_new(cc, h);
 	proxy_req_start(cc->req);
 	return 0;
@@ -423,10 +423,11 @@ client_on_complete(void *arg)
 static void
 client_watch_update(struct client_conn *cc)
 {
-	client_watch(cc, cc->req != NULL && !cc->resp_done &&
-		(cc->read_throttled ||
-		    evbuffer_get_length(bufferevent_get_input(cc->bev)) >=
-			CLIENT_READ_HIGH));
+	client_watch(cc,
+	    cc->req != NULL && !cc->resp_done &&
+	        (cc->read_throttled ||
+	            evbuffer_get_length(bufferevent_get_input(cc->bev)) >=
+	                CLIENT_READ_HIGH));
 }
 
 static void

@@ -43,61 +43,60 @@ struct setting {
 #define OFF(f) offsetof(struct config, f)
 
 static const struct setting settings[] = {
-	{ "server", "listen", SET_LISTEN, OFF(listen), DEFAULT_LISTEN, 0, 0,
-	    "addresses to accept clients on, space separated" },
-	{ "server", "max_header_size", SET_SIZE, OFF(max_header_size), "32k",
-	    1024, 1048576, "largest request head accepted" },
-	{ "server", "max_body_size", SET_SIZE64, OFF(max_body_size), "0", 0,
-	    1e18, "largest request body accepted, 0 for no limit; 413 beyond" },
-	{ "server", "max_buffer", SET_SIZE, OFF(max_buffer), "1m", 65536,
-	    1073741824, "most bytes buffered per connection and direction" },
-	{ "server", "header_timeout", SET_SECONDS, OFF(header_timeout), "30",
-	    0.001, 86400, "seconds allowed for a request's headers; then 408" },
-	{ "server", "shutdown_timeout", SET_SECONDS, OFF(shutdown_timeout),
-	    "30", 0, 86400,
-	    "seconds in-flight requests get to finish on SIGTERM" },
-	{ "server", "body_timeout", SET_SECONDS, OFF(body_timeout), "60", 0.001,
-	    86400, "seconds a request body may stall while we wait for it" },
-	{ "server", "max_clients", SET_INT, OFF(max_clients), "10000", 1,
-	    10000000, "most client connections open at once" },
-	{ "server", "allow_remote", SET_BOOL, OFF(allow_remote), "no", 0, 0,
-	    "allow listening on addresses other than loopback" },
-	{ "server", "client_tokens", SET_STRING, OFF(client_tokens), "", 0, 0,
-	    "bearer tokens clients must send, space separated" },
-	{ "server", "idle_timeout", SET_SECONDS, OFF(idle_timeout), "75",
-	    0.001, 86400, "seconds a kept-alive client may sit idle" },
-	{ "upstream", "url", SET_URL, OFF(upstream), DEFAULT_UPSTREAM, 0, 0,
-	    "the Ollama server, in OLLAMA_HOST syntax" },
-	{ "upstream", "pool_maxsize", SET_INT, OFF(pool_maxsize), "20", 1,
-	    10000, "most connections open to the upstream at once" },
-	{ "upstream", "pool_connections", SET_INT, OFF(pool_connections), "10",
-	    0, 10000, "idle connections kept open for reuse" },
-	{ "upstream", "queue_max", SET_INT, OFF(queue_max), "512", 0, 1000000,
-	    "requests that may wait for a pool slot; beyond it, 503" },
-	{ "upstream", "connect_timeout", SET_SECONDS, OFF(connect_timeout),
-	    "10", 0.001, 3600, "seconds allowed for one connection attempt" },
-	{ "upstream", "first_byte_timeout", SET_SECONDS,
-	    OFF(first_byte_timeout), "0", 0, 86400,
-	    "seconds to wait for the response head; 0 waits for ever" },
-	{ "upstream", "stream_idle_timeout", SET_SECONDS,
-	    OFF(stream_idle_timeout), "0", 0, 86400,
-	    "seconds a response may go without a byte; 0 waits for ever" },
-	{ "upstream", "ca_file", SET_STRING, OFF(ca_file), "", 0, 0,
-	    "extra CA certificate file trusted for an https upstream" },
-	{ "upstream", "tls_verify", SET_BOOL, OFF(tls_verify), "yes", 0, 0,
-	    "verify the upstream's certificate and name" },
-	{ "retry", "retries", SET_INT, OFF(retries), "3", 0, 100,
-	    "retries after a failed attempt; 0 turns retrying off" },
-	{ "retry", "backoff_factor", SET_SECONDS, OFF(backoff_factor), "0.3",
-	    0, 3600, "retry n waits backoff_factor * 2^(n-1) seconds" },
-	{ "retry", "backoff_max", SET_SECONDS, OFF(backoff_max), "30", 0,
-	    86400, "longest wait before a retry, Retry-After included" },
-	{ "retry", "retry_statuses", SET_STATUSES, OFF(retry_statuses),
-	    "500,502,503,504", 0, 0, "upstream statuses that are retried" },
-	{ "retry", "retry_methods", SET_METHODS, OFF(retry_methods), "all", 0,
-	    0, "methods that are retried: all, or a list such as GET,POST" },
-	{ "retry", "retry_body_max", SET_SIZE, OFF(retry_body_max), "16m", 0,
-	    1073741824, "largest request body kept for replay" },
+    {"server", "listen", SET_LISTEN, OFF(listen), DEFAULT_LISTEN, 0, 0,
+        "addresses to accept clients on, space separated"},
+    {"server", "max_header_size", SET_SIZE, OFF(max_header_size), "32k", 1024,
+        1048576, "largest request head accepted"},
+    {"server", "max_body_size", SET_SIZE64, OFF(max_body_size), "0", 0, 1e18,
+        "largest request body accepted, 0 for no limit; 413 beyond"},
+    {"server", "max_buffer", SET_SIZE, OFF(max_buffer), "1m", 65536, 1073741824,
+        "most bytes buffered per connection and direction"},
+    {"server", "header_timeout", SET_SECONDS, OFF(header_timeout), "30", 0.001,
+        86400, "seconds allowed for a request's headers; then 408"},
+    {"server", "shutdown_timeout", SET_SECONDS, OFF(shutdown_timeout), "30", 0,
+        86400, "seconds in-flight requests get to finish on SIGTERM"},
+    {"server", "body_timeout", SET_SECONDS, OFF(body_timeout), "60", 0.001,
+        86400, "seconds a request body may stall while we wait for it"},
+    {"server", "max_clients", SET_INT, OFF(max_clients), "10000", 1, 10000000,
+        "most client connections open at once"},
+    {"server", "allow_remote", SET_BOOL, OFF(allow_remote), "no", 0, 0,
+        "allow listening on addresses other than loopback"},
+    {"server", "client_tokens", SET_STRING, OFF(client_tokens), "", 0, 0,
+        "bearer tokens clients must send, space separated"},
+    {"server", "idle_timeout", SET_SECONDS, OFF(idle_timeout), "75", 0.001,
+        86400, "seconds a kept-alive client may sit idle"},
+    {"upstream", "url", SET_URL, OFF(upstream), DEFAULT_UPSTREAM, 0, 0,
+        "the Ollama server, in OLLAMA_HOST syntax"},
+    {"upstream", "pool_maxsize", SET_INT, OFF(pool_maxsize), "20", 1, 10000,
+        "most connections open to the upstream at once"},
+    {"upstream", "pool_connections", SET_INT, OFF(pool_connections), "10", 0,
+        10000, "idle connections kept open for reuse"},
+    {"upstream", "queue_max", SET_INT, OFF(queue_max), "512", 0, 1000000,
+        "requests that may wait for a pool slot; beyond it, 503"},
+    {"upstream", "connect_timeout", SET_SECONDS, OFF(connect_timeout), "10",
+        0.001, 3600, "seconds allowed for one connection attempt"},
+    {"upstream", "first_byte_timeout", SET_SECONDS, OFF(first_byte_timeout),
+        "0", 0, 86400,
+        "seconds to wait for the response head; 0 waits for ever"},
+    {"upstream", "stream_idle_timeout", SET_SECONDS, OFF(stream_idle_timeout),
+        "0", 0, 86400,
+        "seconds a response may go without a byte; 0 waits for ever"},
+    {"upstream", "ca_file", SET_STRING, OFF(ca_file), "", 0, 0,
+        "extra CA certificate file trusted for an https upstream"},
+    {"upstream", "tls_verify", SET_BOOL, OFF(tls_verify), "yes", 0, 0,
+        "verify the upstream's certificate and name"},
+    {"retry", "retries", SET_INT, OFF(retries), "3", 0, 100,
+        "retries after a failed attempt; 0 turns retrying off"},
+    {"retry", "backoff_factor", SET_SECONDS, OFF(backoff_factor), "0.3", 0,
+        3600, "retry n waits backoff_factor * 2^(n-1) seconds"},
+    {"retry", "backoff_max", SET_SECONDS, OFF(backoff_max), "30", 0, 86400,
+        "longest wait before a retry, Retry-After included"},
+    {"retry", "retry_statuses", SET_STATUSES, OFF(retry_statuses),
+        "500,502,503,504", 0, 0, "upstream statuses that are retried"},
+    {"retry", "retry_methods", SET_METHODS, OFF(retry_methods), "all", 0, 0,
+        "methods that are retried: all, or a list such as GET,POST"},
+    {"retry", "retry_body_max", SET_SIZE, OFF(retry_body_max), "16m", 0,
+        1073741824, "largest request body kept for replay"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -162,8 +161,7 @@ config_parse_number(const char *value, double *out, int allow_suffix)
 }
 
 static int
-config_parse_statuses(uint8_t *set, const char *value, char *err,
-    size_t errlen)
+config_parse_statuses(uint8_t *set, const char *value, char *err, size_t errlen)
 {
 	char *copy = xstrdup(value), *tok, *save, *end;
 	long v;
@@ -185,8 +183,7 @@ config_parse_statuses(uint8_t *set, const char *value, char *err,
 }
 
 static int
-config_parse_methods(uint64_t *set, const char *value, char *err,
-    size_t errlen)
+config_parse_methods(uint64_t *set, const char *value, char *err, size_t errlen)
 {
 	char *copy, *tok, *save;
 	int m, found;
@@ -245,7 +242,7 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 				return -1;
 			}
 			if (addr_parse_listen(tok, &cfg->listen[cfg->nlisten],
-				err, errlen) != 0) {
+			        err, errlen) != 0) {
 				free(copy);
 				return -1;
 			}
@@ -253,7 +250,8 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 		}
 		free(copy);
 		if (cfg->nlisten == 0) {
-			snprintf(err, errlen, "listen needs at least one address");
+			snprintf(
+			    err, errlen, "listen needs at least one address");
 			return -1;
 		}
 		return 0;
@@ -291,22 +289,23 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 	case SET_SIZE:
 	case SET_SIZE64:
 		if (config_parse_number(value, &v,
-			s->type == SET_SIZE || s->type == SET_SIZE64) != 0 ||
+		        s->type == SET_SIZE || s->type == SET_SIZE64) != 0 ||
 		    (s->type != SET_SECONDS && v != floor(v))) {
 			snprintf(err, errlen, "%s must be %s, not '%s'", s->key,
-			    s->type == SET_SECONDS ? "a number of seconds" :
-			    s->type == SET_SIZE || s->type == SET_SIZE64 ?
-						     "a size (e.g. 64k, 1m)" :
-						     "a whole number",
+			    s->type == SET_SECONDS ? "a number of seconds"
+			        : s->type == SET_SIZE || s->type == SET_SIZE64
+			        ? "a size (e.g. 64k, 1m)"
+			        : "a whole number",
 			    value);
 			return -1;
 		}
 		if (v < s->min || v > s->max) {
-			n = snprintf(err, errlen, "%s must be between %g and %g",
-			    s->key, s->min, s->max);
+			n = snprintf(err, errlen,
+			    "%s must be between %g and %g", s->key, s->min,
+			    s->max);
 			if (n > 0 && (size_t)n < errlen)
-				snprintf(err + n, errlen - n, ", not '%s'",
-				    value);
+				snprintf(
+				    err + n, errlen - n, ", not '%s'", value);
 			return -1;
 		}
 		if (s->type == SET_INT)
@@ -345,7 +344,7 @@ config_new_defaults(void)
 
 	for (i = 0; i < NSETTINGS; i++)
 		if (config_apply(cfg, &settings[i], settings[i].def, 0, err,
-			sizeof err) != 0)
+		        sizeof err) != 0)
 			fatal("bad built-in default for %s: %s",
 			    settings[i].key, err);
 	return cfg;
@@ -379,8 +378,8 @@ config_reader(char *str, int num, void *stream)
 }
 
 static int
-config_handler(void *user, const char *section, const char *key,
-    const char *value)
+config_handler(
+    void *user, const char *section, const char *key, const char *value)
 {
 	struct config_load_ctx *ctx = user;
 	const struct setting *s;
@@ -415,8 +414,8 @@ config_handler(void *user, const char *section, const char *key,
 }
 
 static int
-config_fail(char *err, size_t errlen, const char *file, int line,
-    const char *msg)
+config_fail(
+    char *err, size_t errlen, const char *file, int line, const char *msg)
 {
 	if (line > 0)
 		snprintf(err, errlen, "%s:%d: %s", file, line, msg);
@@ -440,17 +439,18 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 	ctx.file = file;
 	if (fp != NULL) {
 		ctx.fp = fp;
-		rc = ini_parse_stream(config_reader, &ctx, config_handler, &ctx);
+		rc =
+		    ini_parse_stream(config_reader, &ctx, config_handler, &ctx);
 		if (rc < 0)
-			return config_fail(err, errlen, file, 0,
-			    "cannot read file");
+			return config_fail(
+			    err, errlen, file, 0, "cannot read file");
 		if (rc > 0 && (ctx.error_line == 0 || rc < ctx.error_line))
 			return config_fail(err, errlen, file, rc,
 			    "syntax error: expected '[section]' or 'key = "
 			    "value'");
 		if (ctx.error_line != 0)
-			return config_fail(err, errlen, file, ctx.error_line,
-			    ctx.error);
+			return config_fail(
+			    err, errlen, file, ctx.error_line, ctx.error);
 		free(cfg->file);
 		cfg->file = xstrdup(file);
 	}
@@ -458,18 +458,19 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 	if (ov != NULL) {
 		for (i = 0; i < ov->nlisten; i++)
 			if (config_apply(cfg, config_find("server", "listen"),
-				ov->listen[i], i > 0, msg, sizeof msg) != 0)
-				return config_fail(err, errlen, "--listen", 0,
-				    msg);
+			        ov->listen[i], i > 0, msg, sizeof msg) != 0)
+				return config_fail(
+				    err, errlen, "--listen", 0, msg);
 		if (ov->upstream != NULL &&
 		    config_apply(cfg, config_find("upstream", "url"),
-			ov->upstream, 0, msg, sizeof msg) != 0)
+		        ov->upstream, 0, msg, sizeof msg) != 0)
 			return config_fail(err, errlen, "--upstream", 0, msg);
 	}
 
 	if (cfg->pool_connections > cfg->pool_maxsize) {
-		line = ctx.set_line[config_find("upstream", "pool_connections") -
-		    settings];
+		line =
+		    ctx.set_line[config_find("upstream", "pool_connections") -
+		        settings];
 		/* The default idle count follows a smaller pool; only an
 		 * explicit contradiction is an error. */
 		if (line == 0)
@@ -493,21 +494,23 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 			line = ctx.set_line[config_find("server", "listen") -
 			    settings];
 			return config_fail(err, errlen,
-			    ov && ov->nlisten ? "--listen" :
-			    file	      ? file :
-						"settings",
+			    ov && ov->nlisten ? "--listen"
+			        : file        ? file
+			                      : "settings",
 			    ov && ov->nlisten ? 0 : line, msg);
 		}
 	}
-	if (addr_upstream_is_listen(&cfg->upstream, cfg->listen,
-		cfg->nlisten)) {
+	if (addr_upstream_is_listen(
+	        &cfg->upstream, cfg->listen, cfg->nlisten)) {
 		snprintf(msg, sizeof msg,
 		    "upstream %s is one of our own listen addresses: requests "
 		    "would loop back to the proxy",
 		    cfg->upstream.base);
 		line = ctx.set_line[config_find("upstream", "url") - settings];
 		return config_fail(err, errlen,
-		    ov && ov->upstream ? "--upstream" : file ? file : "settings",
+		    ov && ov->upstream ? "--upstream"
+		        : file         ? file
+		                       : "settings",
 		    ov && ov->upstream ? 0 : line, msg);
 	}
 	return 0;

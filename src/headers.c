@@ -114,8 +114,8 @@ head_token_in_list(const char *value, size_t len, const char *token)
 	size_t tlen = strlen(token), i = 0, start, end;
 
 	while (i < len) {
-		while (i < len && (value[i] == ' ' || value[i] == '\t' ||
-				      value[i] == ','))
+		while (i < len &&
+		    (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
 			i++;
 		start = i;
 		while (i < len && value[i] != ',')
@@ -159,8 +159,8 @@ headers_is_hop_by_hop(const char *name, size_t len)
 
 /* Is this header named by one of the request's Connection headers? */
 int
-headers_named_by_connection(const struct http_head *h, const char *name,
-    size_t len)
+headers_named_by_connection(
+    const struct http_head *h, const char *name, size_t len)
 {
 	char token[128];
 	uint32_t i;
@@ -172,9 +172,9 @@ headers_named_by_connection(const struct http_head *h, const char *name,
 	for (i = 0; i < h->nhdrs; i++) {
 		if (h->hdrs[i].name_len == 10 &&
 		    strncasecmp(h->buf + h->hdrs[i].name, "connection", 10) ==
-			0 &&
-		    head_token_in_list(h->buf + h->hdrs[i].value,
-			h->hdrs[i].value_len, token))
+		        0 &&
+		    head_token_in_list(
+		        h->buf + h->hdrs[i].value, h->hdrs[i].value_len, token))
 			return 1;
 	}
 	return 0;
@@ -205,10 +205,10 @@ headers_to_curl(const struct http_head *h, int post_mode, int drop_auth)
 		    headers_named_by_connection(h, name, r->name_len) ||
 		    (r->name_len == 4 && strncasecmp(name, "host", 4) == 0) ||
 		    (r->name_len == 14 &&
-			strncasecmp(name, "content-length", 14) == 0) ||
+		        strncasecmp(name, "content-length", 14) == 0) ||
 		    (r->name_len == 6 && strncasecmp(name, "expect", 6) == 0) ||
 		    (drop_auth && r->name_len == 13 &&
-			strncasecmp(name, "authorization", 13) == 0))
+		        strncasecmp(name, "authorization", 13) == 0))
 			continue;
 		if (r->name_len == 6 && strncasecmp(name, "accept", 6) == 0)
 			saw_accept = 1;
@@ -271,7 +271,8 @@ headers_token_equal(const char *a, size_t alen, const char *b, size_t blen)
 	size_t i;
 
 	for (i = 0; i < alen; i++)
-		diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (blen ? blen : 1)];
+		diff |= (unsigned char)a[i] ^
+		    (unsigned char)b[i % (blen ? blen : 1)];
 	return diff == 0 && blen > 0;
 }
 

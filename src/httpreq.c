@@ -21,11 +21,11 @@
 #include "ollama-pool.h"
 
 #define HTTPREQ_MAX_HEADERS 100
-#define HTTPREQ_MAX_LINE 8192	     /* request line; beyond it, 414 */
+#define HTTPREQ_MAX_LINE 8192 /* request line; beyond it, 414 */
 #define HTTPREQ_MAX_CHUNK_DIGITS 16 /* 2^64 - 1 at most */
 
 enum httpreq_state {
-	HR_START,	/* before a request: empty lines allowed */
+	HR_START, /* before a request: empty lines allowed */
 	HR_START_LF,
 	HR_METHOD,
 	HR_TARGET,
@@ -37,7 +37,7 @@ enum httpreq_state {
 	HR_VALUE,
 	HR_VALUE_LF,
 	HR_END_LF,
-	HR_BODY,	/* Content-Length body */
+	HR_BODY, /* Content-Length body */
 	HR_CHUNK_SIZE,
 	HR_CHUNK_EXT,
 	HR_CHUNK_SIZE_LF,
@@ -118,9 +118,8 @@ httpreq_max_body(void)
 static int
 httpreq_method(const char *name)
 {
-	static const int known[] = { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT,
-		HTTP_DELETE, HTTP_PATCH, HTTP_OPTIONS, HTTP_CONNECT,
-		HTTP_TRACE };
+	static const int known[] = {HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT,
+	    HTTP_DELETE, HTTP_PATCH, HTTP_OPTIONS, HTTP_CONNECT, HTTP_TRACE};
 	size_t i;
 
 	for (i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -185,7 +184,8 @@ httpreq_transfer_coding(const char *v, size_t len)
 			end--;
 		if (end == start)
 			return 400; /* ",chunked", "chunked," */
-		if (end - start == 7 && strncasecmp(v + start, "chunked", 7) == 0) {
+		if (end - start == 7 &&
+		    strncasecmp(v + start, "chunked", 7) == 0) {
 			if (chunked++)
 				return 400; /* "chunked, chunked" */
 		} else if (chunked)
@@ -233,18 +233,19 @@ httpreq_check_head(struct httpreq *hr)
 		else if (r->name_len == 17 &&
 		    strncasecmp(name, "transfer-encoding", 17) == 0) {
 			if (te++)
-				return httpreq_fail(hr, 400,
-				    "Transfer-Encoding sent twice");
-			if ((rc = httpreq_transfer_coding(v, r->value_len)) != 0)
+				return httpreq_fail(
+				    hr, 400, "Transfer-Encoding sent twice");
+			if ((rc = httpreq_transfer_coding(v, r->value_len)) !=
+			    0)
 				return httpreq_fail(hr, rc,
-				    rc == 400 ? "malformed Transfer-Encoding" :
-						"transfer coding not "
-						"implemented (only chunked)");
+				    rc == 400 ? "malformed Transfer-Encoding"
+				              : "transfer coding not "
+				                "implemented (only chunked)");
 			h->chunked = 1;
 		} else if (r->name_len == 14 &&
 		    strncasecmp(name, "content-length", 14) == 0) {
 			if (httpreq_content_length(v, r->value_len,
-				&h->content_length, &cl_seen) != 0)
+			        &h->content_length, &cl_seen) != 0)
 				return httpreq_fail(hr, 400,
 				    "invalid or conflicting Content-Length");
 			h->has_content_length = 1;
@@ -252,8 +253,8 @@ httpreq_check_head(struct httpreq *hr)
 		    strncasecmp(name, "connection", 10) == 0) {
 			if (head_token_in_list(v, r->value_len, "close"))
 				h->keep_alive = 0;
-			else if (head_token_in_list(v, r->value_len,
-				     "keep-alive"))
+			else if (head_token_in_list(
+			             v, r->value_len, "keep-alive"))
 				h->keep_alive = 1;
 		} else if (r->name_len == 6 &&
 		    strncasecmp(name, "expect", 6) == 0) {
@@ -266,15 +267,15 @@ httpreq_check_head(struct httpreq *hr)
 	}
 	if (h->http_minor == 1 && hosts != 1)
 		return httpreq_fail(hr, 400,
-		    hosts ? "more than one Host header" :
-			    "HTTP/1.1 request without Host");
+		    hosts ? "more than one Host header"
+		          : "HTTP/1.1 request without Host");
 	if (hosts > 1)
 		return httpreq_fail(hr, 400, "more than one Host header");
 	if (te && h->http_minor == 0)
 		return httpreq_fail(hr, 400, "Transfer-Encoding in HTTP/1.0");
 	if (te && h->has_content_length)
-		return httpreq_fail(hr, 400,
-		    "both Content-Length and Transfer-Encoding");
+		return httpreq_fail(
+		    hr, 400, "both Content-Length and Transfer-Encoding");
 	if (httpreq_max_body() > 0 && h->content_length > httpreq_max_body())
 		return httpreq_fail(hr, 413, "request body too large");
 	if (!h->has_content_length)
@@ -346,8 +347,8 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 	while (i < len && !hr->paused) {
 		c = (unsigned char)data[i];
 		if (hr->in_head && ++hr->head_bytes > httpreq_max_head())
-			return httpreq_fail(hr, 431,
-			    "request header fields too large");
+			return httpreq_fail(
+			    hr, 431, "request header fields too large");
 		switch (hr->state) {
 		case HR_START:
 			if (c == '\r') {
@@ -355,8 +356,8 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 				break;
 			}
 			if (!httpreq_is_tchar(c))
-				return httpreq_fail(hr, 400,
-				    "malformed request line");
+				return httpreq_fail(
+				    hr, 400, "malformed request line");
 			head_reset(h);
 			hr->head_bytes = 1;
 			hr->vlen = 0;
@@ -380,22 +381,23 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			} else if (httpreq_is_tchar(c) && h->len < 32)
 				head_append(h, (const char *)&c, 1);
 			else
-				return httpreq_fail(hr, 400,
-				    "malformed request method");
+				return httpreq_fail(
+				    hr, 400, "malformed request method");
 			break;
 		case HR_TARGET:
 			if (c == ' ') {
 				if (h->target_len == 0)
-					return httpreq_fail(hr, 400,
-					    "empty request target");
+					return httpreq_fail(
+					    hr, 400, "empty request target");
 				head_end_string(h);
 				hr->state = HR_VERSION;
 				break;
 			}
 			if (c <= 0x20 || c >= 0x7f)
-				return httpreq_fail(hr, 400,
-				    "invalid byte in request target");
-			for (run = i; run < len && (unsigned char)data[run] > 0x20 &&
+				return httpreq_fail(
+				    hr, 400, "invalid byte in request target");
+			for (run = i;
+			     run < len && (unsigned char)data[run] > 0x20 &&
 			     (unsigned char)data[run] < 0x7f;
 			     run++)
 				;
@@ -403,11 +405,11 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			h->target_len += run - i;
 			hr->head_bytes += run - i - 1;
 			if (hr->head_bytes > HTTPREQ_MAX_LINE)
-				return httpreq_fail(hr, 414,
-				    "request target too long");
+				return httpreq_fail(
+				    hr, 414, "request target too long");
 			if (hr->head_bytes > httpreq_max_head())
-				return httpreq_fail(hr, 431,
-				    "request header fields too large");
+				return httpreq_fail(
+				    hr, 431, "request header fields too large");
 			i = run;
 			continue;
 		case HR_VERSION:
@@ -416,8 +418,8 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 				break;
 			}
 			if (hr->vlen == sizeof hr->version - 1)
-				return httpreq_fail(hr, 400,
-				    "malformed HTTP version");
+				return httpreq_fail(
+				    hr, 400, "malformed HTTP version");
 			hr->version[hr->vlen++] = c;
 			hr->version[hr->vlen] = '\0';
 			break;
@@ -432,15 +434,15 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 				break;
 			}
 			if (c == ' ' || c == '\t')
-				return httpreq_fail(hr, 400,
-				    "obsolete line folding");
+				return httpreq_fail(
+				    hr, 400, "obsolete line folding");
 			if (!httpreq_is_tchar(c))
 				return httpreq_fail(hr, 400,
-				    c == '\n' ? "bare LF" :
-						"invalid byte in header name");
+				    c == '\n' ? "bare LF"
+				              : "invalid byte in header name");
 			if (h->nhdrs == HTTPREQ_MAX_HEADERS)
-				return httpreq_fail(hr, 431,
-				    "too many header fields");
+				return httpreq_fail(
+				    hr, 431, "too many header fields");
 			n = head_add_header(h);
 			r = &h->hdrs[n];
 			r->name = head_append(h, (const char *)&c, 1);
@@ -459,8 +461,8 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 				r->name_len++;
 			} else
 				return httpreq_fail(hr, 400,
-				    c == '\r' ? "header line without a colon" :
-						"invalid byte in header name");
+				    c == '\r' ? "header line without a colon"
+				              : "invalid byte in header name");
 			break;
 		case HR_OWS:
 			if (c == ' ' || c == '\t')
@@ -477,9 +479,9 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			if (c == '\r') {
 				while (r->value_len > 0 &&
 				    (h->buf[r->value + r->value_len - 1] ==
-					    ' ' ||
-					h->buf[r->value + r->value_len - 1] ==
-					    '\t')) {
+				            ' ' ||
+				        h->buf[r->value + r->value_len - 1] ==
+				            '\t')) {
 					r->value_len--;
 					h->len--;
 				}
@@ -489,8 +491,8 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			}
 			if (!httpreq_is_value_char(c))
 				return httpreq_fail(hr, 400,
-				    c == '\n' ? "bare LF" :
-						"invalid byte in header value");
+				    c == '\n' ? "bare LF"
+				              : "invalid byte in header value");
 			for (run = i; run < len &&
 			     httpreq_is_value_char((unsigned char)data[run]);
 			     run++)
@@ -499,8 +501,8 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			r->value_len += run - i;
 			hr->head_bytes += run - i - 1;
 			if (hr->head_bytes > httpreq_max_head())
-				return httpreq_fail(hr, 431,
-				    "request header fields too large");
+				return httpreq_fail(
+				    hr, 431, "request header fields too large");
 			i = run;
 			continue;
 		case HR_VALUE_LF:
@@ -528,37 +530,38 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			continue;
 		case HR_CHUNK_SIZE:
 			if ((d = httpreq_hex(c)) >= 0) {
-				if (++hr->chunk_digits > HTTPREQ_MAX_CHUNK_DIGITS)
-					return httpreq_fail(hr, 400,
-					    "chunk size too long");
+				if (++hr->chunk_digits >
+				    HTTPREQ_MAX_CHUNK_DIGITS)
+					return httpreq_fail(
+					    hr, 400, "chunk size too long");
 				hr->body_left = hr->body_left * 16 + d;
 				break;
 			}
 			if (hr->chunk_digits == 0)
-				return httpreq_fail(hr, 400,
-				    "malformed chunk size");
+				return httpreq_fail(
+				    hr, 400, "malformed chunk size");
 			if (c == ';' || c == ' ' || c == '\t')
 				hr->state = HR_CHUNK_EXT;
 			else if (c == '\r')
 				hr->state = HR_CHUNK_SIZE_LF;
 			else
-				return httpreq_fail(hr, 400,
-				    "malformed chunk size");
+				return httpreq_fail(
+				    hr, 400, "malformed chunk size");
 			break;
 		case HR_CHUNK_EXT:
 			/* Extensions are accepted and ignored. */
 			if (c == '\r')
 				hr->state = HR_CHUNK_SIZE_LF;
 			else if (!httpreq_is_value_char(c))
-				return httpreq_fail(hr, 400,
-				    "invalid byte in chunk extension");
+				return httpreq_fail(
+				    hr, 400, "invalid byte in chunk extension");
 			break;
 		case HR_CHUNK_SIZE_LF:
 			if (c != '\n')
 				return httpreq_fail(hr, 400, "bare CR");
 			hr->chunk_digits = 0;
-			hr->state = hr->body_left ? HR_CHUNK_DATA :
-						    HR_TRAILER_START;
+			hr->state =
+			    hr->body_left ? HR_CHUNK_DATA : HR_TRAILER_START;
 			break;
 		case HR_CHUNK_DATA:
 			run = len - i < hr->body_left ? len - i : hr->body_left;
@@ -571,8 +574,8 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			continue;
 		case HR_CHUNK_DATA_CR:
 			if (c != '\r')
-				return httpreq_fail(hr, 400,
-				    "chunk data longer than its size");
+				return httpreq_fail(
+				    hr, 400, "chunk data longer than its size");
 			hr->state = HR_CHUNK_DATA_LF;
 			break;
 		case HR_CHUNK_DATA_LF:
@@ -589,19 +592,19 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 				break;
 			}
 			if (!httpreq_is_tchar(c))
-				return httpreq_fail(hr, 400,
-				    "malformed trailer");
+				return httpreq_fail(
+				    hr, 400, "malformed trailer");
 			hr->state = HR_TRAILER_LINE;
 			break;
 		case HR_TRAILER_LINE:
 			if (++hr->trailer_bytes > httpreq_max_head())
-				return httpreq_fail(hr, 431,
-				    "trailer fields too large");
+				return httpreq_fail(
+				    hr, 431, "trailer fields too large");
 			if (c == '\r')
 				hr->state = HR_TRAILER_LF;
 			else if (!httpreq_is_value_char(c) && c != ':')
-				return httpreq_fail(hr, 400,
-				    "invalid byte in trailer");
+				return httpreq_fail(
+				    hr, 400, "invalid byte in trailer");
 			break;
 		case HR_TRAILER_LF:
 			if (c != '\n')

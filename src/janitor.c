@@ -18,7 +18,8 @@ janitor_status(void)
 	int in_flight = 0, queued = 0;
 	long conns = 0;
 
-	TAILQ_FOREACH(up, &rt.upstreams, entry) {
+	TAILQ_FOREACH(up, &rt.upstreams, entry)
+	{
 		in_flight += up->in_flight;
 		queued += up->queued;
 		conns += up->conns_open;
@@ -47,7 +48,7 @@ void
 janitor_start(void)
 {
 	uint64_t wd = sdnotify_watchdog_usec();
-	struct timeval tv = { 1, 0 };
+	struct timeval tv = {1, 0};
 
 	/* Ping at half the watchdog interval, and at least every second. */
 	if (wd > 0) {

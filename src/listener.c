@@ -41,7 +41,7 @@ static void
 listener_error_cb(struct evconnlistener *evl, void *arg)
 {
 	struct listener *l = arg;
-	struct timeval tv = { 1, 0 };
+	struct timeval tv = {1, 0};
 	int e = errno;
 
 	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
@@ -50,12 +50,12 @@ listener_error_cb(struct evconnlistener *evl, void *arg)
 	}
 	if (!rt.accept_paused)
 		log_warn("accept on %s: %s; pausing accepts while %d "
-			 "connections are served",
+		         "connections are served",
 		    l->bound, strerror(e), rt.nclients);
 	listener_pause();
 	if (rt.accept_resume_ev == NULL)
-		rt.accept_resume_ev = evtimer_new(rt.base,
-		    listener_resume_cb, NULL);
+		rt.accept_resume_ev =
+		    evtimer_new(rt.base, listener_resume_cb, NULL);
 	evtimer_add(rt.accept_resume_ev, &tv);
 }
 
@@ -65,7 +65,7 @@ listener_pause(void)
 	struct listener *l;
 
 	TAILQ_FOREACH(l, &rt.listeners, entry)
-		evconnlistener_disable(l->evl);
+	evconnlistener_disable(l->evl);
 	rt.accept_paused = 1;
 }
 
@@ -78,7 +78,7 @@ listener_resume(void)
 	    rt.nclients >= rt.cfg->max_clients)
 		return;
 	TAILQ_FOREACH(l, &rt.listeners, entry)
-		evconnlistener_enable(l->evl);
+	evconnlistener_enable(l->evl);
 	rt.accept_paused = 0;
 }
 
@@ -92,8 +92,8 @@ listener_bind(struct listener *l, char *err, size_t errlen)
 	struct stat st;
 	int fd, one = 1;
 
-	fd = socket(la->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
+	fd = socket(
+	    la->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "socket for %s: %s", la->text,
 		    strerror(errno));
@@ -115,8 +115,8 @@ listener_bind(struct listener *l, char *err, size_t errlen)
 		return -1;
 	}
 	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
-		addr_format((struct sockaddr *)&ss, sslen, l->bound,
-		    sizeof l->bound);
+		addr_format(
+		    (struct sockaddr *)&ss, sslen, l->bound, sizeof l->bound);
 	l->fd = fd;
 	return 0;
 }
@@ -124,8 +124,8 @@ listener_bind(struct listener *l, char *err, size_t errlen)
 static int
 listener_start(struct listener *l, char *err, size_t errlen)
 {
-	l->evl = evconnlistener_new(rt.base, listener_accept_cb, l,
-	    LEV_OPT_CLOSE_ON_FREE, -1, l->fd);
+	l->evl = evconnlistener_new(
+	    rt.base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, l->fd);
 	if (l->evl == NULL) {
 		snprintf(err, errlen, "cannot watch %s", l->bound);
 		close(l->fd);
@@ -150,10 +150,12 @@ listener_inherit(int n, char *err, size_t errlen)
 
 	for (fd = 3; fd < 3 + n; fd++) {
 		len = sizeof val;
-		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &val, &len) != 0 ||
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &val, &len) !=
+		        0 ||
 		    !val) {
 			snprintf(err, errlen,
-			    "descriptor %d passed by systemd is not a listening "
+			    "descriptor %d passed by systemd is not a "
+			    "listening "
 			    "socket",
 			    fd);
 			return -1;
@@ -165,12 +167,12 @@ listener_inherit(int n, char *err, size_t errlen)
 		if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
 			memcpy(&l->addr.ss, &ss, len);
 			l->addr.sslen = len;
-			l->addr.kind = ss.ss_family == AF_UNIX ? LISTEN_UNIX :
-								 LISTEN_TCP;
+			l->addr.kind =
+			    ss.ss_family == AF_UNIX ? LISTEN_UNIX : LISTEN_TCP;
 			addr_format((struct sockaddr *)&ss, len, l->bound,
 			    sizeof l->bound);
-			snprintf(l->addr.text, sizeof l->addr.text, "%s",
-			    l->bound);
+			snprintf(
+			    l->addr.text, sizeof l->addr.text, "%s", l->bound);
 		}
 		evutil_make_socket_nonblocking(fd);
 		evutil_make_socket_closeonexec(fd);
@@ -181,7 +183,7 @@ listener_inherit(int n, char *err, size_t errlen)
 	}
 	rt.socket_activated = 1;
 	log_notice("using %d socket%s passed by systemd; the listen setting "
-		   "is ignored",
+	           "is ignored",
 	    n, n == 1 ? "" : "s");
 	return 0;
 }
@@ -248,7 +250,7 @@ listener_reconcile(const struct config *cfg, char *err, size_t errlen)
 	for (i = 0; i < cfg->nlisten; i++) {
 		found = 0;
 		TAILQ_FOREACH(l, &rt.listeners, entry)
-			found |= listener_same(&l->addr, &cfg->listen[i]);
+		found |= listener_same(&l->addr, &cfg->listen[i]);
 		if (found)
 			continue;
 		l = xcalloc(1, sizeof *l);
@@ -297,7 +299,8 @@ listener_summary(char *buf, size_t len)
 	size_t n = 0;
 
 	buf[0] = '\0';
-	TAILQ_FOREACH(l, &rt.listeners, entry) {
+	TAILQ_FOREACH(l, &rt.listeners, entry)
+	{
 		n += snprintf(buf + n, n < len ? len - n : 0, "%s%s",
 		    n ? ", " : "", l->bound);
 		if (n >= len)

@@ -35,11 +35,11 @@ log_enabled(enum log_level lvl)
 void
 log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 {
-	static const char *names[] = { [LOG_LVL_ERR] = "error",
-		[LOG_LVL_WARNING] = "warning",
-		[LOG_LVL_NOTICE] = "notice",
-		[LOG_LVL_INFO] = "info",
-		[LOG_LVL_DEBUG] = "debug" };
+	static const char *names[] = {[LOG_LVL_ERR] = "error",
+	    [LOG_LVL_WARNING] = "warning",
+	    [LOG_LVL_NOTICE] = "notice",
+	    [LOG_LVL_INFO] = "info",
+	    [LOG_LVL_DEBUG] = "debug"};
 	char line[2048];
 	int n;
 
@@ -48,8 +48,8 @@ log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 	if (rt.log_journal)
 		n = snprintf(line, sizeof line, "<%d>", (int)lvl);
 	else
-		n = snprintf(line, sizeof line, OP_NAME "[%ld]: %s: ",
-		    (long)getpid(), names[lvl]);
+		n = snprintf(line, sizeof line,
+		    OP_NAME "[%ld]: %s: ", (long)getpid(), names[lvl]);
 	if (n < 0)
 		return;
 	vsnprintf(line + n, sizeof line - n - 1, fmt, ap);

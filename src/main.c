@@ -47,18 +47,20 @@ main_warn_exposure(void)
 {
 	struct listener *l;
 
-	TAILQ_FOREACH(l, &rt.listeners, entry) {
+	TAILQ_FOREACH(l, &rt.listeners, entry)
+	{
 		if (addr_is_loopback(&l->addr))
 			continue;
 		if (!rt.cfg->allow_remote && l->inherited)
-			fatal("socket %s passed by systemd is not loopback: set "
-			      "allow_remote = yes to accept remote clients",
+			fatal(
+			    "socket %s passed by systemd is not loopback: set "
+			    "allow_remote = yes to accept remote clients",
 			    l->bound);
 		log_warn("listening on %s, beyond loopback: %s", l->bound,
-		    rt.cfg->client_tokens[0] ?
-			"clients must present a bearer token" :
-			"anyone who can reach it can use the upstream "
-			"(set client_tokens)");
+		    rt.cfg->client_tokens[0]
+		        ? "clients must present a bearer token"
+		        : "anyone who can reach it can use the upstream "
+		          "(set client_tokens)");
 	}
 }
 
@@ -120,13 +122,13 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 		log_notice("received SIGHUP while draining: ignored");
 		return;
 	}
-	sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%llu",
-	    (unsigned long long)now_us());
+	sdnotify_send(
+	    "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)now_us());
 	log_notice("received SIGHUP: reloading %s",
 	    rt.config_file ? rt.config_file : "(no file: defaults)");
 	cfg = config_new_defaults();
-	if (config_load(cfg, rt.config_file, &rt.overrides, err,
-		sizeof err) != 0) {
+	if (config_load(cfg, rt.config_file, &rt.overrides, err, sizeof err) !=
+	    0) {
 		log_err("reload failed, keeping the running settings: %s", err);
 		config_free(cfg);
 		sdnotify_send("READY=1");
@@ -141,12 +143,11 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	old = TAILQ_FIRST(&rt.upstreams);
-	if (old == NULL || old->retiring ||
-	    !upstream_same_settings(old, cfg)) {
+	if (old == NULL || old->retiring || !upstream_same_settings(old, cfg)) {
 		up = upstream_new(cfg);
 		TAILQ_FOREACH(old, &rt.upstreams, entry)
-			if (!old->retiring)
-				upstream_retire(old);
+		if (!old->retiring)
+			upstream_retire(old);
 		TAILQ_INSERT_HEAD(&rt.upstreams, up, entry);
 		log_notice("now forwarding to %s with a pool of %d connections",
 		    up->url.base, up->pool_maxsize);
@@ -162,14 +163,14 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "listen", required_argument, NULL, 'l' },
-		{ "upstream", required_argument, NULL, 'u' },
-		{ "check-config", no_argument, NULL, 't' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"config", required_argument, NULL, 'c'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"upstream", required_argument, NULL, 'u'},
+	    {"check-config", no_argument, NULL, 't'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct config_overrides *ov = &rt.overrides;
 	struct event *sigev[3];

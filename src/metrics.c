@@ -20,8 +20,8 @@
 #include "ollama-pool.h"
 
 /* Seconds: from a fast cached reply to a model load of several minutes. */
-const double metrics_buckets[METRICS_NBUCKETS] = { 0.005, 0.01, 0.025, 0.05,
-	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600 };
+const double metrics_buckets[METRICS_NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
 
 /* Ollama's endpoints; a route label is one of these, never a raw path,
  * so the number of series stays bounded whatever clients send. */
@@ -29,46 +29,46 @@ static const struct {
 	const char *path;
 	int prefix; /* matches path/... too */
 } metrics_routes[ROUTE_COUNT] = {
-	[ROUTE_ROOT] = { "/", 0 },
-	[ROUTE_GENERATE] = { "/api/generate", 0 },
-	[ROUTE_CHAT] = { "/api/chat", 0 },
-	[ROUTE_EMBED] = { "/api/embed", 0 },
-	[ROUTE_EMBEDDINGS] = { "/api/embeddings", 0 },
-	[ROUTE_TAGS] = { "/api/tags", 0 },
-	[ROUTE_PS] = { "/api/ps", 0 },
-	[ROUTE_SHOW] = { "/api/show", 0 },
-	[ROUTE_PULL] = { "/api/pull", 0 },
-	[ROUTE_PUSH] = { "/api/push", 0 },
-	[ROUTE_CREATE] = { "/api/create", 0 },
-	[ROUTE_COPY] = { "/api/copy", 0 },
-	[ROUTE_DELETE] = { "/api/delete", 0 },
-	[ROUTE_VERSION] = { "/api/version", 0 },
-	[ROUTE_BLOBS] = { "/api/blobs", 1 },
-	[ROUTE_V1_CHAT] = { "/v1/chat/completions", 0 },
-	[ROUTE_V1_COMPLETIONS] = { "/v1/completions", 0 },
-	[ROUTE_V1_EMBEDDINGS] = { "/v1/embeddings", 0 },
-	[ROUTE_V1_MODELS] = { "/v1/models", 1 },
-	[ROUTE_V1_RESPONSES] = { "/v1/responses", 0 },
-	[ROUTE_V1_MESSAGES] = { "/v1/messages", 0 },
-	[ROUTE_ADMIN] = { "/ollama-pool", 1 },
-	[ROUTE_OTHER] = { "other", 0 },
+    [ROUTE_ROOT] = {"/", 0},
+    [ROUTE_GENERATE] = {"/api/generate", 0},
+    [ROUTE_CHAT] = {"/api/chat", 0},
+    [ROUTE_EMBED] = {"/api/embed", 0},
+    [ROUTE_EMBEDDINGS] = {"/api/embeddings", 0},
+    [ROUTE_TAGS] = {"/api/tags", 0},
+    [ROUTE_PS] = {"/api/ps", 0},
+    [ROUTE_SHOW] = {"/api/show", 0},
+    [ROUTE_PULL] = {"/api/pull", 0},
+    [ROUTE_PUSH] = {"/api/push", 0},
+    [ROUTE_CREATE] = {"/api/create", 0},
+    [ROUTE_COPY] = {"/api/copy", 0},
+    [ROUTE_DELETE] = {"/api/delete", 0},
+    [ROUTE_VERSION] = {"/api/version", 0},
+    [ROUTE_BLOBS] = {"/api/blobs", 1},
+    [ROUTE_V1_CHAT] = {"/v1/chat/completions", 0},
+    [ROUTE_V1_COMPLETIONS] = {"/v1/completions", 0},
+    [ROUTE_V1_EMBEDDINGS] = {"/v1/embeddings", 0},
+    [ROUTE_V1_MODELS] = {"/v1/models", 1},
+    [ROUTE_V1_RESPONSES] = {"/v1/responses", 0},
+    [ROUTE_V1_MESSAGES] = {"/v1/messages", 0},
+    [ROUTE_ADMIN] = {"/ollama-pool", 1},
+    [ROUTE_OTHER] = {"other", 0},
 };
 
-static const char *metrics_methods[] = { "GET", "HEAD", "POST", "PUT",
-	"DELETE", "PATCH", "OPTIONS", "other" };
+static const char *metrics_methods[] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"};
 #define METRICS_NMETHODS (sizeof metrics_methods / sizeof metrics_methods[0])
 
 static const char *metrics_retry_reasons[RETRY_REASON_COUNT] = {
-	[RETRY_STATUS] = "status",
-	[RETRY_CONNECT] = "connect_failed",
-	[RETRY_RESET] = "connection_reset",
+    [RETRY_STATUS] = "status",
+    [RETRY_CONNECT] = "connect_failed",
+    [RETRY_RESET] = "connection_reset",
 };
 
 static const char *metrics_cancel_phases[CANCEL_PHASE_COUNT] = {
-	[CANCEL_QUEUED] = "queued",
-	[CANCEL_WAITING] = "waiting_headers",
-	[CANCEL_BACKOFF] = "backoff",
-	[CANCEL_STREAMING] = "streaming",
+    [CANCEL_QUEUED] = "queued",
+    [CANCEL_WAITING] = "waiting_headers",
+    [CANCEL_BACKOFF] = "backoff",
+    [CANCEL_STREAMING] = "streaming",
 };
 
 int
@@ -79,7 +79,8 @@ metrics_route(const char *path)
 
 	for (i = 0; i < ROUTE_OTHER; i++) {
 		rlen = strlen(metrics_routes[i].path);
-		if (len == rlen && memcmp(path, metrics_routes[i].path, len) == 0)
+		if (len == rlen &&
+		    memcmp(path, metrics_routes[i].path, len) == 0)
 			return i;
 		if (metrics_routes[i].prefix && len > rlen &&
 		    memcmp(path, metrics_routes[i].path, rlen) == 0 &&
@@ -215,11 +216,11 @@ metrics_escape_label(struct evbuffer *out, const char *v)
 }
 
 static void
-metrics_head(struct evbuffer *out, const char *name, const char *type,
-    const char *help)
+metrics_head(
+    struct evbuffer *out, const char *name, const char *type, const char *help)
 {
-	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help,
-	    name, type);
+	evbuffer_add_printf(
+	    out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* Buckets are cumulative in the exposition; we keep them per bucket. */
@@ -242,14 +243,14 @@ metrics_write_histogram(struct evbuffer *out, const char *name,
 			evbuffer_add_printf(out, "le=\"%g\"} %" PRIu64 "\n",
 			    metrics_buckets[i], cum);
 		else
-			evbuffer_add_printf(out, "le=\"+Inf\"} %" PRIu64 "\n",
-			    cum);
+			evbuffer_add_printf(
+			    out, "le=\"+Inf\"} %" PRIu64 "\n", cum);
 	}
 	if (label != NULL) {
 		evbuffer_add_printf(out, "%s_sum{%s=\"", name, label);
 		metrics_escape_label(out, value);
-		evbuffer_add_printf(out, "\"} %.9g\n%s_count{%s=\"", h->sum, name,
-		    label);
+		evbuffer_add_printf(
+		    out, "\"} %.9g\n%s_count{%s=\"", h->sum, name, label);
 		metrics_escape_label(out, value);
 		evbuffer_add_printf(out, "\"} %" PRIu64 "\n", h->count);
 	} else
@@ -301,7 +302,8 @@ metrics_gather(struct metrics_gauges *g)
 	struct upstream *up;
 
 	memset(g, 0, sizeof *g);
-	TAILQ_FOREACH(up, &rt.upstreams, entry) {
+	TAILQ_FOREACH(up, &rt.upstreams, entry)
+	{
 		g->upstream_open += up->conns_open;
 		g->queued += up->queued;
 		g->in_flight += up->in_flight;
@@ -329,8 +331,8 @@ metrics_render(struct evbuffer *out)
 		    "ollama_pool_requests_total{method=\"%s\",route=\"",
 		    metrics_methods[s->method]);
 		metrics_escape_label(out, metrics_route_name(s->route));
-		evbuffer_add_printf(out, "\",code=\"%d\"} %" PRIu64 "\n",
-		    s->code, s->count);
+		evbuffer_add_printf(
+		    out, "\",code=\"%d\"} %" PRIu64 "\n", s->code, s->count);
 	}
 	metrics_head(out, "ollama_pool_upstream_connections_opened_total",
 	    "counter", "Connections opened to the upstream.");
@@ -339,8 +341,8 @@ metrics_render(struct evbuffer *out)
 	    m->upstream_conns_opened);
 	metrics_head(out, "ollama_pool_upstream_requests_total", "counter",
 	    "Requests sent to the upstream, retries included.");
-	evbuffer_add_printf(out, "ollama_pool_upstream_requests_total %" PRIu64
-				 "\n",
+	evbuffer_add_printf(out,
+	    "ollama_pool_upstream_requests_total %" PRIu64 "\n",
 	    m->upstream_requests);
 	metrics_head(out, "ollama_pool_upstream_connections_open", "gauge",
 	    "Connections open to the upstream now.");
@@ -363,12 +365,12 @@ metrics_render(struct evbuffer *out)
 	evbuffer_add_printf(out, "ollama_pool_queue_depth %d\n", g.queued);
 	metrics_head(out, "ollama_pool_queue_wait_seconds", "histogram",
 	    "Time requests waited for an upstream connection.");
-	metrics_write_histogram(out, "ollama_pool_queue_wait_seconds", NULL,
-	    NULL, &m->queue_wait);
+	metrics_write_histogram(
+	    out, "ollama_pool_queue_wait_seconds", NULL, NULL, &m->queue_wait);
 	metrics_head(out, "ollama_pool_client_connections_open", "gauge",
 	    "Client connections open now.");
-	evbuffer_add_printf(out, "ollama_pool_client_connections_open %d\n",
-	    rt.nclients);
+	evbuffer_add_printf(
+	    out, "ollama_pool_client_connections_open %d\n", rt.nclients);
 	metrics_head(out, "ollama_pool_client_connections_total", "counter",
 	    "Client connections accepted.");
 	evbuffer_add_printf(out,
@@ -406,17 +408,18 @@ metrics_render(struct evbuffer *out)
 		    m->tokens[i].prompt);
 		evbuffer_add(out, "ollama_pool_tokens_total{model=\"", 32);
 		metrics_escape_label(out, m->tokens[i].model);
-		evbuffer_add_printf(out, "\",kind=\"completion\"} %" PRIu64 "\n",
+		evbuffer_add_printf(out,
+		    "\",kind=\"completion\"} %" PRIu64 "\n",
 		    m->tokens[i].completion);
 	}
 	metrics_head(out, "ollama_pool_build_info", "gauge",
 	    "Always 1; the version is in the label.");
-	evbuffer_add_printf(out, "ollama_pool_build_info{version=\"%s\"} 1\n",
-	    PACKAGE_VERSION);
+	evbuffer_add_printf(
+	    out, "ollama_pool_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
 	metrics_head(out, "process_start_time_seconds", "gauge",
 	    "Start time of the process since the epoch, in seconds.");
-	evbuffer_add_printf(out, "process_start_time_seconds %lld\n",
-	    (long long)m->start_time);
+	evbuffer_add_printf(
+	    out, "process_start_time_seconds %lld\n", (long long)m->start_time);
 	metrics_head(out, "process_resident_memory_bytes", "gauge",
 	    "Resident memory size in bytes.");
 	evbuffer_add_printf(out, "process_resident_memory_bytes %ld\n", g.rss);
@@ -428,8 +431,8 @@ metrics_render(struct evbuffer *out)
 static cJSON *
 metrics_json_histogram(const struct histogram *h)
 {
-	cJSON *o = cJSON_CreateObject(), *b = cJSON_AddObjectToObject(o,
-					      "buckets");
+	cJSON *o = cJSON_CreateObject(),
+	      *b = cJSON_AddObjectToObject(o, "buckets");
 	uint64_t cum = 0;
 	char le[32];
 	int i;
@@ -467,28 +470,30 @@ metrics_stats_json(void)
 		if (s->count == 0)
 			continue;
 		o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "method", metrics_methods[s->method]);
-		cJSON_AddStringToObject(o, "route", metrics_route_name(s->route));
+		cJSON_AddStringToObject(
+		    o, "method", metrics_methods[s->method]);
+		cJSON_AddStringToObject(
+		    o, "route", metrics_route_name(s->route));
 		cJSON_AddNumberToObject(o, "code", s->code);
 		cJSON_AddNumberToObject(o, "count", (double)s->count);
 		cJSON_AddItemToArray(a, o);
 	}
 	o = cJSON_AddObjectToObject(root, "upstream");
-	cJSON_AddNumberToObject(o, "connections_opened",
-	    (double)m->upstream_conns_opened);
+	cJSON_AddNumberToObject(
+	    o, "connections_opened", (double)m->upstream_conns_opened);
 	cJSON_AddNumberToObject(o, "connections_open", (double)g.upstream_open);
 	cJSON_AddNumberToObject(o, "requests", (double)m->upstream_requests);
 	o = cJSON_AddObjectToObject(root, "retries");
 	for (i = 0; i < RETRY_REASON_COUNT; i++)
-		cJSON_AddNumberToObject(o, metrics_retry_reasons[i],
-		    (double)m->retries[i]);
+		cJSON_AddNumberToObject(
+		    o, metrics_retry_reasons[i], (double)m->retries[i]);
 	o = cJSON_AddObjectToObject(root, "cancelled");
 	for (i = 0; i < CANCEL_PHASE_COUNT; i++)
-		cJSON_AddNumberToObject(o, metrics_cancel_phases[i],
-		    (double)m->cancelled[i]);
+		cJSON_AddNumberToObject(
+		    o, metrics_cancel_phases[i], (double)m->cancelled[i]);
 	cJSON_AddNumberToObject(root, "queue_depth", g.queued);
-	cJSON_AddItemToObject(root, "queue_wait_seconds",
-	    metrics_json_histogram(&m->queue_wait));
+	cJSON_AddItemToObject(
+	    root, "queue_wait_seconds", metrics_json_histogram(&m->queue_wait));
 	o = cJSON_AddObjectToObject(root, "client_connections");
 	cJSON_AddNumberToObject(o, "open", rt.nclients);
 	cJSON_AddNumberToObject(o, "total", (double)m->client_conns_total);
@@ -509,9 +514,10 @@ metrics_stats_json(void)
 	a = cJSON_AddObjectToObject(root, "tokens");
 	for (i = 0; i < m->ntoken_models; i++) {
 		o = cJSON_AddObjectToObject(a, m->tokens[i].model);
-		cJSON_AddNumberToObject(o, "prompt", (double)m->tokens[i].prompt);
-		cJSON_AddNumberToObject(o, "completion",
-		    (double)m->tokens[i].completion);
+		cJSON_AddNumberToObject(
+		    o, "prompt", (double)m->tokens[i].prompt);
+		cJSON_AddNumberToObject(
+		    o, "completion", (double)m->tokens[i].completion);
 	}
 	o = cJSON_AddObjectToObject(root, "process");
 	cJSON_AddNumberToObject(o, "resident_memory_bytes", (double)g.rss);

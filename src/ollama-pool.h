@@ -71,10 +71,10 @@ void log_vmsg(enum log_level, const char *, va_list);
 #define log_warn(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_LVL_NOTICE, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
-#define log_debug(...)                                                 \
-	do {                                                           \
-		if (log_enabled(LOG_LVL_DEBUG))                        \
-			log_msg(LOG_LVL_DEBUG, __VA_ARGS__);           \
+#define log_debug(...)                                                         \
+	do {                                                                   \
+		if (log_enabled(LOG_LVL_DEBUG))                                \
+			log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                   \
 	} while (0)
 /* Startup only: never called once the loop runs. */
 void fatal(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
@@ -89,18 +89,17 @@ struct listen_addr {
 };
 struct upstream_url {
 	int tls;
-	char host[256];	     /* without brackets */
+	char host[256]; /* without brackets */
 	int port;
-	char prefix[512];    /* path prefix, no trailing slash, "" if none */
-	char base[1024];     /* scheme://host:port[prefix] */
-	char hostport[300];  /* host:port as sent in Host, v6 bracketed */
+	char prefix[512]; /* path prefix, no trailing slash, "" if none */
+	char base[1024]; /* scheme://host:port[prefix] */
+	char hostport[300]; /* host:port as sent in Host, v6 bracketed */
 };
 int addr_parse_listen(const char *, struct listen_addr *, char *, size_t);
-int addr_parse_upstream(const char *, struct upstream_url *, char *,
-    size_t);
+int addr_parse_upstream(const char *, struct upstream_url *, char *, size_t);
 int addr_is_loopback(const struct listen_addr *);
-int addr_upstream_is_listen(const struct upstream_url *,
-    const struct listen_addr *, int);
+int addr_upstream_is_listen(
+    const struct upstream_url *, const struct listen_addr *, int);
 void addr_format(const struct sockaddr *, socklen_t, char *, size_t);
 
 /* config.c: the declarative table of settings. */
@@ -116,7 +115,7 @@ struct config {
 	int pool_connections;
 	int queue_max;
 	double connect_timeout;
-	double first_byte_timeout;  /* 0: none */
+	double first_byte_timeout; /* 0: none */
 	double stream_idle_timeout; /* 0: none */
 	char *ca_file;
 	int tls_verify;
@@ -125,7 +124,7 @@ struct config {
 	double backoff_factor;
 	double backoff_max;
 	uint8_t retry_statuses[600]; /* 1 where a status is retried */
-	uint64_t retry_methods;	     /* bit per enum http_method */
+	uint64_t retry_methods; /* bit per enum http_method */
 	size_t retry_body_max;
 
 	size_t max_buffer;
@@ -151,8 +150,8 @@ int config_load_fp(struct config *, FILE *, const char *,
     const struct config_overrides *, char *, size_t);
 void config_free(struct config *);
 void config_print(const struct config *, FILE *);
-int config_set(struct config *, const char *, const char *, const char *,
-    char *, size_t);
+int config_set(
+    struct config *, const char *, const char *, const char *, char *, size_t);
 
 /* headers.c: the request head as parsed, and hop-by-hop filtering. */
 struct header_ref {
@@ -184,8 +183,7 @@ const char *head_str(const struct http_head *, uint32_t);
 const char *head_get(const struct http_head *, const char *, size_t *);
 int head_token_in_list(const char *, size_t, const char *);
 int headers_is_hop_by_hop(const char *, size_t);
-int headers_named_by_connection(const struct http_head *, const char *,
-    size_t);
+int headers_named_by_connection(const struct http_head *, const char *, size_t);
 struct curl_slist *headers_to_curl(const struct http_head *, int, int);
 int headers_token_ok(const struct http_head *, const char *);
 int headers_response_keep(const struct http_head *, uint32_t);
@@ -243,17 +241,17 @@ struct client_conn {
 	struct bufferevent *bev;
 	struct httpreq req_parser;
 	struct http_head resp_head; /* reused for each response */
-	struct proxy_req *req;	   /* the request being answered, if any */
-	struct event *resume_ev;   /* deferred work outside other callbacks */
-	struct event *timer_ev;	   /* idle or header timeout */
-	struct event *closed_ev;   /* sees the client leave while not reading */
-	struct event *watch_ev;	   /* and a reset, on a duplicate descriptor */
+	struct proxy_req *req; /* the request being answered, if any */
+	struct event *resume_ev; /* deferred work outside other callbacks */
+	struct event *timer_ev; /* idle or header timeout */
+	struct event *closed_ev; /* sees the client leave while not reading */
+	struct event *watch_ev; /* and a reset, on a duplicate descriptor */
 	char peer[ADDR_TEXT_MAX];
-	int closing;		   /* close once output is flushed */
-	int read_throttled;	   /* stopped reading: body buffer full */
-	int closed_watched;	   /* closed_ev is added */
-	int body_done;		   /* current request's body fully parsed */
-	int resp_done;		   /* current request's response finished */
+	int closing; /* close once output is flushed */
+	int read_throttled; /* stopped reading: body buffer full */
+	int closed_watched; /* closed_ev is added */
+	int body_done; /* current request's body fully parsed */
+	int resp_done; /* current request's response finished */
 	uint64_t nrequests;
 	TAILQ_ENTRY(client_conn) entry;
 };
@@ -313,7 +311,12 @@ enum route {
 	ROUTE_OTHER,
 	ROUTE_COUNT
 };
-enum retry_reason { RETRY_STATUS, RETRY_CONNECT, RETRY_RESET, RETRY_REASON_COUNT };
+enum retry_reason {
+	RETRY_STATUS,
+	RETRY_CONNECT,
+	RETRY_RESET,
+	RETRY_REASON_COUNT
+};
 enum cancel_phase {
 	CANCEL_QUEUED,
 	CANCEL_WAITING,
@@ -368,57 +371,57 @@ char *metrics_stats_json(void);
 /* proxy.c: one request's life, from head parsed to response written. */
 enum proxy_state {
 	PROXY_NEW,
-	PROXY_QUEUED,	 /* waiting for a pool slot */
-	PROXY_RUNNING,	 /* transfer under way */
-	PROXY_BACKOFF,	 /* waiting to retry */
-	PROXY_DONE,	 /* answered */
+	PROXY_QUEUED, /* waiting for a pool slot */
+	PROXY_RUNNING, /* transfer under way */
+	PROXY_BACKOFF, /* waiting to retry */
+	PROXY_DONE, /* answered */
 };
 struct upstream;
 struct up_handle;
 struct upstream_probe;
 struct proxy_req {
 	struct client_conn *client;
-	struct http_head *head;	 /* the client's, valid while we live */
+	struct http_head *head; /* the client's, valid while we live */
 	struct upstream *up;
 	struct up_handle *handle;
 	struct upstream_probe *probe;
 	enum proxy_state state;
-	unsigned head_only : 1;	 /* HEAD: no response body */
+	unsigned head_only : 1; /* HEAD: no response body */
 	unsigned keep_alive : 1; /* the client connection may carry on */
 	unsigned http10 : 1;
-	unsigned openai : 1;	 /* /v1 path: OpenAI-shaped errors */
-	unsigned admin : 1;	 /* ours: /ollama-pool/... */
-	unsigned post_mode : 1;	 /* sends a body upstream */
-	unsigned body_done : 1;	 /* all of the body is in body */
+	unsigned openai : 1; /* /v1 path: OpenAI-shaped errors */
+	unsigned admin : 1; /* ours: /ollama-pool/... */
+	unsigned post_mode : 1; /* sends a body upstream */
+	unsigned body_done : 1; /* all of the body is in body */
 	unsigned send_paused : 1; /* curl's read side waits for body */
 	unsigned recv_paused : 1; /* curl's write side waits for the client */
 	unsigned resp_committed : 1; /* response head went to the client */
-	unsigned resp_chunked : 1;   /* we chunk-encode towards the client */
+	unsigned resp_chunked : 1; /* we chunk-encode towards the client */
 	unsigned resp_has_length : 1;
 	unsigned resp_complete : 1;
-	unsigned replayable : 1;    /* all of the body sent so far is kept */
+	unsigned replayable : 1; /* all of the body sent so far is kept */
 	unsigned retry_pending : 1; /* this attempt's answer will be retried */
-	unsigned in_queue : 1;	    /* on its upstream's wait queue */
+	unsigned in_queue : 1; /* on its upstream's wait queue */
 
-	struct evbuffer *body;	/* request body: unsent, and kept for replay */
-	size_t body_off;	/* bytes of body this attempt has sent */
+	struct evbuffer *body; /* request body: unsent, and kept for replay */
+	size_t body_off; /* bytes of body this attempt has sent */
 	struct curl_slist *hdrs;
-	struct event *timer;	/* backoff, first byte or stream idle */
+	struct event *timer; /* backoff, first byte or stream idle */
 	int attempts;
 	double retry_delay;
-	size_t discarded;	/* body bytes of an answer being retried */
+	size_t discarded; /* body bytes of an answer being retried */
 	uint64_t last_byte_us;
 
 	long status;
 	char reason[64];
 	uint64_t resp_length, resp_received;
 
-	long new_conns;		/* upstream connections this request opened */
-	int route;		/* enum route, for metrics */
+	long new_conns; /* upstream connections this request opened */
+	int route; /* enum route, for metrics */
 	struct tokscan tokens;
 	uint64_t t_queued_us;
 	char method[16];
-	char *path;		/* the target, for logs and routing */
+	char *path; /* the target, for logs and routing */
 	uint64_t t_start_us, t_first_byte_us;
 	TAILQ_ENTRY(proxy_req) queue_entry;
 };
@@ -433,8 +436,8 @@ void proxy_req_cancel(struct proxy_req *);
 void proxy_req_begin_transfer(struct proxy_req *);
 void proxy_req_fail(struct proxy_req *, int, int, const char *, ...)
     PRINTFLIKE(4, 5);
-void proxy_req_respond(struct proxy_req *, int, const char *,
-    const char *, size_t);
+void proxy_req_respond(
+    struct proxy_req *, int, const char *, const char *, size_t);
 
 /* response.c: responses the proxy writes itself. */
 struct response_opts {
@@ -447,10 +450,10 @@ struct response_opts {
 	const char *allow; /* methods, for a 405 */
 	const char *content_type;
 };
-void response_write(struct evbuffer *, const struct response_opts *,
-    const char *, size_t);
-void response_error(struct evbuffer *, const struct response_opts *,
-    const char *);
+void response_write(
+    struct evbuffer *, const struct response_opts *, const char *, size_t);
+void response_error(
+    struct evbuffer *, const struct response_opts *, const char *);
 const char *response_reason(int);
 int response_status_has_body(int);
 
@@ -483,9 +486,9 @@ struct upstream {
 
 	int in_flight;
 	int queued;
-	int refs;	/* requests holding it */
-	int retiring;	/* replaced by a reload: no new requests */
-	long conns_open;    /* upstream connections open now */
+	int refs; /* requests holding it */
+	int retiring; /* replaced by a reload: no new requests */
+	long conns_open; /* upstream connections open now */
 	uint64_t conns_opened; /* and ever opened */
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
@@ -503,8 +506,8 @@ void upstream_dequeue(struct upstream *, struct proxy_req *);
 struct up_handle *upstream_handle_get(struct upstream *, int);
 int upstream_handle_start(struct up_handle *);
 void upstream_handle_release(struct up_handle *);
-struct upstream_probe *upstream_probe_start(struct upstream *,
-    upstream_probe_cb, void *);
+struct upstream_probe *upstream_probe_start(
+    struct upstream *, upstream_probe_cb, void *);
 void upstream_probe_cancel(struct upstream_probe *);
 
 /* sdnotify.c: systemd readiness, with stand-ins when built without it. */
@@ -529,7 +532,7 @@ struct runtime {
 	int nclients;
 	int stopping;
 	struct event *shutdown_ev;
-	int accept_paused;	     /* out of descriptors or at max_clients */
+	int accept_paused; /* out of descriptors or at max_clients */
 	struct event *accept_resume_ev;
 
 	struct event *janitor_ev;

@@ -57,8 +57,8 @@ proxy_target_path(const char *target, size_t len)
 		return xstrdup("/");
 	p = target + u.field_data[UF_PATH].off;
 	plen = u.field_data[UF_PATH].len;
-	qlen = (u.field_set & (1 << UF_QUERY)) ?
-	    u.field_data[UF_QUERY].len + 1 : 0;
+	qlen = (u.field_set & (1 << UF_QUERY)) ? u.field_data[UF_QUERY].len + 1
+	                                       : 0;
 	out = xmalloc(plen + qlen + 1);
 	memcpy(out, p, plen + qlen);
 	out[plen + qlen] = '\0';
@@ -75,8 +75,9 @@ proxy_replay_max(void)
 {
 	if (rt.cfg->retries > 0)
 		return rt.cfg->retry_body_max;
-	return rt.cfg->retry_body_max < rt.cfg->max_buffer ?
-	    rt.cfg->retry_body_max : rt.cfg->max_buffer;
+	return rt.cfg->retry_body_max < rt.cfg->max_buffer
+	    ? rt.cfg->retry_body_max
+	    : rt.cfg->max_buffer;
 }
 
 struct proxy_req *
@@ -107,8 +108,8 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 		req->body_done = 1;
 	/* A body too big to keep cannot be replayed: send it on as it
 	 * comes. */
-	req->replayable = !h->has_content_length ||
-	    h->content_length <= proxy_replay_max();
+	req->replayable =
+	    !h->has_content_length || h->content_length <= proxy_replay_max();
 	req->t_start_us = now_us();
 	return req;
 }
@@ -144,13 +145,16 @@ proxy_account(struct proxy_req *req, int status)
 	if (!log_enabled(LOG_LVL_INFO))
 		return;
 	log_info("%s \"%s %s\" %d %" PRIu64 " bytes, first byte %.3f s, "
-		 "total %.3f s, %d attempt%s, upstream connection %s",
-	    req->client->peer, req->method, req->path ? req->path : "-",
-	    status, req->resp_received,
-	    req->t_first_byte_us ?
-		(req->t_first_byte_us - req->t_start_us) / 1e6 : 0.0,
+	         "total %.3f s, %d attempt%s, upstream connection %s",
+	    req->client->peer, req->method, req->path ? req->path : "-", status,
+	    req->resp_received,
+	    req->t_first_byte_us
+	        ? (req->t_first_byte_us - req->t_start_us) / 1e6
+	        : 0.0,
 	    total, req->attempts, req->attempts == 1 ? "" : "s",
-	    req->attempts == 0 ? "none" : req->new_conns ? "new" : "reused");
+	    req->attempts == 0   ? "none"
+	        : req->new_conns ? "new"
+	                         : "reused");
 }
 
 /* The client left before its answer ended: count where it was. */
@@ -177,8 +181,8 @@ proxy_req_cancel(struct proxy_req *req)
 /* Answers with an error of our own; once a response has begun, the only
  * honest signal left is closing the connection short of its end. */
 void
-proxy_req_fail(struct proxy_req *req, int status, int retry_after,
-    const char *fmt, ...)
+proxy_req_fail(
+    struct proxy_req *req, int status, int retry_after, const char *fmt, ...)
 {
 	struct response_opts o;
 	char msg[1024];
@@ -207,15 +211,16 @@ proxy_req_fail(struct proxy_req *req, int status, int retry_after,
 	o.status = status;
 	/* After these the connection's framing cannot be trusted, or the
 	 * client was told to stop. */
-	o.keep_alive = req->keep_alive && status != 400 && status != 408 &&
-	    status != 413;
+	o.keep_alive =
+	    req->keep_alive && status != 400 && status != 408 && status != 413;
 	o.http10 = req->http10;
 	o.head_only = req->head_only;
 	o.openai = req->openai;
 	o.retry_after = retry_after;
 	if (status == 405)
-		o.allow = req->admin ? "GET, HEAD" :
-				       "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+		o.allow = req->admin
+		    ? "GET, HEAD"
+		    : "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 	response_error(client_output(req->client), &o, msg);
 	proxy_account(req, status);
 	client_response_done(req->client, o.keep_alive);
@@ -246,8 +251,8 @@ proxy_req_start(struct proxy_req *req)
 	/* Before the target: CONNECT names a host:port, not a path. */
 	if (req->head->method == HTTP_CONNECT ||
 	    req->head->method == HTTP_TRACE) {
-		proxy_req_fail(req, 405, 0, "method %s is not allowed",
-		    req->method);
+		proxy_req_fail(
+		    req, 405, 0, "method %s is not allowed", req->method);
 		return;
 	}
 	if (req->path == NULL) {
@@ -308,8 +313,8 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	req->state = PROXY_RUNNING;
 	req->attempts++;
 	rt.metrics.upstream_requests++;
-	histogram_observe(&rt.metrics.queue_wait,
-	    (now_us() - req->t_queued_us) / 1e6);
+	histogram_observe(
+	    &rt.metrics.queue_wait, (now_us() - req->t_queued_us) / 1e6);
 	if (rt.cfg->first_byte_timeout > 0)
 		proxy_timer_start(req, rt.cfg->first_byte_timeout);
 
@@ -317,8 +322,8 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	free(url);
 	curl_slist_free_all(req->hdrs);
-	req->hdrs = headers_to_curl(head, req->post_mode,
-	    rt.cfg->client_tokens[0] != '\0');
+	req->hdrs = headers_to_curl(
+	    head, req->post_mode, rt.cfg->client_tokens[0] != '\0');
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs);
 	if (req->post_mode) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -326,8 +331,8 @@ proxy_req_begin_transfer(struct proxy_req *req)
 		curl_easy_setopt(e, CURLOPT_READDATA, req);
 		/* -1 makes curl chunk the body, as the client did. */
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-		    head->chunked ? (curl_off_t)-1 :
-				    (curl_off_t)head->content_length);
+		    head->chunked ? (curl_off_t)-1
+		                  : (curl_off_t)head->content_length);
 		if (head->method != HTTP_POST)
 			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 	} else if (req->head_only)
@@ -411,8 +416,8 @@ proxy_finish(struct proxy_req *req)
 		evbuffer_add(client_output(req->client), "0\r\n\r\n", 5);
 	if (req->tokens.done) {
 		tokscan_finish(&req->tokens);
-		metrics_count_tokens(req->tokens.model, req->tokens.prompt,
-		    req->tokens.eval);
+		metrics_count_tokens(
+		    req->tokens.model, req->tokens.prompt, req->tokens.eval);
 	}
 	proxy_account(req, (int)req->status);
 	client_response_done(req->client, req->keep_alive);
@@ -430,14 +435,13 @@ proxy_resp_complete(struct proxy_req *req)
 	req->resp_complete = 1;
 	if (!req->body_done ||
 	    (req->body != NULL &&
-		evbuffer_get_length(req->body) > req->body_off))
+	        evbuffer_get_length(req->body) > req->body_off))
 		proxy_finish(req);
 }
 
 /* Appends to the head being built, on the stack until it outgrows it. */
 static void
-proxy_head_put(char **head, size_t *len, size_t *cap, const char *p,
-    size_t n)
+proxy_head_put(char **head, size_t *len, size_t *cap, const char *p, size_t n)
 {
 	char *grown;
 
@@ -504,8 +508,8 @@ proxy_commit_head(struct proxy_req *req)
 		proxy_head_put(&head, &head_len, &head_cap,
 		    "Transfer-Encoding: chunked\r\n", 28);
 	if (!req->keep_alive)
-		proxy_head_put(&head, &head_len, &head_cap,
-		    "Connection: close\r\n", 19);
+		proxy_head_put(
+		    &head, &head_len, &head_cap, "Connection: close\r\n", 19);
 	else if (req->http10)
 		proxy_head_put(&head, &head_len, &head_cap,
 		    "Connection: keep-alive\r\n", 24);
@@ -543,8 +547,8 @@ proxy_parse_status(struct proxy_req *req, const char *line, size_t len)
 		p++;
 	while (end > p && (end[-1] == '\r' || end[-1] == '\n'))
 		end--;
-	n = (size_t)(end - p) < sizeof req->reason ? (size_t)(end - p) :
-						       sizeof req->reason - 1;
+	n = (size_t)(end - p) < sizeof req->reason ? (size_t)(end - p)
+	                                           : sizeof req->reason - 1;
 	memcpy(req->reason, p, n);
 	req->reason[n] = '\0';
 }
@@ -575,8 +579,8 @@ proxy_header_cb(char *buf, size_t size, size_t nitems, void *arg)
 			/* Nothing goes to the client: this answer is
 			 * replaced by the next attempt's. */
 			req->retry_pending = 1;
-			req->retry_delay = proxy_retry_after(req,
-			    proxy_backoff(req));
+			req->retry_delay =
+			    proxy_retry_after(req, proxy_backoff(req));
 			return len;
 		}
 		proxy_commit_head(req);
@@ -590,8 +594,9 @@ proxy_header_cb(char *buf, size_t size, size_t nitems, void *arg)
 	end = buf + len;
 	while (v < end && (*v == ' ' || *v == '\t'))
 		v++;
-	while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
-			      end[-1] == ' ' || end[-1] == '\t'))
+	while (end > v &&
+	    (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' ||
+	        end[-1] == '\t'))
 		end--;
 	i = head_add_header(rh);
 	r = &rh->hdrs[i];
@@ -700,7 +705,8 @@ proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 	if (n > avail)
 		n = avail;
 	if (req->replayable) {
-		evbuffer_ptr_set(req->body, &pos, req->body_off, EVBUFFER_PTR_SET);
+		evbuffer_ptr_set(
+		    req->body, &pos, req->body_off, EVBUFFER_PTR_SET);
 		evbuffer_copyout_from(req->body, &pos, buf, n);
 		req->body_off += n;
 		if (evbuffer_get_length(req->body) > proxy_replay_max()) {
@@ -882,10 +888,10 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 	    proxy_retryable_error(rc) && proxy_can_retry(req)) {
 		proxy_retry(req,
 		    rc == CURLE_COULDNT_CONNECT ||
-			    rc == CURLE_COULDNT_RESOLVE_HOST ||
-			    rc == CURLE_OPERATION_TIMEDOUT ?
-			RETRY_CONNECT :
-			RETRY_RESET,
+		            rc == CURLE_COULDNT_RESOLVE_HOST ||
+		            rc == CURLE_OPERATION_TIMEDOUT
+		        ? RETRY_CONNECT
+		        : RETRY_RESET,
 		    proxy_backoff(req), errbuf);
 		return;
 	}

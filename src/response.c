@@ -34,18 +34,18 @@ void
 response_write(struct evbuffer *out, const struct response_opts *o,
     const char *body, size_t len)
 {
-	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", o->status,
-	    response_reason(o->status));
+	evbuffer_add_printf(
+	    out, "HTTP/1.1 %d %s\r\n", o->status, response_reason(o->status));
 	if (o->content_type != NULL)
-		evbuffer_add_printf(out, "Content-Type: %s\r\n",
-		    o->content_type);
+		evbuffer_add_printf(
+		    out, "Content-Type: %s\r\n", o->content_type);
 	if (o->retry_after > 0)
 		evbuffer_add_printf(out, "Retry-After: %d\r\n", o->retry_after);
 	if (o->allow != NULL)
 		evbuffer_add_printf(out, "Allow: %s\r\n", o->allow);
 	if (o->status == 401)
-		evbuffer_add_printf(out,
-		    "WWW-Authenticate: Bearer realm=\"" OP_NAME "\"\r\n");
+		evbuffer_add_printf(
+		    out, "WWW-Authenticate: Bearer realm=\"" OP_NAME "\"\r\n");
 	if (!o->keep_alive)
 		evbuffer_add(out, "Connection: close\r\n", 19);
 	else if (o->http10)
@@ -56,8 +56,8 @@ response_write(struct evbuffer *out, const struct response_opts *o,
 }
 
 void
-response_error(struct evbuffer *out, const struct response_opts *o,
-    const char *message)
+response_error(
+    struct evbuffer *out, const struct response_opts *o, const char *message)
 {
 	cJSON *root, *err;
 	char *body, *full;

@@ -45,7 +45,8 @@ sdnotify_raw(const char *msg)
 	if (fd < 0)
 		return;
 	sendto(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT,
-	    (struct sockaddr *)&sun, offsetof(struct sockaddr_un, sun_path) + len);
+	    (struct sockaddr *)&sun,
+	    offsetof(struct sockaddr_un, sun_path) + len);
 	close(fd);
 }
 

@@ -66,21 +66,21 @@ tokscan_feed(struct tokscan *t, const char *p, size_t len)
 			break;
 		}
 		if (tokscan_step(&t->m_model, TOKSCAN_MODEL,
-			sizeof TOKSCAN_MODEL - 1, c) &&
+		        sizeof TOKSCAN_MODEL - 1, c) &&
 		    t->model_len == 0)
 			t->capture = TOKSCAN_CAP_MODEL;
 		if (tokscan_step(&t->m_prompt, TOKSCAN_PROMPT,
-			sizeof TOKSCAN_PROMPT - 1, c)) {
+		        sizeof TOKSCAN_PROMPT - 1, c)) {
 			t->capture = TOKSCAN_CAP_PROMPT;
 			t->number = t->digits = 0;
 		}
-		if (tokscan_step(&t->m_eval, TOKSCAN_EVAL,
-			sizeof TOKSCAN_EVAL - 1, c)) {
+		if (tokscan_step(
+		        &t->m_eval, TOKSCAN_EVAL, sizeof TOKSCAN_EVAL - 1, c)) {
 			t->capture = TOKSCAN_CAP_EVAL;
 			t->number = t->digits = 0;
 		}
-		if (tokscan_step(&t->m_done, TOKSCAN_DONE,
-			sizeof TOKSCAN_DONE - 1, c))
+		if (tokscan_step(
+		        &t->m_done, TOKSCAN_DONE, sizeof TOKSCAN_DONE - 1, c))
 			t->done = 1;
 	}
 }

@@ -38,8 +38,7 @@ static void upstream_check_done(struct upstream *);
 /* curl opens and closes upstream sockets through us, so we can count the
  * connections: the pool's whole point is that this count stays small. */
 static curl_socket_t
-upstream_open_socket(void *arg, curlsocktype purpose,
-    struct curl_sockaddr *a)
+upstream_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
 	struct upstream *up = arg;
 	curl_socket_t fd;
@@ -78,8 +77,8 @@ upstream_event_cb(evutil_socket_t fd, short kind, void *arg)
 }
 
 static int
-upstream_socket_cb(CURL *e, curl_socket_t fd, int what, void *userp,
-    void *socketp)
+upstream_socket_cb(
+    CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	struct upstream *up = userp;
 	struct up_sock *s = socketp;
@@ -196,12 +195,13 @@ upstream_new(const struct config *cfg)
 	if (up->multi == NULL)
 		fatal("cannot initialise libcurl");
 	up->timer_ev = evtimer_new(rt.base, upstream_timeout_cb, up);
-	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION,
-	    upstream_socket_cb);
+	curl_multi_setopt(
+	    up->multi, CURLMOPT_SOCKETFUNCTION, upstream_socket_cb);
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
 	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
 	curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
-	curl_multi_setopt(up->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+	curl_multi_setopt(
+	    up->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
 	/* Requests never exceed pool_maxsize (our queue sees to that); the
 	 * one extra is for a health probe, which must not wait behind a
 	 * minutes-long generation. */
@@ -241,8 +241,8 @@ upstream_same_settings(const struct upstream *up, const struct config *cfg)
 	    up->connect_timeout_ms == (long)(cfg->connect_timeout * 1000) &&
 	    up->tls_verify == cfg->tls_verify &&
 	    ((ca == NULL && up->ca_file == NULL) ||
-		(ca != NULL && up->ca_file != NULL &&
-		    strcmp(ca, up->ca_file) == 0));
+	        (ca != NULL && up->ca_file != NULL &&
+	            strcmp(ca, up->ca_file) == 0));
 }
 
 static void
@@ -259,10 +259,10 @@ upstream_free_deferred(evutil_socket_t fd, short what, void *arg)
 static void
 upstream_schedule_free(struct upstream *up)
 {
-	struct timeval now = { 0, 0 };
+	struct timeval now = {0, 0};
 
-	event_base_once(rt.base, -1, EV_TIMEOUT, upstream_free_deferred, up,
-	    &now);
+	event_base_once(
+	    rt.base, -1, EV_TIMEOUT, upstream_free_deferred, up, &now);
 }
 
 /* A reload replaced it: requests under way finish here, new ones go to
@@ -283,10 +283,10 @@ upstream_select(struct proxy_req *req)
 	struct upstream *up;
 
 	TAILQ_FOREACH(up, &rt.upstreams, entry)
-		if (!up->retiring) {
-			up->refs++;
-			return up;
-		}
+	if (!up->retiring) {
+		up->refs++;
+		return up;
+	}
 	abort();
 }
 
@@ -386,8 +386,8 @@ upstream_handle_get(struct upstream *up, int holds_slot)
 int
 upstream_handle_start(struct up_handle *h)
 {
-	return curl_multi_add_handle(h->up->multi, h->easy) == CURLM_OK ? 0 :
-									   -1;
+	return curl_multi_add_handle(h->up->multi, h->easy) == CURLM_OK ? 0
+	                                                                : -1;
 }
 
 /*
@@ -440,7 +440,8 @@ upstream_probe_done(struct up_handle *h, CURLcode rc)
 		snprintf(msg, sizeof msg, "%s",
 		    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
 	else if (code != 200)
-		snprintf(msg, sizeof msg, "GET /api/version answered %ld", code);
+		snprintf(
+		    msg, sizeof msg, "GET /api/version answered %ld", code);
 	else {
 		p->body[p->len] = '\0';
 		json = cJSON_Parse(p->body);
@@ -471,9 +472,10 @@ upstream_probe_start(struct upstream *up, upstream_probe_cb cb, void *arg)
 	xasprintf(&url, "%s/api/version", up->url.base);
 	curl_easy_setopt(p->h->easy, CURLOPT_URL, url);
 	free(url);
-	curl_easy_setopt(p->h->easy, CURLOPT_TIMEOUT_MS, (long)PROBE_TIMEOUT_MS);
-	curl_easy_setopt(p->h->easy, CURLOPT_WRITEFUNCTION,
-	    upstream_probe_write);
+	curl_easy_setopt(
+	    p->h->easy, CURLOPT_TIMEOUT_MS, (long)PROBE_TIMEOUT_MS);
+	curl_easy_setopt(
+	    p->h->easy, CURLOPT_WRITEFUNCTION, upstream_probe_write);
 	curl_easy_setopt(p->h->easy, CURLOPT_WRITEDATA, p);
 	if (upstream_handle_start(p->h) != 0) {
 		upstream_handle_release(p->h);

@@ -10,8 +10,7 @@
 static void NORETURN
 xmalloc_oom(size_t size)
 {
-	fprintf(stderr, OP_NAME ": out of memory allocating %zu bytes\n",
-	    size);
+	fprintf(stderr, OP_NAME ": out of memory allocating %zu bytes\n", size);
 	abort();
 }
 

@@ -63,10 +63,10 @@ struct front {
 	struct harness_daemon *d;
 	pid_t pid;
 	int port;
-	int fds;		/* the daemon's descriptors at rest */
-	long long requests;	/* requests the fake has counted */
-	long long delivered;	/* of those, not abandoned by their client */
-	long long used;		/* upstream connections that carried one */
+	int fds; /* the daemon's descriptors at rest */
+	long long requests; /* requests the fake has counted */
+	long long delivered; /* of those, not abandoned by their client */
+	long long used; /* upstream connections that carried one */
 };
 
 struct fake_nums {
@@ -137,8 +137,8 @@ fd_quiet(pid_t pid)
 /* Waits until the fake has no request in progress: a transfer the daemon
  * dropped ends there when the fake notices the connection close. */
 static void
-fake_wait_idle(const struct harness_fake *fk, struct fake_nums *n,
-    const char *what)
+fake_wait_idle(
+    const struct harness_fake *fk, struct fake_nums *n, const char *what)
 {
 	double deadline;
 
@@ -147,9 +147,11 @@ fake_wait_idle(const struct harness_fake *fk, struct fake_nums *n,
 		fake_nums(fk, n);
 		if (n->active == 0)
 			return;
-		H_ASSERT(harness_now() < deadline, "%s: the upstream still has "
+		H_ASSERT(harness_now() < deadline,
+		    "%s: the upstream still has "
 		    "%lld request(s) in progress %d ms later: the daemon did "
-		    "not drop the transfer", what, n->active, SETTLE_MS);
+		    "not drop the transfer",
+		    what, n->active, SETTLE_MS);
 		poll(NULL, 0, 20);
 	}
 }
@@ -237,9 +239,10 @@ assert_proxy_error(const struct http_resp *r, long status, const char *what)
 	const char *ct, *msg;
 	cJSON *j;
 
-	H_ASSERT(r->status == status, "%s: status %ld, want %ld; head %.300s "
-	    "body %.300s", what, r->status, status, r->head.data,
-	    r->body.data);
+	H_ASSERT(r->status == status,
+	    "%s: status %ld, want %ld; head %.300s "
+	    "body %.300s",
+	    what, r->status, status, r->head.data, r->body.data);
 	ct = http_header_get(r, "Content-Type");
 	H_ASSERT(ct != NULL && strncasecmp(ct, "application/json", 16) == 0,
 	    "%s: Content-Type %s, want application/json", what,
@@ -257,8 +260,7 @@ assert_proxy_error(const struct http_resp *r, long status, const char *what)
 /* The answer says the connection ends, and it does, with nothing after
  * the answer. */
 static void
-assert_closes(struct http_conn *c, const struct http_resp *r,
-    const char *what)
+assert_closes(struct http_conn *c, const struct http_resp *r, const char *what)
 {
 	const char *conn;
 	int rv;
@@ -270,8 +272,10 @@ assert_closes(struct http_conn *c, const struct http_resp *r,
 	rv = http_conn_wait_closed(c, IO_MS);
 	H_ASSERT(rv != -1, "%s: more bytes after the answer: %.200s", what,
 	    c->in.data);
-	H_ASSERT(rv == 1, "%s: the connection stayed open after the answer; "
-	    "what follows on it can no longer be framed", what);
+	H_ASSERT(rv == 1,
+	    "%s: the connection stayed open after the answer; "
+	    "what follows on it can no longer be framed",
+	    what);
 }
 
 /* The request headers the fake's echo saw: how many of this name, and
@@ -286,7 +290,8 @@ echo_header(const cJSON *echo, const char *name, const char **value)
 		*value = NULL;
 	a = cJSON_GetObjectItemCaseSensitive(echo, "headers");
 	H_ASSERT(cJSON_IsArray(a), "the echo has no headers array");
-	cJSON_ArrayForEach(e, a) {
+	cJSON_ArrayForEach(e, a)
+	{
 		n = cJSON_GetArrayItem(e, 0);
 		v = cJSON_GetArrayItem(e, 1);
 		if (!cJSON_IsString(n) || strcasecmp(n->valuestring, name) != 0)
@@ -303,8 +308,8 @@ echo_headers_text(const cJSON *echo)
 	char *s;
 	const char *t;
 
-	s = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(echo,
-	    "headers"));
+	s = cJSON_PrintUnformatted(
+	    cJSON_GetObjectItemCaseSensitive(echo, "headers"));
 	t = harness_strf("%s", s != NULL ? s : "(none)");
 	cJSON_free(s);
 	return t;
@@ -323,8 +328,10 @@ front_echo(struct front *f, const char *req, size_t len, const char *what)
 	conn_send(&c, req, len, what);
 	conn_response(&c, &r, what);
 	http_conn_close(&c);
-	H_ASSERT(r.status == 200, "%s: status %ld, want 200 from the echo: "
-	    "%.300s", what, r.status, r.body.data);
+	H_ASSERT(r.status == 200,
+	    "%s: status %ld, want 200 from the echo: "
+	    "%.300s",
+	    what, r.status, r.body.data);
 	j = harness_json(&r, what);
 	http_resp_free(&r);
 	f->requests++;
@@ -337,8 +344,8 @@ front_get(struct front *f, const char *target, const char *what)
 {
 	const char *req;
 
-	req = harness_strf("GET %s HTTP/1.1\r\nHost: client.invalid\r\n\r\n",
-	    target);
+	req = harness_strf(
+	    "GET %s HTTP/1.1\r\nHost: client.invalid\r\n\r\n", target);
 	return front_echo(f, req, strlen(req), what);
 }
 
@@ -365,12 +372,16 @@ front_up(struct front *f, const char *conf)
 	j = front_get(f, "/_fake/echo/warm-up", "warm-up");
 	cJSON_Delete(j);
 	f->fds = fd_wait(f->pid, fds0 + 1, SETTLE_MS);
-	H_ASSERT(f->fds == fds0 + 1, "after one request the daemon holds %d "
+	H_ASSERT(f->fds == fds0 + 1,
+	    "after one request the daemon holds %d "
 	    "descriptors, %d before: want one more, its pooled upstream "
-	    "connection", f->fds, fds0);
+	    "connection",
+	    f->fds, fds0);
 	fake_nums(f->env.fake, &n);
-	H_ASSERT(n.requests == 1 && n.used == 1, "warm-up: the fake counted "
-	    "%lld requests on %lld connections", n.requests, n.used);
+	H_ASSERT(n.requests == 1 && n.used == 1,
+	    "warm-up: the fake counted "
+	    "%lld requests on %lld connections",
+	    n.requests, n.used);
 	f->requests = n.requests;
 	f->delivered = n.requests - n.gone;
 	f->used = n.used;
@@ -383,8 +394,10 @@ front_nothing_forwarded(struct front *f, const char *what)
 	long long got;
 
 	got = fake_stat(f->env.fake, "requests");
-	H_ASSERT(got == f->requests, "%s: the upstream received %lld "
-	    "request(s) of a refused request", what, got - f->requests);
+	H_ASSERT(got == f->requests,
+	    "%s: the upstream received %lld "
+	    "request(s) of a refused request",
+	    what, got - f->requests);
 }
 
 /*
@@ -393,16 +406,17 @@ front_nothing_forwarded(struct front *f, const char *what)
  * left in progress.
  */
 static void
-front_nothing_delivered(struct front *f, struct fake_nums *n,
-    const char *what)
+front_nothing_delivered(struct front *f, struct fake_nums *n, const char *what)
 {
 	fake_wait_idle(f->env.fake, n, what);
-	H_ASSERT(n->requests - n->gone == f->delivered, "%s: the upstream "
-	    "completed %lld request(s) from a refused one", what,
-	    n->requests - n->gone - f->delivered);
-	H_ASSERT(n->requests - f->requests <= 1, "%s: %lld requests reached "
-	    "the upstream from one refused request", what,
-	    n->requests - f->requests);
+	H_ASSERT(n->requests - n->gone == f->delivered,
+	    "%s: the upstream "
+	    "completed %lld request(s) from a refused one",
+	    what, n->requests - n->gone - f->delivered);
+	H_ASSERT(n->requests - f->requests <= 1,
+	    "%s: %lld requests reached "
+	    "the upstream from one refused request",
+	    what, n->requests - f->requests);
 	f->requests = n->requests;
 }
 
@@ -421,51 +435,65 @@ front_intact(struct front *f, int reuse, const char *what)
 	cJSON *j;
 	int fds;
 
-	H_ASSERT(harness_proc_alive(&f->d->proc), "%s: the daemon died",
-	    what);
-	j = front_get(f, "/_fake/echo/after", harness_strf("%s: a normal "
-	    "request afterwards", what));
+	H_ASSERT(harness_proc_alive(&f->d->proc), "%s: the daemon died", what);
+	j = front_get(f, "/_fake/echo/after",
+	    harness_strf("%s: a normal "
+	                 "request afterwards",
+	        what));
 	t = harness_jstr(j, "target");
 	H_ASSERT(t != NULL && strcmp(t, "/_fake/echo/after") == 0,
 	    "%s: the normal request arrived as %s", what, t ? t : "(none)");
 	cJSON_Delete(j);
 	fake_nums(f->env.fake, &n);
-	H_ASSERT(n.requests == f->requests, "%s: the upstream counted %lld "
-	    "requests, want %lld", what, n.requests, f->requests);
+	H_ASSERT(n.requests == f->requests,
+	    "%s: the upstream counted %lld "
+	    "requests, want %lld",
+	    what, n.requests, f->requests);
 	if (reuse)
-		H_ASSERT(n.used == f->used, "%s: the normal request needed a "
+		H_ASSERT(n.used == f->used,
+		    "%s: the normal request needed a "
 		    "new upstream connection (%lld used, %lld before): the "
-		    "pooled one was lost", what, n.used, f->used);
+		    "pooled one was lost",
+		    what, n.used, f->used);
 	f->used = n.used;
 
 	fds = fd_wait(f->pid, f->fds, SETTLE_MS);
-	H_ASSERT(fds == f->fds, "%s: the daemon holds %d descriptors, %d at "
-	    "rest before: %s", what, fds, f->fds, fds > f->fds ?
-	    "a descriptor leaked" : "it lost its pooled connection");
+	H_ASSERT(fds == f->fds,
+	    "%s: the daemon holds %d descriptors, %d at "
+	    "rest before: %s",
+	    what, fds, f->fds,
+	    fds > f->fds ? "a descriptor leaked"
+	                 : "it lost its pooled connection");
 
-	j = front_get(f, "/_fake/echo/after2", harness_strf("%s: a second "
-	    "normal request", what));
+	j = front_get(f, "/_fake/echo/after2",
+	    harness_strf("%s: a second "
+	                 "normal request",
+	        what));
 	cJSON_Delete(j);
 	fake_nums(f->env.fake, &n);
-	H_ASSERT(n.used == f->used, "%s: a second normal request needed a "
-	    "new upstream connection: the first one's was not pooled", what);
+	H_ASSERT(n.used == f->used,
+	    "%s: a second normal request needed a "
+	    "new upstream connection: the first one's was not pooled",
+	    what);
 	fds = fd_wait(f->pid, f->fds, SETTLE_MS);
-	H_ASSERT(fds == f->fds, "%s: the daemon holds %d descriptors after "
-	    "the second request, %d at rest", what, fds, f->fds);
+	H_ASSERT(fds == f->fds,
+	    "%s: the daemon holds %d descriptors after "
+	    "the second request, %d at rest",
+	    what, fds, f->fds);
 }
 
 /* How a request's bytes are written. */
 enum send_how {
-	SEND_WHOLE,	/* one write */
-	SEND_BYTES,	/* one write per byte: every field split */
+	SEND_WHOLE, /* one write */
+	SEND_BYTES, /* one write per byte: every field split */
 };
-static const char *const send_how_name[] = { "in one write", "bytewise" };
+static const char *const send_how_name[] = {"in one write", "bytewise"};
 
 /* Writes a request; a refusal may close the connection before the last
  * byte, which ends the writing. */
 static void
-send_request(struct http_conn *c, const char *req, size_t len,
-    enum send_how how)
+send_request(
+    struct http_conn *c, const char *req, size_t len, enum send_how how)
 {
 	size_t i;
 
@@ -513,9 +541,12 @@ proc_cpu_ticks(pid_t pid)
 	buf[n] = '\0';
 	/* The command name may hold anything; the fields follow its ')'. */
 	p = strrchr(buf, ')');
-	H_ASSERT(p != NULL && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u "
-	    "%*u %*u %*u %llu %llu", &ut, &st) == 2, "cannot parse %s: %s",
-	    path, buf);
+	H_ASSERT(p != NULL &&
+	        sscanf(p + 2,
+	            "%*c %*d %*d %*d %*d %*d %*u %*u "
+	            "%*u %*u %*u %llu %llu",
+	            &ut, &st) == 2,
+	    "cannot parse %s: %s", path, buf);
 	return (long long)(ut + st);
 }
 
@@ -523,7 +554,7 @@ proc_cpu_ticks(pid_t pid)
 static int
 log_count(const struct harness_proc *p, const char *needle)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	const char *s;
 	char buf[65536];
 	size_t n;
@@ -553,14 +584,16 @@ static void
 early_answer_body(struct front *f, const char *method, const char *auth,
     long status, int late, const char *what)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	struct http_resp r;
 	struct http_conn c;
 	const char *t;
 	cJSON *j;
 
-	harness_buf_addf(&b, "%s /_fake/echo/early HTTP/1.1\r\nHost: h\r\n"
-	    "Content-Length: %zu\r\n\r\n", method, strlen(EVIL));
+	harness_buf_addf(&b,
+	    "%s /_fake/echo/early HTTP/1.1\r\nHost: h\r\n"
+	    "Content-Length: %zu\r\n\r\n",
+	    method, strlen(EVIL));
 	http_conn_open(&c, f->port);
 	if (late) {
 		conn_send(&c, b.data, b.len, what);
@@ -569,8 +602,10 @@ early_answer_body(struct front *f, const char *method, const char *auth,
 		http_resp_free(&r);
 		b.len = 0;
 	}
-	harness_buf_addf(&b, "%sGET /_fake/echo/next HTTP/1.1\r\nHost: h\r\n"
-	    "%s\r\n", EVIL, auth);
+	harness_buf_addf(&b,
+	    "%sGET /_fake/echo/next HTTP/1.1\r\nHost: h\r\n"
+	    "%s\r\n",
+	    EVIL, auth);
 	/* Once closed, the rest cannot be sent, which is an answer too. */
 	(void)http_conn_send(&c, b.data, b.len, IO_MS);
 	if (!late) {
@@ -582,15 +617,18 @@ early_answer_body(struct front *f, const char *method, const char *auth,
 		j = harness_json(&r, what);
 		t = harness_jstr(j, "target");
 		H_ASSERT(r.status == 200 && t != NULL &&
-		    strcmp(t, "/_fake/echo/next") == 0, "%s: the next answer is "
-		    "%ld for %s: the body was read as a request", what,
-		    r.status, t ? t : "(none)");
+		        strcmp(t, "/_fake/echo/next") == 0,
+		    "%s: the next answer is "
+		    "%ld for %s: the body was read as a request",
+		    what, r.status, t ? t : "(none)");
 		cJSON_Delete(j);
 		f->requests++;
 		f->delivered++;
 	} else
-		H_ASSERT(c.eof && c.in.len == 0, "%s: after the answer neither "
-		    "another nor a close: %s", what, r.error);
+		H_ASSERT(c.eof && c.in.len == 0,
+		    "%s: after the answer neither "
+		    "another nor a close: %s",
+		    what, r.error);
 	http_resp_free(&r);
 	http_conn_close(&c);
 	harness_buf_free(&b);
@@ -611,83 +649,126 @@ struct refusal {
 
 /* Each target is one the fake counts, so a forwarded one shows. */
 static const struct refusal head_refusals[] = {
-	/* 1. Two framings: whichever ends the body decides where the next
-	 * request starts. */
-	{ "cl_then_te", RQ(POST_ECHO("1a") "Content-Length: 5\r\n"
-	    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" EVIL), 400 },
-	{ "te_then_cl", RQ(POST_ECHO("1b") "Transfer-Encoding: chunked\r\n"
-	    "Content-Length: 5\r\n\r\n0\r\n\r\n" EVIL), 400 },
-	/* 2. Content-Length. */
-	{ "cl_two_values", RQ(POST_ECHO("2a") "Content-Length: 5\r\n"
-	    "Content-Length: 6\r\n\r\nhello!"), 400 },
-	{ "cl_plus", RQ(POST_ECHO("2b") "Content-Length: +5\r\n\r\nhello"),
-	    400 },
-	{ "cl_hex", RQ(POST_ECHO("2c") "Content-Length: 0x10\r\n\r\n"
-	    "0123456789abcdef"), 400 },
-	{ "cl_negative", RQ(POST_ECHO("2d") "Content-Length: -1\r\n\r\n"),
-	    400 },
-	{ "cl_empty", RQ(POST_ECHO("2e") "Content-Length:\r\n\r\n"), 400 },
-	{ "cl_blank", RQ(POST_ECHO("2f") "Content-Length:   \r\n\r\n"), 400 },
-	{ "cl_list", RQ(POST_ECHO("2g") "Content-Length: 5,6\r\n\r\nhello!"),
-	    400 },
-	{ "cl_2_63", RQ(POST_ECHO("2h") "Content-Length: 9223372036854775808"
-	    "\r\n\r\nhello"), 400 },
-	/* 2^64 + 5: wraps to 5 in a parser that overflows. */
-	{ "cl_2_64_plus_5", RQ(POST_ECHO("2i") "Content-Length: "
-	    "18446744073709551621\r\n\r\nhello"), 400 },
-	{ "cl_20_nines", RQ(POST_ECHO("2j") "Content-Length: "
-	    "99999999999999999999\r\n\r\nhello"), 400 },
-	/* 3. Transfer codings we do not decode, and malformed lists. */
-	{ "te_gzip", RQ(POST_ECHO("3a") "Transfer-Encoding: gzip\r\n\r\n"
-	    "5\r\nhello\r\n0\r\n\r\n"), 501 },
-	{ "te_identity", RQ(POST_ECHO("3b") "Transfer-Encoding: identity\r\n"
-	    "\r\nhello"), 501 },
-	{ "te_chunked_identity", RQ(POST_ECHO("3c") "Transfer-Encoding: "
-	    "chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 501 },
-	{ "te_gzip_chunked", RQ(POST_ECHO("3d") "Transfer-Encoding: gzip, "
-	    "chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 501 },
-	{ "te_leading_comma", RQ(POST_ECHO("3e") "Transfer-Encoding: "
-	    ",chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 400 },
-	{ "te_chunked_chunked", RQ(POST_ECHO("3f") "Transfer-Encoding: "
-	    "chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 400 },
-	{ "te_twice", RQ(POST_ECHO("3g") "Transfer-Encoding: chunked\r\n"
-	    "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 400 },
-	{ "te_http10", RQ("POST /_fake/echo/3h HTTP/1.0\r\nHost: h\r\n"
-	    "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 400 },
-	/* 5. Line ends, folding, names and values. */
-	{ "bare_lf", RQ("GET /_fake/echo/5a HTTP/1.1\nHost: h\n\n"), 400 },
-	{ "bare_lf_in_header", RQ(GET_ECHO("5b") "X-A: 1\nX-B: 2\r\n\r\n"),
-	    400 },
-	{ "bare_lf_ends_head", RQ(GET_ECHO("5c") "X-A: 1\r\n\n"), 400 },
-	{ "bare_cr_request_line", RQ("GET /_fake/echo/5d HTTP/1.1\rHost: h"
-	    "\r\n\r\n"), 400 },
-	{ "obs_fold_space", RQ(GET_ECHO("5e") "X-A: 1\r\n 2\r\n\r\n"), 400 },
-	{ "obs_fold_tab", RQ(GET_ECHO("5f") "X-A: 1\r\n\t2\r\n\r\n"), 400 },
-	{ "space_before_first_header", RQ("GET /_fake/echo/5g HTTP/1.1\r\n"
-	    " Host: h\r\n\r\n"), 400 },
-	{ "space_in_name", RQ(GET_ECHO("5h") "X A: 1\r\n\r\n"), 400 },
-	{ "space_before_colon", RQ(GET_ECHO("5i") "X-A : 1\r\n\r\n"), 400 },
-	{ "ctl_in_name", RQ(GET_ECHO("5j") "X-\x01" "A: 1\r\n\r\n"), 400 },
-	{ "del_in_name", RQ(GET_ECHO("5k") "X-\x7f" "A: 1\r\n\r\n"), 400 },
-	{ "no_colon", RQ(GET_ECHO("5l") "NoColonHere\r\n\r\n"), 400 },
-	{ "nul_in_value", RQ(GET_ECHO("5m") "X-A: a\0b\r\n\r\n"), 400 },
-	{ "bare_cr_in_value", RQ(GET_ECHO("5n") "X-A: a\rb\r\n\r\n"), 400 },
-	{ "esc_in_value", RQ(GET_ECHO("5o") "X-A: a\x1b" "b\r\n\r\n"), 400 },
-	/* 6. Host and versions. */
-	{ "http11_no_host", RQ("GET /_fake/echo/6a HTTP/1.1\r\n\r\n"), 400 },
-	{ "two_hosts", RQ("GET /_fake/echo/6b HTTP/1.1\r\nHost: a\r\n"
-	    "Host: b\r\n\r\n"), 400 },
-	{ "two_equal_hosts", RQ("GET /_fake/echo/6c HTTP/1.1\r\nHost: h\r\n"
-	    "Host: h\r\n\r\n"), 400 },
-	{ "http10_two_hosts", RQ("GET /_fake/echo/6d HTTP/1.0\r\nHost: a\r\n"
-	    "Host: b\r\n\r\n"), 400 },
-	{ "http_2_0", RQ("GET /_fake/echo/6e HTTP/2.0\r\nHost: h\r\n\r\n"),
-	    505 },
-	{ "http_3_0", RQ("GET /_fake/echo/6f HTTP/3.0\r\nHost: h\r\n\r\n"),
-	    505 },
+    /* 1. Two framings: whichever ends the body decides where the next
+     * request starts. */
+    {"cl_then_te",
+        RQ(POST_ECHO("1a") "Content-Length: 5\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" EVIL),
+        400},
+    {"te_then_cl",
+        RQ(POST_ECHO("1b") "Transfer-Encoding: chunked\r\n"
+                           "Content-Length: 5\r\n\r\n0\r\n\r\n" EVIL),
+        400},
+    /* 2. Content-Length. */
+    {"cl_two_values",
+        RQ(POST_ECHO("2a") "Content-Length: 5\r\n"
+                           "Content-Length: 6\r\n\r\nhello!"),
+        400},
+    {"cl_plus", RQ(POST_ECHO("2b") "Content-Length: +5\r\n\r\nhello"), 400},
+    {"cl_hex",
+        RQ(POST_ECHO("2c") "Content-Length: 0x10\r\n\r\n"
+                           "0123456789abcdef"),
+        400},
+    {"cl_negative", RQ(POST_ECHO("2d") "Content-Length: -1\r\n\r\n"), 400},
+    {"cl_empty", RQ(POST_ECHO("2e") "Content-Length:\r\n\r\n"), 400},
+    {"cl_blank", RQ(POST_ECHO("2f") "Content-Length:   \r\n\r\n"), 400},
+    {"cl_list", RQ(POST_ECHO("2g") "Content-Length: 5,6\r\n\r\nhello!"), 400},
+    {"cl_2_63",
+        RQ(POST_ECHO("2h") "Content-Length: 9223372036854775808"
+                           "\r\n\r\nhello"),
+        400},
+    /* 2^64 + 5: wraps to 5 in a parser that overflows. */
+    {"cl_2_64_plus_5",
+        RQ(POST_ECHO("2i") "Content-Length: "
+                           "18446744073709551621\r\n\r\nhello"),
+        400},
+    {"cl_20_nines",
+        RQ(POST_ECHO("2j") "Content-Length: "
+                           "99999999999999999999\r\n\r\nhello"),
+        400},
+    /* 3. Transfer codings we do not decode, and malformed lists. */
+    {"te_gzip",
+        RQ(POST_ECHO("3a") "Transfer-Encoding: gzip\r\n\r\n"
+                           "5\r\nhello\r\n0\r\n\r\n"),
+        501},
+    {"te_identity",
+        RQ(POST_ECHO("3b") "Transfer-Encoding: identity\r\n"
+                           "\r\nhello"),
+        501},
+    {"te_chunked_identity",
+        RQ(POST_ECHO("3c") "Transfer-Encoding: "
+                           "chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        501},
+    {"te_gzip_chunked",
+        RQ(POST_ECHO("3d") "Transfer-Encoding: gzip, "
+                           "chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        501},
+    {"te_leading_comma",
+        RQ(POST_ECHO("3e") "Transfer-Encoding: "
+                           ",chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        400},
+    {"te_chunked_chunked",
+        RQ(POST_ECHO("3f") "Transfer-Encoding: "
+                           "chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        400},
+    {"te_twice",
+        RQ(POST_ECHO(
+            "3g") "Transfer-Encoding: chunked\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        400},
+    {"te_http10",
+        RQ("POST /_fake/echo/3h HTTP/1.0\r\nHost: h\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        400},
+    /* 5. Line ends, folding, names and values. */
+    {"bare_lf", RQ("GET /_fake/echo/5a HTTP/1.1\nHost: h\n\n"), 400},
+    {"bare_lf_in_header", RQ(GET_ECHO("5b") "X-A: 1\nX-B: 2\r\n\r\n"), 400},
+    {"bare_lf_ends_head", RQ(GET_ECHO("5c") "X-A: 1\r\n\n"), 400},
+    {"bare_cr_request_line",
+        RQ("GET /_fake/echo/5d HTTP/1.1\rHost: h"
+           "\r\n\r\n"),
+        400},
+    {"obs_fold_space", RQ(GET_ECHO("5e") "X-A: 1\r\n 2\r\n\r\n"), 400},
+    {"obs_fold_tab", RQ(GET_ECHO("5f") "X-A: 1\r\n\t2\r\n\r\n"), 400},
+    {"space_before_first_header",
+        RQ("GET /_fake/echo/5g HTTP/1.1\r\n"
+           " Host: h\r\n\r\n"),
+        400},
+    {"space_in_name", RQ(GET_ECHO("5h") "X A: 1\r\n\r\n"), 400},
+    {"space_before_colon", RQ(GET_ECHO("5i") "X-A : 1\r\n\r\n"), 400},
+    {"ctl_in_name",
+        RQ(GET_ECHO("5j") "X-\x01"
+                          "A: 1\r\n\r\n"),
+        400},
+    {"del_in_name",
+        RQ(GET_ECHO("5k") "X-\x7f"
+                          "A: 1\r\n\r\n"),
+        400},
+    {"no_colon", RQ(GET_ECHO("5l") "NoColonHere\r\n\r\n"), 400},
+    {"nul_in_value", RQ(GET_ECHO("5m") "X-A: a\0b\r\n\r\n"), 400},
+    {"bare_cr_in_value", RQ(GET_ECHO("5n") "X-A: a\rb\r\n\r\n"), 400},
+    {"esc_in_value",
+        RQ(GET_ECHO("5o") "X-A: a\x1b"
+                          "b\r\n\r\n"),
+        400},
+    /* 6. Host and versions. */
+    {"http11_no_host", RQ("GET /_fake/echo/6a HTTP/1.1\r\n\r\n"), 400},
+    {"two_hosts",
+        RQ("GET /_fake/echo/6b HTTP/1.1\r\nHost: a\r\n"
+           "Host: b\r\n\r\n"),
+        400},
+    {"two_equal_hosts",
+        RQ("GET /_fake/echo/6c HTTP/1.1\r\nHost: h\r\n"
+           "Host: h\r\n\r\n"),
+        400},
+    {"http10_two_hosts",
+        RQ("GET /_fake/echo/6d HTTP/1.0\r\nHost: a\r\n"
+           "Host: b\r\n\r\n"),
+        400},
+    {"http_2_0", RQ("GET /_fake/echo/6e HTTP/2.0\r\nHost: h\r\n\r\n"), 505},
+    {"http_3_0", RQ("GET /_fake/echo/6f HTTP/3.0\r\nHost: h\r\n\r\n"), 505},
 };
-#define N_HEAD_REFUSALS \
-	((int)(sizeof head_refusals / sizeof head_refusals[0]))
+#define N_HEAD_REFUSALS ((int)(sizeof head_refusals / sizeof head_refusals[0]))
 
 /*
  * Each malformed head, written at once and byte by byte: the proxy's
@@ -706,10 +787,10 @@ START_TEST(test_refused_heads)
 	for (i = 0; i < N_HEAD_REFUSALS; i++) {
 		rf = &head_refusals[i];
 		for (how = SEND_WHOLE; how <= SEND_BYTES; how++) {
-			what = harness_strf("%s (%s)", rf->name,
-			    send_how_name[how]);
-			refused_exchange(&f, rf->req, rf->len, how, rf->status,
-			    what);
+			what = harness_strf(
+			    "%s (%s)", rf->name, send_how_name[how]);
+			refused_exchange(
+			    &f, rf->req, rf->len, how, rf->status, what);
 			front_nothing_forwarded(&f, what);
 		}
 	}
@@ -728,18 +809,30 @@ START_TEST(test_accepted_framing)
 		const char *body;
 		const char *version;
 	} ok[] = {
-		{ "cl_twice_equal", RQ(POST_ECHO("ok-cl2") "Content-Length: 5\r\n"
-		    "Content-Length: 5\r\n\r\nhello"), "hello", "1.1" },
-		{ "cl_list_equal", RQ(POST_ECHO("ok-cll") "Content-Length: 5, 5"
-		    "\r\n\r\nhello"), "hello", "1.1" },
-		{ "chunk_extensions", RQ(POST_ECHO("ok-ext")
-		    "Transfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n"
-		    "6;a=\"q;x\";b\r\n world\r\n0;last\r\nX-Trailer: t\r\n\r\n"),
-		    "hello world", "1.1" },
-		{ "te_mixed_case", RQ(POST_ECHO("ok-case") "transfer-encoding: "
-		    "Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "hello", "1.1" },
-		{ "http_1_9", RQ("GET /_fake/echo/ok-19 HTTP/1.9\r\nHost: h\r\n"
-		    "\r\n"), "", "1.1" },
+	    {"cl_twice_equal",
+	        RQ(POST_ECHO("ok-cl2") "Content-Length: 5\r\n"
+	                               "Content-Length: 5\r\n\r\nhello"),
+	        "hello", "1.1"},
+	    {"cl_list_equal",
+	        RQ(POST_ECHO("ok-cll") "Content-Length: 5, 5"
+	                               "\r\n\r\nhello"),
+	        "hello", "1.1"},
+	    {"chunk_extensions",
+	        RQ(POST_ECHO(
+	            "ok-ext") "Transfer-Encoding: "
+	                      "chunked\r\n\r\n5;name=value\r\nhello\r\n"
+	                      "6;a=\"q;x\";b\r\n world\r\n0;last\r\nX-Trailer: "
+	                      "t\r\n\r\n"),
+	        "hello world", "1.1"},
+	    {"te_mixed_case",
+	        RQ(POST_ECHO(
+	            "ok-case") "transfer-encoding: "
+	                       "Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+	        "hello", "1.1"},
+	    {"http_1_9",
+	        RQ("GET /_fake/echo/ok-19 HTTP/1.9\r\nHost: h\r\n"
+	           "\r\n"),
+	        "", "1.1"},
 	};
 	struct front f;
 	char hex[65];
@@ -753,8 +846,8 @@ START_TEST(test_accepted_framing)
 		j = front_echo(&f, ok[i].req, ok[i].len, ok[i].name);
 		harness_sha256_hex(ok[i].body, strlen(ok[i].body), hex);
 		H_ASSERT(harness_jnum(j, "body_bytes") ==
-		    (double)strlen(ok[i].body) &&
-		    strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
+		            (double)strlen(ok[i].body) &&
+		        strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
 		    "%s: the upstream got a %.0f byte body, want \"%s\"",
 		    ok[i].name, harness_jnum(j, "body_bytes"), ok[i].body);
 		t = harness_jstr(j, "version");
@@ -763,8 +856,8 @@ START_TEST(test_accepted_framing)
 		    t ? t : "?", ok[i].version);
 		/* The body is framed once, by the proxy. */
 		H_ASSERT(echo_header(j, "Content-Length", NULL) +
-		    echo_header(j, "Transfer-Encoding", NULL) ==
-		    (ok[i].body[0] != '\0' ? 1u : 0u),
+		            echo_header(j, "Transfer-Encoding", NULL) ==
+		        (ok[i].body[0] != '\0' ? 1u : 0u),
 		    "%s: framing headers upstream: %s", ok[i].name,
 		    echo_headers_text(j));
 		H_ASSERT(echo_header(j, "X-Trailer", NULL) == 0,
@@ -780,25 +873,24 @@ END_TEST
 /* ---- 4: chunked bodies refused as they arrive --------------------------- */
 
 static const struct refusal chunk_refusals[] = {
-	{ "chunk_size_0x", RQ("0x5\r\nhello\r\n0\r\n\r\n"), 400 },
-	{ "chunk_size_plus", RQ("+5\r\nhello\r\n0\r\n\r\n"), 400 },
-	{ "chunk_size_space", RQ(" 5\r\nhello\r\n0\r\n\r\n"), 400 },
-	{ "chunk_size_17_digits", RQ("00000000000000005\r\nhello\r\n0\r\n\r\n"),
-	    400 },
-	{ "chunk_size_over_2_64", RQ("10000000000000005\r\nhello\r\n0\r\n\r\n"),
-	    400 },
-	{ "chunk_size_bare_lf", RQ("5\nhello\r\n0\r\n\r\n"), 400 },
-	/* The smuggling shape: data past its size read as a request. */
-	{ "chunk_data_longer", RQ("3\r\nabcdef\r\n0\r\n\r\n"), 400 },
-	{ "chunk_data_holds_request", RQ("3\r\nabc" EVIL "\r\n0\r\n\r\n"),
-	    400 },
-	{ "chunk_data_bare_lf", RQ("5\r\nhello\n0\r\n\r\n"), 400 },
+    {"chunk_size_0x", RQ("0x5\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_size_plus", RQ("+5\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_size_space", RQ(" 5\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_size_17_digits", RQ("00000000000000005\r\nhello\r\n0\r\n\r\n"),
+        400},
+    {"chunk_size_over_2_64", RQ("10000000000000005\r\nhello\r\n0\r\n\r\n"),
+        400},
+    {"chunk_size_bare_lf", RQ("5\nhello\r\n0\r\n\r\n"), 400},
+    /* The smuggling shape: data past its size read as a request. */
+    {"chunk_data_longer", RQ("3\r\nabcdef\r\n0\r\n\r\n"), 400},
+    {"chunk_data_holds_request", RQ("3\r\nabc" EVIL "\r\n0\r\n\r\n"), 400},
+    {"chunk_data_bare_lf", RQ("5\r\nhello\n0\r\n\r\n"), 400},
 };
-#define N_CHUNK_REFUSALS \
+#define N_CHUNK_REFUSALS                                                       \
 	((int)(sizeof chunk_refusals / sizeof chunk_refusals[0]))
 
-#define CHUNKED_HEAD(n) \
-	"POST /_fake/echo/" n " HTTP/1.1\r\nHost: h\r\n" \
+#define CHUNKED_HEAD(n)                                                        \
+	"POST /_fake/echo/" n " HTTP/1.1\r\nHost: h\r\n"                       \
 	"Transfer-Encoding: chunked\r\n\r\n"
 
 /*
@@ -816,7 +908,7 @@ START_TEST(test_refused_chunks)
 	struct fake_nums n, n0;
 	struct http_resp r;
 	struct http_conn c;
-	struct harness_buf req = { NULL, 0, 0 };
+	struct harness_buf req = {NULL, 0, 0};
 	struct front f;
 	double deadline;
 	int i, how;
@@ -827,19 +919,19 @@ START_TEST(test_refused_chunks)
 	for (i = 0; i < N_CHUNK_REFUSALS; i++) {
 		rf = &chunk_refusals[i];
 		for (how = SEND_WHOLE; how <= SEND_BYTES; how++) {
-			what = harness_strf("%s (%s)", rf->name,
-			    send_how_name[how]);
+			what = harness_strf(
+			    "%s (%s)", rf->name, send_how_name[how]);
 			req.len = 0;
 			harness_buf_addf(&req, CHUNKED_HEAD("%s"), rf->name);
 			harness_buf_add(&req, rf->req, rf->len);
-			refused_exchange(&f, req.data, req.len, how,
-			    rf->status, what);
+			refused_exchange(
+			    &f, req.data, req.len, how, rf->status, what);
 			front_nothing_delivered(&f, &n, what);
 		}
 
 		/* Split: the upstream has the head and a good chunk. */
-		what = harness_strf("%s (after a good chunk went upstream)",
-		    rf->name);
+		what = harness_strf(
+		    "%s (after a good chunk went upstream)", rf->name);
 		fake_nums(f.env.fake, &n0);
 		req.len = 0;
 		harness_buf_addf(&req, CHUNKED_HEAD("%s-split"), rf->name);
@@ -848,8 +940,10 @@ START_TEST(test_refused_chunks)
 		conn_send(&c, req.data, req.len, what);
 		deadline = harness_now() + SETTLE_MS / 1000.0;
 		do {
-			H_ASSERT(harness_now() < deadline, "%s: the head of a "
-			    "chunked request did not reach the upstream", what);
+			H_ASSERT(harness_now() < deadline,
+			    "%s: the head of a "
+			    "chunked request did not reach the upstream",
+			    what);
 			poll(NULL, 0, 5);
 			fake_nums(f.env.fake, &n);
 		} while (n.active == 0);
@@ -860,8 +954,10 @@ START_TEST(test_refused_chunks)
 		http_conn_close(&c);
 		http_resp_free(&r);
 		front_nothing_delivered(&f, &n, what);
-		H_ASSERT(n.gone_body == n0.gone_body + 1, "%s: the upstream "
-		    "did not see its request abandoned mid-body", what);
+		H_ASSERT(n.gone_body == n0.gone_body + 1,
+		    "%s: the upstream "
+		    "did not see its request abandoned mid-body",
+		    what);
 	}
 	harness_buf_free(&req);
 	/* Dropped transfers took their connections with them. */
@@ -874,15 +970,15 @@ END_TEST
 static char *
 big_header_request(const char *target, size_t value_len)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	char *v, *s;
 
 	v = malloc(value_len + 1);
 	H_CHECK(v != NULL);
 	memset(v, 'v', value_len);
 	v[value_len] = '\0';
-	harness_buf_addf(&b, "GET %s HTTP/1.1\r\nHost: h\r\nX-Big: %s\r\n\r\n",
-	    target, v);
+	harness_buf_addf(
+	    &b, "GET %s HTTP/1.1\r\nHost: h\r\nX-Big: %s\r\n\r\n", target, v);
 	s = harness_strf("%s", b.data);
 	harness_buf_free(&b);
 	free(v);
@@ -892,7 +988,7 @@ big_header_request(const char *target, size_t value_len)
 static char *
 many_headers_request(const char *target, int nfields)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	char *s;
 	int i;
 
@@ -943,7 +1039,8 @@ START_TEST(test_head_limits)
 	/* max_headers: 100 fields served, 101 refused. */
 	req = many_headers_request("/_fake/echo/100-fields", 100);
 	j = front_echo(&f, req, strlen(req), "100 header fields");
-	H_ASSERT(echo_header(j, "X-H099", NULL) == 1, "100 header fields: "
+	H_ASSERT(echo_header(j, "X-H099", NULL) == 1,
+	    "100 header fields: "
 	    "the last one did not arrive");
 	cJSON_Delete(j);
 	req = many_headers_request("/_fake/echo/101-fields", 101);
@@ -960,28 +1057,28 @@ START_TEST(test_head_limits)
 	    "a 30 kB head: X-Big did not arrive whole");
 	cJSON_Delete(j);
 	req = big_header_request("/_fake/echo/33k", 33000);
-	refused_exchange(&f, req, strlen(req), SEND_WHOLE, 431,
-	    "a 33 kB head");
+	refused_exchange(&f, req, strlen(req), SEND_WHOLE, 431, "a 33 kB head");
 	front_nothing_forwarded(&f, "a 33 kB head");
 	/* Far beyond: the daemon must stop reading, not buffer it all. */
 	req = big_header_request("/_fake/echo/1m", 1 << 20);
-	refused_exchange(&f, req, strlen(req), SEND_WHOLE, 431,
-	    "a 1 MiB header");
+	refused_exchange(
+	    &f, req, strlen(req), SEND_WHOLE, 431, "a 1 MiB header");
 	front_nothing_forwarded(&f, "a 1 MiB header");
 
 	/* The request line: 8 KiB. */
 	req = long_target_request(8000);
 	j = front_echo(&f, req, strlen(req), "an 8000 byte request line");
 	t = harness_jstr(j, "target");
-	H_ASSERT(t != NULL && strlen(t) == 8000 - strlen("GET ") -
-	    strlen(" HTTP/1.1"), "an 8000 byte request line: the target "
+	H_ASSERT(t != NULL &&
+	        strlen(t) == 8000 - strlen("GET ") - strlen(" HTTP/1.1"),
+	    "an 8000 byte request line: the target "
 	    "arrived cut");
 	cJSON_Delete(j);
 	req = long_target_request(9000);
 	for (how = SEND_WHOLE; how <= SEND_BYTES; how++) {
 		refused_exchange(&f, req, strlen(req), how, 414,
-		    harness_strf("a 9000 byte request line (%s)",
-		    send_how_name[how]));
+		    harness_strf(
+		        "a 9000 byte request line (%s)", send_how_name[how]));
 		front_nothing_forwarded(&f, "a 9000 byte request line");
 	}
 	front_intact(&f, 1, "after the head limits");
@@ -1011,17 +1108,18 @@ END_TEST
  * 100 Continue, which would invite the body the daemon refuses.
  */
 static void
-body_refused_before_reading(struct front *f, const char *head,
-    const char *what)
+body_refused_before_reading(struct front *f, const char *head, const char *what)
 {
 	struct http_resp r;
 	struct http_conn c;
 
 	http_conn_open(&c, f->port);
 	conn_send(&c, head, strlen(head), what);
-	H_ASSERT(conn_read_to_eof(&c, IO_MS) == 0, "%s: the daemon neither "
+	H_ASSERT(conn_read_to_eof(&c, IO_MS) == 0,
+	    "%s: the daemon neither "
 	    "answered nor closed without the body (%zu bytes so far: "
-	    "%.200s)", what, c.in.len, c.in.data ? c.in.data : "");
+	    "%.200s)",
+	    what, c.in.len, c.in.data ? c.in.data : "");
 	H_ASSERT(c.in.len > 0, "%s: closed without an answer", what);
 	H_ASSERT(memmem(c.in.data, c.in.len, " 100 ", 5) == NULL,
 	    "%s: a 100 Continue invited the body: %.300s", what, c.in.data);
@@ -1030,7 +1128,7 @@ body_refused_before_reading(struct front *f, const char *head,
 	conn_response(&c, &r, what);
 	assert_proxy_error(&r, 413, what);
 	H_ASSERT(http_header_get(&r, "Connection") != NULL &&
-	    strcasecmp(http_header_get(&r, "Connection"), "close") == 0,
+	        strcasecmp(http_header_get(&r, "Connection"), "close") == 0,
 	    "%s: the answer lacks Connection: close", what);
 	http_conn_close(&c);
 	http_resp_free(&r);
@@ -1040,7 +1138,7 @@ body_refused_before_reading(struct front *f, const char *head,
 static char *
 chunked_body_request(const char *name, size_t total, size_t piece)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	size_t off, n;
 	char *data, *s;
 
@@ -1079,22 +1177,27 @@ START_TEST(test_body_limit)
 
 	/* Declared too big: 413 from the head alone, with and without
 	 * Expect: 100-continue. */
-	body_refused_before_reading(&f, POST_ECHO("cl5000")
-	    "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+	body_refused_before_reading(&f,
+	    POST_ECHO("cl5000") "Content-Length: 5000\r\nExpect: "
+	                        "100-continue\r\n\r\n",
 	    "Content-Length 5000 with Expect: 100-continue");
-	body_refused_before_reading(&f, POST_ECHO("cl5000b")
-	    "Content-Length: 5000\r\n\r\n", "Content-Length 5000");
-	body_refused_before_reading(&f, POST_ECHO("cl1001")
-	    "Content-Length: 1001\r\nExpect: 100-continue\r\n\r\n",
+	body_refused_before_reading(&f,
+	    POST_ECHO("cl5000b") "Content-Length: 5000\r\n\r\n",
+	    "Content-Length 5000");
+	body_refused_before_reading(&f,
+	    POST_ECHO("cl1001") "Content-Length: 1001\r\nExpect: "
+	                        "100-continue\r\n\r\n",
 	    "Content-Length 1001 with Expect: 100-continue");
 
 	/* Within the limit the same request is invited and served, so the
 	 * missing 100 Continue above was the limit's doing. */
 	http_conn_open(&c, f.port);
-	conn_send(&c, RQ(POST_ECHO("cl1000") "Content-Length: 1000\r\n"
-	    "Expect: 100-continue\r\n\r\n"), "Content-Length 1000");
+	conn_send(&c,
+	    RQ(POST_ECHO("cl1000") "Content-Length: 1000\r\n"
+	                           "Expect: 100-continue\r\n\r\n"),
+	    "Content-Length 1000");
 	H_ASSERT(conn_wait_head(&c, IO_MS) == 0 &&
-	    strncmp(c.in.data, "HTTP/1.1 100 ", 13) == 0,
+	        strncmp(c.in.data, "HTTP/1.1 100 ", 13) == 0,
 	    "Content-Length 1000 with Expect: want 100 Continue, got %.200s",
 	    c.in.data ? c.in.data : "nothing");
 	conn_send(&c, body, 1000, "Content-Length 1000");
@@ -1121,8 +1224,8 @@ START_TEST(test_body_limit)
 	 * upstream completed nothing and is left with nothing. */
 	req = chunked_body_request("chunked1001", 1001, 300);
 	for (how = SEND_WHOLE; how <= SEND_BYTES; how++) {
-		what = harness_strf("a chunked body of 1001 bytes (%s)",
-		    send_how_name[how]);
+		what = harness_strf(
+		    "a chunked body of 1001 bytes (%s)", send_how_name[how]);
 		refused_exchange(&f, req, strlen(req), how, 413, what);
 		front_nothing_delivered(&f, &n, what);
 	}
@@ -1137,7 +1240,8 @@ START_TEST(test_body_limit)
 	    "a chunked body growing past the limit");
 	deadline = harness_now() + SETTLE_MS / 1000.0;
 	do {
-		H_ASSERT(harness_now() < deadline, "the head of a chunked "
+		H_ASSERT(harness_now() < deadline,
+		    "the head of a chunked "
 		    "request did not reach the upstream");
 		poll(NULL, 0, 5);
 		fake_nums(f.env.fake, &n);
@@ -1149,9 +1253,11 @@ START_TEST(test_body_limit)
 	assert_closes(&c, &r, "a chunked body growing past the limit");
 	http_conn_close(&c);
 	http_resp_free(&r);
-	front_nothing_delivered(&f, &n, "a chunked body growing past the "
+	front_nothing_delivered(&f, &n,
+	    "a chunked body growing past the "
 	    "limit");
-	H_ASSERT(n.gone_body == n0.gone_body + 1, "a chunked body growing "
+	H_ASSERT(n.gone_body == n0.gone_body + 1,
+	    "a chunked body growing "
 	    "past the limit: the upstream did not see its request abandoned "
 	    "mid-body");
 	front_intact(&f, 0, "after the chunked bodies past the limit");
@@ -1163,7 +1269,7 @@ END_TEST
 START_TEST(test_timeouts)
 {
 	static const char trickle[] = "GET /_fake/echo/trickle HTTP/1.1\r\n"
-	    "Host: h\r\nX-Slow: ";
+	                              "Host: h\r\nX-Slow: ";
 	struct fake_nums n, n0;
 	struct pollfd pfd;
 	struct http_resp r;
@@ -1184,10 +1290,11 @@ START_TEST(test_timeouts)
 	http_conn_open(&c, f.port);
 	t0 = harness_now();
 	for (i = 0;; i++) {
-		H_ASSERT(harness_now() - t0 < 10.0, "headers trickled for "
+		H_ASSERT(harness_now() - t0 < 10.0,
+		    "headers trickled for "
 		    "10 s without a 408: header_timeout is not absolute");
-		if (http_conn_send(&c, i < strlen(trickle) ? trickle + i :
-		    "a", 1, IO_MS) != 0)
+		if (http_conn_send(&c, i < strlen(trickle) ? trickle + i : "a",
+		        1, IO_MS) != 0)
 			break; /* answered and closed */
 		pfd.fd = c.fd;
 		pfd.events = POLLIN;
@@ -1199,8 +1306,10 @@ START_TEST(test_timeouts)
 	took = harness_now() - t0;
 	assert_proxy_error(&r, 408, "trickled headers");
 	assert_closes(&c, &r, "trickled headers");
-	H_ASSERT(took >= 0.4 && took < 5.0, "trickled headers: 408 after "
-	    "%.2f s, header_timeout is 0.5", took);
+	H_ASSERT(took >= 0.4 && took < 5.0,
+	    "trickled headers: 408 after "
+	    "%.2f s, header_timeout is 0.5",
+	    took);
 	http_conn_close(&c);
 	http_resp_free(&r);
 	front_nothing_forwarded(&f, "trickled headers");
@@ -1209,15 +1318,19 @@ START_TEST(test_timeouts)
 	 * that carried its first bytes is dropped. */
 	fake_nums(f.env.fake, &n0);
 	http_conn_open(&c, f.port);
-	conn_send(&c, RQ(POST_ECHO("stall") "Content-Length: 100\r\n\r\n"
-	    "0123456789"), "a stalled body");
+	conn_send(&c,
+	    RQ(POST_ECHO("stall") "Content-Length: 100\r\n\r\n"
+	                          "0123456789"),
+	    "a stalled body");
 	t0 = harness_now();
 	conn_response(&c, &r, "a stalled body");
 	took = harness_now() - t0;
 	assert_proxy_error(&r, 408, "a stalled body");
 	assert_closes(&c, &r, "a stalled body");
-	H_ASSERT(took >= 0.4 && took < 5.0, "a stalled body: 408 after %.2f s, "
-	    "body_timeout is 0.5", took);
+	H_ASSERT(took >= 0.4 && took < 5.0,
+	    "a stalled body: 408 after %.2f s, "
+	    "body_timeout is 0.5",
+	    took);
 	http_conn_close(&c);
 	http_resp_free(&r);
 	front_nothing_delivered(&f, &n, "a stalled body");
@@ -1234,13 +1347,17 @@ START_TEST(test_timeouts)
 		pfd.fd = c.fd;
 		pfd.events = POLLIN;
 		pfd.revents = 0;
-		H_ASSERT(poll(&pfd, 1, 100) == 0, "a slow steady body: "
-		    "answered after %zu of 15 bytes", i);
+		H_ASSERT(poll(&pfd, 1, 100) == 0,
+		    "a slow steady body: "
+		    "answered after %zu of 15 bytes",
+		    i);
 		conn_send(&c, "x", 1, "a slow steady body");
 	}
 	conn_response(&c, &r, "a slow steady body");
-	H_ASSERT(r.status == 200, "a slow steady body (1.5 s, a byte every "
-	    "0.1 s): status %ld: %.300s", r.status, r.body.data);
+	H_ASSERT(r.status == 200,
+	    "a slow steady body (1.5 s, a byte every "
+	    "0.1 s): status %ld: %.300s",
+	    r.status, r.body.data);
 	j = harness_json(&r, "a slow steady body");
 	H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), 15);
 	cJSON_Delete(j);
@@ -1257,33 +1374,48 @@ END_TEST
 START_TEST(test_methods_and_upgrade)
 {
 	static const struct refusal refused[] = {
-		{ "CONNECT origin-form", RQ("CONNECT /_fake/echo/connect "
-		    "HTTP/1.1\r\nHost: h\r\n\r\n"), 405 },
-		{ "TRACE", RQ("TRACE /_fake/echo/trace HTTP/1.1\r\nHost: h\r\n"
-		    "\r\n"), 405 },
+	    {"CONNECT origin-form",
+	        RQ("CONNECT /_fake/echo/connect "
+	           "HTTP/1.1\r\nHost: h\r\n\r\n"),
+	        405},
+	    {"TRACE",
+	        RQ("TRACE /_fake/echo/trace HTTP/1.1\r\nHost: h\r\n"
+	           "\r\n"),
+	        405},
 	};
 	static const struct {
 		const char *name;
 		const char *req;
 		size_t len;
-		const char *gone[4];	/* headers that must not pass */
+		const char *gone[4]; /* headers that must not pass */
 	} upgrades[] = {
-		{ "websocket", RQ(GET_ECHO("ws") "Upgrade: websocket\r\n"
-		    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-		    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"),
-		    { "Upgrade", "Connection", NULL } },
-		{ "h2c", RQ(GET_ECHO("h2c") "Connection: Upgrade, "
-		    "HTTP2-Settings\r\nUpgrade: h2c\r\n"
-		    "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"),
-		    { "Upgrade", "Connection", "HTTP2-Settings", NULL } },
-		{ "websocket, Connection not naming it", RQ(GET_ECHO("ws2")
-		    "Upgrade: websocket\r\nConnection: keep-alive\r\n\r\n"),
-		    { "Upgrade", "Connection", NULL } },
-		{ "h2c, no Connection", RQ(GET_ECHO("h2c2") "Upgrade: h2c\r\n"
-		    "\r\n"), { "Upgrade", NULL } },
-		{ "h2c_post", RQ(POST_ECHO("h2c-post") "Upgrade: h2c\r\n"
-		    "Connection: Upgrade\r\nContent-Length: 5\r\n\r\nhello"),
-		    { "Upgrade", "Connection", NULL } },
+	    {"websocket",
+	        RQ(GET_ECHO(
+	            "ws") "Upgrade: websocket\r\n"
+	                  "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+	                  "Sec-WebSocket-Key: "
+	                  "dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"),
+	        {"Upgrade", "Connection", NULL}},
+	    {"h2c",
+	        RQ(GET_ECHO(
+	            "h2c") "Connection: Upgrade, "
+	                   "HTTP2-Settings\r\nUpgrade: h2c\r\n"
+	                   "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"),
+	        {"Upgrade", "Connection", "HTTP2-Settings", NULL}},
+	    {"websocket, Connection not naming it",
+	        RQ(GET_ECHO("ws2") "Upgrade: websocket\r\nConnection: "
+	                           "keep-alive\r\n\r\n"),
+	        {"Upgrade", "Connection", NULL}},
+	    {"h2c, no Connection",
+	        RQ(GET_ECHO("h2c2") "Upgrade: h2c\r\n"
+	                            "\r\n"),
+	        {"Upgrade", NULL}},
+	    {"h2c_post",
+	        RQ(POST_ECHO(
+	            "h2c-post") "Upgrade: h2c\r\n"
+	                        "Connection: Upgrade\r\nContent-Length: "
+	                        "5\r\n\r\nhello"),
+	        {"Upgrade", "Connection", NULL}},
 	};
 	struct http_resp r;
 	struct http_conn c;
@@ -1305,33 +1437,36 @@ START_TEST(test_methods_and_upgrade)
 
 	/* A refused TRACE's body is skipped, never read as a request. */
 	early_answer_body(&f, "TRACE", "", 405, 0, "TRACE with a body");
-	early_answer_body(&f, "TRACE", "", 405, 1, "TRACE with a body sent "
+	early_answer_body(&f, "TRACE", "", 405, 1,
+	    "TRACE with a body sent "
 	    "after the answer");
 
 	/* Upgrade: served as plain HTTP/1.1, the upgrade not passed on, and
 	 * the connection still speaks HTTP/1.1 afterwards. */
 	for (i = 0; i < sizeof upgrades / sizeof upgrades[0]; i++) {
 		http_conn_open(&c, f.port);
-		conn_send(&c, upgrades[i].req, upgrades[i].len,
-		    upgrades[i].name);
+		conn_send(
+		    &c, upgrades[i].req, upgrades[i].len, upgrades[i].name);
 		conn_response(&c, &r, upgrades[i].name);
-		H_ASSERT(r.status == 200, "Upgrade %s: status %ld (101 would "
-		    "hand the connection over): %.300s", upgrades[i].name,
-		    r.status, r.head.data);
+		H_ASSERT(r.status == 200,
+		    "Upgrade %s: status %ld (101 would "
+		    "hand the connection over): %.300s",
+		    upgrades[i].name, r.status, r.head.data);
 		H_ASSERT(http_header_get(&r, "Upgrade") == NULL,
 		    "Upgrade %s: the answer offers an upgrade: %.300s",
 		    upgrades[i].name, r.head.data);
 		j = harness_json(&r, upgrades[i].name);
 		for (k = 0; upgrades[i].gone[k] != NULL; k++)
 			H_ASSERT(echo_header(j, upgrades[i].gone[k], NULL) == 0,
-			    "Upgrade %s: %s was passed on: %s", upgrades[i].name,
-			    upgrades[i].gone[k], echo_headers_text(j));
+			    "Upgrade %s: %s was passed on: %s",
+			    upgrades[i].name, upgrades[i].gone[k],
+			    echo_headers_text(j));
 		cJSON_Delete(j);
 		http_resp_free(&r);
-		conn_send(&c, RQ(GET_ECHO("after-upgrade") "\r\n"),
-		    upgrades[i].name);
-		conn_response(&c, &r, harness_strf("after Upgrade %s",
-		    upgrades[i].name));
+		conn_send(
+		    &c, RQ(GET_ECHO("after-upgrade") "\r\n"), upgrades[i].name);
+		conn_response(
+		    &c, &r, harness_strf("after Upgrade %s", upgrades[i].name));
 		H_ASSERT(r.status == 200, "after Upgrade %s: status %ld",
 		    upgrades[i].name, r.status);
 		http_resp_free(&r);
@@ -1358,8 +1493,10 @@ START_TEST(test_connect_authority_form)
 	H_BEGIN();
 	front_up(&f, "");
 	http_conn_open(&c, f.port);
-	conn_send(&c, RQ("CONNECT other.host:443 HTTP/1.1\r\n"
-	    "Host: other.host:443\r\n\r\n"), "CONNECT authority-form");
+	conn_send(&c,
+	    RQ("CONNECT other.host:443 HTTP/1.1\r\n"
+	       "Host: other.host:443\r\n\r\n"),
+	    "CONNECT authority-form");
 	conn_response(&c, &r, "CONNECT authority-form");
 	http_conn_close(&c);
 	front_nothing_forwarded(&f, "CONNECT authority-form");
@@ -1391,32 +1528,36 @@ START_TEST(test_absolute_form)
 	want_host = harness_strf("127.0.0.1:%d", f.env.fake->port);
 	cases[0].target = "http://other.host:1234/_fake/echo/abs?q=1";
 	cases[0].path = "/_fake/echo/abs?q=1";
-	cases[1].target = harness_strf("http://127.0.0.1:%d/_fake/echo/abs2",
-	    other->port);
+	cases[1].target =
+	    harness_strf("http://127.0.0.1:%d/_fake/echo/abs2", other->port);
 	cases[1].path = "/_fake/echo/abs2";
-	cases[2].target = harness_strf("https://127.0.0.1:%d/_fake/echo/abs3",
-	    other->port);
+	cases[2].target =
+	    harness_strf("https://127.0.0.1:%d/_fake/echo/abs3", other->port);
 	cases[2].path = "/_fake/echo/abs3";
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		req = harness_strf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-		    "\r\n", cases[i].target, other->port);
+		                   "\r\n",
+		    cases[i].target, other->port);
 		j = front_echo(&f, req, strlen(req), cases[i].target);
 		t = harness_jstr(j, "target");
 		H_ASSERT(t != NULL && strcmp(t, cases[i].path) == 0,
 		    "%s arrived as %s, want %s", cases[i].target,
 		    t ? t : "(none)", cases[i].path);
 		H_ASSERT(echo_header(j, "Host", &host) == 1 &&
-		    strcmp(host, want_host) == 0, "%s: Host upstream: %s, "
-		    "want only %s", cases[i].target, echo_headers_text(j),
-		    want_host);
+		        strcmp(host, want_host) == 0,
+		    "%s: Host upstream: %s, "
+		    "want only %s",
+		    cases[i].target, echo_headers_text(j), want_host);
 		cJSON_Delete(j);
 	}
 	/* The one connection it accepted is the one asking it. */
 	H_ASSERT(fake_stat(other, "connections_accepted") == 1,
 	    "the host named in an absolute-form target was connected to");
 	fake_nums(other, &n);
-	H_ASSERT(n.requests == 0, "the host named in an absolute-form "
-	    "target received %lld request(s): an open proxy", n.requests);
+	H_ASSERT(n.requests == 0,
+	    "the host named in an absolute-form "
+	    "target received %lld request(s): an open proxy",
+	    n.requests);
 	front_nothing_forwarded(&f, "absolute form, counted");
 	front_intact(&f, 1, "after the absolute-form targets");
 }
@@ -1430,18 +1571,27 @@ START_TEST(test_host_is_upstreams)
 		size_t len;
 		int closes;
 	} cases[] = {
-		{ "Connection: Host", RQ(GET_ECHO("conn-host") "Connection: Host"
-		    "\r\nX-Before: 1\r\n\r\n"), 0 },
-		{ "Connection: close, host", RQ("GET /_fake/echo/close-host "
-		    "HTTP/1.1\r\nHost: evil\r\nConnection: close, host\r\n\r\n"),
-		    1 },
-		{ "Host named twice in Connection", RQ("GET /_fake/echo/hh "
-		    "HTTP/1.1\r\nConnection: host\r\nhost: evil\r\n"
-		    "Connection: HOST, keep-alive\r\n\r\n"), 0 },
-		{ "HTTP/1.0 with Host", RQ("GET /_fake/echo/10-host HTTP/1.0\r\n"
-		    "Host: evil\r\nConnection: Host\r\n\r\n"), 1 },
-		{ "HTTP/1.0 without Host", RQ("GET /_fake/echo/10-nohost "
-		    "HTTP/1.0\r\n\r\n"), 1 },
+	    {"Connection: Host",
+	        RQ(GET_ECHO("conn-host") "Connection: Host"
+	                                 "\r\nX-Before: 1\r\n\r\n"),
+	        0},
+	    {"Connection: close, host",
+	        RQ("GET /_fake/echo/close-host "
+	           "HTTP/1.1\r\nHost: evil\r\nConnection: close, host\r\n\r\n"),
+	        1},
+	    {"Host named twice in Connection",
+	        RQ("GET /_fake/echo/hh "
+	           "HTTP/1.1\r\nConnection: host\r\nhost: evil\r\n"
+	           "Connection: HOST, keep-alive\r\n\r\n"),
+	        0},
+	    {"HTTP/1.0 with Host",
+	        RQ("GET /_fake/echo/10-host HTTP/1.0\r\n"
+	           "Host: evil\r\nConnection: Host\r\n\r\n"),
+	        1},
+	    {"HTTP/1.0 without Host",
+	        RQ("GET /_fake/echo/10-nohost "
+	           "HTTP/1.0\r\n\r\n"),
+	        1},
 	};
 	struct http_resp r;
 	struct http_conn c;
@@ -1461,9 +1611,10 @@ START_TEST(test_host_is_upstreams)
 		    cases[i].name, r.status, r.body.data);
 		j = harness_json(&r, cases[i].name);
 		H_ASSERT(echo_header(j, "Host", &host) == 1 &&
-		    strcmp(host, want_host) == 0, "%s: the upstream got %s, "
-		    "want exactly one Host: %s", cases[i].name,
-		    echo_headers_text(j), want_host);
+		        strcmp(host, want_host) == 0,
+		    "%s: the upstream got %s, "
+		    "want exactly one Host: %s",
+		    cases[i].name, echo_headers_text(j), want_host);
 		H_ASSERT(echo_header(j, "Connection", NULL) == 0,
 		    "%s: Connection was passed on: %s", cases[i].name,
 		    echo_headers_text(j));
@@ -1485,7 +1636,7 @@ END_TEST
 
 START_TEST(test_pipelined_body_not_a_request)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	struct http_resp r;
 	struct http_conn c;
 	struct front f;
@@ -1501,15 +1652,19 @@ START_TEST(test_pipelined_body_not_a_request)
 	for (variant = 0; variant < 2; variant++) {
 		b.len = 0;
 		if (variant == 0)
-			harness_buf_addf(&b, POST_ECHO("one") "Content-Length: "
-			    "%zu\r\n\r\n%s", strlen(EVIL), EVIL);
+			harness_buf_addf(&b,
+			    POST_ECHO("one") "Content-Length: "
+			                     "%zu\r\n\r\n%s",
+			    strlen(EVIL), EVIL);
 		else
-			harness_buf_addf(&b, POST_ECHO("one") "Transfer-Encoding: "
-			    "chunked\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n", strlen(EVIL),
-			    EVIL);
+			harness_buf_addf(&b,
+			    POST_ECHO(
+			        "one") "Transfer-Encoding: "
+			               "chunked\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n",
+			    strlen(EVIL), EVIL);
 		harness_buf_addf(&b, GET_ECHO("two") "\r\n");
-		names[0] = variant == 0 ? "Content-Length body" :
-		    "chunked body";
+		names[0] =
+		    variant == 0 ? "Content-Length body" : "chunked body";
 		http_conn_open(&c, f.port);
 		conn_send(&c, b.data, b.len, names[0]);
 
@@ -1521,8 +1676,9 @@ START_TEST(test_pipelined_body_not_a_request)
 		H_ASSERT(t != NULL && strcmp(t, "/_fake/echo/one") == 0,
 		    "%s: the first answer is for %s", names[0],
 		    t ? t : "(none)");
-		H_ASSERT(harness_jnum(j, "body_bytes") == (double)strlen(EVIL) &&
-		    strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
+		H_ASSERT(
+		    harness_jnum(j, "body_bytes") == (double)strlen(EVIL) &&
+		        strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
 		    "%s: the body did not reach the upstream as the body",
 		    names[0]);
 		cJSON_Delete(j);
@@ -1532,9 +1688,10 @@ START_TEST(test_pipelined_body_not_a_request)
 		j = harness_json(&r, "the pipelined GET");
 		t = harness_jstr(j, "target");
 		H_ASSERT(r.status == 200 && t != NULL &&
-		    strcmp(t, "/_fake/echo/two") == 0, "%s: the second answer "
-		    "is %ld for %s, want the pipelined GET", names[0], r.status,
-		    t ? t : "(none)");
+		        strcmp(t, "/_fake/echo/two") == 0,
+		    "%s: the second answer "
+		    "is %ld for %s, want the pipelined GET",
+		    names[0], r.status, t ? t : "(none)");
 		cJSON_Delete(j);
 		http_resp_free(&r);
 
@@ -1546,7 +1703,8 @@ START_TEST(test_pipelined_body_not_a_request)
 		t = harness_jstr(j, "target");
 		H_ASSERT(t != NULL && strcmp(t, "/_fake/echo/three") == 0,
 		    "%s: after two answers came one for %s, not the third "
-		    "request", names[0], t ? t : "(none)");
+		    "request",
+		    names[0], t ? t : "(none)");
 		cJSON_Delete(j);
 		http_resp_free(&r);
 		http_conn_close(&c);
@@ -1554,7 +1712,8 @@ START_TEST(test_pipelined_body_not_a_request)
 		f.requests += 3;
 		f.delivered += 3;
 		fake_nums(f.env.fake, &n);
-		H_ASSERT(n.requests == f.requests, "%s: the upstream counted "
+		H_ASSERT(n.requests == f.requests,
+		    "%s: the upstream counted "
 		    "%lld requests for 3 sent: the body was read as a request",
 		    names[0], n.requests - (f.requests - 3));
 	}
@@ -1565,7 +1724,8 @@ END_TEST
 
 /* ---- 14: out of descriptors, and max_clients ----------------------------- */
 
-static const char version_req[] = "GET /api/version HTTP/1.1\r\nHost: h\r\n\r\n";
+static const char version_req[] =
+    "GET /api/version HTTP/1.1\r\nHost: h\r\n\r\n";
 
 /* A kept-alive request on an open connection: 200, or the test fails. */
 static void
@@ -1622,8 +1782,10 @@ START_TEST(test_descriptor_limit)
 			if (http_conn_wait_readable(&c[nconn], 20)) {
 				struct http_resp r;
 
-				conn_response(&c[nconn], &r, harness_strf(
-				    "connection %d below the limit", nconn));
+				conn_response(&c[nconn], &r,
+				    harness_strf(
+				        "connection %d below the limit",
+				        nconn));
 				H_ASSERT(r.status == 200, "connection %d: %ld",
 				    nconn, r.status);
 				http_resp_free(&r);
@@ -1632,21 +1794,26 @@ START_TEST(test_descriptor_limit)
 				break;
 			}
 			fds = harness_proc_fd_count(f.pid);
-			if (fds >= limit && log_count(&f.d->proc, emfile) >
-			    emfile0) {
+			if (fds >= limit &&
+			    log_count(&f.d->proc, emfile) > emfile0) {
 				stuck = nconn;
 				break;
 			}
-			H_ASSERT(harness_now() < deadline, "connection %d got "
+			H_ASSERT(harness_now() < deadline,
+			    "connection %d got "
 			    "no answer in %d ms, but the daemon holds %d of %d "
-			    "descriptors and logged no EMFILE", nconn, IO_MS,
-			    fds, limit);
+			    "descriptors and logged no EMFILE",
+			    nconn, IO_MS, fds, limit);
 		}
 	}
-	H_ASSERT(stuck >= 0, "%d connections all served under a limit of %d "
-	    "descriptors", FD_CONNS, limit);
-	H_ASSERT(stuck >= 3, "only %d connection(s) served before running "
-	    "out of %d descriptors (%d at rest)", stuck, limit, f.fds);
+	H_ASSERT(stuck >= 0,
+	    "%d connections all served under a limit of %d "
+	    "descriptors",
+	    FD_CONNS, limit);
+	H_ASSERT(stuck >= 3,
+	    "only %d connection(s) served before running "
+	    "out of %d descriptors (%d at rest)",
+	    stuck, limit, f.fds);
 
 	/* Out of descriptors, for a second: the waiting connection gets no
 	 * answer, and the daemon does not spin on its listening socket. */
@@ -1655,20 +1822,23 @@ START_TEST(test_descriptor_limit)
 	pfd.fd = c[stuck].fd;
 	pfd.events = POLLIN;
 	pfd.revents = 0;
-	H_ASSERT(poll(&pfd, 1, 1000) == 0, "the connection beyond the limit "
+	H_ASSERT(poll(&pfd, 1, 1000) == 0,
+	    "the connection beyond the limit "
 	    "was answered (or closed) while the daemon had no descriptor "
 	    "for it");
 	cpu1 = proc_cpu_ticks(f.pid);
-	H_ASSERT((cpu1 - cpu0) * 1000 / hz <= 200, "out of descriptors, the "
+	H_ASSERT((cpu1 - cpu0) * 1000 / hz <= 200,
+	    "out of descriptors, the "
 	    "daemon used %lld ms of CPU in one second: it spins on EMFILE",
 	    (cpu1 - cpu0) * 1000 / hz);
-	H_ASSERT(harness_proc_alive(&f.d->proc), "the daemon died at its "
+	H_ASSERT(harness_proc_alive(&f.d->proc),
+	    "the daemon died at its "
 	    "descriptor limit");
 
 	/* The connections it has are served meanwhile. */
 	for (i = 0; i < stuck; i++)
-		conn_version(&f, &c[i], harness_strf("connection %d at the limit",
-		    i));
+		conn_version(
+		    &f, &c[i], harness_strf("connection %d at the limit", i));
 
 	/* Recovery: two close; the waiting one is served, and so is a new
 	 * one. */
@@ -1677,10 +1847,11 @@ START_TEST(test_descriptor_limit)
 	{
 		struct http_resp r;
 
-		conn_response(&c[stuck], &r, "the waiting connection, once "
+		conn_response(&c[stuck], &r,
+		    "the waiting connection, once "
 		    "descriptors freed");
-		H_ASSERT(r.status == 200, "the waiting connection: %ld",
-		    r.status);
+		H_ASSERT(
+		    r.status == 200, "the waiting connection: %ld", r.status);
 		http_resp_free(&r);
 		f.requests++;
 		f.delivered++;
@@ -1721,7 +1892,8 @@ START_TEST(test_max_clients)
 	pfd.fd = c[5].fd;
 	pfd.events = POLLIN;
 	pfd.revents = 0;
-	H_ASSERT(poll(&pfd, 1, 1000) == 0, "a 6th client was answered (or "
+	H_ASSERT(poll(&pfd, 1, 1000) == 0,
+	    "a 6th client was answered (or "
 	    "closed) with max_clients 5");
 	/* Those it has are still served. */
 	conn_version(&f, &c[4], "client 5 while the 6th waits");
@@ -1770,29 +1942,34 @@ START_TEST(test_remote_listen)
 	argv[7] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) != 0, "-l %s without allow_remote: the "
-	    "daemon did not refuse to start (wait status 0x%x)", listen,
-	    run.wstatus);
+	        WEXITSTATUS(run.wstatus) != 0,
+	    "-l %s without allow_remote: the "
+	    "daemon did not refuse to start (wait status 0x%x)",
+	    listen, run.wstatus);
 	H_ASSERT(strstr(run.err.data, "allow_remote") != NULL ||
-	    strstr(run.out.data, "allow_remote") != NULL, "-l %s refused "
-	    "without naming allow_remote: %s%s", listen, run.err.data,
-	    run.out.data);
+	        strstr(run.out.data, "allow_remote") != NULL,
+	    "-l %s refused "
+	    "without naming allow_remote: %s%s",
+	    listen, run.err.data, run.out.data);
 	harness_run_free(&run);
 
-	conf = harness_write_file(dir, "remote.conf", harness_strf(
-	    "[server]\nlisten = %s\n", listen));
+	conf = harness_write_file(dir, "remote.conf",
+	    harness_strf("[server]\nlisten = %s\n", listen));
 	argv[2] = conf;
 	argv[3] = "-u";
 	argv[4] = up;
 	argv[5] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) != 0, "listen = %s without allow_remote: "
-	    "the daemon did not refuse to start", listen);
+	        WEXITSTATUS(run.wstatus) != 0,
+	    "listen = %s without allow_remote: "
+	    "the daemon did not refuse to start",
+	    listen);
 	H_ASSERT(strstr(run.err.data, "allow_remote") != NULL ||
-	    strstr(run.out.data, "allow_remote") != NULL, "listen = %s "
-	    "refused without naming allow_remote: %s%s", listen,
-	    run.err.data, run.out.data);
+	        strstr(run.out.data, "allow_remote") != NULL,
+	    "listen = %s "
+	    "refused without naming allow_remote: %s%s",
+	    listen, run.err.data, run.out.data);
 	harness_run_free(&run);
 
 	/* Allowed: it starts, serves there, and warns. */
@@ -1801,9 +1978,10 @@ START_TEST(test_remote_listen)
 	argv[2] = NULL;
 	d = harness_daemon_start("[server]\nallow_remote = yes\n", up, argv);
 	H_ASSERT(log_count(&d->proc, "beyond loopback") > 0 &&
-	    log_count(&d->proc, listen) > 0, "allow_remote = yes on %s: no "
-	    "warning about listening beyond loopback in %s", listen,
-	    d->proc.log_path);
+	        log_count(&d->proc, listen) > 0,
+	    "allow_remote = yes on %s: no "
+	    "warning about listening beyond loopback in %s",
+	    listen, d->proc.log_path);
 	http_conn_open(&c, port);
 	conn_send(&c, version_req, strlen(version_req), "via 0.0.0.0");
 	conn_response(&c, &r, "via 0.0.0.0");
@@ -1817,31 +1995,32 @@ START_TEST(test_client_tokens)
 {
 	static const struct {
 		const char *name;
-		const char *auth;	/* header lines */
+		const char *auth; /* header lines */
 	} wrong[] = {
-		{ "no Authorization", "" },
-		{ "a wrong token", "Authorization: Bearer tok3\r\n" },
-		{ "a prefix of a token", "Authorization: Bearer tok\r\n" },
-		{ "a token with more after it", "Authorization: Bearer tok12\r\n" },
-		{ "a token twice over", "Authorization: Bearer tok1tok1\r\n" },
-		{ "both tokens", "Authorization: Bearer tok1 tok2\r\n" },
-		{ "an empty bearer", "Authorization: Bearer \r\n" },
-		{ "Basic with a token", "Authorization: Basic dG9rMTp0b2sx\r\n" },
-		{ "the token without a scheme", "Authorization: tok1\r\n" },
-		{ "a token in another header", "X-Authorization: Bearer tok1\r\n" },
-		{ "the wrong case", "Authorization: Bearer TOK1\r\n" },
+	    {"no Authorization", ""},
+	    {"a wrong token", "Authorization: Bearer tok3\r\n"},
+	    {"a prefix of a token", "Authorization: Bearer tok\r\n"},
+	    {"a token with more after it", "Authorization: Bearer tok12\r\n"},
+	    {"a token twice over", "Authorization: Bearer tok1tok1\r\n"},
+	    {"both tokens", "Authorization: Bearer tok1 tok2\r\n"},
+	    {"an empty bearer", "Authorization: Bearer \r\n"},
+	    {"Basic with a token", "Authorization: Basic dG9rMTp0b2sx\r\n"},
+	    {"the token without a scheme", "Authorization: tok1\r\n"},
+	    {"a token in another header", "X-Authorization: Bearer tok1\r\n"},
+	    {"the wrong case", "Authorization: Bearer TOK1\r\n"},
 	};
 	static const struct {
 		const char *name;
 		const char *auth;
 	} right[] = {
-		{ "Bearer tok2", "Authorization: Bearer tok2\r\n" },
-		{ "Bearer tok1", "Authorization: Bearer tok1\r\n" },
-		{ "bearer in lower case", "Authorization: bearer tok2\r\n" },
-		{ "a second Authorization", "Authorization: Bearer tok1\r\n"
-		    "Authorization: Basic c2VjcmV0\r\n" },
+	    {"Bearer tok2", "Authorization: Bearer tok2\r\n"},
+	    {"Bearer tok1", "Authorization: Bearer tok1\r\n"},
+	    {"bearer in lower case", "Authorization: bearer tok2\r\n"},
+	    {"a second Authorization",
+	        "Authorization: Bearer tok1\r\n"
+	        "Authorization: Basic c2VjcmV0\r\n"},
 	};
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	struct http_resp r;
 	struct http_conn c;
 	struct front f;
@@ -1874,7 +2053,8 @@ START_TEST(test_client_tokens)
 
 	for (i = 0; i < sizeof right / sizeof right[0]; i++) {
 		b.len = 0;
-		harness_buf_addf(&b, GET_ECHO("tok-ok") "%s\r\n", right[i].auth);
+		harness_buf_addf(
+		    &b, GET_ECHO("tok-ok") "%s\r\n", right[i].auth);
 		j = front_echo(&f, b.data, b.len, right[i].name);
 		H_ASSERT(echo_header(j, "Authorization", NULL) == 0,
 		    "%s: the client's token went upstream: %s", right[i].name,

@@ -39,8 +39,9 @@
 #include "harness.h"
 
 #define MODEL "llama3.2:latest"
-#define KNOWN_BLOB \
-	"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define KNOWN_BLOB                                                             \
+	"sha256:"                                                              \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define METRICS_PATH "/ollama-pool/metrics"
 #define STATS_PATH "/ollama-pool/stats"
 #define HEALTH_PATH "/ollama-pool/health"
@@ -95,7 +96,7 @@ struct prom {
 	struct prom_sample *s;
 	size_t ns, caps;
 	char err[512];
-	struct harness_buf text;	/* the scrape, as received */
+	struct harness_buf text; /* the scrape, as received */
 };
 
 static void
@@ -145,8 +146,8 @@ prom_strndup(const char *s, size_t n)
 }
 
 static int
-prom_err(struct prom *p, int line, const char *at, size_t len,
-    const char *fmt, ...)
+prom_err(
+    struct prom *p, int line, const char *at, size_t len, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
@@ -165,8 +166,8 @@ prom_err(struct prom *p, int line, const char *at, size_t len,
 
 /* prom_err() for the label loop: the value buffer goes first. */
 static int
-prom_err_val(struct harness_buf *val, struct prom *p, int line,
-    const char *at, size_t len, const char *msg)
+prom_err_val(struct harness_buf *val, struct prom *p, int line, const char *at,
+    size_t len, const char *msg)
 {
 	harness_buf_free(val);
 	return prom_err(p, line, at, len, "%s", msg);
@@ -338,7 +339,7 @@ prom_label_get(const struct prom_sample *s, const char *name)
 static char *
 prom_group_key(const struct prom_sample *s, int with_le)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	const struct prom_label *sorted[64], *t;
 	size_t n = 0, i, k;
 
@@ -346,8 +347,9 @@ prom_group_key(const struct prom_sample *s, int with_le)
 		if (with_le || strcmp(s->labels[i].name, "le") != 0)
 			sorted[n++] = &s->labels[i];
 	for (i = 1; i < n; i++)
-		for (k = i; k > 0 && strcmp(sorted[k - 1]->name,
-		    sorted[k]->name) > 0; k--) {
+		for (k = i;
+		     k > 0 && strcmp(sorted[k - 1]->name, sorted[k]->name) > 0;
+		     k--) {
 			t = sorted[k];
 			sorted[k] = sorted[k - 1];
 			sorted[k - 1] = t;
@@ -364,13 +366,13 @@ prom_group_key(const struct prom_sample *s, int with_le)
 
 /* Parses one sample line (no newline); 0 or -1. */
 static int
-prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
-    size_t *cur)
+prom_sample_line(
+    struct prom *p, int ln, const char *line, size_t len, size_t *cur)
 {
 	const char *q = line, *end = line + len, *v;
 	struct prom_sample *s;
 	struct prom_family *f;
-	struct harness_buf val = { NULL, 0, 0 };
+	struct harness_buf val = {NULL, 0, 0};
 	size_t n, i, base;
 	const char *name;
 
@@ -393,18 +395,18 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 
 			n = prom_name_len(q, end, 1);
 			if (n == 0)
-				return prom_err_val(&val, p, ln, line, len,
-				    "bad label name");
+				return prom_err_val(
+				    &val, p, ln, line, len, "bad label name");
 			if (n >= 2 && q[0] == '_' && q[1] == '_')
 				return prom_err_val(&val, p, ln, line, len,
 				    "reserved label name");
 			for (i = 0; i < s->nlabels; i++)
 				if (strlen(s->labels[i].name) == n &&
 				    memcmp(s->labels[i].name, q, n) == 0)
-					return prom_err_val(&val, p, ln, line, len,
-					    "duplicate label name");
-			s->labels = realloc(s->labels, (s->nlabels + 1) *
-			    sizeof *s->labels);
+					return prom_err_val(&val, p, ln, line,
+					    len, "duplicate label name");
+			s->labels = realloc(
+			    s->labels, (s->nlabels + 1) * sizeof *s->labels);
 			if (s->labels == NULL)
 				ck_abort_msg("out of memory");
 			l = &s->labels[s->nlabels++];
@@ -426,15 +428,17 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 				if (*q == '"')
 					break;
 				if (*q == '\\') {
-					if (q + 1 >= end || (q[1] != '\\' &&
-					    q[1] != '"' && q[1] != 'n')) {
+					if (q + 1 >= end ||
+					    (q[1] != '\\' && q[1] != '"' &&
+					        q[1] != 'n')) {
 						harness_buf_free(&val);
 						return prom_err(p, ln, line,
-						    len, "bad escape in "
+						    len,
+						    "bad escape in "
 						    "label value");
 					}
-					harness_buf_add(&val, q[1] == 'n' ?
-					    "\n" : q + 1, 1);
+					harness_buf_add(&val,
+					    q[1] == 'n' ? "\n" : q + 1, 1);
 					q += 2;
 					continue;
 				}
@@ -442,8 +446,8 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 				q++;
 			}
 			q++; /* the closing quote */
-			if (!prom_utf8_valid((const unsigned char *)val.data,
-			    val.len)) {
+			if (!prom_utf8_valid(
+			        (const unsigned char *)val.data, val.len)) {
 				harness_buf_free(&val);
 				return prom_err(p, ln, line, len,
 				    "label value is not valid UTF-8");
@@ -458,14 +462,14 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 				break;
 			}
 			harness_buf_free(&val);
-			return prom_err(p, ln, line, len,
-			    "label not followed by , or }");
+			return prom_err(
+			    p, ln, line, len, "label not followed by , or }");
 		}
 		harness_buf_free(&val);
 	}
 	if (q >= end || *q != ' ')
-		return prom_err(p, ln, line, len,
-		    "no single space before the value");
+		return prom_err(
+		    p, ln, line, len, "no single space before the value");
 	q++;
 	v = q;
 	if (prom_float(v, (size_t)(end - v), &s->value) != 0)
@@ -476,8 +480,10 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 	n = strlen(s->name);
 	f = prom_family_find(p, s->name, n);
 	if (f != NULL && f->type == PT_HISTOGRAM)
-		return prom_err(p, ln, line, len, "histogram %s has a sample "
-		    "without _bucket, _sum or _count", f->name);
+		return prom_err(p, ln, line, len,
+		    "histogram %s has a sample "
+		    "without _bucket, _sum or _count",
+		    f->name);
 	if (f == NULL) {
 		base = 0;
 		if (prom_ends_with(s->name, n, "_bucket"))
@@ -492,8 +498,8 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 			f = NULL;
 	}
 	if (f == NULL || !f->has_type)
-		return prom_err(p, ln, line, len,
-		    "sample without a TYPE line before it");
+		return prom_err(
+		    p, ln, line, len, "sample without a TYPE line before it");
 	s->family = (size_t)(f - p->fam);
 	if (f->nsamples > 0 && *cur != s->family)
 		return prom_err(p, ln, line, len,
@@ -509,14 +515,12 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 		double d;
 
 		if (bucket && le == NULL)
-			return prom_err(p, ln, line, len,
-			    "bucket without le");
+			return prom_err(p, ln, line, len, "bucket without le");
 		if (!bucket && le != NULL)
-			return prom_err(p, ln, line, len,
-			    "le on a _sum or _count");
+			return prom_err(
+			    p, ln, line, len, "le on a _sum or _count");
 		if (bucket && prom_float(le, strlen(le), &d) != 0)
-			return prom_err(p, ln, line, len,
-			    "le is not a number");
+			return prom_err(p, ln, line, len, "le is not a number");
 		if ((bucket || prom_ends_with(s->name, n, "_count")) &&
 		    (!(s->value >= 0) || s->value != floor(s->value)))
 			return prom_err(p, ln, line, len,
@@ -536,8 +540,8 @@ prom_sample_line(struct prom *p, int ln, const char *line, size_t len,
 		free(a);
 		free(b);
 		if (same)
-			return prom_err(p, ln, line, len,
-			    "the same series twice");
+			return prom_err(
+			    p, ln, line, len, "the same series twice");
 	}
 	return 0;
 }
@@ -599,20 +603,26 @@ prom_check_histograms(struct prom *p)
 					if (have_sum || have_count) {
 						free(key);
 						return prom_err(p, t->line,
-						    NULL, 0, "%s: bucket after "
-						    "_sum or _count", f->name);
+						    NULL, 0,
+						    "%s: bucket after "
+						    "_sum or _count",
+						    f->name);
 					}
 					if (!(d > last_le)) {
 						free(key);
 						return prom_err(p, t->line,
-						    NULL, 0, "%s: le not "
-						    "increasing", f->name);
+						    NULL, 0,
+						    "%s: le not "
+						    "increasing",
+						    f->name);
 					}
 					if (t->value < last) {
 						free(key);
 						return prom_err(p, t->line,
-						    NULL, 0, "%s: buckets not "
-						    "cumulative", f->name);
+						    NULL, 0,
+						    "%s: buckets not "
+						    "cumulative",
+						    f->name);
 					}
 					last_le = d;
 					last = t->value;
@@ -661,8 +671,8 @@ prom_parse(struct prom *p, const char *text, size_t len)
 			return prom_err(p, ln, NULL, 0, "empty line");
 		if (memchr(line, '\r', llen) != NULL ||
 		    memchr(line, '\0', llen) != NULL)
-			return prom_err(p, ln, line, llen,
-			    "CR or NUL in a line");
+			return prom_err(
+			    p, ln, line, llen, "CR or NUL in a line");
 		if (line[0] == '#') {
 			if (llen > 7 && memcmp(line, "# HELP ", 7) == 0)
 				help = 1;
@@ -692,22 +702,22 @@ prom_parse(struct prom *p, const char *text, size_t len)
 			q += n + 1;
 			if (help) {
 				if (f->has_help)
-					return prom_err(p, ln, line, llen,
-					    "second HELP");
+					return prom_err(
+					    p, ln, line, llen, "second HELP");
 				f->has_help = 1;
 				for (; q < le; q++) {
 					if (*q != '\\')
 						continue;
-					if (q + 1 >= le || (q[1] != '\\' &&
-					    q[1] != 'n'))
+					if (q + 1 >= le ||
+					    (q[1] != '\\' && q[1] != 'n'))
 						return prom_err(p, ln, line,
 						    llen, "bad escape in HELP");
 					q++;
 				}
 			} else {
 				if (f->has_type)
-					return prom_err(p, ln, line, llen,
-					    "second TYPE");
+					return prom_err(
+					    p, ln, line, llen, "second TYPE");
 				n = (size_t)(le - q);
 				if (n == 7 && memcmp(q, "counter", 7) == 0)
 					f->type = PT_COUNTER;
@@ -722,8 +732,8 @@ prom_parse(struct prom *p, const char *text, size_t len)
 					    "histogram");
 				f->has_type = 1;
 				if (f->type == PT_COUNTER &&
-				    !prom_ends_with(f->name, strlen(f->name),
-				    "_total"))
+				    !prom_ends_with(
+				        f->name, strlen(f->name), "_total"))
 					return prom_err(p, ln, line, llen,
 					    "counter not named *_total");
 			}
@@ -790,7 +800,7 @@ prom_find(const struct prom *p, const char *name, ...)
 static char *
 prom_vdescribe(const char *name, va_list ap)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	const char *k, *v;
 	int first = 1;
 	char *s;
@@ -880,14 +890,15 @@ prom_family(const struct prom *p, const char *name)
 #define PFIND(p, ...) prom_find(p, __VA_ARGS__, (const char *)NULL)
 #define PVAL(p, ...) prom_val(p, __VA_ARGS__, (const char *)NULL)
 #define PSUM(p, ...) prom_sum(p, __VA_ARGS__, (const char *)NULL)
-#define REQS(p, m, r, c) PVAL(p, "ollama_pool_requests_total", "method", m, \
-	"route", r, "code", c)
-#define H_ASSERT_VAL(p, want, ...)                                         \
-	do {                                                               \
-		double h_v_ = PVAL(p, __VA_ARGS__);                        \
-		double h_w_ = (double)(want);                              \
-		H_ASSERT(h_v_ == h_w_, "%s: %.17g, want %.17g\n%s",         \
-		    #__VA_ARGS__, h_v_, h_w_, prom_dump(p));             \
+#define REQS(p, m, r, c)                                                       \
+	PVAL(p, "ollama_pool_requests_total", "method", m, "route", r, "code", \
+	    c)
+#define H_ASSERT_VAL(p, want, ...)                                             \
+	do {                                                                   \
+		double h_v_ = PVAL(p, __VA_ARGS__);                            \
+		double h_w_ = (double)(want);                                  \
+		H_ASSERT(h_v_ == h_w_, "%s: %.17g, want %.17g\n%s",            \
+		    #__VA_ARGS__, h_v_, h_w_, prom_dump(p));                   \
 	} while (0)
 
 /* On a failure: the whole scrape goes to stderr, too big for Check's
@@ -895,8 +906,10 @@ prom_family(const struct prom *p, const char *name)
 static const char *
 prom_dump(const struct prom *p)
 {
-	fprintf(stderr, "---- the exposition (%zu bytes) ----\n%s---- end of "
-	    "the exposition\n", p->text.len, p->text.data ? p->text.data : "");
+	fprintf(stderr,
+	    "---- the exposition (%zu bytes) ----\n%s---- end of "
+	    "the exposition\n",
+	    p->text.len, p->text.data ? p->text.data : "");
 	fflush(stderr);
 	return "(the exposition is on stderr)";
 }
@@ -921,8 +934,9 @@ scrape(const struct harness_daemon *d, struct prom *p)
 	H_ASSERT(r.ok && r.status == 200, "scrape: %ld %s %.300s", r.status,
 	    r.error, r.body.data ? r.body.data : "");
 	ct = http_header_get(&r, "Content-Type");
-	H_ASSERT(ct != NULL && strncmp(ct, "text/plain; version=0.0.4",
-	    strlen("text/plain; version=0.0.4")) == 0,
+	H_ASSERT(ct != NULL &&
+	        strncmp(ct, "text/plain; version=0.0.4",
+	            strlen("text/plain; version=0.0.4")) == 0,
 	    "metrics Content-Type %s, want text/plain; version=0.0.4",
 	    ct ? ct : "none");
 	harness_buf_add(&p->text, r.body.data, r.body.len);
@@ -982,13 +996,12 @@ metrics_wait(const struct harness_daemon *d, struct prom *p, double want,
 	H_ASSERT(0, "%s did not reach %g within %d ms (last %g):\n%s", what,
 	    want, WAIT_MS, s ? s->value : NAN, prom_dump(p));
 }
-#define METRICS_WAIT(d, p, want, ...) \
+#define METRICS_WAIT(d, p, want, ...)                                          \
 	metrics_wait(d, p, want, __VA_ARGS__, (const char *)NULL)
 
 /* Polls the fake's own stats until key reaches at least want. */
 static void
-fake_wait_stat(const struct harness_fake *f, const char *key,
-    long long want)
+fake_wait_stat(const struct harness_fake *f, const char *key, long long want)
 {
 	double deadline;
 	long long v;
@@ -998,19 +1011,20 @@ fake_wait_stat(const struct harness_fake *f, const char *key,
 		v = fake_stat(f, key);
 		if (v >= want)
 			return;
-		H_ASSERT(harness_now() < deadline, "the fake's %s stayed at "
-		    "%lld, want %lld", key, v, want);
+		H_ASSERT(harness_now() < deadline,
+		    "the fake's %s stayed at "
+		    "%lld, want %lld",
+		    key, v, want);
 		nap_ms(5);
 	}
 }
 
 static void
-json_hdr_req(struct http_req *req, const char *method, const char *url,
-    const char *body)
+json_hdr_req(
+    struct http_req *req, const char *method, const char *url, const char *body)
 {
 	static const char *const hdrs[] = {
-		"Content-Type: application/json", "Expect:", NULL
-	};
+	    "Content-Type: application/json", "Expect:", NULL};
 
 	memset(req, 0, sizeof *req);
 	req->method = method;
@@ -1032,14 +1046,16 @@ via(const struct harness_daemon *d, const char *method, const char *path,
 
 	json_hdr_req(&req, method, harness_daemon_url(d, path), body);
 	http_request(&req, r);
-	H_ASSERT(r->ok && r->status == status, "%s %s: %ld (want %ld) %s "
-	    "%.300s", method, path, r->status, status, r->error,
+	H_ASSERT(r->ok && r->status == status,
+	    "%s %s: %ld (want %ld) %s "
+	    "%.300s",
+	    method, path, r->status, status, r->error,
 	    r->body.data ? r->body.data : "");
 }
 
 static void
-via_free(const struct harness_daemon *d, const char *method,
-    const char *path, const char *body, long status)
+via_free(const struct harness_daemon *d, const char *method, const char *path,
+    const char *body, long status)
 {
 	struct http_resp r;
 
@@ -1049,21 +1065,24 @@ via_free(const struct harness_daemon *d, const char *method,
 
 /* Sends a request with a JSON body on a raw connection, and no more. */
 static void
-raw_send(struct http_conn *c, int port, const char *method,
-    const char *path, const char *body)
+raw_send(struct http_conn *c, int port, const char *method, const char *path,
+    const char *body)
 {
 	char *req;
 
 	http_conn_open(c, port);
 	if (body != NULL)
-		req = harness_strf("%s %s HTTP/1.1\r\nHost: client.invalid\r\n"
+		req = harness_strf(
+		    "%s %s HTTP/1.1\r\nHost: client.invalid\r\n"
 		    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-		    "\r\n%s", method, path, strlen(body), body);
+		    "\r\n%s",
+		    method, path, strlen(body), body);
 	else
 		req = harness_strf("%s %s HTTP/1.1\r\nHost: client.invalid\r\n"
-		    "\r\n", method, path);
-	H_ASSERT(http_conn_sendstr(c, req, 10000) == 0, "sending %s %s",
-	    method, path);
+		                   "\r\n",
+		    method, path);
+	H_ASSERT(http_conn_sendstr(c, req, 10000) == 0, "sending %s %s", method,
+	    path);
 }
 
 /* Reads from a raw connection until needle has arrived. */
@@ -1076,8 +1095,8 @@ raw_read_until(struct http_conn *c, const char *needle, int timeout_ms)
 	ssize_t n;
 
 	deadline = harness_now() + timeout_ms / 1000.0;
-	while (c->in.data == NULL || memmem(c->in.data, c->in.len, needle,
-	    strlen(needle)) == NULL) {
+	while (c->in.data == NULL ||
+	    memmem(c->in.data, c->in.len, needle, strlen(needle)) == NULL) {
 		n = recv(c->fd, buf, sizeof buf, 0);
 		if (n > 0) {
 			harness_buf_add(&c->in, buf, (size_t)n);
@@ -1086,9 +1105,10 @@ raw_read_until(struct http_conn *c, const char *needle, int timeout_ms)
 		H_ASSERT(n < 0 && (errno == EAGAIN || errno == EINTR),
 		    "connection ended before \"%s\" arrived: %.300s", needle,
 		    c->in.data ? c->in.data : "");
-		H_ASSERT(harness_now() < deadline, "\"%s\" did not arrive "
-		    "within %d ms: %.300s", needle, timeout_ms,
-		    c->in.data ? c->in.data : "");
+		H_ASSERT(harness_now() < deadline,
+		    "\"%s\" did not arrive "
+		    "within %d ms: %.300s",
+		    needle, timeout_ms, c->in.data ? c->in.data : "");
 		pfd.fd = c->fd;
 		pfd.events = POLLIN;
 		poll(&pfd, 1, 50);
@@ -1169,73 +1189,82 @@ static const struct {
 	const char *why;
 	const char *text;
 } prom_bad[] = {
-	{ "no TYPE", "foo 1\n" },
-	{ "counter without _total", "# TYPE foo counter\nfoo 1\n" },
-	{ "second TYPE",
-	    "# TYPE a_total counter\n# TYPE a_total counter\na_total 1\n" },
-	{ "TYPE after samples", "# TYPE a_total counter\na_total 1\n"
-	    "# TYPE a_total counter\n" },
-	{ "second HELP", "# HELP a_total x\n# HELP a_total y\n"
-	    "# TYPE a_total counter\na_total 1\n" },
-	{ "bad escape", "# TYPE a_total counter\na_total{a=\"b\\x\"} 1\n" },
-	{ "bad escape in HELP", "# HELP a_total b\\t\n" },
-	{ "bad label name", "# TYPE a_total counter\na_total{1a=\"b\"} 1\n" },
-	{ "colon in label name",
-	    "# TYPE a_total counter\na_total{a:b=\"c\"} 1\n" },
-	{ "reserved label name",
-	    "# TYPE a_total counter\na_total{__a=\"c\"} 1\n" },
-	{ "bad metric name", "# TYPE 1a_total counter\n" },
-	{ "summary", "# TYPE a summary\n" },
-	{ "untyped", "# TYPE a untyped\n" },
-	{ "not a number", "# TYPE a_total counter\na_total abc\n" },
-	{ "lower-case inf", "# TYPE g gauge\ng inf\n" },
-	{ "hex number", "# TYPE g gauge\ng 0x10\n" },
-	{ "no final newline", "# TYPE a_total counter\na_total 1" },
-	{ "empty line", "# TYPE a_total counter\n\na_total 1\n" },
-	{ "other comment", "# just a comment\n" },
-	{ "CRLF", "# TYPE a_total counter\r\na_total 1\r\n" },
-	{ "trailing space", "# TYPE a_total counter\na_total 1 \n" },
-	{ "timestamp", "# TYPE a_total counter\na_total 1 1700000000000\n" },
-	{ "two spaces", "# TYPE a_total counter\na_total  1\n" },
-	{ "unterminated value",
-	    "# TYPE a_total counter\na_total{a=\"b} 1\n" },
-	{ "trailing comma", "# TYPE a_total counter\na_total{a=\"b\",} 1\n" },
-	{ "empty braces", "# TYPE a_total counter\na_total{} 1\n" },
-	{ "duplicate label",
-	    "# TYPE a_total counter\na_total{a=\"b\",a=\"c\"} 1\n" },
-	{ "duplicate series",
-	    "# TYPE a_total counter\na_total{a=\"b\"} 1\n"
-	    "a_total{a=\"b\"} 2\n" },
-	{ "invalid UTF-8", "# TYPE a_total counter\na_total{a=\"\xc3\"} 1\n" },
-	{ "negative counter", "# TYPE a_total counter\na_total -1\n" },
-	{ "split group", "# TYPE a_total counter\na_total{x=\"1\"} 1\n"
-	    "# TYPE g gauge\ng 1\na_total{x=\"2\"} 1\n" },
-	{ "histogram without suffix", "# TYPE h histogram\nh 1\n" },
-	{ "bucket without le", "# TYPE h histogram\nh_bucket 1\nh_sum 1\n"
-	    "h_count 1\n" },
-	{ "no +Inf bucket", "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n"
-	    "h_sum 1\nh_count 1\n" },
-	{ "not cumulative", "# TYPE h histogram\nh_bucket{le=\"1\"} 2\n"
-	    "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n" },
-	{ "le decreasing", "# TYPE h histogram\nh_bucket{le=\"2\"} 1\n"
-	    "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\n"
-	    "h_count 1\n" },
-	{ "+Inf != count", "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\n"
-	    "h_sum 1\nh_count 1\n" },
-	{ "no _sum", "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\n"
-	    "h_count 1\n" },
-	{ "no _count", "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\n"
-	    "h_sum 1\n" },
-	{ "fractional bucket", "# TYPE h histogram\n"
-	    "h_bucket{le=\"+Inf\"} 1.5\nh_sum 1\nh_count 1.5\n" },
-	{ "le on _sum", "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\n"
-	    "h_sum{le=\"1\"} 1\nh_count 1\n" },
-	{ "bad le", "# TYPE h histogram\nh_bucket{le=\"x\"} 1\n"
-	    "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n" },
-	{ "one group per label set",
-	    "# TYPE h histogram\nh_bucket{r=\"a\",le=\"+Inf\"} 1\n"
-	    "h_sum{r=\"a\"} 1\nh_count{r=\"a\"} 1\n"
-	    "h_bucket{r=\"b\",le=\"+Inf\"} 1\nh_sum{r=\"b\"} 1\n" },
+    {"no TYPE", "foo 1\n"},
+    {"counter without _total", "# TYPE foo counter\nfoo 1\n"},
+    {"second TYPE",
+        "# TYPE a_total counter\n# TYPE a_total counter\na_total 1\n"},
+    {"TYPE after samples",
+        "# TYPE a_total counter\na_total 1\n"
+        "# TYPE a_total counter\n"},
+    {"second HELP",
+        "# HELP a_total x\n# HELP a_total y\n"
+        "# TYPE a_total counter\na_total 1\n"},
+    {"bad escape", "# TYPE a_total counter\na_total{a=\"b\\x\"} 1\n"},
+    {"bad escape in HELP", "# HELP a_total b\\t\n"},
+    {"bad label name", "# TYPE a_total counter\na_total{1a=\"b\"} 1\n"},
+    {"colon in label name", "# TYPE a_total counter\na_total{a:b=\"c\"} 1\n"},
+    {"reserved label name", "# TYPE a_total counter\na_total{__a=\"c\"} 1\n"},
+    {"bad metric name", "# TYPE 1a_total counter\n"},
+    {"summary", "# TYPE a summary\n"},
+    {"untyped", "# TYPE a untyped\n"},
+    {"not a number", "# TYPE a_total counter\na_total abc\n"},
+    {"lower-case inf", "# TYPE g gauge\ng inf\n"},
+    {"hex number", "# TYPE g gauge\ng 0x10\n"},
+    {"no final newline", "# TYPE a_total counter\na_total 1"},
+    {"empty line", "# TYPE a_total counter\n\na_total 1\n"},
+    {"other comment", "# just a comment\n"},
+    {"CRLF", "# TYPE a_total counter\r\na_total 1\r\n"},
+    {"trailing space", "# TYPE a_total counter\na_total 1 \n"},
+    {"timestamp", "# TYPE a_total counter\na_total 1 1700000000000\n"},
+    {"two spaces", "# TYPE a_total counter\na_total  1\n"},
+    {"unterminated value", "# TYPE a_total counter\na_total{a=\"b} 1\n"},
+    {"trailing comma", "# TYPE a_total counter\na_total{a=\"b\",} 1\n"},
+    {"empty braces", "# TYPE a_total counter\na_total{} 1\n"},
+    {"duplicate label", "# TYPE a_total counter\na_total{a=\"b\",a=\"c\"} 1\n"},
+    {"duplicate series",
+        "# TYPE a_total counter\na_total{a=\"b\"} 1\n"
+        "a_total{a=\"b\"} 2\n"},
+    {"invalid UTF-8", "# TYPE a_total counter\na_total{a=\"\xc3\"} 1\n"},
+    {"negative counter", "# TYPE a_total counter\na_total -1\n"},
+    {"split group",
+        "# TYPE a_total counter\na_total{x=\"1\"} 1\n"
+        "# TYPE g gauge\ng 1\na_total{x=\"2\"} 1\n"},
+    {"histogram without suffix", "# TYPE h histogram\nh 1\n"},
+    {"bucket without le",
+        "# TYPE h histogram\nh_bucket 1\nh_sum 1\n"
+        "h_count 1\n"},
+    {"no +Inf bucket",
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n"
+        "h_sum 1\nh_count 1\n"},
+    {"not cumulative",
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\n"
+        "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n"},
+    {"le decreasing",
+        "# TYPE h histogram\nh_bucket{le=\"2\"} 1\n"
+        "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\n"
+        "h_count 1\n"},
+    {"+Inf != count",
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\n"
+        "h_sum 1\nh_count 1\n"},
+    {"no _sum",
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\n"
+        "h_count 1\n"},
+    {"no _count",
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\n"
+        "h_sum 1\n"},
+    {"fractional bucket",
+        "# TYPE h histogram\n"
+        "h_bucket{le=\"+Inf\"} 1.5\nh_sum 1\nh_count 1.5\n"},
+    {"le on _sum",
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\n"
+        "h_sum{le=\"1\"} 1\nh_count 1\n"},
+    {"bad le",
+        "# TYPE h histogram\nh_bucket{le=\"x\"} 1\n"
+        "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n"},
+    {"one group per label set",
+        "# TYPE h histogram\nh_bucket{r=\"a\",le=\"+Inf\"} 1\n"
+        "h_sum{r=\"a\"} 1\nh_count{r=\"a\"} 1\n"
+        "h_bucket{r=\"b\",le=\"+Inf\"} 1\nh_sum{r=\"b\"} 1\n"},
 };
 #define N_PROM_BAD ((int)(sizeof prom_bad / sizeof prom_bad[0]))
 
@@ -1247,8 +1276,10 @@ START_TEST(test_parser_strict)
 	memset(&p, 0, sizeof p);
 	H_ASSERT(prom_parse(&p, prom_good, strlen(prom_good)) == 0,
 	    "a valid exposition was refused: %s", p.err);
-	H_ASSERT_STR_EQ(prom_label_get(PFIND(&p, "a_total", "x", "q\"uote",
-	    "y", "back\\slash", "z", "new\nline"), "x"), "q\"uote");
+	H_ASSERT_STR_EQ(prom_label_get(PFIND(&p, "a_total", "x", "q\"uote", "y",
+	                                   "back\\slash", "z", "new\nline"),
+	                    "x"),
+	    "q\"uote");
 	H_ASSERT(PVAL(&p, "g") == -1.5e-3, "g");
 	H_ASSERT(PVAL(&p, "h_count", "r", "/") == 2, "h_count");
 	H_ASSERT(isinf(PVAL(&p, "n_total")), "n_total");
@@ -1263,9 +1294,10 @@ START_TEST(test_parser_rejects)
 
 	H_BEGIN();
 	memset(&p, 0, sizeof p);
-	H_ASSERT(prom_parse(&p, prom_bad[_i].text, strlen(prom_bad[_i].text))
-	    != 0, "the parser accepted an exposition with %s:\n%s",
-	    prom_bad[_i].why, prom_bad[_i].text);
+	H_ASSERT(
+	    prom_parse(&p, prom_bad[_i].text, strlen(prom_bad[_i].text)) != 0,
+	    "the parser accepted an exposition with %s:\n%s", prom_bad[_i].why,
+	    prom_bad[_i].text);
 	prom_free(&p);
 }
 END_TEST
@@ -1276,25 +1308,25 @@ static const struct {
 	const char *name;
 	enum prom_type type;
 } required_families[] = {
-	{ "ollama_pool_requests_total", PT_COUNTER },
-	{ "ollama_pool_upstream_connections_opened_total", PT_COUNTER },
-	{ "ollama_pool_upstream_requests_total", PT_COUNTER },
-	{ "ollama_pool_upstream_connections_open", PT_GAUGE },
-	{ "ollama_pool_retries_total", PT_COUNTER },
-	{ "ollama_pool_cancelled_total", PT_COUNTER },
-	{ "ollama_pool_queue_depth", PT_GAUGE },
-	{ "ollama_pool_queue_wait_seconds", PT_HISTOGRAM },
-	{ "ollama_pool_client_connections_open", PT_GAUGE },
-	{ "ollama_pool_client_connections_total", PT_COUNTER },
-	{ "ollama_pool_in_flight", PT_GAUGE },
-	{ "ollama_pool_first_byte_seconds", PT_HISTOGRAM },
-	{ "ollama_pool_request_seconds", PT_HISTOGRAM },
-	{ "ollama_pool_bytes_total", PT_COUNTER },
-	{ "ollama_pool_tokens_total", PT_COUNTER },
-	{ "ollama_pool_build_info", PT_GAUGE },
-	{ "process_start_time_seconds", PT_GAUGE },
-	{ "process_resident_memory_bytes", PT_GAUGE },
-	{ "process_open_fds", PT_GAUGE },
+    {"ollama_pool_requests_total", PT_COUNTER},
+    {"ollama_pool_upstream_connections_opened_total", PT_COUNTER},
+    {"ollama_pool_upstream_requests_total", PT_COUNTER},
+    {"ollama_pool_upstream_connections_open", PT_GAUGE},
+    {"ollama_pool_retries_total", PT_COUNTER},
+    {"ollama_pool_cancelled_total", PT_COUNTER},
+    {"ollama_pool_queue_depth", PT_GAUGE},
+    {"ollama_pool_queue_wait_seconds", PT_HISTOGRAM},
+    {"ollama_pool_client_connections_open", PT_GAUGE},
+    {"ollama_pool_client_connections_total", PT_COUNTER},
+    {"ollama_pool_in_flight", PT_GAUGE},
+    {"ollama_pool_first_byte_seconds", PT_HISTOGRAM},
+    {"ollama_pool_request_seconds", PT_HISTOGRAM},
+    {"ollama_pool_bytes_total", PT_COUNTER},
+    {"ollama_pool_tokens_total", PT_COUNTER},
+    {"ollama_pool_build_info", PT_GAUGE},
+    {"process_start_time_seconds", PT_GAUGE},
+    {"process_resident_memory_bytes", PT_GAUGE},
+    {"process_open_fds", PT_GAUGE},
 };
 
 /* A generate that waits upstream; the client leaves once the fake has it.
@@ -1310,8 +1342,8 @@ cancel_one_waiting(struct harness_env *env, long long fake_requests_before)
 	    "\"fake_first_byte_ms\":10000}");
 	fake_wait_stat(env->fake, "requests", fake_requests_before + 1);
 	http_conn_close(&c);
-	METRICS_WAIT(env->daemon, &p, 1, "ollama_pool_cancelled_total",
-	    "phase", "waiting_headers");
+	METRICS_WAIT(env->daemon, &p, 1, "ollama_pool_cancelled_total", "phase",
+	    "waiting_headers");
 	prom_free(&p);
 }
 
@@ -1330,21 +1362,27 @@ START_TEST(test_exposition_after_mixed_traffic)
 
 	/* Some of everything a scrape can show. */
 	via_free(env.daemon, NULL, "/api/tags", NULL, 200);
-	json_hdr_req(&req, "HEAD", harness_daemon_url(env.daemon,
-	    "/api/tags"), NULL);
+	json_hdr_req(
+	    &req, "HEAD", harness_daemon_url(env.daemon, "/api/tags"), NULL);
 	http_request(&req, &r);
 	H_ASSERT(r.ok && r.status == 200, "HEAD: %ld %s", r.status, r.error);
 	http_resp_free(&r);
-	via_free(env.daemon, "POST", "/api/generate", "{\"model\":\"" MODEL
-	    "\",\"prompt\":\"hi\",\"options\":{\"num_predict\":3}}", 200);
-	via_free(env.daemon, "POST", "/api/chat", "{\"model\":\"" MODEL
-	    "\",\"messages\":[{\"role\":\"user\",\"content\":\"yo\"}]}", 200);
+	via_free(env.daemon, "POST", "/api/generate",
+	    "{\"model\":\"" MODEL
+	    "\",\"prompt\":\"hi\",\"options\":{\"num_predict\":3}}",
+	    200);
+	via_free(env.daemon, "POST", "/api/chat",
+	    "{\"model\":\"" MODEL
+	    "\",\"messages\":[{\"role\":\"user\",\"content\":\"yo\"}]}",
+	    200);
 	/* Backslashes and quotes in a model name end up in a label. */
 	via_free(env.daemon, "POST", "/api/generate",
 	    "{\"model\":\"we\\\\ird\\\"na\\nme\",\"prompt\":\"x\","
-	    "\"stream\":false}", 200);
+	    "\"stream\":false}",
+	    200);
 	via_free(env.daemon, NULL, "/some/raw/path?x=1", NULL, 404);
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":1,\"path\":\"/api/ps\"}");
 	via_free(env.daemon, NULL, "/api/ps", NULL, 200);
 	via_free(env.daemon, NULL, "/ollama-pool/nope", NULL, 404);
@@ -1354,16 +1392,18 @@ START_TEST(test_exposition_after_mixed_traffic)
 	cancel_one_waiting(&env, fake_stat(env.fake, "requests"));
 
 	scrape(env.daemon, &p);
-	for (i = 0; i < sizeof required_families /
-	    sizeof required_families[0]; i++) {
+	for (i = 0; i < sizeof required_families / sizeof required_families[0];
+	     i++) {
 		f = prom_family(&p, required_families[i].name);
 		H_ASSERT(f != NULL && f->has_type, "no TYPE line for %s:\n%s",
 		    required_families[i].name, prom_dump(&p));
 		H_ASSERT(f->type == required_families[i].type,
 		    "%s has the wrong TYPE", f->name);
 		H_ASSERT(f->has_help, "%s has no HELP", f->name);
-		H_ASSERT(f->nsamples > 0, "%s has no samples after this "
-		    "traffic:\n%s", f->name, prom_dump(&p));
+		H_ASSERT(f->nsamples > 0,
+		    "%s has no samples after this "
+		    "traffic:\n%s",
+		    f->name, prom_dump(&p));
 	}
 	/* Every reason and phase is there, at zero if need be. */
 	PVAL(&p, "ollama_pool_retries_total", "reason", "status");
@@ -1381,23 +1421,27 @@ START_TEST(test_exposition_after_mixed_traffic)
 		const char *le = prom_label_get(&p.s[i], "le");
 		double d;
 
-		if (le == NULL || strcmp(p.s[i].name,
-		    "ollama_pool_first_byte_seconds_bucket") != 0)
+		if (le == NULL ||
+		    strcmp(p.s[i].name,
+		        "ollama_pool_first_byte_seconds_bucket") != 0)
 			continue;
 		prom_float(le, strlen(le), &d);
 		if (!isinf(d) && d > maxle)
 			maxle = d;
 	}
-	H_ASSERT(maxle >= 60, "first byte buckets stop at %g s; a model "
-	    "load takes minutes", maxle);
+	H_ASSERT(maxle >= 60,
+	    "first byte buckets stop at %g s; a model "
+	    "load takes minutes",
+	    maxle);
 	H_ASSERT(PVAL(&p, "ollama_pool_cancelled_total", "phase",
-	    "waiting_headers") == 1, "cancelled");
+	             "waiting_headers") == 1,
+	    "cancelled");
 	H_ASSERT(REQS(&p, "POST", "/api/generate", "499") == 1, "499");
 	prom_free(&p);
 
 	/* HEAD of the metrics: the same head, no body. */
-	json_hdr_req(&req, "HEAD", harness_daemon_url(env.daemon,
-	    METRICS_PATH), NULL);
+	json_hdr_req(
+	    &req, "HEAD", harness_daemon_url(env.daemon, METRICS_PATH), NULL);
 	http_request(&req, &r);
 	H_ASSERT(r.ok && r.status == 200 && r.body.len == 0,
 	    "HEAD metrics: %ld %s", r.status, r.error);
@@ -1440,25 +1484,26 @@ START_TEST(test_naive_requests_one_connection)
 	    "/api/tags");
 	H_ASSERT_VAL(&p, N, "ollama_pool_first_byte_seconds_bucket", "route",
 	    "/api/tags", "le", "+Inf");
-	H_ASSERT_VAL(&p, N, "ollama_pool_request_seconds_count", "route",
-	    "/api/tags");
+	H_ASSERT_VAL(
+	    &p, N, "ollama_pool_request_seconds_count", "route", "/api/tags");
 	H_ASSERT_VAL(&p, N, "ollama_pool_queue_wait_seconds_count");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_queue_depth");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_in_flight");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_retries_total", "reason", "status");
-	H_ASSERT_VAL(&p, N * body_len, "ollama_pool_bytes_total",
-	    "direction", "out");
+	H_ASSERT_VAL(
+	    &p, N * body_len, "ollama_pool_bytes_total", "direction", "out");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_bytes_total", "direction", "in");
 	/* Nothing else was asked: the only requests series is this one. */
 	H_ASSERT(PSUM(&p, "ollama_pool_requests_total") == N,
 	    "requests counted that were never made:\n%s", prom_dump(&p));
 	/* A sum of N durations, each well under the test's own time. */
 	H_ASSERT(PVAL(&p, "ollama_pool_request_seconds_sum", "route",
-	    "/api/tags") > 0, "request_seconds_sum is 0");
+	             "/api/tags") > 0,
+	    "request_seconds_sum is 0");
 	prom_free(&p);
 	H_ASSERT(fake_stat(env.fake, "connections_used") == 1,
-	    "the fake saw %lld connections", fake_stat(env.fake,
-	    "connections_used"));
+	    "the fake saw %lld connections",
+	    fake_stat(env.fake, "connections_used"));
 
 	/* The scrape is counted once it has rendered, under its own
 	 * bounded route. */
@@ -1493,8 +1538,12 @@ non_admin_samples(const struct prom *p)
 START_TEST(test_route_labels_bounded)
 {
 	static const char *const allowed[] = {
-		"/api/generate", "/v1/chat/completions", "/api/blobs",
-		"/v1/models", "other", "/api/tags",
+	    "/api/generate",
+	    "/v1/chat/completions",
+	    "/api/blobs",
+	    "/v1/models",
+	    "other",
+	    "/api/tags",
 	};
 	struct harness_env env;
 	struct http_resp r;
@@ -1506,16 +1555,17 @@ START_TEST(test_route_labels_bounded)
 
 	H_BEGIN();
 	harness_up(&env, "");
-	via_free(env.daemon, "POST", "/api/generate", "{\"model\":\"" MODEL
-	    "\",\"prompt\":\"p\",\"stream\":false}", 200);
-	via_free(env.daemon, "POST", "/v1/chat/completions", "{\"model\":\""
-	    MODEL "\",\"messages\":[{\"role\":\"user\",\"content\":\"c\"}]}",
+	via_free(env.daemon, "POST", "/api/generate",
+	    "{\"model\":\"" MODEL "\",\"prompt\":\"p\",\"stream\":false}", 200);
+	via_free(env.daemon, "POST", "/v1/chat/completions",
+	    "{\"model\":\"" MODEL
+	    "\",\"messages\":[{\"role\":\"user\",\"content\":\"c\"}]}",
 	    200);
-	json_hdr_req(&req, "HEAD", harness_daemon_url(env.daemon,
-	    "/api/blobs/" KNOWN_BLOB), NULL);
+	json_hdr_req(&req, "HEAD",
+	    harness_daemon_url(env.daemon, "/api/blobs/" KNOWN_BLOB), NULL);
 	http_request(&req, &r);
-	H_ASSERT(r.ok && r.status == 200, "HEAD blob: %ld %s", r.status,
-	    r.error);
+	H_ASSERT(
+	    r.ok && r.status == 200, "HEAD blob: %ld %s", r.status, r.error);
 	http_resp_free(&r);
 	via_free(env.daemon, NULL, "/v1/models/x", NULL, 200);
 	via_free(env.daemon, NULL, "/some/raw/path?x=1", NULL, 404);
@@ -1543,33 +1593,35 @@ START_TEST(test_route_labels_bounded)
 		ok = 0;
 		for (k = 0; k < sizeof allowed / sizeof allowed[0]; k++)
 			ok |= strcmp(route, allowed[k]) == 0;
-		H_ASSERT(ok, "route label \"%s\" on %s (line %d) is not one "
-		    "of the bounded set:\n%s", route, p.s[i].name,
-		    p.s[i].line, prom_dump(&p));
+		H_ASSERT(ok,
+		    "route label \"%s\" on %s (line %d) is not one "
+		    "of the bounded set:\n%s",
+		    route, p.s[i].name, p.s[i].line, prom_dump(&p));
 	}
 	H_ASSERT(strstr(p.text.data, "sha256") == NULL &&
-	    strstr(p.text.data, "/some") == NULL &&
-	    strstr(p.text.data, "?") == NULL,
+	        strstr(p.text.data, "/some") == NULL &&
+	        strstr(p.text.data, "?") == NULL,
 	    "a raw path leaked into the exposition:\n%s", prom_dump(&p));
 	H_ASSERT_VAL(&p, 1, "ollama_pool_first_byte_seconds_count", "route",
 	    "/api/blobs");
-	H_ASSERT_VAL(&p, 2, "ollama_pool_first_byte_seconds_count", "route",
-	    "other");
+	H_ASSERT_VAL(
+	    &p, 2, "ollama_pool_first_byte_seconds_count", "route", "other");
 	ns = non_admin_samples(&p);
 	prom_free(&p);
 
 	/* Hundreds of distinct paths make no new series at all. */
 	for (i = 0; i < 300; i++)
-		via_free(env.daemon, NULL, harness_strf("/raw/%zu/path?q=%zu",
-		    i, i), NULL, 404);
+		via_free(env.daemon, NULL,
+		    harness_strf("/raw/%zu/path?q=%zu", i, i), NULL, 404);
 	scrape(env.daemon, &p);
 	H_ASSERT_VAL(&p, 302, "ollama_pool_requests_total", "method", "GET",
 	    "route", "other", "code", "404");
 	/* The first scrape's own series (route "/ollama-pool") are the
 	 * only new ones. */
-	H_ASSERT(non_admin_samples(&p) == ns, "%zu samples before, %zu after "
-	    "300 distinct paths: %s", ns, non_admin_samples(&p),
-	    prom_dump(&p));
+	H_ASSERT(non_admin_samples(&p) == ns,
+	    "%zu samples before, %zu after "
+	    "300 distinct paths: %s",
+	    ns, non_admin_samples(&p), prom_dump(&p));
 	prom_free(&p);
 }
 END_TEST
@@ -1583,30 +1635,31 @@ START_TEST(test_retry_status)
 
 	H_BEGIN();
 	harness_up(&env, "[retry]\nbackoff_factor = 0.01\n");
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":1,\"path\":\"/api/tags\"}");
 	via_free(env.daemon, NULL, "/api/tags", NULL, 200);
 	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), 2);
 
 	scrape(env.daemon, &p);
 	H_ASSERT_VAL(&p, 1, "ollama_pool_retries_total", "reason", "status");
-	H_ASSERT_VAL(&p, 0, "ollama_pool_retries_total", "reason",
-	    "connect_failed");
-	H_ASSERT_VAL(&p, 0, "ollama_pool_retries_total", "reason",
-	    "connection_reset");
+	H_ASSERT_VAL(
+	    &p, 0, "ollama_pool_retries_total", "reason", "connect_failed");
+	H_ASSERT_VAL(
+	    &p, 0, "ollama_pool_retries_total", "reason", "connection_reset");
 	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_requests_total");
 	/* One request, answered once, by the second attempt. */
 	H_ASSERT_VAL(&p, 1, "ollama_pool_requests_total", "method", "GET",
 	    "route", "/api/tags", "code", "200");
 	H_ASSERT(PFIND(&p, "ollama_pool_requests_total", "method", "GET",
-	    "route", "/api/tags", "code", "503") == NULL,
+	             "route", "/api/tags", "code", "503") == NULL,
 	    "the retried 503 was counted as an answer:\n%s", prom_dump(&p));
 	H_ASSERT(PSUM(&p, "ollama_pool_requests_total") == 1,
 	    "requests_total: %g", PSUM(&p, "ollama_pool_requests_total"));
 	H_ASSERT_VAL(&p, 1, "ollama_pool_first_byte_seconds_count", "route",
 	    "/api/tags");
-	H_ASSERT_VAL(&p, 1, "ollama_pool_request_seconds_count", "route",
-	    "/api/tags");
+	H_ASSERT_VAL(
+	    &p, 1, "ollama_pool_request_seconds_count", "route", "/api/tags");
 	/* The 503's body was read and dropped to keep the connection. */
 	H_ASSERT_VAL(&p, 1, "ollama_pool_upstream_connections_opened_total");
 	prom_free(&p);
@@ -1623,28 +1676,30 @@ START_TEST(test_retry_connect_failed)
 	H_BEGIN();
 	port = harness_free_port();
 	d = harness_daemon_start("[retry]\nretries = 1\n"
-	    "backoff_factor = 0.01\n", harness_strf("http://127.0.0.1:%d",
-	    port), NULL);
+	                         "backoff_factor = 0.01\n",
+	    harness_strf("http://127.0.0.1:%d", port), NULL);
 	via(d, NULL, "/api/tags", NULL, 502, &r);
 	http_resp_free(&r);
 
 	scrape(d, &p);
-	H_ASSERT_VAL(&p, 1, "ollama_pool_retries_total", "reason",
-	    "connect_failed");
+	H_ASSERT_VAL(
+	    &p, 1, "ollama_pool_retries_total", "reason", "connect_failed");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_retries_total", "reason", "status");
-	H_ASSERT_VAL(&p, 0, "ollama_pool_retries_total", "reason",
-	    "connection_reset");
+	H_ASSERT_VAL(
+	    &p, 0, "ollama_pool_retries_total", "reason", "connection_reset");
 	H_ASSERT_VAL(&p, 1, "ollama_pool_requests_total", "method", "GET",
 	    "route", "/api/tags", "code", "502");
 	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_requests_total");
 	/* A socket per attempt, none left open. */
 	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_connections_opened_total");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_upstream_connections_open");
-	H_ASSERT_VAL(&p, 1, "ollama_pool_request_seconds_count", "route",
-	    "/api/tags");
+	H_ASSERT_VAL(
+	    &p, 1, "ollama_pool_request_seconds_count", "route", "/api/tags");
 	H_ASSERT(PFIND(&p, "ollama_pool_first_byte_seconds_count", "route",
-	    "/api/tags") == NULL, "a first byte counted for a request no "
-	    "upstream answered:\n%s", prom_dump(&p));
+	             "/api/tags") == NULL,
+	    "a first byte counted for a request no "
+	    "upstream answered:\n%s",
+	    prom_dump(&p));
 	prom_free(&p);
 }
 END_TEST
@@ -1659,16 +1714,17 @@ START_TEST(test_retry_connection_reset)
 	/* The first request on a fresh connection, so that libcurl's own
 	 * replay of a request on a stale reused connection is not what
 	 * answers it. */
-	fake_fault(env.fake, "{\"action\":\"reset\",\"count\":1,"
+	fake_fault(env.fake,
+	    "{\"action\":\"reset\",\"count\":1,"
 	    "\"path\":\"/api/tags\"}");
 	via_free(env.daemon, NULL, "/api/tags", NULL, 200);
 
 	scrape(env.daemon, &p);
-	H_ASSERT_VAL(&p, 1, "ollama_pool_retries_total", "reason",
-	    "connection_reset");
+	H_ASSERT_VAL(
+	    &p, 1, "ollama_pool_retries_total", "reason", "connection_reset");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_retries_total", "reason", "status");
-	H_ASSERT_VAL(&p, 0, "ollama_pool_retries_total", "reason",
-	    "connect_failed");
+	H_ASSERT_VAL(
+	    &p, 0, "ollama_pool_retries_total", "reason", "connect_failed");
 	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_requests_total");
 	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_connections_opened_total");
 	H_ASSERT_VAL(&p, 1, "ollama_pool_requests_total", "method", "GET",
@@ -1683,14 +1739,14 @@ static void
 assert_cancelled(const struct prom *p, double queued, double waiting,
     double backoff, double streaming)
 {
-	H_ASSERT_VAL(p, queued, "ollama_pool_cancelled_total", "phase",
-	    "queued");
+	H_ASSERT_VAL(
+	    p, queued, "ollama_pool_cancelled_total", "phase", "queued");
 	H_ASSERT_VAL(p, waiting, "ollama_pool_cancelled_total", "phase",
 	    "waiting_headers");
-	H_ASSERT_VAL(p, backoff, "ollama_pool_cancelled_total", "phase",
-	    "backoff");
-	H_ASSERT_VAL(p, streaming, "ollama_pool_cancelled_total", "phase",
-	    "streaming");
+	H_ASSERT_VAL(
+	    p, backoff, "ollama_pool_cancelled_total", "phase", "backoff");
+	H_ASSERT_VAL(
+	    p, streaming, "ollama_pool_cancelled_total", "phase", "streaming");
 }
 
 START_TEST(test_cancel_waiting_headers)
@@ -1701,12 +1757,14 @@ START_TEST(test_cancel_waiting_headers)
 	H_BEGIN();
 	harness_up(&env, "");
 	cancel_one_waiting(&env, 0);
-	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_requests_total",
-	    "method", "POST", "route", "/api/generate", "code", "499");
+	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_requests_total", "method",
+	    "POST", "route", "/api/generate", "code", "499");
 	assert_cancelled(&p, 0, 1, 0, 0);
 	H_ASSERT(PSUM(&p, "ollama_pool_requests_total", "route",
-	    "/api/generate") == 1, "the cancelled request was counted more "
-	    "than once:\n%s", prom_dump(&p));
+	             "/api/generate") == 1,
+	    "the cancelled request was counted more "
+	    "than once:\n%s",
+	    prom_dump(&p));
 	H_ASSERT_VAL(&p, 1, "ollama_pool_request_seconds_count", "route",
 	    "/api/generate");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_in_flight");
@@ -1729,8 +1787,8 @@ START_TEST(test_cancel_streaming)
 	    "{\"num_predict\":1000},\"fake_interval_ms\":50}");
 	raw_read_until(&c, "\"done\":false", WAIT_MS);
 	http_conn_close(&c);
-	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_cancelled_total",
-	    "phase", "streaming");
+	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_cancelled_total", "phase",
+	    "streaming");
 	assert_cancelled(&p, 0, 0, 0, 1);
 	H_ASSERT_VAL(&p, 1, "ollama_pool_requests_total", "method", "POST",
 	    "route", "/api/generate", "code", "499");
@@ -1764,8 +1822,8 @@ START_TEST(test_cancel_queued)
 	H_ASSERT_VAL(&p, 1, "ollama_pool_in_flight");
 	prom_free(&p);
 	http_conn_close(&b);
-	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_cancelled_total",
-	    "phase", "queued");
+	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_cancelled_total", "phase",
+	    "queued");
 	assert_cancelled(&p, 1, 0, 0, 0);
 	H_ASSERT_VAL(&p, 0, "ollama_pool_queue_depth");
 	H_ASSERT_VAL(&p, 1, "ollama_pool_in_flight");
@@ -1777,8 +1835,8 @@ START_TEST(test_cancel_queued)
 	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), 1);
 
 	http_conn_close(&a);
-	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_cancelled_total",
-	    "phase", "waiting_headers");
+	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_cancelled_total", "phase",
+	    "waiting_headers");
 	assert_cancelled(&p, 1, 1, 0, 0);
 	H_ASSERT_VAL(&p, 2, "ollama_pool_requests_total", "method", "POST",
 	    "route", "/api/generate", "code", "499");
@@ -1795,16 +1853,17 @@ START_TEST(test_cancel_backoff)
 
 	H_BEGIN();
 	harness_up(&env, "[retry]\nbackoff_factor = 30\nbackoff_max = 60\n");
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":1,\"path\":\"/api/tags\"}");
 	raw_send(&c, env.daemon->port, "GET", "/api/tags", NULL);
 	/* The retry is counted when the backoff begins. */
-	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_retries_total",
-	    "reason", "status");
+	METRICS_WAIT(
+	    env.daemon, &p, 1, "ollama_pool_retries_total", "reason", "status");
 	prom_free(&p);
 	http_conn_close(&c);
-	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_cancelled_total",
-	    "phase", "backoff");
+	METRICS_WAIT(env.daemon, &p, 1, "ollama_pool_cancelled_total", "phase",
+	    "backoff");
 	assert_cancelled(&p, 0, 0, 1, 0);
 	H_ASSERT_VAL(&p, 1, "ollama_pool_requests_total", "method", "GET",
 	    "route", "/api/tags", "code", "499");
@@ -1826,22 +1885,28 @@ START_TEST(test_mid_stream_failure_counted)
 	H_BEGIN();
 	harness_up(&env, "");
 	/* The upstream dies after two lines of a ten-token stream. */
-	fake_fault(env.fake, "{\"action\":\"die_after\",\"chunks\":2,"
+	fake_fault(env.fake,
+	    "{\"action\":\"die_after\",\"chunks\":2,"
 	    "\"count\":1,\"path\":\"/api/generate\"}");
-	json_hdr_req(&req, "POST", harness_daemon_url(env.daemon,
-	    "/api/generate"), "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
+	json_hdr_req(&req, "POST",
+	    harness_daemon_url(env.daemon, "/api/generate"),
+	    "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
 	    "\"options\":{\"num_predict\":10}}");
 	http_request(&req, &r);
-	H_ASSERT(!r.ok && r.status == 200, "a stream cut upstream must reach "
-	    "the client cut short: ok %d status %ld", r.ok, r.status);
+	H_ASSERT(!r.ok && r.status == 200,
+	    "a stream cut upstream must reach "
+	    "the client cut short: ok %d status %ld",
+	    r.ok, r.status);
 	http_resp_free(&r);
 
 	scrape(env.daemon, &p);
 	H_ASSERT_VAL(&p, 1, "ollama_pool_first_byte_seconds_count", "route",
 	    "/api/generate");
 	H_ASSERT(PSUM(&p, "ollama_pool_requests_total", "route",
-	    "/api/generate") == 1, "a request whose upstream failed "
-	    "mid-stream is missing from requests_total:\n%s", prom_dump(&p));
+	             "/api/generate") == 1,
+	    "a request whose upstream failed "
+	    "mid-stream is missing from requests_total:\n%s",
+	    prom_dump(&p));
 	H_ASSERT_VAL(&p, 1, "ollama_pool_request_seconds_count", "route",
 	    "/api/generate");
 	H_ASSERT(PSUM(&p, "ollama_pool_tokens_total") == 0,
@@ -1866,11 +1931,12 @@ START_TEST(test_rejected_requests_counted)
 	long bad_status;
 
 	H_BEGIN();
-	harness_up(&env, "[server]\nheader_timeout = 0.2\n"
+	harness_up(&env,
+	    "[server]\nheader_timeout = 0.2\n"
 	    "max_header_size = 4k\n");
 	http_conn_open(&c, env.daemon->port);
-	H_CHECK(http_conn_sendstr(&c, "GARBAGE / HTTP/1.1\r\n\r\n",
-	    10000) == 0);
+	H_CHECK(
+	    http_conn_sendstr(&c, "GARBAGE / HTTP/1.1\r\n\r\n", 10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, WAIT_MS, &r) == 0,
 	    "malformed request: %s", r.error);
 	bad_status = r.status;
@@ -1880,7 +1946,8 @@ START_TEST(test_rejected_requests_counted)
 	http_conn_close(&c);
 
 	big = harness_strf("GET /api/tags HTTP/1.1\r\nHost: x\r\nX-Big: "
-	    "%0*d\r\n\r\n", 8000, 0);
+	                   "%0*d\r\n\r\n",
+	    8000, 0);
 	http_conn_open(&c, env.daemon->port);
 	H_CHECK(http_conn_sendstr(&c, big, 10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, WAIT_MS, &r) == 0,
@@ -1891,8 +1958,8 @@ START_TEST(test_rejected_requests_counted)
 
 	/* Half a head, then nothing: header_timeout answers. */
 	http_conn_open(&c, env.daemon->port);
-	H_CHECK(http_conn_sendstr(&c, "GET /api/tags HTTP/1.1\r\nHost: x\r\n",
-	    10000) == 0);
+	H_CHECK(http_conn_sendstr(
+	            &c, "GET /api/tags HTTP/1.1\r\nHost: x\r\n", 10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, WAIT_MS, &r) == 0,
 	    "slow head: %s", r.error);
 	H_ASSERT_INT_EQ(r.status, 408);
@@ -1901,9 +1968,10 @@ START_TEST(test_rejected_requests_counted)
 
 	scrape(env.daemon, &p);
 	H_ASSERT(PSUM(&p, "ollama_pool_requests_total", "code",
-	    harness_strf("%ld", bad_status)) == 1, "the malformed request "
-	    "answered %ld is not in requests_total: %s", bad_status,
-	    prom_dump(&p));
+	             harness_strf("%ld", bad_status)) == 1,
+	    "the malformed request "
+	    "answered %ld is not in requests_total: %s",
+	    bad_status, prom_dump(&p));
 	H_ASSERT(PSUM(&p, "ollama_pool_requests_total", "code", "431") == 1,
 	    "the 431 is not in requests_total: %s", prom_dump(&p));
 	H_ASSERT(PSUM(&p, "ollama_pool_requests_total", "code", "408") == 1,
@@ -1927,9 +1995,12 @@ START_TEST(test_tokens_counted)
 	H_BEGIN();
 	harness_up(&env, "");
 	/* A streamed generate: seven tokens and the final chunk. */
-	via(env.daemon, "POST", "/api/generate", harness_strf("{\"model\":\""
-	    MODEL "\",\"prompt\":\"%s\",\"options\":{\"num_predict\":7}}",
-	    prompt), 200, &r);
+	via(env.daemon, "POST", "/api/generate",
+	    harness_strf(
+	        "{\"model\":\"" MODEL
+	        "\",\"prompt\":\"%s\",\"options\":{\"num_predict\":7}}",
+	        prompt),
+	    200, &r);
 	H_ASSERT_INT_EQ(http_count_lines(&r.body), 8);
 	j = last_line_json(&r);
 	gen_prompt = jlong(j, "prompt_eval_count");
@@ -1939,10 +2010,12 @@ START_TEST(test_tokens_counted)
 	http_resp_free(&r);
 
 	/* A streamed chat: four tokens, prompt of all message contents. */
-	via(env.daemon, "POST", "/api/chat", "{\"model\":\"" MODEL "\","
+	via(env.daemon, "POST", "/api/chat",
+	    "{\"model\":\"" MODEL "\","
 	    "\"messages\":[{\"role\":\"system\",\"content\":\"Be terse.\"},"
 	    "{\"role\":\"user\",\"content\":\"Hello there\"}],"
-	    "\"options\":{\"num_predict\":4}}", 200, &r);
+	    "\"options\":{\"num_predict\":4}}",
+	    200, &r);
 	j = last_line_json(&r);
 	chat_prompt = jlong(j, "prompt_eval_count");
 	H_ASSERT_INT_EQ(chat_prompt, strlen("Be terse.Hello there"));
@@ -1951,9 +2024,11 @@ START_TEST(test_tokens_counted)
 	http_resp_free(&r);
 
 	/* Not streamed: one JSON document with the counts. */
-	via(env.daemon, "POST", "/api/generate", "{\"model\":\"" MODEL "\","
+	via(env.daemon, "POST", "/api/generate",
+	    "{\"model\":\"" MODEL "\","
 	    "\"prompt\":\"xyz\",\"stream\":false,\"options\":"
-	    "{\"num_predict\":3}}", 200, &r);
+	    "{\"num_predict\":3}}",
+	    200, &r);
 	j = http_json(&r);
 	H_ASSERT(j != NULL, "not JSON: %.300s", r.body.data);
 	nostream_prompt = jlong(j, "prompt_eval_count");
@@ -1962,25 +2037,33 @@ START_TEST(test_tokens_counted)
 	http_resp_free(&r);
 
 	/* Another model keeps its own series. */
-	via(env.daemon, "POST", "/api/generate", "{\"model\":\"qwen2:0.5b\","
-	    "\"prompt\":\"12345\",\"options\":{\"num_predict\":2}}", 200, &r);
+	via(env.daemon, "POST", "/api/generate",
+	    "{\"model\":\"qwen2:0.5b\","
+	    "\"prompt\":\"12345\",\"options\":{\"num_predict\":2}}",
+	    200, &r);
 	j = last_line_json(&r);
 	other_prompt = jlong(j, "prompt_eval_count");
 	cJSON_Delete(j);
 	http_resp_free(&r);
 
 	/* Counts that are not a generation's are not tokens. */
-	via_free(env.daemon, "POST", "/api/embed", "{\"model\":\"embedder\","
-	    "\"input\":\"hello\"}", 200);
-	via_free(env.daemon, "POST", "/v1/chat/completions", "{\"model\":"
+	via_free(env.daemon, "POST", "/api/embed",
+	    "{\"model\":\"embedder\","
+	    "\"input\":\"hello\"}",
+	    200);
+	via_free(env.daemon, "POST", "/v1/chat/completions",
+	    "{\"model\":"
 	    "\"oai-model\",\"messages\":[{\"role\":\"user\",\"content\":"
-	    "\"c\"}]}", 200);
-	via_free(env.daemon, "POST", "/api/generate", "{\"model\":"
-	    "\"missing-model\",\"prompt\":\"p\"}", 404);
+	    "\"c\"}]}",
+	    200);
+	via_free(env.daemon, "POST", "/api/generate",
+	    "{\"model\":"
+	    "\"missing-model\",\"prompt\":\"p\"}",
+	    404);
 
 	scrape(env.daemon, &p);
-	H_ASSERT_VAL(&p, 7 + 4 + 3, "ollama_pool_tokens_total", "model",
-	    MODEL, "kind", "completion");
+	H_ASSERT_VAL(&p, 7 + 4 + 3, "ollama_pool_tokens_total", "model", MODEL,
+	    "kind", "completion");
 	H_ASSERT_VAL(&p, gen_prompt + chat_prompt + nostream_prompt,
 	    "ollama_pool_tokens_total", "model", MODEL, "kind", "prompt");
 	H_ASSERT_VAL(&p, 2, "ollama_pool_tokens_total", "model", "qwen2:0.5b",
@@ -1988,10 +2071,10 @@ START_TEST(test_tokens_counted)
 	H_ASSERT_VAL(&p, other_prompt, "ollama_pool_tokens_total", "model",
 	    "qwen2:0.5b", "kind", "prompt");
 	H_ASSERT(PSUM(&p, "ollama_pool_tokens_total", "kind", "completion") ==
-	    7 + 4 + 3 + 2, "completion tokens counted for other requests:\n%s",
-	    prom_dump(&p));
+	        7 + 4 + 3 + 2,
+	    "completion tokens counted for other requests:\n%s", prom_dump(&p));
 	H_ASSERT(PSUM(&p, "ollama_pool_tokens_total", "kind", "prompt") ==
-	    gen_prompt + chat_prompt + nostream_prompt + other_prompt,
+	        gen_prompt + chat_prompt + nostream_prompt + other_prompt,
 	    "prompt tokens counted for other requests:\n%s", prom_dump(&p));
 	prom_free(&p);
 }
@@ -2021,9 +2104,12 @@ START_TEST(test_tokens_huge_final_line)
 	for (i = 0; i < NAME_LEN; i++)
 		name[i] = (char)('a' + i % 26);
 	name[NAME_LEN] = '\0';
-	via(env.daemon, "POST", "/api/generate", harness_strf("{\"model\":"
-	    "\"%s\",\"prompt\":\"0123456789\",\"options\":"
-	    "{\"num_predict\":3}}", name), 200, &r);
+	via(env.daemon, "POST", "/api/generate",
+	    harness_strf("{\"model\":"
+	                 "\"%s\",\"prompt\":\"0123456789\",\"options\":"
+	                 "{\"num_predict\":3}}",
+	        name),
+	    200, &r);
 	/* The final line really is huge. */
 	nl = r.body.data + r.body.len - 1;
 	while (nl > r.body.data && nl[-1] != '\n')
@@ -2040,7 +2126,8 @@ START_TEST(test_tokens_huge_final_line)
 	scrape(env.daemon, &p);
 	comp = PSUM(&p, "ollama_pool_tokens_total", "kind", "completion");
 	prom_tokens = PSUM(&p, "ollama_pool_tokens_total", "kind", "prompt");
-	H_ASSERT(comp == 3 && prom_tokens == 10, "tokens after a huge final "
+	H_ASSERT(comp == 3 && prom_tokens == 10,
+	    "tokens after a huge final "
 	    "line: completion %g (want 3), prompt %g (want 10):\n%.2000s",
 	    comp, prom_tokens, prom_dump(&p));
 	prom_free(&p);
@@ -2057,10 +2144,10 @@ END_TEST
 START_TEST(test_tokens_long_model_name)
 {
 	static const char *const models[] = {
-		"hf.co/mradermacher/Llama-3.3-70B-Instruct-abliterated-i1-GGUF"
-		    ":IQ4_XS",
-		"hf.co/mradermacher/Llama-3.3-70B-Instruct-abliterated-i1-GGUF"
-		    ":IQ4_NL",
+	    "hf.co/mradermacher/Llama-3.3-70B-Instruct-abliterated-i1-GGUF"
+	    ":IQ4_XS",
+	    "hf.co/mradermacher/Llama-3.3-70B-Instruct-abliterated-i1-GGUF"
+	    ":IQ4_NL",
 	};
 	struct harness_env env;
 	struct prom p;
@@ -2071,13 +2158,14 @@ START_TEST(test_tokens_long_model_name)
 	for (i = 0; i < 2; i++)
 		via_free(env.daemon, "POST", "/api/generate",
 		    harness_strf("{\"model\":\"%s\",\"prompt\":\"abc\","
-		    "\"options\":{\"num_predict\":%zu}}", models[i], 2 + i),
+		                 "\"options\":{\"num_predict\":%zu}}",
+		        models[i], 2 + i),
 		    200);
 	scrape(env.daemon, &p);
 	for (i = 0; i < 2; i++) {
-		const struct prom_sample *s = PFIND(&p,
-		    "ollama_pool_tokens_total", "model", models[i], "kind",
-		    "completion");
+		const struct prom_sample *s =
+		    PFIND(&p, "ollama_pool_tokens_total", "model", models[i],
+		        "kind", "completion");
 
 		H_ASSERT(s != NULL && s->value == (double)(2 + i),
 		    "no tokens_total{model=\"%s\",kind=\"completion\"} %zu "
@@ -2118,10 +2206,10 @@ START_TEST(test_queue_depth_and_wait)
 	H_ASSERT_VAL(&p, 1, "ollama_pool_upstream_requests_total");
 	prom_free(&p);
 
-	H_ASSERT(http_conn_read_response(&a, 0, WAIT_MS, &ra) == 0,
-	    "A: %s", ra.error);
-	H_ASSERT(http_conn_read_response(&b, 0, WAIT_MS, &rb) == 0,
-	    "B: %s", rb.error);
+	H_ASSERT(http_conn_read_response(&a, 0, WAIT_MS, &ra) == 0, "A: %s",
+	    ra.error);
+	H_ASSERT(http_conn_read_response(&b, 0, WAIT_MS, &rb) == 0, "B: %s",
+	    rb.error);
 	H_ASSERT(ra.status == 200 && rb.status == 200, "A %ld, B %ld",
 	    ra.status, rb.status);
 	H_ASSERT_INT_EQ(http_count_lines(&ra.body), 11);
@@ -2136,13 +2224,18 @@ START_TEST(test_queue_depth_and_wait)
 	lower = ra.t_end - t_obs - 0.1;
 	/* And at most from its sending to its answer, plus A's own wait. */
 	upper = (rb.t_end - t_b_sent) + (t_a_seen - t_a_sent) + 0.1;
-	H_ASSERT(sum >= lower && sum <= upper, "queue_wait_seconds_sum %.3f "
-	    "s, want between %.3f and %.3f", sum, lower, upper);
-	H_ASSERT(lower > 0.5, "A ended too soon (%.3f s) for the test to "
-	    "mean anything", lower);
+	H_ASSERT(sum >= lower && sum <= upper,
+	    "queue_wait_seconds_sum %.3f "
+	    "s, want between %.3f and %.3f",
+	    sum, lower, upper);
+	H_ASSERT(lower > 0.5,
+	    "A ended too soon (%.3f s) for the test to "
+	    "mean anything",
+	    lower);
 	/* The long wait is in a bucket above half a second. */
-	H_ASSERT(PVAL(&p, "ollama_pool_queue_wait_seconds_bucket", "le",
-	    "0.5") == 1, "one wait (A's) under 0.5 s:\n%s", prom_dump(&p));
+	H_ASSERT(
+	    PVAL(&p, "ollama_pool_queue_wait_seconds_bucket", "le", "0.5") == 1,
+	    "one wait (A's) under 0.5 s:\n%s", prom_dump(&p));
 	prom_free(&p);
 	http_resp_free(&ra);
 	http_resp_free(&rb);
@@ -2157,13 +2250,14 @@ START_TEST(test_bytes_exact)
 {
 	enum { BLOB_LEN = 100003 };
 	static const char *const blob_hdrs[] = {
-		"Content-Type: application/octet-stream", NULL
-	};
+	    "Content-Type: application/octet-stream", NULL};
 	static const char show[] = "{\"model\":\"" MODEL "\"}";
-	static const char gen[] = "{\"model\":\"" MODEL "\",\"prompt\":"
+	static const char gen[] =
+	    "{\"model\":\"" MODEL "\",\"prompt\":"
 	    "\"count my bytes\",\"stream\":false,\"options\":"
 	    "{\"num_predict\":9}}";
-	static const char chat[] = "{\"model\":\"" MODEL "\",\"messages\":"
+	static const char chat[] =
+	    "{\"model\":\"" MODEL "\",\"messages\":"
 	    "[{\"role\":\"user\",\"content\":\"and mine, streamed\"}],"
 	    "\"options\":{\"num_predict\":6}}";
 	struct harness_membody mb;
@@ -2178,7 +2272,8 @@ START_TEST(test_bytes_exact)
 	H_BEGIN();
 	harness_up(&env, "[retry]\nbackoff_factor = 0.01\n");
 	/* A body sent once, answered after a retry: counted once. */
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":1,\"path\":\"/api/show\"}");
 	via(env.daemon, "POST", "/api/show", show, 200, &r);
 	in += strlen(show);
@@ -2201,8 +2296,8 @@ START_TEST(test_bytes_exact)
 	via(env.daemon, NULL, "/no/such/thing", NULL, 404, &r);
 	out += r.body.len;
 	http_resp_free(&r);
-	json_hdr_req(&req, "HEAD", harness_daemon_url(env.daemon,
-	    "/api/tags"), NULL);
+	json_hdr_req(
+	    &req, "HEAD", harness_daemon_url(env.daemon, "/api/tags"), NULL);
 	http_request(&req, &r);
 	H_ASSERT(r.ok && r.status == 200 && r.body.len == 0, "HEAD");
 	http_resp_free(&r);
@@ -2218,8 +2313,8 @@ START_TEST(test_bytes_exact)
 	mb.piece = 4099;
 	memset(&req, 0, sizeof req);
 	req.method = "POST";
-	req.url = harness_daemon_url(env.daemon, harness_strf(
-	    "/api/blobs/sha256:%s", hex));
+	req.url = harness_daemon_url(
+	    env.daemon, harness_strf("/api/blobs/sha256:%s", hex));
 	req.headers = blob_hdrs;
 	req.read_fn = harness_membody_read;
 	req.read_arg = &mb;
@@ -2257,8 +2352,10 @@ is_admin_series(const char *method, const char *route, long code)
 static void
 assert_close(double a, double b, const char *what)
 {
-	H_ASSERT(fabs(a - b) <= 1e-6 * fmax(1.0, fabs(b)), "%s: stats %.17g, "
-	    "metrics %.17g", what, a, b);
+	H_ASSERT(fabs(a - b) <= 1e-6 * fmax(1.0, fabs(b)),
+	    "%s: stats %.17g, "
+	    "metrics %.17g",
+	    what, a, b);
 }
 
 /* Histogram h of the stats against the exposition's family, label. */
@@ -2272,9 +2369,9 @@ compare_histogram(const struct prom *p, const cJSON *h, const char *family,
 	int nb = 0;
 
 	buckets = jobj(h, "buckets");
-	cJSON_ArrayForEach(b, buckets) {
-		H_ASSERT(cJSON_IsNumber(b), "%s bucket %s", family,
-		    b->string);
+	cJSON_ArrayForEach(b, buckets)
+	{
+		H_ASSERT(cJSON_IsNumber(b), "%s bucket %s", family, b->string);
 		name = harness_strf("%s_bucket", family);
 		if (route != NULL)
 			v = PVAL(p, name, "route", route, "le", b->string);
@@ -2285,19 +2382,23 @@ compare_histogram(const struct prom *p, const cJSON *h, const char *family,
 		if (strcmp(b->string, "+Inf") == 0 || count_extra == 0)
 			assert_close(b->valuedouble, v + count_extra,
 			    harness_strf("%s{%s} le=%s", family,
-			    route ? route : "", b->string));
+			        route ? route : "", b->string));
 		else
 			H_ASSERT(b->valuedouble >= v &&
-			    b->valuedouble <= v + count_extra, "%s{%s} le=%s: "
-			    "stats %g, metrics %g", family, route ? route : "",
-			    b->string, b->valuedouble, v);
+			        b->valuedouble <= v + count_extra,
+			    "%s{%s} le=%s: "
+			    "stats %g, metrics %g",
+			    family, route ? route : "", b->string,
+			    b->valuedouble, v);
 		nb++;
 	}
 	/* As many buckets as the exposition has for this label set. */
 	name = harness_strf("%s_bucket", family);
-	H_ASSERT(nb > 1 && (double)nb == (route != NULL ?
-	    prom_count(p, name, "route", route, (const char *)NULL) :
-	    prom_count(p, name, (const char *)NULL)),
+	H_ASSERT(nb > 1 &&
+	        (double)nb ==
+	            (route != NULL ? prom_count(p, name, "route", route,
+	                                 (const char *)NULL)
+	                           : prom_count(p, name, (const char *)NULL)),
 	    "%s: %d buckets in the stats, not as in the exposition", family,
 	    nb);
 	name = harness_strf("%s_count", family);
@@ -2325,126 +2426,139 @@ compare_stats(const struct prom *p, const cJSON *s)
 	size_t i;
 
 	version = cJSON_GetStringValue(cJSON_GetObjectItem(s, "version"));
-	H_ASSERT(version != NULL && PFIND(p, "ollama_pool_build_info",
-	    "version", version) != NULL, "stats version %s is not the "
-	    "build_info label", version ? version : "(none)");
-	assert_close(jnum(s, "start_time"), PVAL(p,
-	    "process_start_time_seconds"), "start_time");
+	H_ASSERT(version != NULL &&
+	        PFIND(p, "ollama_pool_build_info", "version", version) != NULL,
+	    "stats version %s is not the "
+	    "build_info label",
+	    version ? version : "(none)");
+	assert_close(jnum(s, "start_time"),
+	    PVAL(p, "process_start_time_seconds"), "start_time");
 
 	/* requests: the same series, the same counts. */
 	a = jobj(s, "requests");
 	H_ASSERT(cJSON_IsArray(a), "requests is not an array");
-	cJSON_ArrayForEach(e, a) {
+	cJSON_ArrayForEach(e, a)
+	{
 		method = cJSON_GetStringValue(cJSON_GetObjectItem(e, "method"));
 		route = cJSON_GetStringValue(cJSON_GetObjectItem(e, "route"));
 		code = jlong(e, "code");
 		H_ASSERT(method != NULL && route != NULL, "request entry");
 		if (PFIND(p, "ollama_pool_requests_total", "method", method,
-		    "route", route, "code", harness_strf("%ld", code)) == NULL)
+		        "route", route, "code",
+		        harness_strf("%ld", code)) == NULL)
 			want = 0;
 		else
-			want = REQS(p, method, route, harness_strf("%ld",
-			    code));
+			want =
+			    REQS(p, method, route, harness_strf("%ld", code));
 		if (is_admin_series(method, route, code))
 			want += 1;
-		assert_close(jnum(e, "count"), want, harness_strf(
-		    "requests %s %s %ld", method, route, code));
+		assert_close(jnum(e, "count"), want,
+		    harness_strf("requests %s %s %ld", method, route, code));
 		n++;
 	}
 	/* And none of the exposition's is missing from the stats. */
 	for (i = 0; i < p->ns; i++)
 		if (strcmp(p->s[i].name, "ollama_pool_requests_total") == 0)
 			n--;
-	H_ASSERT(n == 0 || (n == 1 && PFIND(p, "ollama_pool_requests_total",
-	    "method", "GET", "route", ADMIN_ROUTE, "code", "200") == NULL),
+	H_ASSERT(n == 0 ||
+	        (n == 1 &&
+	            PFIND(p, "ollama_pool_requests_total", "method", "GET",
+	                "route", ADMIN_ROUTE, "code", "200") == NULL),
 	    "the stats and the exposition list different request series");
 
 	o = jobj(s, "upstream");
-	assert_close(jnum(o, "connections_opened"), PVAL(p,
-	    "ollama_pool_upstream_connections_opened_total"),
+	assert_close(jnum(o, "connections_opened"),
+	    PVAL(p, "ollama_pool_upstream_connections_opened_total"),
 	    "connections_opened");
-	assert_close(jnum(o, "connections_open"), PVAL(p,
-	    "ollama_pool_upstream_connections_open"), "connections_open");
-	assert_close(jnum(o, "requests"), PVAL(p,
-	    "ollama_pool_upstream_requests_total"), "upstream requests");
+	assert_close(jnum(o, "connections_open"),
+	    PVAL(p, "ollama_pool_upstream_connections_open"),
+	    "connections_open");
+	assert_close(jnum(o, "requests"),
+	    PVAL(p, "ollama_pool_upstream_requests_total"),
+	    "upstream requests");
 	o = jobj(s, "retries");
-	assert_close(jnum(o, "status"), PVAL(p, "ollama_pool_retries_total",
-	    "reason", "status"), "retries status");
-	assert_close(jnum(o, "connect_failed"), PVAL(p,
-	    "ollama_pool_retries_total", "reason", "connect_failed"),
+	assert_close(jnum(o, "status"),
+	    PVAL(p, "ollama_pool_retries_total", "reason", "status"),
+	    "retries status");
+	assert_close(jnum(o, "connect_failed"),
+	    PVAL(p, "ollama_pool_retries_total", "reason", "connect_failed"),
 	    "retries connect_failed");
-	assert_close(jnum(o, "connection_reset"), PVAL(p,
-	    "ollama_pool_retries_total", "reason", "connection_reset"),
+	assert_close(jnum(o, "connection_reset"),
+	    PVAL(p, "ollama_pool_retries_total", "reason", "connection_reset"),
 	    "retries connection_reset");
 	o = jobj(s, "cancelled");
-	assert_close(jnum(o, "queued"), PVAL(p, "ollama_pool_cancelled_total",
-	    "phase", "queued"), "cancelled queued");
-	assert_close(jnum(o, "waiting_headers"), PVAL(p,
-	    "ollama_pool_cancelled_total", "phase", "waiting_headers"),
+	assert_close(jnum(o, "queued"),
+	    PVAL(p, "ollama_pool_cancelled_total", "phase", "queued"),
+	    "cancelled queued");
+	assert_close(jnum(o, "waiting_headers"),
+	    PVAL(p, "ollama_pool_cancelled_total", "phase", "waiting_headers"),
 	    "cancelled waiting_headers");
-	assert_close(jnum(o, "backoff"), PVAL(p,
-	    "ollama_pool_cancelled_total", "phase", "backoff"),
+	assert_close(jnum(o, "backoff"),
+	    PVAL(p, "ollama_pool_cancelled_total", "phase", "backoff"),
 	    "cancelled backoff");
-	assert_close(jnum(o, "streaming"), PVAL(p,
-	    "ollama_pool_cancelled_total", "phase", "streaming"),
+	assert_close(jnum(o, "streaming"),
+	    PVAL(p, "ollama_pool_cancelled_total", "phase", "streaming"),
 	    "cancelled streaming");
-	assert_close(jnum(s, "queue_depth"), PVAL(p,
-	    "ollama_pool_queue_depth"), "queue_depth");
+	assert_close(jnum(s, "queue_depth"), PVAL(p, "ollama_pool_queue_depth"),
+	    "queue_depth");
 	assert_close(jnum(s, "in_flight"), PVAL(p, "ollama_pool_in_flight"),
 	    "in_flight");
 	compare_histogram(p, jobj(s, "queue_wait_seconds"),
 	    "ollama_pool_queue_wait_seconds", NULL, 0);
 	o = jobj(s, "client_connections");
-	assert_close(jnum(o, "total"), PVAL(p,
-	    "ollama_pool_client_connections_total") + 1,
+	assert_close(jnum(o, "total"),
+	    PVAL(p, "ollama_pool_client_connections_total") + 1,
 	    "client connections total");
 
 	/* Per-route histograms: the same routes, the same figures. */
 	h = jobj(s, "first_byte_seconds");
-	cJSON_ArrayForEach(e, h)
-		compare_histogram(p, e, "ollama_pool_first_byte_seconds",
-		    e->string, 0);
+	cJSON_ArrayForEach(e, h) compare_histogram(
+	    p, e, "ollama_pool_first_byte_seconds", e->string, 0);
 	for (i = 0; i < p->ns; i++)
 		if (strcmp(p->s[i].name,
-		    "ollama_pool_first_byte_seconds_count") == 0)
+		        "ollama_pool_first_byte_seconds_count") == 0)
 			H_ASSERT(cJSON_GetObjectItemCaseSensitive(h,
-			    prom_label_get(&p->s[i], "route")) != NULL,
+			             prom_label_get(&p->s[i], "route")) != NULL,
 			    "first_byte_seconds for %s missing from stats",
 			    prom_label_get(&p->s[i], "route"));
 	h = jobj(s, "request_seconds");
 	cJSON_ArrayForEach(e, h)
-		compare_histogram(p, e, "ollama_pool_request_seconds",
-		    e->string, strcmp(e->string, ADMIN_ROUTE) == 0 ? 1 : 0);
+	    compare_histogram(p, e, "ollama_pool_request_seconds", e->string,
+	        strcmp(e->string, ADMIN_ROUTE) == 0 ? 1 : 0);
 	for (i = 0; i < p->ns; i++)
-		if (strcmp(p->s[i].name,
-		    "ollama_pool_request_seconds_count") == 0)
+		if (strcmp(p->s[i].name, "ollama_pool_request_seconds_count") ==
+		    0)
 			H_ASSERT(cJSON_GetObjectItemCaseSensitive(h,
-			    prom_label_get(&p->s[i], "route")) != NULL,
+			             prom_label_get(&p->s[i], "route")) != NULL,
 			    "request_seconds for %s missing from stats",
 			    prom_label_get(&p->s[i], "route"));
 
 	o = jobj(s, "bytes");
-	assert_close(jnum(o, "in"), PVAL(p, "ollama_pool_bytes_total",
-	    "direction", "in"), "bytes in");
-	assert_close(jnum(o, "out"), PVAL(p, "ollama_pool_bytes_total",
-	    "direction", "out"), "bytes out");
+	assert_close(jnum(o, "in"),
+	    PVAL(p, "ollama_pool_bytes_total", "direction", "in"), "bytes in");
+	assert_close(jnum(o, "out"),
+	    PVAL(p, "ollama_pool_bytes_total", "direction", "out"),
+	    "bytes out");
 
 	o = jobj(s, "tokens");
 	n = 0;
-	cJSON_ArrayForEach(e, o) {
-		assert_close(jnum(e, "prompt"), PVAL(p,
-		    "ollama_pool_tokens_total", "model", e->string, "kind",
-		    "prompt"), harness_strf("tokens %s prompt", e->string));
-		assert_close(jnum(e, "completion"), PVAL(p,
-		    "ollama_pool_tokens_total", "model", e->string, "kind",
-		    "completion"), harness_strf("tokens %s completion",
-		    e->string));
+	cJSON_ArrayForEach(e, o)
+	{
+		assert_close(jnum(e, "prompt"),
+		    PVAL(p, "ollama_pool_tokens_total", "model", e->string,
+		        "kind", "prompt"),
+		    harness_strf("tokens %s prompt", e->string));
+		assert_close(jnum(e, "completion"),
+		    PVAL(p, "ollama_pool_tokens_total", "model", e->string,
+		        "kind", "completion"),
+		    harness_strf("tokens %s completion", e->string));
 		n += 2;
 	}
 	for (i = 0; i < p->ns; i++)
 		if (strcmp(p->s[i].name, "ollama_pool_tokens_total") == 0)
 			n--;
-	H_ASSERT(n == 0, "the stats and the exposition list different "
+	H_ASSERT(n == 0,
+	    "the stats and the exposition list different "
 	    "token series");
 
 	o = jobj(s, "process");
@@ -2463,14 +2577,19 @@ START_TEST(test_stats_matches_metrics)
 	via_free(env.daemon, NULL, "/api/tags", NULL, 200);
 	via_free(env.daemon, NULL, "/api/tags", NULL, 200);
 	via_free(env.daemon, NULL, "/nope", NULL, 404);
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":1,\"path\":\"/api/ps\"}");
 	via_free(env.daemon, NULL, "/api/ps", NULL, 200);
-	via_free(env.daemon, "POST", "/api/generate", "{\"model\":\"" MODEL
-	    "\",\"prompt\":\"tokens\",\"options\":{\"num_predict\":5}}", 200);
-	via_free(env.daemon, "POST", "/api/chat", "{\"model\":\"other:7b\","
+	via_free(env.daemon, "POST", "/api/generate",
+	    "{\"model\":\"" MODEL
+	    "\",\"prompt\":\"tokens\",\"options\":{\"num_predict\":5}}",
+	    200);
+	via_free(env.daemon, "POST", "/api/chat",
+	    "{\"model\":\"other:7b\","
 	    "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-	    "\"stream\":false}", 200);
+	    "\"stream\":false}",
+	    200);
 	cancel_one_waiting(&env, fake_stat(env.fake, "requests"));
 
 	/* Nothing but the scrapes from here on. */
@@ -2480,18 +2599,20 @@ START_TEST(test_stats_matches_metrics)
 	compare_stats(&m1, s);
 	/* The second scrape saw the stats request counted as well. */
 	H_ASSERT(REQS(&m2, "GET", ADMIN_ROUTE, "200") ==
-	    REQS(&m1, "GET", ADMIN_ROUTE, "200") + 2, "admin requests: %g "
-	    "then %g", REQS(&m1, "GET", ADMIN_ROUTE, "200"),
+	        REQS(&m1, "GET", ADMIN_ROUTE, "200") + 2,
+	    "admin requests: %g "
+	    "then %g",
+	    REQS(&m1, "GET", ADMIN_ROUTE, "200"),
 	    REQS(&m2, "GET", ADMIN_ROUTE, "200"));
 	H_ASSERT(PVAL(&m2, "ollama_pool_client_connections_total") ==
-	    PVAL(&m1, "ollama_pool_client_connections_total") + 2,
+	        PVAL(&m1, "ollama_pool_client_connections_total") + 2,
 	    "client connections");
 	/* The traffic's own figures, once more against what was sent. */
 	H_ASSERT(jnum(jobj(s, "retries"), "status") == 1, "retries");
-	H_ASSERT(jnum(jobj(s, "cancelled"), "waiting_headers") == 1,
-	    "cancelled");
-	H_ASSERT(jnum(jobj(jobj(s, "tokens"), MODEL), "completion") == 5,
-	    "tokens");
+	H_ASSERT(
+	    jnum(jobj(s, "cancelled"), "waiting_headers") == 1, "cancelled");
+	H_ASSERT(
+	    jnum(jobj(jobj(s, "tokens"), MODEL), "completion") == 5, "tokens");
 	H_ASSERT(jnum(jobj(s, "upstream"), "requests") == 8,
 	    "upstream requests %g", jnum(jobj(s, "upstream"), "requests"));
 	cJSON_Delete(s);
@@ -2509,15 +2630,15 @@ health(const struct harness_daemon *d, long status, struct http_resp *r)
 	cJSON *j;
 
 	http_get(harness_daemon_url(d, HEALTH_PATH), r);
-	H_ASSERT(r->ok && r->status == status, "health: %ld (want %ld) %s "
-	    "%.300s", r->status, status, r->error,
-	    r->body.data ? r->body.data : "");
+	H_ASSERT(r->ok && r->status == status,
+	    "health: %ld (want %ld) %s "
+	    "%.300s",
+	    r->status, status, r->error, r->body.data ? r->body.data : "");
 	ct = http_header_get(r, "Content-Type");
 	H_ASSERT(ct != NULL && strncasecmp(ct, "application/json", 16) == 0,
 	    "health Content-Type %s", ct ? ct : "none");
 	j = http_json(r);
-	H_ASSERT(cJSON_IsObject(j), "health is not JSON: %.300s",
-	    r->body.data);
+	H_ASSERT(cJSON_IsObject(j), "health is not JSON: %.300s", r->body.data);
 	return j;
 }
 
@@ -2573,11 +2694,14 @@ START_TEST(test_health)
 	    "upstream_ok must be false with the upstream gone: %s",
 	    r.body.data);
 	reason = cJSON_GetStringValue(cJSON_GetObjectItem(j, "reason"));
-	H_ASSERT(reason != NULL && (strcasestr(reason, "connect") != NULL ||
-	    strcasestr(reason, "refused") != NULL), "the reason should name "
-	    "the failure: %s", r.body.data);
-	H_ASSERT(took < 2.0, "an unreachable upstream took %.3f s to report",
-	    took);
+	H_ASSERT(reason != NULL &&
+	        (strcasestr(reason, "connect") != NULL ||
+	            strcasestr(reason, "refused") != NULL),
+	    "the reason should name "
+	    "the failure: %s",
+	    r.body.data);
+	H_ASSERT(
+	    took < 2.0, "an unreachable upstream took %.3f s to report", took);
 	cJSON_Delete(j);
 	http_resp_free(&r);
 	scrape(env.daemon, &p);
@@ -2599,15 +2723,15 @@ START_TEST(test_health_upstream_error)
 
 	H_BEGIN();
 	harness_up(&env, "");
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":500,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":500,"
 	    "\"count\":1,\"path\":\"/api/version\"}");
 	j = health(env.daemon, 503, &r);
 	H_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "upstream_ok")),
 	    "upstream_ok: %s", r.body.data);
 	reason = cJSON_GetStringValue(cJSON_GetObjectItem(j, "reason"));
 	H_ASSERT(reason != NULL && strstr(reason, "500") != NULL,
-	    "the reason should say the upstream answered 500: %s",
-	    r.body.data);
+	    "the reason should say the upstream answered 500: %s", r.body.data);
 	cJSON_Delete(j);
 	http_resp_free(&r);
 	/* And the next probe, answered, is healthy again. */
@@ -2675,7 +2799,8 @@ START_TEST(test_process_metrics)
 	argv[2] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0, "-V: 0x%x", run.wstatus);
+	        WEXITSTATUS(run.wstatus) == 0,
+	    "-V: 0x%x", run.wstatus);
 	v = strrchr(run.out.data, ' ');
 	H_ASSERT(v != NULL, "-V printed %s", run.out.data);
 	snprintf(version, sizeof version, "%s", v + 1);
@@ -2691,18 +2816,23 @@ START_TEST(test_process_metrics)
 
 	start = PVAL(&p, "process_start_time_seconds");
 	H_ASSERT(start >= (double)before - 1 && start <= (double)now &&
-	    (double)now - start < 60, "process_start_time_seconds %.0f, the "
-	    "daemon started between %lld and %lld", start,
-	    (long long)before, (long long)now);
+	        (double)now - start < 60,
+	    "process_start_time_seconds %.0f, the "
+	    "daemon started between %lld and %lld",
+	    start, (long long)before, (long long)now);
 	rss = PVAL(&p, "process_resident_memory_bytes");
 	vmrss = harness_proc_status_kb(env.daemon->proc.pid, "VmRSS");
 	H_ASSERT(rss > 0 && vmrss > 0 && rss >= vmrss * 1024.0 / 2 &&
-	    rss <= vmrss * 1024.0 * 2, "process_resident_memory_bytes %.0f, "
-	    "/proc says %ld kB", rss, vmrss);
+	        rss <= vmrss * 1024.0 * 2,
+	    "process_resident_memory_bytes %.0f, "
+	    "/proc says %ld kB",
+	    rss, vmrss);
 	fds = PVAL(&p, "process_open_fds");
 	procfds = harness_proc_fd_count(env.daemon->proc.pid);
-	H_ASSERT(fds > 0 && fabs(fds - procfds) <= 4, "process_open_fds "
-	    "%.0f, /proc lists %d", fds, procfds);
+	H_ASSERT(fds > 0 && fabs(fds - procfds) <= 4,
+	    "process_open_fds "
+	    "%.0f, /proc lists %d",
+	    fds, procfds);
 
 	/* Exactly one build_info, with the version -V prints. */
 	n = 0;
@@ -2714,14 +2844,13 @@ START_TEST(test_process_metrics)
 		}
 	H_ASSERT(n == 1, "%zu build_info samples", n);
 	H_ASSERT_STR_EQ(prom_label_get(bi, "version"), version);
-	H_ASSERT(bi->value == 1 && bi->nlabels == 1, "build_info %g",
-	    bi->value);
+	H_ASSERT(
+	    bi->value == 1 && bi->nlabels == 1, "build_info %g", bi->value);
 	prom_free(&p);
 }
 END_TEST
 
 /* ---- the suite -------------------------------------------------------- */
-
 
 static Suite *
 metrics_suite(void)

@@ -34,23 +34,21 @@
 #include "harness.h"
 
 #define MODEL "llama3.2"
-#define KNOWN_BLOB \
-	"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-#define UNKNOWN_BLOB \
-	"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define KNOWN_BLOB                                                             \
+	"sha256:"                                                              \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define UNKNOWN_BLOB                                                           \
+	"sha256:"                                                              \
+	"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define PROXY_ERROR_PREFIX "{\"error\":\"ollama-pool: "
 #define BLOB_BODY_LEN (300 * 1024 + 17)
 
 /* ---- helpers local to these tests -------------------------------------- */
 
-
-
-
-
 /* Checks the shape of an error the proxy made itself. */
 static void
-test_assert_proxy_error(const struct http_resp *r, long status,
-    const char *what)
+test_assert_proxy_error(
+    const struct http_resp *r, long status, const char *what)
 {
 	const char *ct, *msg;
 	cJSON *j;
@@ -63,9 +61,9 @@ test_assert_proxy_error(const struct http_resp *r, long status,
 	    "%s: Content-Type %s, want application/json", what,
 	    ct ? ct : "none");
 	H_ASSERT(strncmp(r->body.data, PROXY_ERROR_PREFIX,
-	    strlen(PROXY_ERROR_PREFIX)) == 0,
-	    "%s: body does not start with %s: %.300s", what,
-	    PROXY_ERROR_PREFIX, r->body.data);
+	             strlen(PROXY_ERROR_PREFIX)) == 0,
+	    "%s: body does not start with %s: %.300s", what, PROXY_ERROR_PREFIX,
+	    r->body.data);
 	j = harness_json(r, what);
 	msg = harness_jstr(j, "error");
 	H_ASSERT(msg != NULL && strlen(msg) > strlen("ollama-pool: "),
@@ -88,15 +86,16 @@ test_echo_headers(const cJSON *echo, struct test_hdrs *h)
 	memset(h, 0, sizeof *h);
 	a = cJSON_GetObjectItemCaseSensitive(echo, "headers");
 	H_ASSERT(cJSON_IsArray(a), "echo has no headers array");
-	cJSON_ArrayForEach(e, a) {
+	cJSON_ArrayForEach(e, a)
+	{
 		n = cJSON_GetArrayItem(e, 0);
 		v = cJSON_GetArrayItem(e, 1);
 		H_ASSERT(cJSON_IsString(n) && cJSON_IsString(v) && h->n < 64,
 		    "odd echo header entry");
-		snprintf(h->name[h->n], sizeof h->name[0], "%s",
-		    n->valuestring);
-		snprintf(h->value[h->n], sizeof h->value[0], "%s",
-		    v->valuestring);
+		snprintf(
+		    h->name[h->n], sizeof h->name[0], "%s", n->valuestring);
+		snprintf(
+		    h->value[h->n], sizeof h->value[0], "%s", v->valuestring);
 		h->n++;
 	}
 }
@@ -128,7 +127,7 @@ test_hdrs_get(const struct test_hdrs *h, const char *name)
 static char *
 test_hdrs_format(const struct test_hdrs *h)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	char *s;
 	size_t i;
 
@@ -142,8 +141,8 @@ test_hdrs_format(const struct test_hdrs *h)
 
 /* Sends raw bytes on a new connection and reads one response. */
 static void
-test_raw_exchange(int port, const char *request, size_t len, int head,
-    struct http_resp *r)
+test_raw_exchange(
+    int port, const char *request, size_t len, int head, struct http_resp *r)
 {
 	struct http_conn c;
 
@@ -159,7 +158,8 @@ static char *
 test_raw_post(const char *target, const char *version, const char *extra,
     const char *body)
 {
-	return harness_strf("POST %s HTTP/%s\r\nHost: client.invalid\r\n"
+	return harness_strf(
+	    "POST %s HTTP/%s\r\nHost: client.invalid\r\n"
 	    "Content-Type: application/json\r\n%sContent-Length: %zu\r\n\r\n%s",
 	    target, version, extra, strlen(body), body);
 }
@@ -171,92 +171,93 @@ enum { FR_ANY, FR_LENGTH, FR_CHUNKED };
 struct bfb_case {
 	const char *name;
 	const char *method;
-	const char *path;	/* blob: the digest is appended */
-	const char *body;	/* JSON sent with Content-Length */
-	int blob;		/* 1: chunked body, matching digest; 2: wrong */
+	const char *path; /* blob: the digest is appended */
+	const char *body; /* JSON sent with Content-Length */
+	int blob; /* 1: chunked body, matching digest; 2: wrong */
 	long status;
-	const char *ctype;	/* prefix of the Content-Type, or NULL */
+	const char *ctype; /* prefix of the Content-Type, or NULL */
 	int framing;
-	long lines;		/* exact number of body lines, or -1 */
-	const char *contains;	/* in the body */
-	int empty;		/* body must be empty */
+	long lines; /* exact number of body lines, or -1 */
+	const char *contains; /* in the body */
+	int empty; /* body must be empty */
 };
 
 #define GEN_BODY "{\"model\":\"" MODEL "\",\"prompt\":\"Why is the sky blue?\""
-#define CHAT_BODY "{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\"," \
+#define CHAT_BODY                                                              \
+	"{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\","           \
 	"\"content\":\"Hello there\"}]"
 
 static const struct bfb_case bfb_cases[] = {
-	{ "root_get", "GET", "/", NULL, 0, 200, "text/plain", FR_LENGTH, -1,
-	    "Ollama is running", 0 },
-	{ "root_head", "HEAD", "/", NULL, 0, 200, "text/plain", FR_LENGTH, -1,
-	    NULL, 1 },
-	{ "version_get", "GET", "/api/version", NULL, 0, 200,
-	    "application/json", FR_LENGTH, -1, "\"version\"", 0 },
-	{ "version_head", "HEAD", "/api/version", NULL, 0, 200,
-	    "application/json", FR_LENGTH, -1, NULL, 1 },
-	{ "tags_get", "GET", "/api/tags", NULL, 0, 200, "application/json",
-	    FR_LENGTH, -1, "\"models\"", 0 },
-	{ "tags_head", "HEAD", "/api/tags", NULL, 0, 200, "application/json",
-	    FR_LENGTH, -1, NULL, 1 },
-	{ "ps_get", "GET", "/api/ps", NULL, 0, 200, "application/json",
-	    FR_LENGTH, -1, "\"expires_at\"", 0 },
-	{ "show", "POST", "/api/show", "{\"model\":\"" MODEL "\"}", 0, 200,
-	    "application/json", FR_LENGTH, -1, NULL, 0 },
-	{ "show_missing_model", "POST", "/api/show",
-	    "{\"model\":\"missing-model\"}", 0, 404, "application/json",
-	    FR_LENGTH, -1, "model 'missing-model' not found", 0 },
-	{ "show_no_model", "POST", "/api/show", "{}", 0, 400,
-	    "application/json", FR_LENGTH, -1, "model is required", 0 },
-	{ "generate_stream", "POST", "/api/generate", GEN_BODY "}", 0, 200,
-	    "application/x-ndjson", FR_CHUNKED, 6, "\"done\":true", 0 },
-	{ "generate_nostream", "POST", "/api/generate",
-	    GEN_BODY ",\"stream\":false}", 0, 200, "application/json",
-	    FR_LENGTH, -1, "\"done\":true", 0 },
-	{ "chat_stream", "POST", "/api/chat", CHAT_BODY "}", 0, 200,
-	    "application/x-ndjson", FR_CHUNKED, 6, "\"done\":true", 0 },
-	{ "chat_nostream", "POST", "/api/chat", CHAT_BODY ",\"stream\":false}",
-	    0, 200, "application/json", FR_LENGTH, -1, "\"done\":true", 0 },
-	{ "embed", "POST", "/api/embed",
-	    "{\"model\":\"all-minilm\",\"input\":\"hello\"}", 0, 200,
-	    "application/json", FR_LENGTH, -1, "\"embeddings\"", 0 },
-	{ "embeddings", "POST", "/api/embeddings",
-	    "{\"model\":\"all-minilm\",\"prompt\":\"hello\"}", 0, 200,
-	    "application/json", FR_LENGTH, -1, "\"embedding\"", 0 },
-	/* 2,000 progress lines plus manifest, verify, write, success. */
-	{ "pull_long", "POST", "/api/pull",
-	    "{\"model\":\"" MODEL "\",\"fake_lines\":2000}", 0, 200,
-	    "application/x-ndjson", FR_CHUNKED, 2004, "\"success\"", 0 },
-	{ "copy", "POST", "/api/copy",
-	    "{\"source\":\"" MODEL "\",\"destination\":\"" MODEL "-copy\"}", 0,
-	    200, NULL, FR_LENGTH, -1, NULL, 1 },
-	{ "delete", "DELETE", "/api/delete", "{\"model\":\"" MODEL "-copy\"}",
-	    0, 200, NULL, FR_LENGTH, -1, NULL, 1 },
-	{ "blob_head_known", "HEAD", "/api/blobs/" KNOWN_BLOB, NULL, 0, 200,
-	    NULL, FR_ANY, -1, NULL, 1 },
-	{ "blob_head_unknown", "HEAD", "/api/blobs/" UNKNOWN_BLOB, NULL, 0,
-	    404, NULL, FR_ANY, -1, NULL, 1 },
-	{ "blob_post_chunked_match", "POST", "/api/blobs/sha256:", NULL, 1,
-	    201, NULL, FR_ANY, -1, NULL, 1 },
-	{ "blob_post_chunked_mismatch", "POST", "/api/blobs/sha256:", NULL,
-	    2, 400, "application/json", FR_LENGTH, -1, "digest mismatch", 0 },
-	{ "oai_chat_stream", "POST", "/v1/chat/completions",
-	    CHAT_BODY ",\"stream\":true}", 0, 200, "text/event-stream",
-	    FR_CHUNKED, -1, "data: [DONE]\n\n", 0 },
-	{ "oai_chat", "POST", "/v1/chat/completions", CHAT_BODY "}", 0, 200,
-	    "application/json", FR_LENGTH, -1, "\"chat.completion\"", 0 },
-	{ "oai_completions", "POST", "/v1/completions",
-	    "{\"model\":\"" MODEL "\",\"prompt\":\"Say hi\"}", 0, 200,
-	    "application/json", FR_LENGTH, -1, "\"choices\"", 0 },
-	{ "oai_embeddings", "POST", "/v1/embeddings",
-	    "{\"model\":\"all-minilm\",\"input\":\"hello\"}", 0, 200,
-	    "application/json", FR_LENGTH, -1, "\"embedding\"", 0 },
-	{ "oai_models", "GET", "/v1/models", NULL, 0, 200, "application/json",
-	    FR_LENGTH, -1, "\"list\"", 0 },
-	{ "unknown_path", "GET", "/api/no-such-endpoint", NULL, 0, 404,
-	    "text/plain", FR_LENGTH, -1, "404 page not found", 0 },
-	{ "wrong_method", "GET", "/api/generate", NULL, 0, 405, "text/plain",
-	    FR_LENGTH, -1, "405 method not allowed", 0 },
+    {"root_get", "GET", "/", NULL, 0, 200, "text/plain", FR_LENGTH, -1,
+        "Ollama is running", 0},
+    {"root_head", "HEAD", "/", NULL, 0, 200, "text/plain", FR_LENGTH, -1, NULL,
+        1},
+    {"version_get", "GET", "/api/version", NULL, 0, 200, "application/json",
+        FR_LENGTH, -1, "\"version\"", 0},
+    {"version_head", "HEAD", "/api/version", NULL, 0, 200, "application/json",
+        FR_LENGTH, -1, NULL, 1},
+    {"tags_get", "GET", "/api/tags", NULL, 0, 200, "application/json",
+        FR_LENGTH, -1, "\"models\"", 0},
+    {"tags_head", "HEAD", "/api/tags", NULL, 0, 200, "application/json",
+        FR_LENGTH, -1, NULL, 1},
+    {"ps_get", "GET", "/api/ps", NULL, 0, 200, "application/json", FR_LENGTH,
+        -1, "\"expires_at\"", 0},
+    {"show", "POST", "/api/show", "{\"model\":\"" MODEL "\"}", 0, 200,
+        "application/json", FR_LENGTH, -1, NULL, 0},
+    {"show_missing_model", "POST", "/api/show", "{\"model\":\"missing-model\"}",
+        0, 404, "application/json", FR_LENGTH, -1,
+        "model 'missing-model' not found", 0},
+    {"show_no_model", "POST", "/api/show", "{}", 0, 400, "application/json",
+        FR_LENGTH, -1, "model is required", 0},
+    {"generate_stream", "POST", "/api/generate", GEN_BODY "}", 0, 200,
+        "application/x-ndjson", FR_CHUNKED, 6, "\"done\":true", 0},
+    {"generate_nostream", "POST", "/api/generate",
+        GEN_BODY ",\"stream\":false}", 0, 200, "application/json", FR_LENGTH,
+        -1, "\"done\":true", 0},
+    {"chat_stream", "POST", "/api/chat", CHAT_BODY "}", 0, 200,
+        "application/x-ndjson", FR_CHUNKED, 6, "\"done\":true", 0},
+    {"chat_nostream", "POST", "/api/chat", CHAT_BODY ",\"stream\":false}", 0,
+        200, "application/json", FR_LENGTH, -1, "\"done\":true", 0},
+    {"embed", "POST", "/api/embed",
+        "{\"model\":\"all-minilm\",\"input\":\"hello\"}", 0, 200,
+        "application/json", FR_LENGTH, -1, "\"embeddings\"", 0},
+    {"embeddings", "POST", "/api/embeddings",
+        "{\"model\":\"all-minilm\",\"prompt\":\"hello\"}", 0, 200,
+        "application/json", FR_LENGTH, -1, "\"embedding\"", 0},
+    /* 2,000 progress lines plus manifest, verify, write, success. */
+    {"pull_long", "POST", "/api/pull",
+        "{\"model\":\"" MODEL "\",\"fake_lines\":2000}", 0, 200,
+        "application/x-ndjson", FR_CHUNKED, 2004, "\"success\"", 0},
+    {"copy", "POST", "/api/copy",
+        "{\"source\":\"" MODEL "\",\"destination\":\"" MODEL "-copy\"}", 0, 200,
+        NULL, FR_LENGTH, -1, NULL, 1},
+    {"delete", "DELETE", "/api/delete", "{\"model\":\"" MODEL "-copy\"}", 0,
+        200, NULL, FR_LENGTH, -1, NULL, 1},
+    {"blob_head_known", "HEAD", "/api/blobs/" KNOWN_BLOB, NULL, 0, 200, NULL,
+        FR_ANY, -1, NULL, 1},
+    {"blob_head_unknown", "HEAD", "/api/blobs/" UNKNOWN_BLOB, NULL, 0, 404,
+        NULL, FR_ANY, -1, NULL, 1},
+    {"blob_post_chunked_match", "POST", "/api/blobs/sha256:", NULL, 1, 201,
+        NULL, FR_ANY, -1, NULL, 1},
+    {"blob_post_chunked_mismatch", "POST", "/api/blobs/sha256:", NULL, 2, 400,
+        "application/json", FR_LENGTH, -1, "digest mismatch", 0},
+    {"oai_chat_stream", "POST", "/v1/chat/completions",
+        CHAT_BODY ",\"stream\":true}", 0, 200, "text/event-stream", FR_CHUNKED,
+        -1, "data: [DONE]\n\n", 0},
+    {"oai_chat", "POST", "/v1/chat/completions", CHAT_BODY "}", 0, 200,
+        "application/json", FR_LENGTH, -1, "\"chat.completion\"", 0},
+    {"oai_completions", "POST", "/v1/completions",
+        "{\"model\":\"" MODEL "\",\"prompt\":\"Say hi\"}", 0, 200,
+        "application/json", FR_LENGTH, -1, "\"choices\"", 0},
+    {"oai_embeddings", "POST", "/v1/embeddings",
+        "{\"model\":\"all-minilm\",\"input\":\"hello\"}", 0, 200,
+        "application/json", FR_LENGTH, -1, "\"embedding\"", 0},
+    {"oai_models", "GET", "/v1/models", NULL, 0, 200, "application/json",
+        FR_LENGTH, -1, "\"list\"", 0},
+    {"unknown_path", "GET", "/api/no-such-endpoint", NULL, 0, 404, "text/plain",
+        FR_LENGTH, -1, "404 page not found", 0},
+    {"wrong_method", "GET", "/api/generate", NULL, 0, 405, "text/plain",
+        FR_LENGTH, -1, "405 method not allowed", 0},
 };
 #define N_BFB ((int)(sizeof bfb_cases / sizeof bfb_cases[0]))
 
@@ -265,11 +266,9 @@ bfb_request(const struct bfb_case *c, const char *url, char *blob,
     struct harness_membody *mb, struct http_resp *r)
 {
 	static const char *const json_hdrs[] = {
-		"Content-Type: application/json", NULL
-	};
+	    "Content-Type: application/json", NULL};
 	static const char *const blob_hdrs[] = {
-		"Content-Type: application/octet-stream", NULL
-	};
+	    "Content-Type: application/octet-stream", NULL};
 	struct http_req req;
 
 	memset(&req, 0, sizeof req);
@@ -327,15 +326,18 @@ START_TEST(test_byte_for_byte)
 
 	/* What the fake says is what Ollama says; if it did not, comparing
 	 * two copies of a wrong answer would prove nothing. */
-	H_ASSERT(d.ok && d.status == c->status, "%s: the fake answered %ld "
-	    "directly (%s), want %ld", c->name, d.status, d.error, c->status);
+	H_ASSERT(d.ok && d.status == c->status,
+	    "%s: the fake answered %ld "
+	    "directly (%s), want %ld",
+	    c->name, d.status, d.error, c->status);
 	harness_assert_same_response(&d, &p, c->name);
 
 	if (c->ctype != NULL) {
 		ct = http_header_get(&p, "Content-Type");
-		H_ASSERT(ct != NULL && strncmp(ct, c->ctype,
-		    strlen(c->ctype)) == 0, "%s: Content-Type %s, want %s",
-		    c->name, ct ? ct : "none", c->ctype);
+		H_ASSERT(
+		    ct != NULL && strncmp(ct, c->ctype, strlen(c->ctype)) == 0,
+		    "%s: Content-Type %s, want %s", c->name, ct ? ct : "none",
+		    c->ctype);
 	}
 	if (c->framing == FR_LENGTH)
 		H_ASSERT(http_header_get(&p, "Content-Length") != NULL,
@@ -344,7 +346,8 @@ START_TEST(test_byte_for_byte)
 		ct = http_header_get(&p, "Transfer-Encoding");
 		H_ASSERT(ct != NULL && strcasecmp(ct, "chunked") == 0,
 		    "%s: a stream must reach an HTTP/1.1 client chunked, got "
-		    "Transfer-Encoding %s", c->name, ct ? ct : "none");
+		    "Transfer-Encoding %s",
+		    c->name, ct ? ct : "none");
 	}
 	if (c->lines >= 0)
 		H_ASSERT((long)http_count_lines(&p.body) == c->lines,
@@ -355,8 +358,7 @@ START_TEST(test_byte_for_byte)
 	if (c->empty)
 		H_ASSERT(p.body.len == 0, "%s: body should be empty: %.200s",
 		    c->name, p.body.data);
-	if (strcmp(c->method, "HEAD") != 0 && c->framing != FR_ANY &&
-	    c->empty)
+	if (strcmp(c->method, "HEAD") != 0 && c->framing != FR_ANY && c->empty)
 		H_ASSERT_STR_EQ(http_header_get(&p, "Content-Length"), "0");
 
 	http_resp_free(&d);
@@ -399,7 +401,7 @@ test_send_body_part(struct http_conn *c, const char *body, size_t from,
 
 START_TEST(test_blob_known_early_answer)
 {
-	static const char *const hdrs[] = { "Expect:", NULL };
+	static const char *const hdrs[] = {"Expect:", NULL};
 	const size_t total = 8u << 20;
 	/* Enough for the fake to answer: all of the head, or 256 KiB of a
 	 * chunked body, and still far from the end. */
@@ -412,8 +414,8 @@ START_TEST(test_blob_known_early_answer)
 	struct http_req req;
 	char *body, *head;
 
-	harness_begin(_i == 0 ? "test_blob_known_early_answer_length" :
-	    "test_blob_known_early_answer_chunked");
+	harness_begin(_i == 0 ? "test_blob_known_early_answer_length"
+	                      : "test_blob_known_early_answer_chunked");
 	harness_up(&env, "");
 	ref = fake_start("ref", NULL, NULL);
 	body = malloc(total);
@@ -441,11 +443,13 @@ START_TEST(test_blob_known_early_answer)
 
 	http_conn_open(&c, env.daemon->port);
 	if (_i == 0)
-		head = harness_strf("POST /api/blobs/" KNOWN_BLOB " HTTP/1.1\r\n"
+		head = harness_strf(
+		    "POST /api/blobs/" KNOWN_BLOB " HTTP/1.1\r\n"
 		    "Host: client.invalid\r\nContent-Length: %zu\r\n\r\n",
 		    total);
 	else
-		head = harness_strf("POST /api/blobs/" KNOWN_BLOB " HTTP/1.1\r\n"
+		head = harness_strf(
+		    "POST /api/blobs/" KNOWN_BLOB " HTTP/1.1\r\n"
 		    "Host: client.invalid\r\nTransfer-Encoding: chunked\r\n"
 		    "\r\n");
 	H_CHECK(http_conn_sendstr(&c, head, 10000) == 0);
@@ -453,8 +457,8 @@ START_TEST(test_blob_known_early_answer)
 	/* Nothing more is sent until the answer is here: a proxy that waits
 	 * for the whole body before answering fails on this timeout. */
 	H_ASSERT(http_conn_wait_readable(&c, 10000),
-	    "no answer within 10 s while %zu of %zu body bytes are sent",
-	    first, total);
+	    "no answer within 10 s while %zu of %zu body bytes are sent", first,
+	    total);
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &p) == 0,
 	    "reading the early answer: %s", p.error);
 	harness_assert_same_response(&d, &p, "known blob, early answer");
@@ -462,23 +466,24 @@ START_TEST(test_blob_known_early_answer)
 
 	/* The rest of the body must be read and dropped by the proxy. */
 	test_send_body_part(&c, body, first, total, _i, total);
-	H_CHECK(http_conn_sendstr(&c, "GET /api/version HTTP/1.1\r\n"
-	    "Host: client.invalid\r\n\r\n", 10000) == 0);
+	H_CHECK(http_conn_sendstr(&c,
+	            "GET /api/version HTTP/1.1\r\n"
+	            "Host: client.invalid\r\n\r\n",
+	            10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &v) == 0,
-	    "the connection is not usable after the early answer: %s",
-	    v.error);
+	    "the connection is not usable after the early answer: %s", v.error);
 	http_get(fake_url(ref, "/api/version"), &vd);
 	H_ASSERT_INT_EQ(v.status, 200);
 	H_ASSERT(v.body.len == vd.body.len &&
-	    memcmp(v.body.data, vd.body.data, v.body.len) == 0,
+	        memcmp(v.body.data, vd.body.data, v.body.len) == 0,
 	    "the next request on the connection got \"%.200s\"", v.body.data);
 	http_conn_close(&c);
 
 	/* And the daemon as a whole is fine. */
 	http_resp_free(&v);
 	http_get(harness_daemon_url(env.daemon, "/api/tags"), &v);
-	H_ASSERT(v.ok && v.status == 200, "next request: %ld %s", v.status,
-	    v.error);
+	H_ASSERT(
+	    v.ok && v.status == 200, "next request: %ld %s", v.status, v.error);
 
 	http_resp_free(&d);
 	http_resp_free(&p);
@@ -502,11 +507,9 @@ test_echo_raw(int port, const char *request, struct http_resp *r)
 START_TEST(test_forward_methods)
 {
 	static const char *methods[] = {
-		"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"
-	};
+	    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
 	static const char *const hdrs[] = {
-		"Content-Type: text/plain", "Expect:", NULL
-	};
+	    "Content-Type: text/plain", "Expect:", NULL};
 	struct harness_env env;
 	struct http_resp r, g;
 	struct http_req req;
@@ -521,8 +524,8 @@ START_TEST(test_forward_methods)
 		memset(&req, 0, sizeof req);
 		req.method = methods[i];
 		req.url = harness_daemon_url(env.daemon,
-		    harness_strf("/_fake/echo/%s?m=%s", methods[i],
-		    methods[i]));
+		    harness_strf(
+		        "/_fake/echo/%s?m=%s", methods[i], methods[i]));
 		req.headers = hdrs;
 		body = harness_strf("payload of %s", methods[i]);
 		if (strcmp(methods[i], "GET") != 0 &&
@@ -542,8 +545,8 @@ START_TEST(test_forward_methods)
 			H_ASSERT(r.body.len == 0, "HEAD got a body");
 			memset(&req, 0, sizeof req);
 			req.method = "GET";
-			req.url = harness_daemon_url(env.daemon,
-			    "/_fake/echo/HEAD?m=HEAD");
+			req.url = harness_daemon_url(
+			    env.daemon, "/_fake/echo/HEAD?m=HEAD");
 			req.headers = hdrs;
 			http_request(&req, &g);
 			H_ASSERT(g.ok && g.status == 200, "GET for HEAD: %s",
@@ -551,10 +554,11 @@ START_TEST(test_forward_methods)
 			want = strstr(g.body.data, "\"method\":\"GET\"");
 			H_ASSERT(want != NULL, "GET echo: %.200s", g.body.data);
 			cl = http_header_get(&r, "Content-Length");
-			H_ASSERT(cl != NULL && strtoul(cl, NULL, 10) ==
-			    g.body.len + 1, "HEAD: Content-Length %s, the echo "
-			    "of a HEAD is %zu bytes", cl ? cl : "none",
-			    g.body.len + 1);
+			H_ASSERT(cl != NULL &&
+			        strtoul(cl, NULL, 10) == g.body.len + 1,
+			    "HEAD: Content-Length %s, the echo "
+			    "of a HEAD is %zu bytes",
+			    cl ? cl : "none", g.body.len + 1);
 			http_resp_free(&g);
 			http_resp_free(&r);
 			continue;
@@ -562,12 +566,12 @@ START_TEST(test_forward_methods)
 		j = harness_json(&r, methods[i]);
 		H_ASSERT_STR_EQ(harness_jstr(j, "method"), methods[i]);
 		H_ASSERT_STR_EQ(harness_jstr(j, "target"),
-		    harness_strf("/_fake/echo/%s?m=%s", methods[i],
-		    methods[i]));
+		    harness_strf(
+		        "/_fake/echo/%s?m=%s", methods[i], methods[i]));
 		if (req.has_body) {
 			harness_sha256_hex(body, strlen(body), hex);
-			H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"),
-			    strlen(body));
+			H_ASSERT_INT_EQ(
+			    harness_jnum(j, "body_bytes"), strlen(body));
 			H_ASSERT_STR_EQ(harness_jstr(j, "body_sha256"), hex);
 		} else {
 			H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), 0);
@@ -581,9 +585,9 @@ END_TEST
 START_TEST(test_forward_target_bytes)
 {
 	static const char *targets[] = {
-		"/_fake/echo/a%20b/c?x=1&y=%2F&z",
-		"/_fake/echo//double//slash/./dot/../up?q=%7e&r=a+b&s=%C3%A9&t=",
-		"/_fake/echo?only=query&&empty=&%3D=%26",
+	    "/_fake/echo/a%20b/c?x=1&y=%2F&z",
+	    "/_fake/echo//double//slash/./dot/../up?q=%7e&r=a+b&s=%C3%A9&t=",
+	    "/_fake/echo?only=query&&empty=&%3D=%26",
 	};
 	struct harness_env env;
 	struct http_resp r;
@@ -593,8 +597,10 @@ START_TEST(test_forward_target_bytes)
 	H_BEGIN();
 	harness_up(&env, "");
 	for (i = 0; i < sizeof targets / sizeof targets[0]; i++) {
-		j = test_echo_raw(env.daemon->port, harness_strf("GET %s "
-		    "HTTP/1.1\r\nHost: client.invalid\r\n\r\n", targets[i]),
+		j = test_echo_raw(env.daemon->port,
+		    harness_strf("GET %s "
+		                 "HTTP/1.1\r\nHost: client.invalid\r\n\r\n",
+		        targets[i]),
 		    &r);
 		H_ASSERT_STR_EQ(harness_jstr(j, "target"), targets[i]);
 		H_ASSERT_STR_EQ(harness_jstr(j, "method"), "GET");
@@ -612,19 +618,26 @@ END_TEST
 START_TEST(test_forward_headers)
 {
 	static const char *const e2e[][2] = {
-		{ "X-First", "one" },
-		{ "x-MiXeD-case", "Value  with   inner  spaces" },
-		{ "Origin", "http://evil.example:8080" },
-		{ "X-Dup", "a" },
-		{ "X-Dup", "b" },
-		{ "Accept", "application/x-ndjson" },
-		{ "User-Agent", "harness/1.0 (raw)" },
-		{ "Authorization", "Bearer sekrit" },
-		{ "X-Last", "last" },
+	    {"X-First", "one"},
+	    {"x-MiXeD-case", "Value  with   inner  spaces"},
+	    {"Origin", "http://evil.example:8080"},
+	    {"X-Dup", "a"},
+	    {"X-Dup", "b"},
+	    {"Accept", "application/x-ndjson"},
+	    {"User-Agent", "harness/1.0 (raw)"},
+	    {"Authorization", "Bearer sekrit"},
+	    {"X-Last", "last"},
 	};
 	static const char *const hop[] = {
-		"Connection", "Keep-Alive", "X-Hop", "Proxy-Connection", "TE",
-		"Trailer", "Upgrade", "Proxy-Authorization", "Transfer-Encoding",
+	    "Connection",
+	    "Keep-Alive",
+	    "X-Hop",
+	    "Proxy-Connection",
+	    "TE",
+	    "Trailer",
+	    "Upgrade",
+	    "Proxy-Authorization",
+	    "Transfer-Encoding",
 	};
 	struct harness_env env;
 	struct test_hdrs h;
@@ -638,21 +651,21 @@ START_TEST(test_forward_headers)
 	H_BEGIN();
 	harness_up(&env, "");
 	req = harness_strf("GET /_fake/echo/headers HTTP/1.1\r\n"
-	    "Host: client.invalid:1234\r\n"
-	    "%s: %s\r\n"
-	    "Connection: keep-alive, X-Hop\r\n"
-	    "%s: %s\r\n"
-	    "keep-alive: timeout=5\r\n"
-	    "X-Hop: must not pass\r\n"
-	    "%s: %s\r\n"
-	    "Proxy-Connection: keep-alive\r\n"
-	    "%s: %s\r\n"
-	    "TE: trailers\r\n"
-	    "Trailer: X-Trailer\r\n"
-	    "%s: %s\r\n"
-	    "Upgrade: h2c\r\n"
-	    "Proxy-Authorization: Basic Zm9vOmJhcg==\r\n"
-	    "%s: %s\r\n%s: %s\r\n%s: %s\r\n%s: %s\r\n\r\n",
+	                   "Host: client.invalid:1234\r\n"
+	                   "%s: %s\r\n"
+	                   "Connection: keep-alive, X-Hop\r\n"
+	                   "%s: %s\r\n"
+	                   "keep-alive: timeout=5\r\n"
+	                   "X-Hop: must not pass\r\n"
+	                   "%s: %s\r\n"
+	                   "Proxy-Connection: keep-alive\r\n"
+	                   "%s: %s\r\n"
+	                   "TE: trailers\r\n"
+	                   "Trailer: X-Trailer\r\n"
+	                   "%s: %s\r\n"
+	                   "Upgrade: h2c\r\n"
+	                   "Proxy-Authorization: Basic Zm9vOmJhcg==\r\n"
+	                   "%s: %s\r\n%s: %s\r\n%s: %s\r\n%s: %s\r\n\r\n",
 	    e2e[0][0], e2e[0][1], e2e[1][0], e2e[1][1], e2e[2][0], e2e[2][1],
 	    e2e[3][0], e2e[3][1], e2e[4][0], e2e[4][1], e2e[5][0], e2e[5][1],
 	    e2e[6][0], e2e[6][1], e2e[7][0], e2e[7][1], e2e[8][0], e2e[8][1]);
@@ -675,7 +688,7 @@ START_TEST(test_forward_headers)
 		    "unexpected header %s: %s (the proxy added it): %s",
 		    h.name[i], h.value[i], got);
 		H_ASSERT(strcmp(h.name[i], e2e[k][0]) == 0 &&
-		    strcmp(h.value[i], e2e[k][1]) == 0,
+		        strcmp(h.value[i], e2e[k][1]) == 0,
 		    "header %zu is \"%s: %s\", sent \"%s: %s\": %s", k,
 		    h.name[i], h.value[i], e2e[k][0], e2e[k][1], got);
 		k++;
@@ -689,9 +702,11 @@ START_TEST(test_forward_headers)
 	/* Connection: close names a header too; the client's close is for
 	 * its own connection, which ends after the answer. */
 	http_conn_open(&c, env.daemon->port);
-	H_CHECK(http_conn_sendstr(&c, "GET /_fake/echo/close HTTP/1.1\r\n"
-	    "Host: client.invalid\r\nConnection: close, X-Hop\r\n"
-	    "X-Hop: must not pass\r\nX-Kept: kept\r\n\r\n", 10000) == 0);
+	H_CHECK(http_conn_sendstr(&c,
+	            "GET /_fake/echo/close HTTP/1.1\r\n"
+	            "Host: client.invalid\r\nConnection: close, X-Hop\r\n"
+	            "X-Hop: must not pass\r\nX-Kept: kept\r\n\r\n",
+	            10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) == 0,
 	    "Connection: close request: %s", r.error);
 	H_ASSERT_INT_EQ(r.status, 200);
@@ -699,8 +714,8 @@ START_TEST(test_forward_headers)
 	test_echo_headers(j, &h);
 	got = test_hdrs_format(&h);
 	H_ASSERT(test_hdrs_count(&h, "X-Hop") == 0 &&
-	    test_hdrs_count(&h, "Connection") == 0 &&
-	    test_hdrs_count(&h, "X-Kept") == 1,
+	        test_hdrs_count(&h, "Connection") == 0 &&
+	        test_hdrs_count(&h, "X-Kept") == 1,
 	    "Connection: close, X-Hop: %s", got);
 	H_ASSERT(http_conn_wait_closed(&c, 10000) == 1,
 	    "the proxy kept the connection the client closed");
@@ -710,8 +725,10 @@ START_TEST(test_forward_headers)
 
 	/* A bare request: the upstream sees the Host and nothing the proxy
 	 * or libcurl made up (Accept, User-Agent, Expect...). */
-	j = test_echo_raw(env.daemon->port, "GET /_fake/echo/bare HTTP/1.1\r\n"
-	    "Host: client.invalid\r\n\r\n", &r);
+	j = test_echo_raw(env.daemon->port,
+	    "GET /_fake/echo/bare HTTP/1.1\r\n"
+	    "Host: client.invalid\r\n\r\n",
+	    &r);
 	test_echo_headers(j, &h);
 	got = test_hdrs_format(&h);
 	H_ASSERT(h.n == 1 && strcasecmp(h.name[0], "Host") == 0,
@@ -729,7 +746,7 @@ END_TEST
 START_TEST(test_forward_bodies)
 {
 	struct harness_env env;
-	struct harness_buf req = { NULL, 0, 0 };
+	struct harness_buf req = {NULL, 0, 0};
 	struct test_hdrs h;
 	struct http_resp r;
 	char hex[65], *got, *big;
@@ -741,9 +758,11 @@ START_TEST(test_forward_bodies)
 	harness_up(&env, "");
 
 	/* Content-Length. */
-	j = test_echo_raw(env.daemon->port, "PUT /_fake/echo/cl HTTP/1.1\r\n"
+	j = test_echo_raw(env.daemon->port,
+	    "PUT /_fake/echo/cl HTTP/1.1\r\n"
 	    "Host: client.invalid\r\ncontent-length: 11\r\n"
-	    "X-After: 1\r\n\r\nhello world", &r);
+	    "X-After: 1\r\n\r\nhello world",
+	    &r);
 	test_echo_headers(j, &h);
 	got = test_hdrs_format(&h);
 	harness_sha256_hex("hello world", 11, hex);
@@ -751,14 +770,14 @@ START_TEST(test_forward_bodies)
 	H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), 11);
 	H_ASSERT_STR_EQ(harness_jstr(j, "body_sha256"), hex);
 	H_ASSERT(!cJSON_IsTrue(cJSON_GetObjectItem(j, "chunked")) &&
-	    test_hdrs_count(&h, "Content-Length") == 1 &&
-	    strcmp(test_hdrs_get(&h, "Content-Length"), "11") == 0,
+	        test_hdrs_count(&h, "Content-Length") == 1 &&
+	        strcmp(test_hdrs_get(&h, "Content-Length"), "11") == 0,
 	    "a Content-Length body must arrive with Content-Length: 11: %s",
 	    got);
 	H_ASSERT(test_hdrs_count(&h, "Transfer-Encoding") == 0,
 	    "Content-Length body arrived chunked too: %s", got);
 	H_ASSERT(strcmp(h.name[0], "content-length") != 0 &&
-	    (h.n < 2 || strcmp(h.name[1], "content-length") != 0),
+	        (h.n < 2 || strcmp(h.name[1], "content-length") != 0),
 	    "the client's Content-Length header was copied: %s", got);
 	cJSON_Delete(j);
 	http_resp_free(&r);
@@ -769,14 +788,15 @@ START_TEST(test_forward_bodies)
 	H_CHECK(big != NULL);
 	harness_fill(big, bigsz, 11);
 	harness_sha256_hex(big, bigsz, hex);
-	harness_buf_addf(&req, "POST /_fake/echo/chunked HTTP/1.1\r\n"
+	harness_buf_addf(&req,
+	    "POST /_fake/echo/chunked HTTP/1.1\r\n"
 	    "Host: client.invalid\r\ntransfer-encoding: chunked\r\n"
 	    "X-After: 2\r\n\r\n");
 	for (off = 0, n = 1; off < bigsz; off += n, n = n * 3 + 1) {
 		if (n > bigsz - off)
 			n = bigsz - off;
-		harness_buf_addf(&req, "%zx%s\r\n", n,
-		    off == 0 ? ";ext=1" : "");
+		harness_buf_addf(
+		    &req, "%zx%s\r\n", n, off == 0 ? ";ext=1" : "");
 		harness_buf_add(&req, big + off, n);
 		harness_buf_add(&req, "\r\n", 2);
 	}
@@ -789,14 +809,16 @@ START_TEST(test_forward_bodies)
 	H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), bigsz);
 	H_ASSERT_STR_EQ(harness_jstr(j, "body_sha256"), hex);
 	H_ASSERT(test_hdrs_count(&h, "Content-Length") +
-	    test_hdrs_count(&h, "Transfer-Encoding") == 1,
+	            test_hdrs_count(&h, "Transfer-Encoding") ==
+	        1,
 	    "the body must be framed once: %s", got);
 	for (n = 0; n < h.n; n++)
 		H_ASSERT(strcmp(h.name[n], "transfer-encoding") != 0,
 		    "the client's Transfer-Encoding header was copied: %s",
 		    got);
 	H_ASSERT(test_hdrs_count(&h, "X-After") == 1 &&
-	    test_hdrs_count(&h, "X-Trailer") == 0, "headers: %s", got);
+	        test_hdrs_count(&h, "X-Trailer") == 0,
+	    "headers: %s", got);
 	cJSON_Delete(j);
 	http_resp_free(&r);
 	harness_buf_free(&req);
@@ -808,10 +830,11 @@ END_TEST
 
 START_TEST(test_pipelining)
 {
-	static const char gen[] = "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
+	static const char gen[] =
+	    "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
 	    "\"options\":{\"num_predict\":3},\"fake_interval_ms\":100}";
 	struct harness_env env;
-	struct harness_buf all = { NULL, 0, 0 };
+	struct harness_buf all = {NULL, 0, 0};
 	struct http_resp d, r1, r2, r3, r4, vd;
 	struct http_conn c;
 	cJSON *j;
@@ -825,11 +848,13 @@ START_TEST(test_pipelining)
 	/* A slow stream first, then a quick echo with a body, then a GET,
 	 * all in one write: the answers must come in this order even though
 	 * the later ones would be ready first. */
-	harness_buf_addf(&all, "%s", test_raw_post("/api/generate", "1.1", "",
-	    gen));
-	harness_buf_addf(&all, "POST /_fake/echo/second HTTP/1.1\r\n"
+	harness_buf_addf(
+	    &all, "%s", test_raw_post("/api/generate", "1.1", "", gen));
+	harness_buf_addf(&all,
+	    "POST /_fake/echo/second HTTP/1.1\r\n"
 	    "Host: client.invalid\r\nContent-Length: 5\r\n\r\nhello");
-	harness_buf_addf(&all, "GET /api/version HTTP/1.1\r\n"
+	harness_buf_addf(&all,
+	    "GET /api/version HTTP/1.1\r\n"
 	    "Host: client.invalid\r\n\r\n");
 	http_conn_open(&c, env.daemon->port);
 	H_CHECK(http_conn_send(&c, all.data, all.len, 10000) == 0);
@@ -837,9 +862,9 @@ START_TEST(test_pipelining)
 	H_ASSERT(http_conn_read_response(&c, 0, 20000, &r1) == 0,
 	    "first response: %s", r1.error);
 	H_ASSERT(r1.status == 200 && r1.body.len == d.body.len &&
-	    memcmp(r1.body.data, d.body.data, d.body.len) == 0,
-	    "first response is not the generate stream: %ld %.300s",
-	    r1.status, r1.body.data);
+	        memcmp(r1.body.data, d.body.data, d.body.len) == 0,
+	    "first response is not the generate stream: %ld %.300s", r1.status,
+	    r1.body.data);
 	H_ASSERT(http_conn_read_response(&c, 0, 20000, &r2) == 0,
 	    "second response: %s", r2.error);
 	H_ASSERT_INT_EQ(r2.status, 200);
@@ -853,8 +878,10 @@ START_TEST(test_pipelining)
 	    "third response: %ld %.200s", r3.status, r3.body.data);
 
 	/* Still open for more. */
-	H_CHECK(http_conn_sendstr(&c, "GET /api/tags HTTP/1.1\r\n"
-	    "Host: client.invalid\r\n\r\n", 10000) == 0);
+	H_CHECK(http_conn_sendstr(&c,
+	            "GET /api/tags HTTP/1.1\r\n"
+	            "Host: client.invalid\r\n\r\n",
+	            10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, 20000, &r4) == 0,
 	    "fourth response after a pause: %s", r4.error);
 	H_ASSERT_INT_EQ(r4.status, 200);
@@ -875,7 +902,7 @@ END_TEST
 START_TEST(test_http10)
 {
 	static const char gen[] = "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
-	    "\"options\":{\"num_predict\":4}}";
+	                          "\"options\":{\"num_predict\":4}}";
 	struct harness_env env;
 	struct http_resp d, vd, r;
 	struct http_conn c;
@@ -887,8 +914,8 @@ START_TEST(test_http10)
 	H_ASSERT(vd.ok && d.ok, "direct requests failed");
 
 	http_conn_open(&c, env.daemon->port);
-	H_CHECK(http_conn_sendstr(&c, "GET /api/version HTTP/1.0\r\n\r\n",
-	    10000) == 0);
+	H_CHECK(http_conn_sendstr(
+	            &c, "GET /api/version HTTP/1.0\r\n\r\n", 10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) == 0,
 	    "HTTP/1.0 GET: %s", r.error);
 	H_ASSERT_INT_EQ(r.status, 200);
@@ -901,15 +928,16 @@ START_TEST(test_http10)
 	/* A stream to an HTTP/1.0 client cannot be chunked: it ends when
 	 * the connection does. */
 	http_conn_open(&c, env.daemon->port);
-	H_CHECK(http_conn_sendstr(&c, test_raw_post("/api/generate", "1.0",
-	    "", gen), 10000) == 0);
+	H_CHECK(
+	    http_conn_sendstr(&c,
+	        test_raw_post("/api/generate", "1.0", "", gen), 10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) == 0,
 	    "HTTP/1.0 stream: %s", r.error);
 	H_ASSERT_INT_EQ(r.status, 200);
-	H_ASSERT(!r.chunked && http_header_get(&r, "Transfer-Encoding") ==
-	    NULL, "chunked answer to an HTTP/1.0 client: %s", r.head.data);
+	H_ASSERT(!r.chunked && http_header_get(&r, "Transfer-Encoding") == NULL,
+	    "chunked answer to an HTTP/1.0 client: %s", r.head.data);
 	H_ASSERT(r.body.len == d.body.len &&
-	    memcmp(r.body.data, d.body.data, d.body.len) == 0,
+	        memcmp(r.body.data, d.body.data, d.body.len) == 0,
 	    "HTTP/1.0 stream body differs: %.300s", r.body.data);
 	H_ASSERT(http_conn_wait_closed(&c, 10000) == 1,
 	    "the connection stayed open after an HTTP/1.0 stream");
@@ -923,13 +951,13 @@ END_TEST
 START_TEST(test_malformed_request)
 {
 	static const char *const bad[] = {
-		"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
-		/* Two framings at once: the classic smuggling vector. */
-		"POST /api/generate HTTP/1.1\r\nHost: x\r\n"
-		"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-		"0\r\n\r\n",
-		"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
-		"Content-Length: 2\r\n\r\nab",
+	    "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+	    /* Two framings at once: the classic smuggling vector. */
+	    "POST /api/generate HTTP/1.1\r\nHost: x\r\n"
+	    "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "0\r\n\r\n",
+	    "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+	    "Content-Length: 2\r\n\r\nab",
 	};
 	struct harness_env env;
 	struct http_resp r;
@@ -944,8 +972,8 @@ START_TEST(test_malformed_request)
 		H_CHECK(http_conn_sendstr(&c, bad[i], 10000) == 0);
 		H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) == 0,
 		    "malformed request %zu got no response: %s", i, r.error);
-		test_assert_proxy_error(&r, 400,
-		    harness_strf("malformed request %zu", i));
+		test_assert_proxy_error(
+		    &r, 400, harness_strf("malformed request %zu", i));
 		H_ASSERT(http_conn_wait_closed(&c, 10000) == 1,
 		    "malformed request %zu: connection left open", i);
 		http_conn_close(&c);
@@ -959,7 +987,8 @@ END_TEST
 
 START_TEST(test_streaming_not_batched)
 {
-	static const char gen[] = "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
+	static const char gen[] =
+	    "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
 	    "\"options\":{\"num_predict\":10},\"fake_interval_ms\":50}";
 	struct harness_env env;
 	struct http_resp r;
@@ -968,10 +997,10 @@ START_TEST(test_streaming_not_batched)
 
 	H_BEGIN();
 	harness_up(&env, "");
-	http_post_json(harness_daemon_url(env.daemon, "/api/generate"), gen,
-	    &r);
-	H_ASSERT(r.ok && r.status == 200, "generate: %ld %s", r.status,
-	    r.error);
+	http_post_json(
+	    harness_daemon_url(env.daemon, "/api/generate"), gen, &r);
+	H_ASSERT(
+	    r.ok && r.status == 200, "generate: %ld %s", r.status, r.error);
 	n = http_line_times(&r, t, 64);
 	/* Ten tokens and the final line, the fake pausing 50 ms after each
 	 * line but the last. */
@@ -980,7 +1009,8 @@ START_TEST(test_streaming_not_batched)
 		gap = (t[i] - t[i - 1]) * 1000.0;
 		H_ASSERT(gap >= 25.0 && gap <= 250.0,
 		    "line %zu came %.1f ms after line %zu (want about 50): "
-		    "lines are being held back and batched", i, gap, i - 1);
+		    "lines are being held back and batched",
+		    i, gap, i - 1);
 	}
 	H_ASSERT((t[n - 1] - t[0]) * 1000.0 >= 400.0,
 	    "the stream took %.1f ms, want at least 400",
@@ -991,8 +1021,9 @@ END_TEST
 
 START_TEST(test_streaming_sse_not_batched)
 {
-	static const char body[] = CHAT_BODY ",\"stream\":true,"
-	    "\"max_tokens\":6,\"fake_interval_ms\":50}";
+	static const char body[] =
+	    CHAT_BODY ",\"stream\":true,"
+	              "\"max_tokens\":6,\"fake_interval_ms\":50}";
 	struct harness_env env;
 	struct http_resp r;
 	double t[64], ev[32], gap;
@@ -1001,22 +1032,23 @@ START_TEST(test_streaming_sse_not_batched)
 
 	H_BEGIN();
 	harness_up(&env, "");
-	http_post_json(harness_daemon_url(env.daemon, "/v1/chat/completions"),
-	    body, &r);
+	http_post_json(
+	    harness_daemon_url(env.daemon, "/v1/chat/completions"), body, &r);
 	H_ASSERT(r.ok && r.status == 200, "SSE: %ld %s", r.status, r.error);
 	/* An event ends at its blank line: every second '\n'. */
 	n = http_line_times(&r, t, 64);
 	for (i = 1; i < n && k < 32; i += 2)
 		ev[k++] = t[i];
-	H_ASSERT(k == 8, "%zu events, want 6 tokens, a stop and [DONE]: %s",
-	    k, r.body.data);
+	H_ASSERT(k == 8, "%zu events, want 6 tokens, a stop and [DONE]: %s", k,
+	    r.body.data);
 	p = r.body.data + r.body.len - strlen("data: [DONE]\n\n");
 	H_ASSERT_STR_EQ(p, "data: [DONE]\n\n");
 	for (i = 1; i < k; i++) {
 		gap = (ev[i] - ev[i - 1]) * 1000.0;
 		H_ASSERT(gap >= 25.0 && gap <= 250.0,
 		    "event %zu came %.1f ms after the one before (want about "
-		    "50)", i, gap);
+		    "50)",
+		    i, gap);
 	}
 	http_resp_free(&r);
 }
@@ -1052,11 +1084,11 @@ END_TEST
 START_TEST(test_pool_concurrent_maxsize)
 {
 	enum { N = 50, MAXSIZE = 4 };
-	static const char gen[] = "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
+	static const char gen[] =
+	    "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
 	    "\"options\":{\"num_predict\":3},\"fake_interval_ms\":20}";
 	static const char *const hdrs[] = {
-		"Content-Type: application/json", NULL
-	};
+	    "Content-Type: application/json", NULL};
 	struct harness_env env;
 	struct http_req reqs[N];
 	struct http_resp resps[N];
@@ -1064,8 +1096,10 @@ START_TEST(test_pool_concurrent_maxsize)
 	int i;
 
 	H_BEGIN();
-	harness_up(&env, harness_strf("[upstream]\npool_maxsize = %d\n"
-	    "queue_max = 200\n", MAXSIZE));
+	harness_up(&env,
+	    harness_strf("[upstream]\npool_maxsize = %d\n"
+	                 "queue_max = 200\n",
+	        MAXSIZE));
 	fake_reset(env.fake);
 	memset(reqs, 0, sizeof reqs);
 	for (i = 0; i < N; i++) {
@@ -1083,7 +1117,7 @@ START_TEST(test_pool_concurrent_maxsize)
 		    "request %d: %ld %s %.200s", i, resps[i].status,
 		    resps[i].error, resps[i].body.data);
 		H_ASSERT(http_count_lines(&resps[i].body) == 4 &&
-		    strstr(resps[i].body.data, "\"done\":true") != NULL,
+		        strstr(resps[i].body.data, "\"done\":true") != NULL,
 		    "request %d: incomplete stream %.300s", i,
 		    resps[i].body.data);
 		H_ASSERT_INT_EQ(resps[i].num_connects, 1);
@@ -1092,26 +1126,32 @@ START_TEST(test_pool_concurrent_maxsize)
 	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), N);
 	used = fake_stat(env.fake, "connections_used");
 	maxc = fake_stat(env.fake, "max_concurrent_used");
-	H_ASSERT(used <= MAXSIZE, "%d concurrent clients opened %lld upstream "
-	    "connections with pool_maxsize = %d", N, used, MAXSIZE);
-	H_ASSERT(maxc <= MAXSIZE, "%lld upstream connections in use at once "
-	    "with pool_maxsize = %d", maxc, MAXSIZE);
+	H_ASSERT(used <= MAXSIZE,
+	    "%d concurrent clients opened %lld upstream "
+	    "connections with pool_maxsize = %d",
+	    N, used, MAXSIZE);
+	H_ASSERT(maxc <= MAXSIZE,
+	    "%lld upstream connections in use at once "
+	    "with pool_maxsize = %d",
+	    maxc, MAXSIZE);
 	H_ASSERT(fake_stat(env.fake, "max_concurrent_requests") <= MAXSIZE,
 	    "more than %d requests at the upstream at once", MAXSIZE);
 	/* The pool is used, not just capped: requests did overlap. */
-	H_ASSERT(maxc >= 2, "only %lld upstream connection in use at once for "
-	    "%d overlapping requests", maxc, N);
+	H_ASSERT(maxc >= 2,
+	    "only %lld upstream connection in use at once for "
+	    "%d overlapping requests",
+	    maxc, N);
 }
 END_TEST
 
 START_TEST(test_queue_full)
 {
 	enum { N = 3 };
-	static const char gen[] = "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
+	static const char gen[] =
+	    "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
 	    "\"options\":{\"num_predict\":3},\"fake_interval_ms\":300}";
 	static const char *const hdrs[] = {
-		"Content-Type: application/json", NULL
-	};
+	    "Content-Type: application/json", NULL};
 	struct harness_env env;
 	struct http_req reqs[N];
 	struct http_resp resps[N];
@@ -1142,15 +1182,18 @@ START_TEST(test_queue_full)
 			busy = i;
 		}
 	}
-	H_ASSERT(n200 == 2 && n503 == 1, "one in flight, one queued, one "
-	    "refused: got %d 200s and %d 503s", n200, n503);
+	H_ASSERT(n200 == 2 && n503 == 1,
+	    "one in flight, one queued, one "
+	    "refused: got %d 200s and %d 503s",
+	    n200, n503);
 	test_assert_proxy_error(&resps[busy], 503, "full queue");
 	ra = http_header_get(&resps[busy], "Retry-After");
-	H_ASSERT(ra != NULL && *ra != '\0' && strspn(ra, "0123456789") ==
-	    strlen(ra), "503 needs Retry-After in seconds, got %s",
-	    ra ? ra : "none");
+	H_ASSERT(
+	    ra != NULL && *ra != '\0' && strspn(ra, "0123456789") == strlen(ra),
+	    "503 needs Retry-After in seconds, got %s", ra ? ra : "none");
 	/* Refused at once, not after waiting for a slot. */
-	H_ASSERT(resps[busy].t_end < first_ok, "the 503 came after a queued "
+	H_ASSERT(resps[busy].t_end < first_ok,
+	    "the 503 came after a queued "
 	    "request had finished");
 	for (i = 0; i < N; i++)
 		http_resp_free(&resps[i]);
@@ -1184,8 +1227,7 @@ START_TEST(test_upstream_unreachable)
 	http_resp_free(&r);
 
 	http_get(harness_daemon_url(d, "/ollama-pool/health"), &r);
-	H_ASSERT(r.ok && r.status == 503, "health: %ld %s", r.status,
-	    r.error);
+	H_ASSERT(r.ok && r.status == 503, "health: %ld %s", r.status, r.error);
 	j = harness_json(&r, "health");
 	H_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "upstream_ok")),
 	    "upstream_ok must be false with nothing listening: %s",
@@ -1224,13 +1266,15 @@ START_TEST(test_health)
 	H_ASSERT(r.ok && r.status == 404, "unknown admin path: %ld %s",
 	    r.status, r.error);
 	H_ASSERT(strncmp(r.body.data, PROXY_ERROR_PREFIX,
-	    strlen(PROXY_ERROR_PREFIX)) == 0, "unknown admin path answered "
-	    "by someone else: %s", r.body.data);
+	             strlen(PROXY_ERROR_PREFIX)) == 0,
+	    "unknown admin path answered "
+	    "by someone else: %s",
+	    r.body.data);
 	http_resp_free(&r);
-	http_post_json(harness_daemon_url(env.daemon, "/ollama-pool/health"),
-	    "{}", &r);
-	H_ASSERT(r.ok && r.status >= 400 && r.status < 500,
-	    "POST health: %ld", r.status);
+	http_post_json(
+	    harness_daemon_url(env.daemon, "/ollama-pool/health"), "{}", &r);
+	H_ASSERT(r.ok && r.status >= 400 && r.status < 500, "POST health: %ld",
+	    r.status);
 	http_resp_free(&r);
 	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), before);
 
@@ -1283,8 +1327,7 @@ test_gen_read(void *arg, char *buf, size_t max)
 START_TEST(test_upload_2gib_bounded_memory)
 {
 	static const char *const hdrs[] = {
-		"Content-Type: application/octet-stream", NULL
-	};
+	    "Content-Type: application/octet-stream", NULL};
 	struct harness_env env;
 	struct test_gen *g;
 	struct http_req req;
@@ -1310,8 +1353,8 @@ START_TEST(test_upload_2gib_bounded_memory)
 	g->off = 0;
 	memset(&req, 0, sizeof req);
 	req.method = "POST";
-	req.url = harness_daemon_url(env.daemon,
-	    harness_strf("/api/blobs/sha256:%s", hex));
+	req.url = harness_daemon_url(
+	    env.daemon, harness_strf("/api/blobs/sha256:%s", hex));
 	req.headers = hdrs;
 	req.read_fn = test_gen_read;
 	req.read_arg = g;
@@ -1325,16 +1368,20 @@ START_TEST(test_upload_2gib_bounded_memory)
 	hwm = harness_proc_status_kb(env.daemon->proc.pid, "VmHWM");
 	rss = harness_proc_status_kb(env.daemon->proc.pid, "VmRSS");
 	H_ASSERT(hwm > 0, "cannot read VmHWM of the daemon");
-	fprintf(stderr, "2 GiB upload: daemon VmHWM %ld KiB, VmRSS %ld KiB, "
-	    "%.1f s\n", hwm, rss, r.t_end - r.t_start);
+	fprintf(stderr,
+	    "2 GiB upload: daemon VmHWM %ld KiB, VmRSS %ld KiB, "
+	    "%.1f s\n",
+	    hwm, rss, r.t_end - r.t_start);
 	/* AddressSanitizer's shadow memory and quarantine dwarf what the
 	 * daemon itself holds, so an instrumented build cannot be measured;
 	 * the plain build (what CI runs) is. */
 	if (harness_proc_maps_contains(env.daemon->proc.pid, "libasan") == 1)
-		fprintf(stderr, "daemon built with AddressSanitizer: peak RSS "
+		fprintf(stderr,
+		    "daemon built with AddressSanitizer: peak RSS "
 		    "not checked\n");
 	else
-		H_ASSERT(hwm < 64 * 1024, "daemon peak RSS %ld KiB during a "
+		H_ASSERT(hwm < 64 * 1024,
+		    "daemon peak RSS %ld KiB during a "
 		    "2 GiB upload; the body must stream in bounded memory",
 		    hwm);
 	http_resp_free(&r);
@@ -1343,7 +1390,6 @@ START_TEST(test_upload_2gib_bounded_memory)
 END_TEST
 
 /* ---- the command line ------------------------------------------------- */
-
 
 /* The line of text that starts with key (after blanks), or NULL. */
 static const char *
@@ -1387,13 +1433,17 @@ START_TEST(test_cli_check_config)
 	argv[4] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0, "-t on a good file: status 0x%x; "
-	    "stderr %s", run.wstatus, run.err.data);
-	H_ASSERT(test_find_line(run.out.data, "pool_maxsize", line,
-	    sizeof line) != NULL && strstr(line, "7") != NULL,
+	        WEXITSTATUS(run.wstatus) == 0,
+	    "-t on a good file: status 0x%x; "
+	    "stderr %s",
+	    run.wstatus, run.err.data);
+	H_ASSERT(test_find_line(
+	             run.out.data, "pool_maxsize", line, sizeof line) != NULL &&
+	        strstr(line, "7") != NULL,
 	    "-t does not print pool_maxsize 7: %s", run.out.data);
-	H_ASSERT(test_find_line(run.out.data, "queue_max", line,
-	    sizeof line) != NULL && strstr(line, "33") != NULL,
+	H_ASSERT(test_find_line(run.out.data, "queue_max", line, sizeof line) !=
+	            NULL &&
+	        strstr(line, "33") != NULL,
 	    "-t does not print queue_max 33: %s", run.out.data);
 	H_ASSERT_CONTAINS(run.out.data, "18556");
 	H_ASSERT_CONTAINS(run.out.data, "127.0.0.1:18555");
@@ -1405,10 +1455,11 @@ START_TEST(test_cli_check_config)
 	argv[6] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0, "-t -u: status 0x%x; stderr %s",
-	    run.wstatus, run.err.data);
-	H_ASSERT(test_find_line(run.out.data, "url", line, sizeof line) !=
-	    NULL && strstr(line, "18557") != NULL,
+	        WEXITSTATUS(run.wstatus) == 0,
+	    "-t -u: status 0x%x; stderr %s", run.wstatus, run.err.data);
+	H_ASSERT(
+	    test_find_line(run.out.data, "url", line, sizeof line) != NULL &&
+	        strstr(line, "18557") != NULL,
 	    "-u does not override the file's url: %s", run.out.data);
 	harness_run_free(&run);
 }
@@ -1423,7 +1474,8 @@ START_TEST(test_cli_bad_config)
 	H_BEGIN();
 	dir = harness_tmpdir();
 	conf = harness_write_file(dir, "bad.conf",
-	    "[upstream]\nurl = http://127.0.0.1:18556\npool_maxsize = banana\n");
+	    "[upstream]\nurl = http://127.0.0.1:18556\npool_maxsize = "
+	    "banana\n");
 	argv[0] = harness_daemon_bin();
 	argv[1] = "-c";
 	argv[2] = conf;
@@ -1431,11 +1483,13 @@ START_TEST(test_cli_bad_config)
 	argv[4] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) != 0, "-t on a bad file must fail: "
-	    "status 0x%x; stdout %s", run.wstatus, run.out.data);
+	        WEXITSTATUS(run.wstatus) != 0,
+	    "-t on a bad file must fail: "
+	    "status 0x%x; stdout %s",
+	    run.wstatus, run.out.data);
 	where = harness_strf("%s:3:", conf);
 	H_ASSERT(strstr(run.err.data, where) != NULL ||
-	    strstr(run.out.data, where) != NULL,
+	        strstr(run.out.data, where) != NULL,
 	    "the error must say %s; stderr: %s; stdout: %s", where,
 	    run.err.data, run.out.data);
 	harness_run_free(&run);
@@ -1453,7 +1507,8 @@ START_TEST(test_cli_version)
 	argv[2] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0, "-V: status 0x%x", run.wstatus);
+	        WEXITSTATUS(run.wstatus) == 0,
+	    "-V: status 0x%x", run.wstatus);
 	H_ASSERT_CONTAINS(run.out.data, "ollama-pool");
 #ifdef PACKAGE_VERSION
 	H_ASSERT_CONTAINS(run.out.data, PACKAGE_VERSION);
@@ -1463,9 +1518,9 @@ START_TEST(test_cli_version)
 	argv[1] = "--version";
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0 && strstr(run.out.data,
-	    "ollama-pool") != NULL, "--version: status 0x%x, %s", run.wstatus,
-	    run.out.data);
+	        WEXITSTATUS(run.wstatus) == 0 &&
+	        strstr(run.out.data, "ollama-pool") != NULL,
+	    "--version: status 0x%x, %s", run.wstatus, run.out.data);
 	harness_run_free(&run);
 }
 END_TEST
@@ -1493,7 +1548,8 @@ START_TEST(test_cli_upstream_is_listen)
 	argv[7] = NULL;
 	/* A daemon that starts anyway runs until the timeout kills it. */
 	harness_run(argv, 10000, &run);
-	H_ASSERT(!run.timed_out, "the daemon started with itself as its "
+	H_ASSERT(!run.timed_out,
+	    "the daemon started with itself as its "
 	    "upstream");
 	H_ASSERT(WIFEXITED(run.wstatus) && WEXITSTATUS(run.wstatus) != 0,
 	    "upstream == listen must fail: status 0x%x", run.wstatus);
@@ -1519,21 +1575,21 @@ struct tls_server {
 };
 
 static void
-tls_server_child(int lfd, const char *cert, const char *key,
-    const char *accepts)
+tls_server_child(
+    int lfd, const char *cert, const char *key, const char *accepts)
 {
 	static const char answer[] = "HTTP/1.1 200 OK\r\n"
-				     "Content-Type: application/json\r\n"
-				     "Content-Length: 20\r\n\r\n"
-				     "{\"version\":\"tls-ok\"}";
+	                             "Content-Type: application/json\r\n"
+	                             "Content-Length: 20\r\n\r\n"
+	                             "{\"version\":\"tls-ok\"}";
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	char buf[4096];
 	int fd, n, count = 0;
 	FILE *fp;
 	SSL *ssl;
 
-	if (ctx == NULL || SSL_CTX_use_certificate_file(ctx, cert,
-			       SSL_FILETYPE_PEM) != 1 ||
+	if (ctx == NULL ||
+	    SSL_CTX_use_certificate_file(ctx, cert, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
 		_exit(2);
 	for (;;) {
@@ -1550,7 +1606,8 @@ tls_server_child(int lfd, const char *cert, const char *key,
 			/* One answer per request head read. */
 			while ((n = SSL_read(ssl, buf, sizeof buf)) > 0)
 				if (memmem(buf, n, "\r\n\r\n", 4) != NULL &&
-				    SSL_write(ssl, answer, sizeof answer - 1) <= 0)
+				    SSL_write(ssl, answer, sizeof answer - 1) <=
+				        0)
 					break;
 		}
 		SSL_free(ssl);
@@ -1572,15 +1629,16 @@ tls_server_start(struct tls_server *ts)
 	key = harness_strf("%s/key.pem", ts->dir);
 	ts->accepts = harness_strf("%s/accepts", ts->dir);
 	{
-		const char *argv[] = { "openssl", "req", "-x509", "-newkey",
-			"ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-			"-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-			"-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
-			key, "-out", ts->cert, NULL };
+		const char *argv[] = {"openssl", "req", "-x509", "-newkey",
+		    "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+		    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+		    "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out",
+		    ts->cert, NULL};
 
 		harness_run(argv, 20000, &run);
-		H_ASSERT(WIFEXITED(run.wstatus) && WEXITSTATUS(run.wstatus) ==
-			0, "openssl req failed: %s", run.err.data);
+		H_ASSERT(
+		    WIFEXITED(run.wstatus) && WEXITSTATUS(run.wstatus) == 0,
+		    "openssl req failed: %s", run.err.data);
 		harness_run_free(&run);
 	}
 	lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1645,9 +1703,8 @@ START_TEST(test_tls_upstream)
 	harness_daemon_stop(d);
 
 	/* ca_file trusts it; connections are kept and reused over TLS. */
-	d = harness_daemon_start(harness_strf("[upstream]\nca_file = %s\n",
-				     ts.cert),
-	    up, NULL);
+	d = harness_daemon_start(
+	    harness_strf("[upstream]\nca_file = %s\n", ts.cert), up, NULL);
 	for (i = 0; i < 5; i++) {
 		http_get(harness_daemon_url(d, "/api/version"), &r);
 		H_ASSERT(r.ok && r.status == 200, "with ca_file: %ld %s %s",
@@ -1670,7 +1727,6 @@ START_TEST(test_tls_upstream)
 END_TEST
 
 /* ---- the suite -------------------------------------------------------- */
-
 
 static Suite *
 proxy_suite(void)

@@ -50,7 +50,8 @@
 #define MODEL "llama3.2"
 #define PROXY_PREFIX "ollama-pool: "
 /* What the fake (like Ollama) answers when its queue is full. */
-#define BUSY_BODY "{\"error\":\"server busy, please try again.  " \
+#define BUSY_BODY                                                              \
+	"{\"error\":\"server busy, please try again.  "                        \
 	"maximum pending requests exceeded\"}"
 #define GEN(extra) "{\"model\":\"" MODEL "\",\"prompt\":\"p\"" extra "}"
 #define STAT_POLL_MS 10
@@ -78,10 +79,6 @@ test_pause_ms(int ms)
 	poll(NULL, 0, ms);
 }
 
-
-
-
-
 /* A counter of the fake's, or one inside an object of its stats
  * (client_gone_phase.streaming). */
 static long long
@@ -108,8 +105,8 @@ test_stat(const struct harness_fake *f, const char *key, const char *sub)
  * the test any other way.
  */
 static double
-test_wait_stat(const struct harness_fake *f, const char *key,
-    const char *sub, long long want, int timeout_ms, const char *what)
+test_wait_stat(const struct harness_fake *f, const char *key, const char *sub,
+    long long want, int timeout_ms, const char *what)
 {
 	double deadline;
 	long long v;
@@ -119,9 +116,11 @@ test_wait_stat(const struct harness_fake *f, const char *key,
 		v = test_stat(f, key, sub);
 		if (v >= want)
 			return harness_now();
-		H_ASSERT(harness_now() < deadline, "%s: the fake's %s%s%s is "
-		    "%lld after %d ms, want %lld", what, key, sub ? "." : "",
-		    sub ? sub : "", v, timeout_ms, want);
+		H_ASSERT(harness_now() < deadline,
+		    "%s: the fake's %s%s%s is "
+		    "%lld after %d ms, want %lld",
+		    what, key, sub ? "." : "", sub ? sub : "", v, timeout_ms,
+		    want);
 		test_pause_ms(STAT_POLL_MS);
 	}
 }
@@ -138,8 +137,10 @@ test_wait_answered(const struct harness_fake *f, const char *what)
 		if (test_stat(f, "requests", NULL) >= 1 &&
 		    test_stat(f, "requests_active", NULL) == 0)
 			return;
-		H_ASSERT(harness_now() < deadline, "%s: the fake did not "
-		    "answer within 10 s", what);
+		H_ASSERT(harness_now() < deadline,
+		    "%s: the fake did not "
+		    "answer within 10 s",
+		    what);
 		test_pause_ms(STAT_POLL_MS);
 	}
 }
@@ -152,7 +153,7 @@ test_assert_healthy(const struct harness_daemon *d, const char *after)
 
 	http_get(harness_daemon_url(d, "/api/version"), &r);
 	H_ASSERT(r.ok && r.status == 200 && r.body.data != NULL &&
-	    strstr(r.body.data, "\"version\"") != NULL,
+	        strstr(r.body.data, "\"version\"") != NULL,
 	    "after %s the daemon does not answer: %ld %s %.200s", after,
 	    r.status, r.error, r.body.data ? r.body.data : "");
 	http_resp_free(&r);
@@ -178,13 +179,16 @@ test_assert_native_error(const struct http_resp *r, long status,
 	H_ASSERT(cJSON_IsObject(j) && cJSON_GetArraySize(j) == 1,
 	    "%s: want an object with only \"error\": %s", what, r->body.data);
 	msg = harness_jstr(j, "error");
-	H_ASSERT(msg != NULL && strncmp(msg, PROXY_PREFIX,
-	    strlen(PROXY_PREFIX)) == 0 && strlen(msg) > strlen(PROXY_PREFIX),
+	H_ASSERT(msg != NULL &&
+	        strncmp(msg, PROXY_PREFIX, strlen(PROXY_PREFIX)) == 0 &&
+	        strlen(msg) > strlen(PROXY_PREFIX),
 	    "%s: \"error\" must be a string starting \"%s\": %s", what,
 	    PROXY_PREFIX, r->body.data);
 	if (upstream != NULL)
-		H_ASSERT(strstr(msg, upstream) != NULL, "%s: the message does "
-		    "not name the upstream %s: %s", what, upstream, msg);
+		H_ASSERT(strstr(msg, upstream) != NULL,
+		    "%s: the message does "
+		    "not name the upstream %s: %s",
+		    what, upstream, msg);
 	cJSON_Delete(j);
 }
 
@@ -208,22 +212,25 @@ test_assert_openai_error(const struct http_resp *r, long status,
 	j = harness_json(r, what);
 	e = cJSON_GetObjectItemCaseSensitive(j, "error");
 	H_ASSERT(cJSON_IsObject(j) && cJSON_GetArraySize(j) == 1 &&
-	    cJSON_IsObject(e) && cJSON_GetArraySize(e) == 4,
+	        cJSON_IsObject(e) && cJSON_GetArraySize(e) == 4,
 	    "%s: want {\"error\":{message,type,param,code}}: %s", what,
 	    r->body.data);
 	msg = harness_jstr(e, "message");
-	H_ASSERT(msg != NULL && strncmp(msg, PROXY_PREFIX,
-	    strlen(PROXY_PREFIX)) == 0 && strlen(msg) > strlen(PROXY_PREFIX),
+	H_ASSERT(msg != NULL &&
+	        strncmp(msg, PROXY_PREFIX, strlen(PROXY_PREFIX)) == 0 &&
+	        strlen(msg) > strlen(PROXY_PREFIX),
 	    "%s: error.message must start \"%s\": %s", what, PROXY_PREFIX,
 	    r->body.data);
 	if (upstream != NULL)
-		H_ASSERT(strstr(msg, upstream) != NULL, "%s: the message does "
-		    "not name the upstream %s: %s", what, upstream, msg);
+		H_ASSERT(strstr(msg, upstream) != NULL,
+		    "%s: the message does "
+		    "not name the upstream %s: %s",
+		    what, upstream, msg);
 	H_ASSERT(harness_jstr(e, "type") != NULL &&
-	    strcmp(harness_jstr(e, "type"), type) == 0,
+	        strcmp(harness_jstr(e, "type"), type) == 0,
 	    "%s: error.type must be \"%s\": %s", what, type, r->body.data);
 	H_ASSERT(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(e, "param")) &&
-	    cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(e, "code")),
+	        cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(e, "code")),
 	    "%s: error.param and error.code must be null: %s", what,
 	    r->body.data);
 	cJSON_Delete(j);
@@ -232,9 +239,11 @@ test_assert_openai_error(const struct http_resp *r, long status,
 static char *
 test_raw_post(const char *path, const char *json, const char *extra)
 {
-	return harness_strf("POST %s HTTP/1.1\r\nHost: client.invalid\r\n"
+	return harness_strf(
+	    "POST %s HTTP/1.1\r\nHost: client.invalid\r\n"
 	    "Content-Type: application/json\r\n%sContent-Length: %zu\r\n\r\n"
-	    "%s", path, extra, strlen(json), json);
+	    "%s",
+	    path, extra, strlen(json), json);
 }
 
 /* Opens a connection to the daemon and sends a whole request on it. */
@@ -250,7 +259,7 @@ test_raw_send(struct http_conn *c, int port, const char *request)
 static void
 test_conn_reset(struct http_conn *c)
 {
-	struct linger lg = { 1, 0 };
+	struct linger lg = {1, 0};
 
 	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 	http_conn_close(c);
@@ -391,26 +400,34 @@ START_TEST(test_retry_count_and_delays)
 	T_BEGIN();
 	harness_up(&env, "");
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":2}");
 	http_post_json(harness_daemon_url(env.daemon, "/api/generate"),
 	    GEN(",\"stream\":false"), &r);
 	el = r.t_end - r.t_start;
-	H_ASSERT(r.ok && r.status == 200, "two 503s then 200: the client got "
-	    "%ld %s %.300s", r.status, r.error, r.body.data);
+	H_ASSERT(r.ok && r.status == 200,
+	    "two 503s then 200: the client got "
+	    "%ld %s %.300s",
+	    r.status, r.error, r.body.data);
 	H_ASSERT_CONTAINS(r.body.data, "\"done\":true");
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 3);
 	/* 0.3 + 0.6 s; a timer may round a hair short, never by 20 ms. */
-	H_ASSERT(el >= 0.88 && el < 5.0, "two retries took %.3f s, want the "
-	    "backoff 0.3 + 0.6 = 0.9 s (and well under 5 s)", el);
+	H_ASSERT(el >= 0.88 && el < 5.0,
+	    "two retries took %.3f s, want the "
+	    "backoff 0.3 + 0.6 = 0.9 s (and well under 5 s)",
+	    el);
 
-	n = test_log_lines(env.daemon, "retry", "503", l1, sizeof l1, l2,
-	    sizeof l2);
-	H_ASSERT(n == 2, "want 2 log lines about retrying after a 503, got "
-	    "%d; see %s", n, env.daemon->proc.log_path);
+	n = test_log_lines(
+	    env.daemon, "retry", "503", l1, sizeof l1, l2, sizeof l2);
+	H_ASSERT(n == 2,
+	    "want 2 log lines about retrying after a 503, got "
+	    "%d; see %s",
+	    n, env.daemon->proc.log_path);
 	H_ASSERT(strstr(l1, "0.3") != NULL && strstr(l2, "0.6") != NULL,
 	    "the retries must be logged with their delays 0.3 and 0.6 s: "
-	    "\"%s\", \"%s\"", l1, l2);
+	    "\"%s\", \"%s\"",
+	    l1, l2);
 	http_resp_free(&r);
 }
 END_TEST
@@ -430,27 +447,34 @@ START_TEST(test_retry_backoff_is_a_timer)
 	T_BEGIN();
 	harness_up(&env, "[retry]\nretries = 1\nbackoff_factor = 2\n");
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"path\":\"/api/generate\"}");
 	t0 = harness_now();
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"stream\":false"), ""));
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post("/api/generate", GEN(",\"stream\":false"), ""));
 	/* Once the 503 is out, the daemon is in its 2 s backoff. */
 	test_wait_answered(env.fake, "the first attempt");
 
 	http_get(harness_daemon_url(env.daemon, "/api/version"), &v);
 	tv = v.t_end - v.t_start;
-	H_ASSERT(v.ok && v.status == 200, "another client during the backoff: "
-	    "%ld %s", v.status, v.error);
-	H_ASSERT(tv < 0.5, "another client waited %.3f s while a request "
-	    "backed off for 2 s: the backoff blocks the event loop", tv);
+	H_ASSERT(v.ok && v.status == 200,
+	    "another client during the backoff: "
+	    "%ld %s",
+	    v.status, v.error);
+	H_ASSERT(tv < 0.5,
+	    "another client waited %.3f s while a request "
+	    "backed off for 2 s: the backoff blocks the event loop",
+	    tv);
 
 	H_ASSERT(http_conn_read_response(&c, 0, 15000, &r) == 0,
 	    "the retried request: %s", r.error);
 	H_ASSERT(r.status == 200, "the retried request got %ld %.300s",
 	    r.status, r.body.data);
-	H_ASSERT(r.t_end - t0 >= 1.9, "the retried request came back after "
-	    "%.3f s, before its 2 s backoff was over", r.t_end - t0);
+	H_ASSERT(r.t_end - t0 >= 1.9,
+	    "the retried request came back after "
+	    "%.3f s, before its 2 s backoff was over",
+	    r.t_end - t0);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 3);
 	http_conn_close(&c);
 	http_resp_free(&r);
@@ -472,21 +496,24 @@ START_TEST(test_retry_all_attempts_fail)
 	T_BEGIN();
 	harness_up(&env, "[retry]\nretries = 2\nbackoff_factor = 0.01\n");
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":10}");
 	http_post_json(harness_daemon_url(env.daemon, "/api/generate"),
 	    GEN(",\"stream\":false"), &p);
-	H_ASSERT(p.ok && p.status == 503, "every attempt answered 503; the "
-	    "client got %ld %s %.300s", p.status, p.error, p.body.data);
+	H_ASSERT(p.ok && p.status == 503,
+	    "every attempt answered 503; the "
+	    "client got %ld %s %.300s",
+	    p.status, p.error, p.body.data);
 	H_ASSERT_STR_EQ(p.body.data, BUSY_BODY);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 3);
 
 	/* The same answer straight from the fake (its fault still holds):
 	 * what reached the client is that, unchanged. */
-	http_post_json(fake_url(env.fake, "/api/generate"),
-	    GEN(",\"stream\":false"), &d);
-	H_ASSERT(d.ok && d.status == 503, "the fake itself answered %ld",
-	    d.status);
+	http_post_json(
+	    fake_url(env.fake, "/api/generate"), GEN(",\"stream\":false"), &d);
+	H_ASSERT(
+	    d.ok && d.status == 503, "the fake itself answered %ld", d.status);
 	harness_assert_same_response(&d, &p, "last attempt's 503");
 	http_resp_free(&p);
 	http_resp_free(&d);
@@ -502,12 +529,16 @@ test_retry_after_once(const struct harness_daemon *dm,
 	double el;
 
 	fake_reset(f);
-	fake_fault(f, harness_strf("{\"action\":\"status\",\"status\":503,"
-	    "\"retry_after\":\"%s\"}", retry_after));
+	fake_fault(f,
+	    harness_strf("{\"action\":\"status\",\"status\":503,"
+	                 "\"retry_after\":\"%s\"}",
+	        retry_after));
 	http_get(harness_daemon_url(dm, "/api/tags"), &r);
 	el = r.t_end - r.t_start;
-	H_ASSERT(r.ok && r.status == 200, "Retry-After %s: the client got "
-	    "%ld %s %.300s", retry_after, r.status, r.error, r.body.data);
+	H_ASSERT(r.ok && r.status == 200,
+	    "Retry-After %s: the client got "
+	    "%ld %s %.300s",
+	    retry_after, r.status, r.error, r.body.data);
 	H_ASSERT_INT_EQ(test_stat(f, "requests", NULL), 2);
 	http_resp_free(&r);
 	return el;
@@ -531,22 +562,29 @@ START_TEST(test_retry_after)
 	harness_up(&env, "[retry]\nbackoff_factor = 0.01\n");
 
 	el = test_retry_after_once(env.daemon, env.fake, "1");
-	H_ASSERT(el >= 0.95 && el < 5.0, "Retry-After: 1 was followed by a "
-	    "retry after %.3f s, want about 1 s", el);
+	H_ASSERT(el >= 0.95 && el < 5.0,
+	    "Retry-After: 1 was followed by a "
+	    "retry after %.3f s, want about 1 s",
+	    el);
 
 	/* A date 3 s ahead, in whole seconds: 2 to 3 s from now. */
 	t = time(NULL) + 3;
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	el = test_retry_after_once(env.daemon, env.fake, date);
-	H_ASSERT(el >= 1.5 && el < 6.0, "Retry-After: %s (2 to 3 s ahead) "
-	    "was followed by a retry after %.3f s", date, el);
+	H_ASSERT(el >= 1.5 && el < 6.0,
+	    "Retry-After: %s (2 to 3 s ahead) "
+	    "was followed by a retry after %.3f s",
+	    date, el);
 
 	capped = harness_daemon_start("[retry]\nbackoff_factor = 0.01\n"
-	    "backoff_max = 0.5\n", harness_upstream_of(env.fake), NULL);
+	                              "backoff_max = 0.5\n",
+	    harness_upstream_of(env.fake), NULL);
 	el = test_retry_after_once(capped, env.fake, "30");
-	H_ASSERT(el >= 0.45 && el < 5.0, "Retry-After: 30 with backoff_max "
-	    "0.5 was followed by a retry after %.3f s, want about 0.5 s", el);
+	H_ASSERT(el >= 0.45 && el < 5.0,
+	    "Retry-After: 30 with backoff_max "
+	    "0.5 was followed by a retry after %.3f s, want about 0.5 s",
+	    el);
 }
 END_TEST
 
@@ -573,20 +611,25 @@ START_TEST(test_retry_off_and_methods)
 	http_resp_free(&r);
 
 	getonly = harness_daemon_start("[retry]\nretry_methods = GET\n"
-	    "backoff_factor = 0.01\n", harness_upstream_of(env.fake), NULL);
+	                               "backoff_factor = 0.01\n",
+	    harness_upstream_of(env.fake), NULL);
 	fake_reset(env.fake);
 	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503}");
 	http_post_json(harness_daemon_url(getonly, "/api/generate"),
 	    GEN(",\"stream\":false"), &r);
-	H_ASSERT(r.ok && r.status == 503, "retry_methods = GET retried a POST: "
-	    "the client got %ld %s", r.status, r.error);
+	H_ASSERT(r.ok && r.status == 503,
+	    "retry_methods = GET retried a POST: "
+	    "the client got %ld %s",
+	    r.status, r.error);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 	http_resp_free(&r);
 
 	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503}");
 	http_get(harness_daemon_url(getonly, "/api/tags"), &r);
-	H_ASSERT(r.ok && r.status == 200, "retry_methods = GET did not retry "
-	    "a GET: the client got %ld %s", r.status, r.error);
+	H_ASSERT(r.ok && r.status == 200,
+	    "retry_methods = GET did not retry "
+	    "a GET: the client got %ld %s",
+	    r.status, r.error);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 3);
 	http_resp_free(&r);
 }
@@ -599,7 +642,7 @@ END_TEST
  */
 START_TEST(test_retry_statuses)
 {
-	static const int retried[] = { 500, 502, 503, 504 };
+	static const int retried[] = {500, 502, 503, 504};
 	struct harness_env env;
 	struct harness_daemon *only500;
 	struct http_resp r;
@@ -609,37 +652,49 @@ START_TEST(test_retry_statuses)
 	harness_up(&env, "[retry]\nbackoff_factor = 0.01\n");
 	for (i = 0; i < sizeof retried / sizeof retried[0]; i++) {
 		fake_reset(env.fake);
-		fake_fault(env.fake, harness_strf("{\"action\":\"status\","
-		    "\"status\":%d}", retried[i]));
+		fake_fault(env.fake,
+		    harness_strf("{\"action\":\"status\","
+		                 "\"status\":%d}",
+		        retried[i]));
 		http_get(harness_daemon_url(env.daemon, "/api/tags"), &r);
-		H_ASSERT(r.ok && r.status == 200, "a %d was not retried: the "
-		    "client got %ld %s", retried[i], r.status, r.error);
+		H_ASSERT(r.ok && r.status == 200,
+		    "a %d was not retried: the "
+		    "client got %ld %s",
+		    retried[i], r.status, r.error);
 		H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 2);
 		http_resp_free(&r);
 	}
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":429,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":429,"
 	    "\"body\":\"{\\\"error\\\":\\\"slow down\\\"}\"}");
 	http_get(harness_daemon_url(env.daemon, "/api/tags"), &r);
-	H_ASSERT(r.ok && r.status == 429, "a 429 must reach the client as it "
-	    "is: %ld %s", r.status, r.error);
+	H_ASSERT(r.ok && r.status == 429,
+	    "a 429 must reach the client as it "
+	    "is: %ld %s",
+	    r.status, r.error);
 	H_ASSERT_STR_EQ(r.body.data, "{\"error\":\"slow down\"}");
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 	http_resp_free(&r);
 
 	only500 = harness_daemon_start("[retry]\nbackoff_factor = 0.01\n"
-	    "retry_statuses = 500\n", harness_upstream_of(env.fake), NULL);
+	                               "retry_statuses = 500\n",
+	    harness_upstream_of(env.fake), NULL);
 	fake_reset(env.fake);
 	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503}");
 	http_get(harness_daemon_url(only500, "/api/tags"), &r);
-	H_ASSERT(r.ok && r.status == 503, "retry_statuses = 500 retried a "
-	    "503: the client got %ld %s", r.status, r.error);
+	H_ASSERT(r.ok && r.status == 503,
+	    "retry_statuses = 500 retried a "
+	    "503: the client got %ld %s",
+	    r.status, r.error);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 	http_resp_free(&r);
 	fake_fault(env.fake, "{\"action\":\"status\",\"status\":500}");
 	http_get(harness_daemon_url(only500, "/api/tags"), &r);
-	H_ASSERT(r.ok && r.status == 200, "retry_statuses = 500 did not retry "
-	    "a 500: the client got %ld %s", r.status, r.error);
+	H_ASSERT(r.ok && r.status == 200,
+	    "retry_statuses = 500 did not retry "
+	    "a 500: the client got %ld %s",
+	    r.status, r.error);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 3);
 	http_resp_free(&r);
 }
@@ -656,18 +711,22 @@ START_TEST(test_retry_backoff_max)
 	double el;
 
 	T_BEGIN();
-	harness_up(&env, "[retry]\nretries = 2\nbackoff_factor = 2\n"
+	harness_up(&env,
+	    "[retry]\nretries = 2\nbackoff_factor = 2\n"
 	    "backoff_max = 0.2\n");
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":2}");
 	http_get(harness_daemon_url(env.daemon, "/api/tags"), &r);
 	el = r.t_end - r.t_start;
-	H_ASSERT(r.ok && r.status == 200, "two 503s then 200: %ld %s",
-	    r.status, r.error);
+	H_ASSERT(r.ok && r.status == 200, "two 503s then 200: %ld %s", r.status,
+	    r.error);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 3);
-	H_ASSERT(el >= 0.38 && el < 2.5, "two retries capped at 0.2 s took "
-	    "%.3f s", el);
+	H_ASSERT(el >= 0.38 && el < 2.5,
+	    "two retries capped at 0.2 s took "
+	    "%.3f s",
+	    el);
 	http_resp_free(&r);
 }
 END_TEST
@@ -686,13 +745,15 @@ START_TEST(test_retry_connection_refused)
 
 	T_BEGIN();
 	up = harness_strf("http://127.0.0.1:%d", harness_free_port());
-	d = harness_daemon_start("[retry]\nretries = 2\nbackoff_factor = 0.1\n",
-	    up, NULL);
+	d = harness_daemon_start(
+	    "[retry]\nretries = 2\nbackoff_factor = 0.1\n", up, NULL);
 	http_get(harness_daemon_url(d, "/api/tags"), &r);
 	el = r.t_end - r.t_start;
 	test_assert_native_error(&r, 502, up, "connection refused");
-	H_ASSERT(el >= 0.28 && el < 5.0, "a refused upstream answered after "
-	    "%.3f s; two retries take 0.1 + 0.2 s", el);
+	H_ASSERT(el >= 0.28 && el < 5.0,
+	    "a refused upstream answered after "
+	    "%.3f s; two retries take 0.1 + 0.2 s",
+	    el);
 	http_resp_free(&r);
 }
 END_TEST
@@ -706,7 +767,7 @@ END_TEST
  */
 START_TEST(test_retry_upstream_closed)
 {
-	static const char *const actions[] = { "close", "reset" };
+	static const char *const actions[] = {"close", "reset"};
 	struct harness_fake *f;
 	struct harness_daemon *d;
 	struct http_resp r;
@@ -717,8 +778,8 @@ START_TEST(test_retry_upstream_closed)
 	f = fake_start("fake", NULL, NULL);
 	up = harness_upstream_of(f);
 	for (i = 0; i < 2; i++) {
-		d = harness_daemon_start("[retry]\nbackoff_factor = 0.01\n", up,
-		    NULL);
+		d = harness_daemon_start(
+		    "[retry]\nbackoff_factor = 0.01\n", up, NULL);
 		fake_reset(f);
 		fake_fault(f, harness_strf("{\"action\":\"%s\"}", actions[i]));
 		if (i == 0)
@@ -726,9 +787,10 @@ START_TEST(test_retry_upstream_closed)
 		else
 			http_post_json(harness_daemon_url(d, "/api/generate"),
 			    GEN(",\"stream\":false"), &r);
-		H_ASSERT(r.ok && r.status == 200, "upstream %s before "
-		    "answering: the client got %ld %s %.300s", actions[i],
-		    r.status, r.error, r.body.data);
+		H_ASSERT(r.ok && r.status == 200,
+		    "upstream %s before "
+		    "answering: the client got %ld %s %.300s",
+		    actions[i], r.status, r.error, r.body.data);
 		H_ASSERT_INT_EQ(test_stat(f, "requests", NULL), 2);
 		http_resp_free(&r);
 	}
@@ -762,25 +824,30 @@ START_TEST(test_retry_not_after_bytes)
 	http_post_json(fake_url(env.fake, "/api/generate"), gen, &d);
 	H_ASSERT(d.ok && d.status == 200, "direct stream: %s", d.error);
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"die_after\",\"chunks\":2,"
+	fake_fault(env.fake,
+	    "{\"action\":\"die_after\",\"chunks\":2,"
 	    "\"path\":\"/api/generate\"}");
 
-	http_post_json(harness_daemon_url(env.daemon, "/api/generate"), gen,
-	    &r);
-	H_ASSERT(!r.ok && r.status == 200, "an upstream dying mid-stream must "
-	    "reach the client as a broken 200, got %ld ok=%d %s", r.status,
-	    r.ok, r.error);
-	H_ASSERT(strstr(r.error, curl_easy_strerror(CURLE_PARTIAL_FILE)) !=
-	    NULL || strstr(r.error, curl_easy_strerror(CURLE_RECV_ERROR)) !=
-	    NULL, "libcurl should report a partial transfer: %s", r.error);
+	http_post_json(
+	    harness_daemon_url(env.daemon, "/api/generate"), gen, &r);
+	H_ASSERT(!r.ok && r.status == 200,
+	    "an upstream dying mid-stream must "
+	    "reach the client as a broken 200, got %ld ok=%d %s",
+	    r.status, r.ok, r.error);
+	H_ASSERT(
+	    strstr(r.error, curl_easy_strerror(CURLE_PARTIAL_FILE)) != NULL ||
+	        strstr(r.error, curl_easy_strerror(CURLE_RECV_ERROR)) != NULL,
+	    "libcurl should report a partial transfer: %s", r.error);
 	/* Exactly the two lines the fake sent before dying. */
 	nl = strchr(d.body.data, '\n');
 	nl = nl != NULL ? strchr(nl + 1, '\n') : NULL;
 	H_CHECK(nl != NULL);
 	two = (size_t)(nl - d.body.data) + 1;
-	H_ASSERT(r.body.len == two && memcmp(r.body.data, d.body.data, two) ==
-	    0, "the client should have the first two lines, got %zu bytes: "
-	    "%.300s", r.body.len, r.body.data);
+	H_ASSERT(
+	    r.body.len == two && memcmp(r.body.data, d.body.data, two) == 0,
+	    "the client should have the first two lines, got %zu bytes: "
+	    "%.300s",
+	    r.body.len, r.body.data);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 	test_assert_healthy(env.daemon, "a stream cut short");
 	http_resp_free(&r);
@@ -796,8 +863,7 @@ END_TEST
 START_TEST(test_retry_body_replayed)
 {
 	static const char *const hdrs[] = {
-		"Content-Type: application/octet-stream", "Expect:", NULL
-	};
+	    "Content-Type: application/octet-stream", "Expect:", NULL};
 	const size_t len = 1u << 20;
 	struct harness_membody mb;
 	struct harness_env env;
@@ -816,7 +882,8 @@ START_TEST(test_retry_body_replayed)
 
 	for (chunked = 0; chunked < 2; chunked++) {
 		fake_reset(env.fake);
-		fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+		fake_fault(env.fake,
+		    "{\"action\":\"status\",\"status\":503,"
 		    "\"path\":\"/_fake/echo\"}");
 		memset(&req, 0, sizeof req);
 		req.method = "POST";
@@ -835,20 +902,23 @@ START_TEST(test_retry_body_replayed)
 			req.has_body = 1;
 		}
 		http_request(&req, &r);
-		H_ASSERT(r.ok && r.status == 200, "%s body after a 503: %ld %s "
-		    "%.300s", chunked ? "chunked" : "Content-Length",
-		    r.status, r.error, r.body.data);
+		H_ASSERT(r.ok && r.status == 200,
+		    "%s body after a 503: %ld %s "
+		    "%.300s",
+		    chunked ? "chunked" : "Content-Length", r.status, r.error,
+		    r.body.data);
 		j = harness_json(&r, "echo");
 		H_ASSERT((size_t)harness_jnum(j, "body_bytes") == len,
 		    "%s body: the retry carried %.0f bytes of %zu",
 		    chunked ? "chunked" : "Content-Length",
 		    harness_jnum(j, "body_bytes"), len);
 		H_ASSERT(harness_jstr(j, "body_sha256") != NULL &&
-		    strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
+		        strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
 		    "%s body: the retry carried other bytes than were sent",
 		    chunked ? "chunked" : "Content-Length");
-		H_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "chunked")) ==
-		    chunked, "the retry changed the body's framing");
+		H_ASSERT(
+		    cJSON_IsTrue(cJSON_GetObjectItem(j, "chunked")) == chunked,
+		    "the retry changed the body's framing");
 		H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 2);
 		cJSON_Delete(j);
 		http_resp_free(&r);
@@ -865,8 +935,7 @@ END_TEST
 START_TEST(test_retry_body_too_big)
 {
 	static const char *const hdrs[] = {
-		"Content-Type: application/octet-stream", "Expect:", NULL
-	};
+	    "Content-Type: application/octet-stream", "Expect:", NULL};
 	const size_t len = 1u << 20;
 	struct harness_membody mb;
 	struct harness_env env;
@@ -876,7 +945,8 @@ START_TEST(test_retry_body_too_big)
 	int chunked;
 
 	T_BEGIN();
-	harness_up(&env, "[retry]\nbackoff_factor = 0.01\n"
+	harness_up(&env,
+	    "[retry]\nbackoff_factor = 0.01\n"
 	    "retry_body_max = 64k\n");
 	body = malloc(len);
 	H_CHECK(body != NULL);
@@ -884,7 +954,8 @@ START_TEST(test_retry_body_too_big)
 
 	for (chunked = 1; chunked >= 0; chunked--) {
 		fake_reset(env.fake);
-		fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+		fake_fault(env.fake,
+		    "{\"action\":\"status\",\"status\":503,"
 		    "\"path\":\"/_fake/echo\"}");
 		memset(&req, 0, sizeof req);
 		req.method = "POST";
@@ -903,10 +974,12 @@ START_TEST(test_retry_body_too_big)
 			req.has_body = 1;
 		}
 		http_request(&req, &r);
-		H_ASSERT(r.ok && r.status == 503, "%s 1 MiB body over "
+		H_ASSERT(r.ok && r.status == 503,
+		    "%s 1 MiB body over "
 		    "retry_body_max: want the upstream's 503, got %ld %s "
-		    "%.300s", chunked ? "chunked" : "Content-Length",
-		    r.status, r.error, r.body.data);
+		    "%.300s",
+		    chunked ? "chunked" : "Content-Length", r.status, r.error,
+		    r.body.data);
 		H_ASSERT_STR_EQ(r.body.data, BUSY_BODY);
 		H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 		http_resp_free(&r);
@@ -927,7 +1000,7 @@ END_TEST
 START_TEST(test_cancel_queued)
 {
 	static const char slow[] = GEN(",\"options\":{\"num_predict\":10},"
-	    "\"fake_interval_ms\":100");
+	                               "\"fake_interval_ms\":100");
 	static const char queued[] = GEN(",\"stream\":false");
 	struct harness_env env;
 	struct http_conn a, b, d;
@@ -938,22 +1011,27 @@ START_TEST(test_cancel_queued)
 	fake_reset(env.fake);
 
 	/* A holds the slot for about a second. */
-	test_raw_send(&a, env.daemon->port, test_raw_post("/api/generate",
-	    slow, ""));
-	H_ASSERT(http_conn_wait_readable(&a, 10000), "no answer to the first "
+	test_raw_send(
+	    &a, env.daemon->port, test_raw_post("/api/generate", slow, ""));
+	H_ASSERT(http_conn_wait_readable(&a, 10000),
+	    "no answer to the first "
 	    "request");
 
 	/* B's 100 Continue is written as its head is taken: from then on B
 	 * is in the queue.  B resets before sending its body. */
-	test_raw_send(&b, env.daemon->port, harness_strf("POST /api/generate "
-	    "HTTP/1.1\r\nHost: client.invalid\r\nContent-Type: "
-	    "application/json\r\nExpect: 100-continue\r\nContent-Length: "
-	    "%zu\r\n\r\n", strlen(queued)));
-	test_conn_wait_for(&b, "100 Continue\r\n\r\n", 1, 10000,
-	    "queued request");
+	test_raw_send(&b, env.daemon->port,
+	    harness_strf(
+	        "POST /api/generate "
+	        "HTTP/1.1\r\nHost: client.invalid\r\nContent-Type: "
+	        "application/json\r\nExpect: 100-continue\r\nContent-Length: "
+	        "%zu\r\n\r\n",
+	        strlen(queued)));
+	test_conn_wait_for(
+	    &b, "100 Continue\r\n\r\n", 1, 10000, "queued request");
 	test_conn_reset(&b);
 
-	test_raw_send(&d, env.daemon->port, "GET /api/version HTTP/1.1\r\n"
+	test_raw_send(&d, env.daemon->port,
+	    "GET /api/version HTTP/1.1\r\n"
 	    "Host: client.invalid\r\n\r\n");
 
 	H_ASSERT(http_conn_read_response(&a, 0, 15000, &ra) == 0,
@@ -963,14 +1041,17 @@ START_TEST(test_cancel_queued)
 	    http_count_lines(&ra.body));
 	H_ASSERT(http_conn_read_response(&d, 0, 15000, &rd) == 0,
 	    "the request queued after the cancelled one: %s", rd.error);
-	H_ASSERT(rd.status == 200, "the request queued after the cancelled "
+	H_ASSERT(rd.status == 200,
+	    "the request queued after the cancelled "
 	    "one got %ld (a 503 means the cancelled request still holds its "
-	    "place in the queue): %.300s", rd.status, rd.body.data);
+	    "place in the queue): %.300s",
+	    rd.status, rd.body.data);
 	/* The one holding the slot and the one after: the reset request
 	 * was never started. */
 	H_ASSERT(test_stat(env.fake, "requests", NULL) == 2,
 	    "the fake saw %lld requests; the cancelled one must never reach "
-	    "it", test_stat(env.fake, "requests", NULL));
+	    "it",
+	    test_stat(env.fake, "requests", NULL));
 	H_ASSERT_INT_EQ(test_stat(env.fake, "client_gone", NULL), 0);
 	test_assert_healthy(env.daemon, "a request cancelled in the queue");
 	http_conn_close(&a);
@@ -996,18 +1077,22 @@ START_TEST(test_cancel_headers_wait)
 	T_BEGIN();
 	harness_up(&env, "");
 	fake_reset(env.fake);
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"fake_first_byte_ms\":10000"), ""));
-	test_wait_stat(env.fake, "requests", NULL, 1, 10000,
-	    "request reaching the fake");
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post(
+	        "/api/generate", GEN(",\"fake_first_byte_ms\":10000"), ""));
+	test_wait_stat(
+	    env.fake, "requests", NULL, 1, 10000, "request reaching the fake");
 	t0 = harness_now();
 	http_conn_close(&c);
 	t1 = test_wait_stat(env.fake, "client_gone_phase", "headers_wait", 1,
 	    2000, "client closed while waiting for headers");
-	H_ASSERT(t1 - t0 < 1.0, "the upstream connection was closed %.3f s "
-	    "after the client left; the issue asks for 100 ms", t1 - t0);
+	H_ASSERT(t1 - t0 < 1.0,
+	    "the upstream connection was closed %.3f s "
+	    "after the client left; the issue asks for 100 ms",
+	    t1 - t0);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "client_gone", NULL), 1);
-	test_assert_healthy(env.daemon, "a client gone while waiting for "
+	test_assert_healthy(env.daemon,
+	    "a client gone while waiting for "
 	    "headers");
 }
 END_TEST
@@ -1027,20 +1112,23 @@ START_TEST(test_cancel_backoff)
 	T_BEGIN();
 	harness_up(&env, "[retry]\nbackoff_factor = 2\n");
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"status\",\"status\":503,"
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":503,"
 	    "\"path\":\"/api/generate\"}");
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"stream\":false"), ""));
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post("/api/generate", GEN(",\"stream\":false"), ""));
 	test_wait_answered(env.fake, "the first attempt");
 	/* The backoff started at most a moment ago and lasts 2 s: the
 	 * client has nothing yet (else there is no backoff to cancel). */
 	until = harness_now() + 3.5;
-	H_ASSERT(!http_conn_wait_readable(&c, 200), "the client got an answer "
+	H_ASSERT(!http_conn_wait_readable(&c, 200),
+	    "the client got an answer "
 	    "at once: the daemon did not back off");
 	http_conn_close(&c);
 	while (harness_now() < until) {
 		n = test_stat(env.fake, "requests", NULL);
-		H_ASSERT(n == 1, "the request was retried (the fake saw %lld "
+		H_ASSERT(n == 1,
+		    "the request was retried (the fake saw %lld "
 		    "requests) although its client left during the backoff",
 		    n);
 		test_pause_ms(STAT_POLL_MS * 5);
@@ -1064,16 +1152,20 @@ START_TEST(test_cancel_mid_stream)
 	T_BEGIN();
 	harness_up(&env, "");
 	fake_reset(env.fake);
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"options\":{\"num_predict\":200},\"fake_interval_ms\":50"),
-	    ""));
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post("/api/generate",
+	        GEN(",\"options\":{\"num_predict\":200},\"fake_interval_ms\":"
+	            "50"),
+	        ""));
 	test_conn_wait_for(&c, "\"done\":false", 3, 10000, "stream");
 	t0 = harness_now();
 	test_conn_reset(&c);
-	t1 = test_wait_stat(env.fake, "client_gone_phase", "streaming", 1,
-	    2000, "client reset mid-stream");
-	H_ASSERT(t1 - t0 < 1.0, "the upstream stream was dropped %.3f s after "
-	    "the client reset; the issue asks for 100 ms", t1 - t0);
+	t1 = test_wait_stat(env.fake, "client_gone_phase", "streaming", 1, 2000,
+	    "client reset mid-stream");
+	H_ASSERT(t1 - t0 < 1.0,
+	    "the upstream stream was dropped %.3f s after "
+	    "the client reset; the issue asks for 100 ms",
+	    t1 - t0);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "client_gone", NULL), 1);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 	test_assert_healthy(env.daemon, "a client reset mid-stream");
@@ -1094,17 +1186,21 @@ START_TEST(test_cancel_half_close)
 	T_BEGIN();
 	harness_up(&env, "");
 	fake_reset(env.fake);
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"fake_first_byte_ms\":10000"), ""));
-	test_wait_stat(env.fake, "requests", NULL, 1, 10000,
-	    "request reaching the fake");
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post(
+	        "/api/generate", GEN(",\"fake_first_byte_ms\":10000"), ""));
+	test_wait_stat(
+	    env.fake, "requests", NULL, 1, 10000, "request reaching the fake");
 	t0 = harness_now();
 	H_CHECK(shutdown(c.fd, SHUT_WR) == 0);
 	t1 = test_wait_stat(env.fake, "client_gone_phase", "headers_wait", 1,
 	    2000, "client half-closed while waiting for headers");
-	H_ASSERT(t1 - t0 < 1.0, "the upstream connection was closed %.3f s "
-	    "after the client half-closed", t1 - t0);
-	H_ASSERT(http_conn_wait_closed(&c, 2000) == 1, "the daemon kept the "
+	H_ASSERT(t1 - t0 < 1.0,
+	    "the upstream connection was closed %.3f s "
+	    "after the client half-closed",
+	    t1 - t0);
+	H_ASSERT(http_conn_wait_closed(&c, 2000) == 1,
+	    "the daemon kept the "
 	    "half-closed client's connection open");
 	http_conn_close(&c);
 	test_assert_healthy(env.daemon, "a client half-closed while waiting");
@@ -1123,7 +1219,8 @@ END_TEST
  */
 START_TEST(test_cancel_not_reading)
 {
-	static const char next[] = "POST /_fake/echo/pipelined HTTP/1.1\r\n"
+	static const char next[] =
+	    "POST /_fake/echo/pipelined HTTP/1.1\r\n"
 	    "Host: client.invalid\r\nContent-Length: 16777216\r\n\r\n";
 	/* 4 KiB past the daemon's 256 KiB read watermark: it stops reading
 	 * with those left in its kernel buffer, where they surely fit. */
@@ -1134,22 +1231,25 @@ START_TEST(test_cancel_not_reading)
 	char *junk;
 	int outq;
 
-	test_begin(_i == 0 ? "test_cancel_not_reading_close" :
-	    "test_cancel_not_reading_reset");
+	test_begin(_i == 0 ? "test_cancel_not_reading_close"
+	                   : "test_cancel_not_reading_reset");
 	harness_up(&env, "");
 	fake_reset(env.fake);
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"fake_first_byte_ms\":10000"), ""));
-	test_wait_stat(env.fake, "requests", NULL, 1, 10000,
-	    "request reaching the fake");
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post(
+	        "/api/generate", GEN(",\"fake_first_byte_ms\":10000"), ""));
+	test_wait_stat(
+	    env.fake, "requests", NULL, 1, 10000, "request reaching the fake");
 	/* The next request's head and part of its body: they stay unparsed
 	 * in the daemon's input buffer until the first is answered. */
 	junk = malloc(extra);
 	H_CHECK(junk != NULL);
 	memset(junk, 'j', extra);
 	H_CHECK(http_conn_sendstr(&c, next, 10000) == 0);
-	H_ASSERT(http_conn_send(&c, junk, extra, 10000) == 0, "the daemon "
-	    "did not take %zu bytes of a pipelined request", extra);
+	H_ASSERT(http_conn_send(&c, junk, extra, 10000) == 0,
+	    "the daemon "
+	    "did not take %zu bytes of a pipelined request",
+	    extra);
 	free(junk);
 	/* A FIN goes out only behind the data queued before it: wait until
 	 * the daemon's side has all of it (nothing signals that; poll). */
@@ -1158,8 +1258,10 @@ START_TEST(test_cancel_not_reading)
 		H_CHECK(ioctl(c.fd, SIOCOUTQ, &outq) == 0);
 		if (outq == 0)
 			break;
-		H_ASSERT(harness_now() < deadline, "%d bytes still unsent "
-		    "after 10 s", outq);
+		H_ASSERT(harness_now() < deadline,
+		    "%d bytes still unsent "
+		    "after 10 s",
+		    outq);
 		test_pause_ms(STAT_POLL_MS);
 	}
 	t0 = harness_now();
@@ -1168,10 +1270,14 @@ START_TEST(test_cancel_not_reading)
 	else
 		test_conn_reset(&c);
 	t1 = test_wait_stat(env.fake, "client_gone_phase", "headers_wait", 1,
-	    2000, _i == 0 ? "client closed while the daemon was not reading "
-	    "it" : "client reset while the daemon was not reading it");
-	H_ASSERT(t1 - t0 < 1.0, "the upstream connection was closed %.3f s "
-	    "after the client left", t1 - t0);
+	    2000,
+	    _i == 0 ? "client closed while the daemon was not reading "
+	              "it"
+	            : "client reset while the daemon was not reading it");
+	H_ASSERT(t1 - t0 < 1.0,
+	    "the upstream connection was closed %.3f s "
+	    "after the client left",
+	    t1 - t0);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 	test_assert_healthy(env.daemon, "a client gone while not read");
 }
@@ -1204,18 +1310,22 @@ gen_check_line(struct gen_check *g)
 	char want[64];
 
 	if (g->lines < g->tokens) {
-		snprintf(want, sizeof want, "\"response\":\"tok%ld \"",
-		    g->lines);
+		snprintf(
+		    want, sizeof want, "\"response\":\"tok%ld \"", g->lines);
 		if (memmem(g->line, g->llen, want, strlen(want)) == NULL ||
 		    memmem(g->line, g->llen, "\"done\":false", 12) == NULL)
-			snprintf(g->why, sizeof g->why, "line %ld is not token "
-			    "%ld: ...%.*s", g->lines, g->lines,
-			    (int)(g->llen < 120 ? g->llen : 120), g->line +
-			    (g->llen < 120 ? 0 : g->llen - 120));
+			snprintf(g->why, sizeof g->why,
+			    "line %ld is not token "
+			    "%ld: ...%.*s",
+			    g->lines, g->lines,
+			    (int)(g->llen < 120 ? g->llen : 120),
+			    g->line + (g->llen < 120 ? 0 : g->llen - 120));
 	} else if (g->lines == g->tokens) {
 		if (memmem(g->line, g->llen, "\"done\":true", 11) == NULL)
-			snprintf(g->why, sizeof g->why, "line %ld is not the "
-			    "final one", g->lines);
+			snprintf(g->why, sizeof g->why,
+			    "line %ld is not the "
+			    "final one",
+			    g->lines);
 	} else
 		snprintf(g->why, sizeof g->why, "a line after the final one");
 	g->lines++;
@@ -1282,8 +1392,10 @@ gen_check_feed(struct gen_check *g, const char *p, size_t n)
 			}
 			size = strtoull(g->sline, &end, 16);
 			if (end == g->sline) {
-				snprintf(g->why, sizeof g->why, "bad chunk "
-				    "size line \"%s\"", g->sline);
+				snprintf(g->why, sizeof g->why,
+				    "bad chunk "
+				    "size line \"%s\"",
+				    g->sline);
 				return;
 			}
 			g->left = size;
@@ -1304,7 +1416,8 @@ gen_check_feed(struct gen_check *g, const char *p, size_t n)
 			if (ch == '\n')
 				g->state = GC_SIZE;
 			else if (ch != '\r')
-				snprintf(g->why, sizeof g->why, "chunk not "
+				snprintf(g->why, sizeof g->why,
+				    "chunk not "
 				    "followed by CRLF");
 			break;
 		case GC_DONE:
@@ -1326,18 +1439,20 @@ gen_check_read(struct http_conn *c, struct gen_check *g, int timeout_ms)
 	ssize_t n;
 
 	deadline = harness_now() + timeout_ms / 1000.0;
-	while ((eoh = c->in.len > 0 ? memmem(c->in.data, c->in.len,
-	    "\r\n\r\n", 4) : NULL) == NULL)
+	while (
+	    (eoh = c->in.len > 0 ? memmem(c->in.data, c->in.len, "\r\n\r\n", 4)
+	                         : NULL) == NULL)
 		H_ASSERT(!c->eof && test_conn_fill(c, deadline) > 0,
 		    "no response head: %.200s", c->in.data ? c->in.data : "");
 	hlen = (size_t)(eoh - c->in.data) + 4;
 	memset(&r, 0, sizeof r);
-	H_ASSERT(http_parse_head(&r, c->in.data, hlen) == 0 &&
-	    r.status == 200, "the big stream's head: %.*s", (int)hlen,
-	    c->in.data);
+	H_ASSERT(http_parse_head(&r, c->in.data, hlen) == 0 && r.status == 200,
+	    "the big stream's head: %.*s", (int)hlen, c->in.data);
 	te = http_header_get(&r, "Transfer-Encoding");
-	H_ASSERT(te != NULL && strcasecmp(te, "chunked") == 0, "the big "
-	    "stream is not chunked: %.*s", (int)hlen, c->in.data);
+	H_ASSERT(te != NULL && strcasecmp(te, "chunked") == 0,
+	    "the big "
+	    "stream is not chunked: %.*s",
+	    (int)hlen, c->in.data);
 	http_resp_free(&r);
 	gen_check_feed(g, c->in.data + hlen, c->in.len - hlen);
 	harness_buf_consume(&c->in, c->in.len);
@@ -1350,14 +1465,18 @@ gen_check_read(struct http_conn *c, struct gen_check *g, int timeout_ms)
 			gen_check_feed(g, buf, (size_t)n);
 			continue;
 		}
-		H_ASSERT(n != 0, "the stream ended after %llu body bytes, %ld "
+		H_ASSERT(n != 0,
+		    "the stream ended after %llu body bytes, %ld "
 		    "lines, without its last chunk",
 		    (unsigned long long)g->bytes, g->lines);
-		H_ASSERT(errno == EAGAIN || errno == EINTR, "reading the "
-		    "stream: %s", strerror(errno));
-		H_ASSERT(harness_now() < deadline, "the stream was not over "
-		    "within %d ms: %llu bytes, %ld lines", timeout_ms,
-		    (unsigned long long)g->bytes, g->lines);
+		H_ASSERT(errno == EAGAIN || errno == EINTR,
+		    "reading the "
+		    "stream: %s",
+		    strerror(errno));
+		H_ASSERT(harness_now() < deadline,
+		    "the stream was not over "
+		    "within %d ms: %llu bytes, %ld lines",
+		    timeout_ms, (unsigned long long)g->bytes, g->lines);
 		pfd.fd = c->fd;
 		pfd.events = POLLIN;
 		poll(&pfd, 1, 100);
@@ -1399,7 +1518,8 @@ test_asan(pid_t pid)
 	 * daemon itself holds, so only a plain build can be measured. */
 	if (harness_proc_maps_contains(pid, "libasan") != 1)
 		return 0;
-	fprintf(stderr, "daemon built with AddressSanitizer: RSS not "
+	fprintf(stderr,
+	    "daemon built with AddressSanitizer: RSS not "
 	    "checked\n");
 	return 1;
 }
@@ -1437,40 +1557,51 @@ START_TEST(test_backpressure_slow_reader)
 	memcpy(model, MODEL "-", strlen(MODEL) + 1);
 	model[MODEL_LEN] = '\0';
 	json = harness_strf("{\"model\":\"%s\",\"prompt\":\"p\",\"options\":"
-	    "{\"num_predict\":%d}}", model, TOKENS);
+	                    "{\"num_predict\":%d}}",
+	    model, TOKENS);
 	free(model);
 
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    json, ""));
-	H_ASSERT(http_conn_wait_readable(&c, 10000), "the stream did not "
+	test_raw_send(
+	    &c, env.daemon->port, test_raw_post("/api/generate", json, ""));
+	H_ASSERT(http_conn_wait_readable(&c, 10000),
+	    "the stream did not "
 	    "start");
 	/* Not a byte is read until the daemon's memory has settled. */
 	test_wait_rss_settled(pid, 20000);
 	hwm = harness_proc_status_kb(pid, "VmHWM");
 	rss = harness_proc_status_kb(pid, "VmRSS");
-	fprintf(stderr, "stalled 1 GiB stream: daemon VmRSS %ld KiB, VmHWM "
-	    "%ld KiB\n", rss, hwm);
+	fprintf(stderr,
+	    "stalled 1 GiB stream: daemon VmRSS %ld KiB, VmHWM "
+	    "%ld KiB\n",
+	    rss, hwm);
 	if (!test_asan(pid))
-		H_ASSERT(hwm > 0 && hwm < 64 * 1024, "daemon peak RSS %ld KiB "
+		H_ASSERT(hwm > 0 && hwm < 64 * 1024,
+		    "daemon peak RSS %ld KiB "
 		    "while its client reads nothing of a 1 GiB stream; the "
-		    "upstream transfer must pause", hwm);
+		    "upstream transfer must pause",
+		    hwm);
 	H_ASSERT(test_stat(env.fake, "requests_active", NULL) == 1 &&
-	    test_stat(env.fake, "client_gone", NULL) == 0, "the upstream "
+	        test_stat(env.fake, "client_gone", NULL) == 0,
+	    "the upstream "
 	    "stream must be paused, neither finished nor dropped");
 
 	memset(&g, 0, sizeof g);
 	g.tokens = TOKENS;
 	gen_check_read(&c, &g, 90000);
-	H_ASSERT(g.lines == TOKENS + 1, "%ld lines, want %d", g.lines,
-	    TOKENS + 1);
+	H_ASSERT(
+	    g.lines == TOKENS + 1, "%ld lines, want %d", g.lines, TOKENS + 1);
 	H_ASSERT(g.bytes >= (1ull << 30), "the stream was only %llu bytes",
 	    (unsigned long long)g.bytes);
 	hwm = harness_proc_status_kb(pid, "VmHWM");
-	fprintf(stderr, "1 GiB stream read: %llu bytes, daemon VmHWM %ld "
-	    "KiB\n", (unsigned long long)g.bytes, hwm);
+	fprintf(stderr,
+	    "1 GiB stream read: %llu bytes, daemon VmHWM %ld "
+	    "KiB\n",
+	    (unsigned long long)g.bytes, hwm);
 	if (!test_asan(pid))
-		H_ASSERT(hwm < 64 * 1024, "daemon peak RSS %ld KiB after a "
-		    "1 GiB stream", hwm);
+		H_ASSERT(hwm < 64 * 1024,
+		    "daemon peak RSS %ld KiB after a "
+		    "1 GiB stream",
+		    hwm);
 	free(g.line);
 	http_conn_close(&c);
 	test_assert_healthy(env.daemon, "a 1 GiB stream");
@@ -1489,8 +1620,7 @@ END_TEST
 START_TEST(test_backpressure_slow_upstream)
 {
 	static const char *const hdrs[] = {
-		"Content-Type: application/octet-stream", "Expect:", NULL
-	};
+	    "Content-Type: application/octet-stream", "Expect:", NULL};
 	const size_t len = 20u << 20;
 	struct harness_membody mb;
 	struct harness_env env;
@@ -1513,7 +1643,8 @@ START_TEST(test_backpressure_slow_upstream)
 	test_assert_healthy(env.daemon, "startup");
 	base = harness_proc_status_kb(pid, "VmHWM");
 
-	fake_fault(env.fake, "{\"action\":\"slow_read\",\"bytes_per_sec\":"
+	fake_fault(env.fake,
+	    "{\"action\":\"slow_read\",\"bytes_per_sec\":"
 	    "2097152,\"path\":\"/_fake/echo\"}");
 	memset(&mb, 0, sizeof mb);
 	mb.data = body;
@@ -1527,26 +1658,34 @@ START_TEST(test_backpressure_slow_upstream)
 	req.timeout_ms = 60000;
 	http_request(&req, &r);
 	el = r.t_end - r.t_start;
-	H_ASSERT(r.ok && r.status == 200, "20 MiB upload to a slow upstream: "
-	    "%ld %s %.300s", r.status, r.error, r.body.data);
+	H_ASSERT(r.ok && r.status == 200,
+	    "20 MiB upload to a slow upstream: "
+	    "%ld %s %.300s",
+	    r.status, r.error, r.body.data);
 	j = harness_json(&r, "echo");
 	H_ASSERT((size_t)harness_jnum(j, "body_bytes") == len &&
-	    harness_jstr(j, "body_sha256") != NULL &&
-	    strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
+	        harness_jstr(j, "body_sha256") != NULL &&
+	        strcmp(harness_jstr(j, "body_sha256"), hex) == 0,
 	    "the upload arrived damaged: %.300s", r.body.data);
 	cJSON_Delete(j);
 	/* Else the fault did not apply and nothing was slow. */
-	H_ASSERT(el >= 5.0, "the upload took %.2f s; at 2 MiB/s it takes "
-	    "about 10", el);
+	H_ASSERT(el >= 5.0,
+	    "the upload took %.2f s; at 2 MiB/s it takes "
+	    "about 10",
+	    el);
 
 	hwm = harness_proc_status_kb(pid, "VmHWM");
-	fprintf(stderr, "20 MiB upload at 2 MiB/s: %.1f s, daemon VmHWM %ld "
-	    "KiB (%ld KiB before)\n", el, hwm, base);
+	fprintf(stderr,
+	    "20 MiB upload at 2 MiB/s: %.1f s, daemon VmHWM %ld "
+	    "KiB (%ld KiB before)\n",
+	    el, hwm, base);
 	if (!test_asan(pid)) {
 		H_ASSERT(hwm < 64 * 1024, "daemon peak RSS %ld KiB", hwm);
-		H_ASSERT(hwm - base < 8 * 1024, "daemon peak RSS grew by %ld "
+		H_ASSERT(hwm - base < 8 * 1024,
+		    "daemon peak RSS grew by %ld "
 		    "KiB during a 20 MiB upload to a slow upstream; it must "
-		    "stop reading the client instead", hwm - base);
+		    "stop reading the client instead",
+		    hwm - base);
 	}
 	http_resp_free(&r);
 	free(body);
@@ -1573,10 +1712,12 @@ START_TEST(test_timeout_first_byte)
 	http_post_json(harness_daemon_url(env.daemon, "/api/generate"),
 	    GEN(",\"fake_first_byte_ms\":5000"), &r);
 	el = r.t_end - r.t_start;
-	test_assert_native_error(&r, 504, harness_upstream_of(env.fake),
-	    "first_byte_timeout");
-	H_ASSERT(el >= 0.45 && el < 3.0, "the 504 came after %.3f s with "
-	    "first_byte_timeout = 0.5", el);
+	test_assert_native_error(
+	    &r, 504, harness_upstream_of(env.fake), "first_byte_timeout");
+	H_ASSERT(el >= 0.45 && el < 3.0,
+	    "the 504 came after %.3f s with "
+	    "first_byte_timeout = 0.5",
+	    el);
 	test_wait_stat(env.fake, "client_gone_phase", "headers_wait", 1, 2000,
 	    "first_byte_timeout");
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
@@ -1609,20 +1750,25 @@ START_TEST(test_timeout_stream_idle)
 	T_BEGIN();
 	harness_up(&env, "[upstream]\nstream_idle_timeout = 0.5\n");
 	fake_reset(env.fake);
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"options\":{\"num_predict\":3},\"fake_interval_ms\":3000"),
-	    ""));
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post("/api/generate",
+	        GEN(",\"options\":{\"num_predict\":3},\"fake_interval_ms\":"
+	            "3000"),
+	        ""));
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) != 0,
 	    "a stream idle for 3 s ended cleanly with stream_idle_timeout = "
-	    "0.5: %zu bytes", r.body.len);
+	    "0.5: %zu bytes",
+	    r.body.len);
 	el = r.t_end - r.t_start;
 	H_ASSERT(c.eof, "the idle stream was not closed: %s", r.error);
-	H_ASSERT(r.status == 200 && r.chunked &&
-	    http_count_lines(&r.body) == 1, "want the head and the first line "
-	    "before the cut: %ld, %zu lines: %s", r.status,
-	    http_count_lines(&r.body), r.error);
-	H_ASSERT(el >= 0.45 && el < 2.5, "the idle stream was cut after "
-	    "%.3f s with stream_idle_timeout = 0.5", el);
+	H_ASSERT(r.status == 200 && r.chunked && http_count_lines(&r.body) == 1,
+	    "want the head and the first line "
+	    "before the cut: %ld, %zu lines: %s",
+	    r.status, http_count_lines(&r.body), r.error);
+	H_ASSERT(el >= 0.45 && el < 2.5,
+	    "the idle stream was cut after "
+	    "%.3f s with stream_idle_timeout = 0.5",
+	    el);
 	test_wait_stat(env.fake, "client_gone_phase", "streaming", 1, 2000,
 	    "stream_idle_timeout");
 	http_conn_close(&c);
@@ -1676,21 +1822,26 @@ START_TEST(test_timeout_connect)
 	    errno == EINPROGRESS);
 	pfd.fd = probe;
 	pfd.events = POLLOUT;
-	H_ASSERT(poll(&pfd, 1, 300) == 0, "this kernel completes connects "
+	H_ASSERT(poll(&pfd, 1, 300) == 0,
+	    "this kernel completes connects "
 	    "beyond a full accept queue; cannot make a connect hang");
 	close(probe);
 
 	up = harness_strf("http://127.0.0.1:%d", port);
-	d = harness_daemon_start("[upstream]\nconnect_timeout = 0.5\n"
-	    "[retry]\nretries = 1\nbackoff_factor = 0.01\n", up, NULL);
+	d = harness_daemon_start(
+	    "[upstream]\nconnect_timeout = 0.5\n"
+	    "[retry]\nretries = 1\nbackoff_factor = 0.01\n",
+	    up, NULL);
 	memset(&req, 0, sizeof req);
 	req.url = harness_daemon_url(d, "/api/tags");
 	req.timeout_ms = 8000;
 	http_request(&req, &r);
 	el = r.t_end - r.t_start;
 	test_assert_native_error(&r, 504, up, "connect_timeout");
-	H_ASSERT(el >= 0.95 && el < 5.0, "two connect attempts of 0.5 s took "
-	    "%.3f s", el);
+	H_ASSERT(el >= 0.95 && el < 5.0,
+	    "two connect attempts of 0.5 s took "
+	    "%.3f s",
+	    el);
 	http_resp_free(&r);
 	close(filler);
 	close(lfd);
@@ -1704,7 +1855,8 @@ END_TEST
  */
 START_TEST(test_timeout_header)
 {
-	static const char head[] = "GET /api/version HTTP/1.1\r\n"
+	static const char head[] =
+	    "GET /api/version HTTP/1.1\r\n"
 	    "Host: client.invalid\r\nX-Trickle: aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 	struct harness_env env;
@@ -1729,9 +1881,12 @@ START_TEST(test_timeout_header)
 	    "a trickling head got no answer: %s", r.error);
 	el = r.t_head - t0;
 	test_assert_native_error(&r, 408, NULL, "header_timeout");
-	H_ASSERT(el >= 0.45 && el < 2.0, "the 408 came %.3f s after the "
-	    "head's first byte, with header_timeout = 0.5", el);
-	H_ASSERT(http_conn_wait_closed(&c, 2000) == 1, "the connection stayed "
+	H_ASSERT(el >= 0.45 && el < 2.0,
+	    "the 408 came %.3f s after the "
+	    "head's first byte, with header_timeout = 0.5",
+	    el);
+	H_ASSERT(http_conn_wait_closed(&c, 2000) == 1,
+	    "the connection stayed "
 	    "open after the 408");
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 0);
 	http_conn_close(&c);
@@ -1753,17 +1908,21 @@ START_TEST(test_timeout_idle)
 
 	T_BEGIN();
 	harness_up(&env, "[server]\nidle_timeout = 0.5\n");
-	test_raw_send(&c, env.daemon->port, "GET /api/version HTTP/1.1\r\n"
+	test_raw_send(&c, env.daemon->port,
+	    "GET /api/version HTTP/1.1\r\n"
 	    "Host: client.invalid\r\n\r\n");
-	H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) == 0 &&
-	    r.status == 200, "first request: %ld %s", r.status, r.error);
+	H_ASSERT(
+	    http_conn_read_response(&c, 0, 10000, &r) == 0 && r.status == 200,
+	    "first request: %ld %s", r.status, r.error);
 	t0 = harness_now();
 	rc = http_conn_wait_closed(&c, 5000);
 	el = harness_now() - t0;
 	H_ASSERT(rc == 1, "an idle kept-alive connection was %s",
 	    rc == 0 ? "still open after 5 s" : "sent data");
-	H_ASSERT(el >= 0.45 && el < 3.0, "the idle connection was closed "
-	    "after %.3f s with idle_timeout = 0.5", el);
+	H_ASSERT(el >= 0.45 && el < 3.0,
+	    "the idle connection was closed "
+	    "after %.3f s with idle_timeout = 0.5",
+	    el);
 	http_conn_close(&c);
 	http_resp_free(&r);
 
@@ -1771,8 +1930,10 @@ START_TEST(test_timeout_idle)
 	t0 = harness_now();
 	rc = http_conn_wait_closed(&c, 5000);
 	el = harness_now() - t0;
-	H_ASSERT(rc == 1 && el >= 0.45 && el < 3.0, "a connection with no "
-	    "request: %s after %.3f s", rc == 1 ? "closed" : "not closed", el);
+	H_ASSERT(rc == 1 && el >= 0.45 && el < 3.0,
+	    "a connection with no "
+	    "request: %s after %.3f s",
+	    rc == 1 ? "closed" : "not closed", el);
 	http_conn_close(&c);
 }
 END_TEST
@@ -1793,17 +1954,21 @@ START_TEST(test_truncated_chunked)
 	T_BEGIN();
 	harness_up(&env, "");
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"die_after\",\"chunks\":3,"
+	fake_fault(env.fake,
+	    "{\"action\":\"die_after\",\"chunks\":3,"
 	    "\"path\":\"/api/generate\"}");
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"options\":{\"num_predict\":10}"), ""));
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post(
+	        "/api/generate", GEN(",\"options\":{\"num_predict\":10}"), ""));
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) != 0,
 	    "the stream of an upstream that died ended cleanly");
 	H_ASSERT(c.eof, "the client connection was not closed: %s", r.error);
-	H_ASSERT(r.status == 200 && r.chunked, "want a chunked 200 cut short: "
-	    "%ld %s", r.status, r.head.data);
+	H_ASSERT(r.status == 200 && r.chunked,
+	    "want a chunked 200 cut short: "
+	    "%ld %s",
+	    r.status, r.head.data);
 	H_ASSERT(http_count_lines(&r.body) == 3 &&
-	    strstr(r.body.data, "\"done\":true") == NULL,
+	        strstr(r.body.data, "\"done\":true") == NULL,
 	    "want the three lines sent before the upstream died: %s",
 	    r.body.data);
 	H_ASSERT(r.t_end - r.t_start < 5.0, "the cut took %.3f s",
@@ -1831,19 +1996,25 @@ START_TEST(test_truncated_content_length)
 	T_BEGIN();
 	harness_up(&env, "");
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"die_after\","
+	fake_fault(env.fake,
+	    "{\"action\":\"die_after\","
 	    "\"path\":\"/api/generate\"}");
-	test_raw_send(&c, env.daemon->port, test_raw_post("/api/generate",
-	    GEN(",\"stream\":false,\"options\":{\"num_predict\":50}"), ""));
+	test_raw_send(&c, env.daemon->port,
+	    test_raw_post("/api/generate",
+	        GEN(",\"stream\":false,\"options\":{\"num_predict\":50}"), ""));
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &r) != 0,
 	    "a body cut short by the upstream arrived complete");
 	H_ASSERT(c.eof, "the client connection was not closed: %s", r.error);
 	cl = http_header_get(&r, "Content-Length");
-	H_ASSERT(r.status == 200 && cl != NULL, "want a 200 with the "
-	    "upstream's Content-Length: %ld %s", r.status, r.head.data);
+	H_ASSERT(r.status == 200 && cl != NULL,
+	    "want a 200 with the "
+	    "upstream's Content-Length: %ld %s",
+	    r.status, r.head.data);
 	want = strtoull(cl, NULL, 10);
-	H_ASSERT(r.body.len > 0 && r.body.len < want, "got %zu of %llu bytes; "
-	    "want the part the upstream sent", r.body.len, want);
+	H_ASSERT(r.body.len > 0 && r.body.len < want,
+	    "got %zu of %llu bytes; "
+	    "want the part the upstream sent",
+	    r.body.len, want);
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 	http_conn_close(&c);
 	http_resp_free(&r);
@@ -1863,12 +2034,13 @@ START_TEST(test_truncated_head)
 	T_BEGIN();
 	harness_up(&env, "[retry]\nretries = 0\n");
 	fake_reset(env.fake);
-	fake_fault(env.fake, "{\"action\":\"die_after\","
+	fake_fault(env.fake,
+	    "{\"action\":\"die_after\","
 	    "\"path\":\"/api/copy\"}");
 	http_post_json(harness_daemon_url(env.daemon, "/api/copy"),
 	    "{\"source\":\"" MODEL "\",\"destination\":\"copy\"}", &r);
-	test_assert_native_error(&r, 502, harness_upstream_of(env.fake),
-	    "half a response head");
+	test_assert_native_error(
+	    &r, 502, harness_upstream_of(env.fake), "half a response head");
 	H_ASSERT_INT_EQ(test_stat(env.fake, "requests", NULL), 1);
 	http_resp_free(&r);
 	test_assert_healthy(env.daemon, "half a response head");
@@ -1886,8 +2058,7 @@ END_TEST
 START_TEST(test_error_shapes)
 {
 	static const char *const json_hdrs[] = {
-		"Content-Type: application/json", "Expect:", NULL
-	};
+	    "Content-Type: application/json", "Expect:", NULL};
 	struct harness_daemon *d;
 	struct http_resp r;
 	struct http_req req;
@@ -1902,8 +2073,8 @@ START_TEST(test_error_shapes)
 	http_resp_free(&r);
 
 	http_get(harness_daemon_url(d, "/v1/models"), &r);
-	test_assert_openai_error(&r, 502, "api_error", up,
-	    "GET /v1/models, upstream down");
+	test_assert_openai_error(
+	    &r, 502, "api_error", up, "GET /v1/models, upstream down");
 	http_resp_free(&r);
 
 	memset(&req, 0, sizeof req);
@@ -1923,14 +2094,13 @@ START_TEST(test_error_shapes)
 	req.method = "TRACE";
 	req.url = harness_daemon_url(d, "/v1/models");
 	http_request(&req, &r);
-	test_assert_openai_error(&r, 405, "invalid_request_error", NULL,
-	    "TRACE /v1/models");
+	test_assert_openai_error(
+	    &r, 405, "invalid_request_error", NULL, "TRACE /v1/models");
 	http_resp_free(&r);
 }
 END_TEST
 
 /* ---- the suite -------------------------------------------------------- */
-
 
 static Suite *
 resilience_suite(void)

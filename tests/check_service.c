@@ -67,7 +67,7 @@ static int svc_nprocs;
 static char *
 svc_slurp(const char *path, size_t *lenp)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	char buf[8192];
 	ssize_t n;
 	int fd;
@@ -105,12 +105,12 @@ svc_dump(void)
 	fflush(stderr);
 }
 
-#define S_ASSERT(cond, ...)                                                \
-	do {                                                               \
-		if (!(cond)) {                                             \
-			svc_dump();                                        \
-			H_ASSERT(0, __VA_ARGS__);                          \
-		}                                                          \
+#define S_ASSERT(cond, ...)                                                    \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			svc_dump();                                            \
+			H_ASSERT(0, __VA_ARGS__);                              \
+		}                                                              \
 	} while (0)
 
 /* A program on $PATH, as an absolute path, or NULL. */
@@ -137,8 +137,10 @@ svc_need(const char *name, const char *package)
 {
 	const char *p = svc_which(name);
 
-	H_ASSERT(p != NULL, "%s is not installed (Debian package %s); the "
-	    "service tests need it", name, package);
+	H_ASSERT(p != NULL,
+	    "%s is not installed (Debian package %s); the "
+	    "service tests need it",
+	    name, package);
 	return p;
 }
 
@@ -162,8 +164,9 @@ svc_top_srcdir(void)
 		if ((slash = strrchr(exe, '/')) != NULL)
 			*slash = '\0';
 		dir = harness_strf("%s/..", exe);
-		if (access(harness_strf("%s/systemd/ollama-pool.service.in",
-		    dir), R_OK) == 0)
+		if (access(
+		        harness_strf("%s/systemd/ollama-pool.service.in", dir),
+		        R_OK) == 0)
 			return dir;
 	}
 	ck_abort_msg("TOP_SRCDIR is not set (make check sets it)");
@@ -171,13 +174,13 @@ svc_top_srcdir(void)
 }
 
 struct svc_opts {
-	const char *conf;		/* the configuration file's text */
-	const char *const *args;	/* daemon arguments after -c FILE */
-	const char *const *env;		/* NAME=VALUE, set for the daemon */
-	int watchdog_pid;		/* WATCHDOG_PID = the daemon's pid */
-	const char *const *activate;	/* systemd-socket-activate options;
-					 * NULL runs the daemon directly */
-	int no_wait_ready;		/* do not wait for READY=1 */
+	const char *conf; /* the configuration file's text */
+	const char *const *args; /* daemon arguments after -c FILE */
+	const char *const *env; /* NAME=VALUE, set for the daemon */
+	int watchdog_pid; /* WATCHDOG_PID = the daemon's pid */
+	const char *const *activate; /* systemd-socket-activate options;
+	                              * NULL runs the daemon directly */
+	int no_wait_ready; /* do not wait for READY=1 */
 };
 
 static int
@@ -228,8 +231,8 @@ svc_start(const struct svc_opts *o)
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, d->notify_path, strlen(d->notify_path) + 1);
-	H_ASSERT(bind(d->notify_fd, (struct sockaddr *)&sun, sizeof sun) ==
-	    0, "bind %s: %s", d->notify_path, strerror(errno));
+	H_ASSERT(bind(d->notify_fd, (struct sockaddr *)&sun, sizeof sun) == 0,
+	    "bind %s: %s", d->notify_path, strerror(errno));
 
 	if (o->activate != NULL) {
 		argv[argc++] = svc_need("systemd-socket-activate", "systemd");
@@ -254,14 +257,13 @@ svc_start(const struct svc_opts *o)
 	    harness_log_dir(), harness_test_name(), d->proc.label);
 	logfd = open(d->proc.log_path,
 	    O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-	H_ASSERT(logfd >= 0, "open %s: %s", d->proc.log_path,
-	    strerror(errno));
+	H_ASSERT(logfd >= 0, "open %s: %s", d->proc.log_path, strerror(errno));
 	/* The command line and the file go to the test's own output. */
 	fprintf(stderr, "%s:", d->proc.label);
 	for (i = 0; i < argc; i++)
 		fprintf(stderr, " %s", argv[i]);
-	fprintf(stderr, "\n%s: %s:\n%s\n", d->proc.label, d->conf_path,
-	    o->conf);
+	fprintf(
+	    stderr, "\n%s: %s:\n%s\n", d->proc.label, d->conf_path, o->conf);
 
 	parent = getpid();
 	fflush(NULL);
@@ -297,8 +299,8 @@ svc_start(const struct svc_opts *o)
 		/* libsystemd honours WATCHDOG_USEC only in the process
 		 * WATCHDOG_PID names; exec keeps our pid. */
 		if (o->watchdog_pid)
-			setenv("WATCHDOG_PID", harness_strf("%d", (int)getpid()),
-			    1);
+			setenv("WATCHDOG_PID",
+			    harness_strf("%d", (int)getpid()), 1);
 		execv(argv[0], (char *const *)argv);
 		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -309,9 +311,11 @@ svc_start(const struct svc_opts *o)
 
 	if (!o->no_wait_ready) {
 		i = harness_notify_wait(d, "READY=1", HARNESS_READY_MS);
-		S_ASSERT(i == 1, "%s: no READY=1 within %d ms (%s; wait status "
-		    "0x%x)", d->proc.label, HARNESS_READY_MS, i < 0 ? "it exited" :
-		    "timed out", d->proc.wstatus);
+		S_ASSERT(i == 1,
+		    "%s: no READY=1 within %d ms (%s; wait status "
+		    "0x%x)",
+		    d->proc.label, HARNESS_READY_MS,
+		    i < 0 ? "it exited" : "timed out", d->proc.wstatus);
 	}
 	return d;
 }
@@ -344,8 +348,10 @@ svc_wait_exit(struct harness_daemon *d, int timeout_ms)
 static void
 svc_signal(struct harness_daemon *d, int sig)
 {
-	S_ASSERT(harness_proc_alive(&d->proc), "%s died before signal %d "
-	    "(wait status 0x%x)", d->proc.label, sig, d->proc.wstatus);
+	S_ASSERT(harness_proc_alive(&d->proc),
+	    "%s died before signal %d "
+	    "(wait status 0x%x)",
+	    d->proc.label, sig, d->proc.wstatus);
 	if (sig == SIGTERM || sig == SIGINT || sig == SIGKILL)
 		d->proc.signalled = 1;
 	H_ASSERT(kill(d->proc.pid, sig) == 0, "kill: %s", strerror(errno));
@@ -356,11 +362,15 @@ static void
 svc_stop_clean(struct harness_daemon *d)
 {
 	svc_signal(d, SIGTERM);
-	S_ASSERT(svc_wait_exit(d, 10000), "%s did not exit within 10 s of "
-	    "SIGTERM", d->proc.label);
-	S_ASSERT(WIFEXITED(d->proc.wstatus) &&
-	    WEXITSTATUS(d->proc.wstatus) == 0, "%s: wait status 0x%x after "
-	    "SIGTERM, want exit 0", d->proc.label, d->proc.wstatus);
+	S_ASSERT(svc_wait_exit(d, 10000),
+	    "%s did not exit within 10 s of "
+	    "SIGTERM",
+	    d->proc.label);
+	S_ASSERT(
+	    WIFEXITED(d->proc.wstatus) && WEXITSTATUS(d->proc.wstatus) == 0,
+	    "%s: wait status 0x%x after "
+	    "SIGTERM, want exit 0",
+	    d->proc.label, d->proc.wstatus);
 }
 
 static void
@@ -381,9 +391,10 @@ svc_teardown(void)
 			svc_wait_exit(d, 5000);
 		} else if (!d->proc.signalled && off < sizeof problems) {
 			off += (size_t)snprintf(problems + off,
-			    sizeof problems - off, "%s (pid %d) died during "
-			    "the test (wait status 0x%x); ", d->proc.label,
-			    (int)d->proc.pid, d->proc.wstatus);
+			    sizeof problems - off,
+			    "%s (pid %d) died during "
+			    "the test (wait status 0x%x); ",
+			    d->proc.label, (int)d->proc.pid, d->proc.wstatus);
 		}
 		if (d->proc.pidfd >= 0)
 			close(d->proc.pidfd);
@@ -430,8 +441,8 @@ svc_line_value(const char *msg, const char *name, char *out, size_t len)
 		if (nl == NULL)
 			nl = p + strlen(p);
 		if ((size_t)(nl - p) >= nlen && memcmp(p, name, nlen) == 0) {
-			snprintf(out, len, "%.*s", (int)(nl - p - nlen),
-			    p + nlen);
+			snprintf(
+			    out, len, "%.*s", (int)(nl - p - nlen), p + nlen);
 			return out;
 		}
 		p = *nl ? nl + 1 : nl;
@@ -442,8 +453,7 @@ svc_line_value(const char *msg, const char *name, char *out, size_t len)
 /* The next datagram: 1 got one, 0 timed out, -1 the daemon exited and
  * nothing is left to read. */
 static int
-svc_notify_next(struct harness_daemon *d, int timeout_ms, char *msg,
-    size_t len)
+svc_notify_next(struct harness_daemon *d, int timeout_ms, char *msg, size_t len)
 {
 	double deadline = harness_now() + timeout_ms / 1000.0;
 	struct pollfd pfd[2];
@@ -468,8 +478,8 @@ svc_notify_next(struct harness_daemon *d, int timeout_ms, char *msg,
 		pfd[1].events = POLLIN;
 		pfd[1].revents = 0;
 		nfds = d->proc.pidfd >= 0 ? 2 : 1;
-		poll(pfd, (nfds_t)nfds, nfds == 2 ? left : (left < 50 ? left :
-		    50));
+		poll(pfd, (nfds_t)nfds,
+		    nfds == 2 ? left : (left < 50 ? left : 50));
 	}
 }
 
@@ -586,9 +596,10 @@ svc_get_name(int port, const char *path)
 static char *
 svc_generate_body(long n, int interval_ms)
 {
-	return harness_strf("{\"model\":\"" MODEL "\",\"prompt\":\"p\","
-	    "\"options\":{\"num_predict\":%ld},\"fake_interval_ms\":%d}", n,
-	    interval_ms);
+	return harness_strf(
+	    "{\"model\":\"" MODEL "\",\"prompt\":\"p\","
+	    "\"options\":{\"num_predict\":%ld},\"fake_interval_ms\":%d}",
+	    n, interval_ms);
 }
 
 /* Sends a streamed generate on a raw connection and returns once the
@@ -599,12 +610,13 @@ svc_stream_start(struct http_conn *c, int port, long n, int interval_ms)
 	char *body, *req;
 
 	body = svc_generate_body(n, interval_ms);
-	req = harness_strf("POST /api/generate HTTP/1.1\r\nHost: test\r\n"
+	req = harness_strf(
+	    "POST /api/generate HTTP/1.1\r\nHost: test\r\n"
 	    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
 	    strlen(body), body);
 	http_conn_open(c, port);
-	H_ASSERT(http_conn_sendstr(c, req, 10000) == 0, "send: %s",
-	    strerror(errno));
+	H_ASSERT(
+	    http_conn_sendstr(c, req, 10000) == 0, "send: %s", strerror(errno));
 	S_ASSERT(http_conn_wait_readable(c, 10000) == 1,
 	    "the stream did not begin within 10 s");
 }
@@ -618,20 +630,24 @@ svc_stream_finish(struct http_conn *c, long n, const char *from,
 	size_t lines;
 
 	http_conn_read_response(c, 0, 30000, r);
-	S_ASSERT(r->ok, "%s: the stream was cut: %s (%zu bytes: %.300s)",
-	    what, r->error, r->body.len, r->body.data ? r->body.data : "");
+	S_ASSERT(r->ok, "%s: the stream was cut: %s (%zu bytes: %.300s)", what,
+	    r->error, r->body.len, r->body.data ? r->body.data : "");
 	S_ASSERT(r->status == 200, "%s: status %ld", what, r->status);
 	lines = http_count_lines(&r->body);
-	S_ASSERT(lines == (size_t)n + 1, "%s: %zu lines, want %ld tokens and "
-	    "the final line: %.400s", what, lines, n, r->body.data);
+	S_ASSERT(lines == (size_t)n + 1,
+	    "%s: %zu lines, want %ld tokens and "
+	    "the final line: %.400s",
+	    what, lines, n, r->body.data);
 	S_ASSERT(strstr(r->body.data, "\"done\":true") != NULL,
 	    "%s: no final line: %.400s", what, r->body.data);
 	if (from != NULL) {
 		S_ASSERT(http_header_get(r, "X-Fake-Name") != NULL &&
-		    strcmp(http_header_get(r, "X-Fake-Name"), from) == 0,
+		        strcmp(http_header_get(r, "X-Fake-Name"), from) == 0,
 		    "%s: answered by %s, want %s", what,
-		    http_header_get(r, "X-Fake-Name") ?
-		    http_header_get(r, "X-Fake-Name") : "(none)", from);
+		    http_header_get(r, "X-Fake-Name")
+		        ? http_header_get(r, "X-Fake-Name")
+		        : "(none)",
+		    from);
 	}
 }
 
@@ -639,15 +655,14 @@ static char *
 svc_conf(int listen_port, const struct harness_fake *up, const char *extra)
 {
 	return harness_strf("[server]\nlisten = 127.0.0.1:%d\n%s"
-	    "[upstream]\nurl = %s\n", listen_port,
-	    extra != NULL ? extra : "", harness_upstream_of(up));
+	                    "[upstream]\nurl = %s\n",
+	    listen_port, extra != NULL ? extra : "", harness_upstream_of(up));
 }
 
 /* Rewrites the file and reloads; returns the datagram with RELOADING=1
  * after checking READY=1 followed it. */
 static void
-svc_reload(struct harness_daemon *d, const char *conf, char *msg,
-    size_t len)
+svc_reload(struct harness_daemon *d, const char *conf, char *msg, size_t len)
 {
 	char other[1024];
 
@@ -655,8 +670,9 @@ svc_reload(struct harness_daemon *d, const char *conf, char *msg,
 	svc_signal(d, SIGHUP);
 	S_ASSERT(svc_notify_until(d, "RELOADING=1", 10000, msg, len) == 1,
 	    "no RELOADING=1 after SIGHUP");
-	S_ASSERT(svc_notify_until(d, "READY=1", 10000, other, sizeof other) ==
-	    1, "no READY=1 after RELOADING=1");
+	S_ASSERT(
+	    svc_notify_until(d, "READY=1", 10000, other, sizeof other) == 1,
+	    "no READY=1 after RELOADING=1");
 }
 
 /* ---- the unit files --------------------------------------------------- */
@@ -678,7 +694,7 @@ svc_read_src(const char *rel)
 static char *
 svc_subst(const char *text, const char *from, const char *to)
 {
-	struct harness_buf b = { NULL, 0, 0 };
+	struct harness_buf b = {NULL, 0, 0};
 	const char *p = text, *q;
 	char *s;
 
@@ -714,7 +730,8 @@ svc_units_dir(char **service_text, char **socket_text)
 	    "regcomp");
 	H_ASSERT(regexec(&re, svc, 0, NULL, 0) != 0,
 	    "ollama-pool.service.in has a placeholder the build does not "
-	    "fill: %s", svc);
+	    "fill: %s",
+	    svc);
 	regfree(&re);
 	sock = svc_read_src("systemd/ollama-pool.socket");
 	harness_write_file(dir, "ollama-pool.service", svc);
@@ -779,13 +796,13 @@ svc_default(const char *key, char *out, size_t len)
 	argv[2] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0, "ollama-pool -t: 0x%x %s",
-	    run.wstatus, run.err.data);
+	        WEXITSTATUS(run.wstatus) == 0,
+	    "ollama-pool -t: 0x%x %s", run.wstatus, run.err.data);
 	for (p = run.out.data; p != NULL && *p != '\0';) {
-		if (strncmp(p, key, klen) == 0 && strncmp(p + klen, " = ", 3)
-		    == 0) {
-			snprintf(out, len, "%.*s", (int)strcspn(p + klen + 3,
-			    "\n"), p + klen + 3);
+		if (strncmp(p, key, klen) == 0 &&
+		    strncmp(p + klen, " = ", 3) == 0) {
+			snprintf(out, len, "%.*s",
+			    (int)strcspn(p + klen + 3, "\n"), p + klen + 3);
 			harness_run_free(&run);
 			return out;
 		}
@@ -819,60 +836,79 @@ START_TEST(test_units_verify)
 	argv[5] = NULL;
 	harness_run(argv, 30000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0, "systemd-analyze verify: status "
-	    "0x%x\nstdout: %s\nstderr: %s", run.wstatus, run.out.data,
-	    run.err.data);
+	        WEXITSTATUS(run.wstatus) == 0,
+	    "systemd-analyze verify: status "
+	    "0x%x\nstdout: %s\nstderr: %s",
+	    run.wstatus, run.out.data, run.err.data);
 	H_ASSERT(strstr(run.out.data, "ollama-pool") == NULL &&
-	    strstr(run.err.data, "ollama-pool") == NULL,
+	        strstr(run.err.data, "ollama-pool") == NULL,
 	    "systemd-analyze verify complains:\n%s%s", run.out.data,
 	    run.err.data);
 	harness_run_free(&run);
 
 	/* What the issue asks of the service. */
 	H_ASSERT(svc_unit_value(svc, "Type", v, sizeof v) != NULL &&
-	    strcmp(v, "notify") == 0, "Type=%s, want notify (notify-reload "
-	    "needs systemd 253)", v);
+	        strcmp(v, "notify") == 0,
+	    "Type=%s, want notify (notify-reload "
+	    "needs systemd 253)",
+	    v);
 	H_ASSERT(svc_unit_value(svc, "ExecReload", v, sizeof v) != NULL &&
-	    strcmp(v, "/bin/kill -HUP $MAINPID") == 0, "ExecReload=%s", v);
+	        strcmp(v, "/bin/kill -HUP $MAINPID") == 0,
+	    "ExecReload=%s", v);
 	H_ASSERT(svc_unit_value(svc, "ExecStart", v, sizeof v) != NULL &&
-	    strncmp(v, harness_daemon_bin(), strlen(harness_daemon_bin())) ==
-	    0 && strstr(v, " -c ") != NULL &&
-	    strstr(v, "/ollama-pool.conf") != NULL, "ExecStart=%s", v);
+	        strncmp(v, harness_daemon_bin(),
+	            strlen(harness_daemon_bin())) == 0 &&
+	        strstr(v, " -c ") != NULL &&
+	        strstr(v, "/ollama-pool.conf") != NULL,
+	    "ExecStart=%s", v);
 	H_ASSERT(svc_unit_value(svc, "Restart", v, sizeof v) != NULL &&
-	    strcmp(v, "on-failure") == 0, "Restart=%s", v);
+	        strcmp(v, "on-failure") == 0,
+	    "Restart=%s", v);
 	H_ASSERT(svc_unit_value(svc, "WatchdogSec", v, sizeof v) != NULL &&
-	    svc_seconds(v) > 0, "WatchdogSec= must be set");
+	        svc_seconds(v) > 0,
+	    "WatchdogSec= must be set");
 	H_ASSERT(svc_unit_value(svc, "LimitNOFILE", v, sizeof v) != NULL &&
-	    strcmp(v, "65536") == 0, "LimitNOFILE=%s", v);
+	        strcmp(v, "65536") == 0,
+	    "LimitNOFILE=%s", v);
 	H_ASSERT(svc_unit_value(svc, "UMask", v, sizeof v) != NULL &&
-	    strcmp(v, "0077") == 0, "UMask=%s", v);
+	        strcmp(v, "0077") == 0,
+	    "UMask=%s", v);
 	H_ASSERT(svc_unit_value(svc, "DynamicUser", v, sizeof v) != NULL &&
-	    strcmp(v, "yes") == 0, "DynamicUser=%s", v);
-	H_ASSERT(svc_unit_value(svc, "CapabilityBoundingSet", v, sizeof v) !=
-	    NULL && v[0] == '\0', "CapabilityBoundingSet=%s, want empty", v);
+	        strcmp(v, "yes") == 0,
+	    "DynamicUser=%s", v);
+	H_ASSERT(
+	    svc_unit_value(svc, "CapabilityBoundingSet", v, sizeof v) != NULL &&
+	        v[0] == '\0',
+	    "CapabilityBoundingSet=%s, want empty", v);
 	H_ASSERT(svc_unit_value(svc, "PrivateNetwork", v, sizeof v) == NULL ||
-	    strcmp(v, "no") == 0, "PrivateNetwork=%s: the proxy must reach "
-	    "Ollama", v);
+	        strcmp(v, "no") == 0,
+	    "PrivateNetwork=%s: the proxy must reach "
+	    "Ollama",
+	    v);
 	/* systemd must not kill a drain that keeps to shutdown_timeout. */
 	H_ASSERT(svc_unit_value(svc, "TimeoutStopSec", v, sizeof v) != NULL,
 	    "TimeoutStopSec= must be set");
 	stop = svc_seconds(v);
 	drain = strtod(svc_default("shutdown_timeout", v, sizeof v), NULL);
-	H_ASSERT(stop > drain, "TimeoutStopSec=%g is not above the default "
-	    "shutdown_timeout %g", stop, drain);
+	H_ASSERT(stop > drain,
+	    "TimeoutStopSec=%g is not above the default "
+	    "shutdown_timeout %g",
+	    stop, drain);
 
 	H_ASSERT(svc_unit_value(sock, "ListenStream", v, sizeof v) != NULL &&
-	    strcmp(v, "127.0.0.1:11435") == 0, "ListenStream=%s", v);
+	        strcmp(v, "127.0.0.1:11435") == 0,
+	    "ListenStream=%s", v);
 	H_ASSERT(svc_unit_value(sock, "WantedBy", v, sizeof v) != NULL &&
-	    strcmp(v, "sockets.target") == 0, "socket WantedBy=%s", v);
+	        strcmp(v, "sockets.target") == 0,
+	    "socket WantedBy=%s", v);
 
 	/* Every man: page the units name is in the tree. */
-	doc = harness_strf("%s", svc_unit_value(svc, "Documentation", v,
-	    sizeof v) ? v : "");
-	doc = harness_strf("%s %s", doc, svc_unit_value(sock,
-	    "Documentation", v, sizeof v) ? v : "");
+	doc = harness_strf(
+	    "%s", svc_unit_value(svc, "Documentation", v, sizeof v) ? v : "");
+	doc = harness_strf("%s %s", doc,
+	    svc_unit_value(sock, "Documentation", v, sizeof v) ? v : "");
 	H_ASSERT(strstr(doc, "man:ollama-pool(8)") != NULL &&
-	    strstr(doc, "man:ollama-pool.conf(5)") != NULL,
+	        strstr(doc, "man:ollama-pool.conf(5)") != NULL,
 	    "Documentation= should name both pages: %s", doc);
 	for (p = strstr(doc, "man:"); p != NULL; p = strstr(p + 4, "man:")) {
 		page = harness_strf("%.*s", (int)strcspn(p + 4, " "), p + 4);
@@ -886,7 +922,7 @@ END_TEST
 START_TEST(test_units_security)
 {
 	static const char key[] = "Overall exposure level for "
-	    "ollama-pool.service:";
+	                          "ollama-pool.service:";
 	struct harness_run run;
 	const char *argv[5];
 	char *dir, *p, *end;
@@ -901,8 +937,10 @@ START_TEST(test_units_security)
 	argv[4] = NULL;
 	harness_run(argv, 30000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0, "systemd-analyze security: status "
-	    "0x%x\n%s\n%s", run.wstatus, run.out.data, run.err.data);
+	        WEXITSTATUS(run.wstatus) == 0,
+	    "systemd-analyze security: status "
+	    "0x%x\n%s\n%s",
+	    run.wstatus, run.out.data, run.err.data);
 	p = strstr(run.out.data, key);
 	H_ASSERT(p != NULL, "no overall exposure line:\n%s\n%s", run.out.data,
 	    run.err.data);
@@ -922,8 +960,7 @@ END_TEST
 static int
 svc_in_entry(const char *entry, const char *what)
 {
-	static const char *const ends[] = { "\n.TP", "\n.PP",
-		"\n.SH ", NULL };
+	static const char *const ends[] = {"\n.TP", "\n.PP", "\n.SH ", NULL};
 	const char *end = entry + strlen(entry), *e, *w;
 	int i;
 
@@ -938,8 +975,8 @@ svc_in_entry(const char *entry, const char *what)
 
 START_TEST(test_man_pages)
 {
-	static const char *const pages[] = { "man/ollama-pool.8",
-		"man/ollama-pool.conf.5", NULL };
+	static const char *const pages[] = {
+	    "man/ollama-pool.8", "man/ollama-pool.conf.5", NULL};
 	struct harness_run run;
 	const char *argv[8], *groff;
 	char *conf5, *eight, section[64], *p, *key, *where, *heading;
@@ -957,9 +994,9 @@ START_TEST(test_man_pages)
 		argv[6] = NULL;
 		harness_run(argv, 30000, &run);
 		H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-		    WEXITSTATUS(run.wstatus) == 0 && run.err.len == 0,
-		    "groff -man -ww %s: status 0x%x: %s", pages[i],
-		    run.wstatus, run.err.data);
+		        WEXITSTATUS(run.wstatus) == 0 && run.err.len == 0,
+		    "groff -man -ww %s: status 0x%x: %s", pages[i], run.wstatus,
+		    run.err.data);
 		harness_run_free(&run);
 	}
 
@@ -971,10 +1008,11 @@ START_TEST(test_man_pages)
 	argv[2] = NULL;
 	harness_run(argv, 10000, &run);
 	H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
-	    WEXITSTATUS(run.wstatus) == 0, "-t: 0x%x", run.wstatus);
+	        WEXITSTATUS(run.wstatus) == 0,
+	    "-t: 0x%x", run.wstatus);
 	section[0] = '\0';
-	for (p = run.out.data; *p != '\0'; p += strcspn(p, "\n"),
-	     p += *p == '\n') {
+	for (p = run.out.data; *p != '\0';
+	     p += strcspn(p, "\n"), p += *p == '\n') {
 		if (*p == '[') {
 			snprintf(section, sizeof section, "%.*s",
 			    (int)strcspn(p, "\n"), p);
@@ -987,12 +1025,14 @@ START_TEST(test_man_pages)
 		H_ASSERT(strstr(conf5, heading) != NULL,
 		    "ollama-pool.conf(5) has no %s", heading);
 		where = strstr(conf5, harness_strf(".BI %s \" = \"", key));
-		H_ASSERT(where != NULL, "ollama-pool.conf(5) does not document "
-		    "%s %s", section, key);
+		H_ASSERT(where != NULL,
+		    "ollama-pool.conf(5) does not document "
+		    "%s %s",
+		    section, key);
 		/* In its own section: the nearest heading before it. */
 		H_ASSERT(where > strstr(conf5, heading) &&
-		    (strstr(strstr(conf5, heading) + 1, ".SH ") == NULL ||
-		    where < strstr(strstr(conf5, heading) + 1, ".SH ")),
+		        (strstr(strstr(conf5, heading) + 1, ".SH ") == NULL ||
+		            where < strstr(strstr(conf5, heading) + 1, ".SH ")),
 		    "ollama-pool.conf(5) documents %s outside %s", key,
 		    section);
 		H_ASSERT(svc_in_entry(where, "Default:"),
@@ -1045,17 +1085,21 @@ START_TEST(test_socket_activation)
 	activate[2] = "-l";
 	activate[3] = sock;
 	activate[4] = NULL;
-	d = svc_start(&(struct svc_opts){ .conf = conf,
-	    .args = (const char *const[]){ "-v", NULL },
-	    .activate = activate, .no_wait_ready = 1 });
+	d = svc_start(&(struct svc_opts){.conf = conf,
+	    .args = (const char *const[]){"-v", NULL},
+	    .activate = activate,
+	    .no_wait_ready = 1});
 	d->port = port;
 
 	/* systemd-socket-activate binds, then starts the daemon on the
 	 * first connection, which waits in the backlog meanwhile. */
-	S_ASSERT(svc_log_wait(d, harness_strf("Listening on 127.0.0.1:%d as 3",
-	    port), 10000), "systemd-socket-activate did not listen");
-	S_ASSERT(svc_log_wait(d, harness_strf("Listening on %s as 4", sock),
-	    10000), "systemd-socket-activate did not listen on %s", sock);
+	S_ASSERT(
+	    svc_log_wait(
+	        d, harness_strf("Listening on 127.0.0.1:%d as 3", port), 10000),
+	    "systemd-socket-activate did not listen");
+	S_ASSERT(
+	    svc_log_wait(d, harness_strf("Listening on %s as 4", sock), 10000),
+	    "systemd-socket-activate did not listen on %s", sock);
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 	S_ASSERT(svc_notify_until(d, "READY=1", 10000, msg, sizeof msg) == 1,
 	    "no READY=1 from the activated daemon");
@@ -1074,11 +1118,14 @@ START_TEST(test_socket_activation)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	memset(&c, 0, sizeof c);
 	c.fd = fd;
-	H_ASSERT(http_conn_sendstr(&c, "GET /api/version HTTP/1.1\r\n"
-	    "Host: test\r\n\r\n", 10000) == 0, "send on %s", sock);
+	H_ASSERT(http_conn_sendstr(&c,
+	             "GET /api/version HTTP/1.1\r\n"
+	             "Host: test\r\n\r\n",
+	             10000) == 0,
+	    "send on %s", sock);
 	http_conn_read_response(&c, 0, 10000, &r);
-	S_ASSERT(r.ok && r.status == 200, "GET over %s: %ld %s", sock,
-	    r.status, r.error);
+	S_ASSERT(r.ok && r.status == 200, "GET over %s: %ld %s", sock, r.status,
+	    r.error);
 	H_ASSERT_STR_EQ(http_header_get(&r, "X-Fake-Name"), "A");
 	http_resp_free(&r);
 	http_conn_close(&c);
@@ -1086,8 +1133,8 @@ START_TEST(test_socket_activation)
 	/* The configured address was never opened, and a reload that
 	 * changes it keeps the sockets systemd owns. */
 	H_ASSERT_INT_EQ(svc_connect_errno(ignored), ECONNREFUSED);
-	svc_reload(d, svc_conf(harness_free_port(), fake, NULL), msg,
-	    sizeof msg);
+	svc_reload(
+	    d, svc_conf(harness_free_port(), fake, NULL), msg, sizeof msg);
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 	H_ASSERT_INT_EQ(svc_connect_errno(ignored), ECONNREFUSED);
 	svc_stop_clean(d);
@@ -1111,15 +1158,16 @@ START_TEST(test_notify_protocol)
 	H_BEGIN();
 	fake = fake_start("fake", "A", NULL);
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, fake, NULL),
-	    .env = (const char *const[]){ "WATCHDOG_USEC=200000", NULL },
-	    .watchdog_pid = 1, .no_wait_ready = 1 });
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(port, fake, NULL),
+	    .env = (const char *const[]){"WATCHDOG_USEC=200000", NULL},
+	    .watchdog_pid = 1,
+	    .no_wait_ready = 1});
 
 	/* READY=1 comes with a STATUS= saying where it listens. */
 	rc = svc_notify_until(d, "READY=1", HARNESS_READY_MS, msg, sizeof msg);
 	S_ASSERT(rc == 1, "no READY=1 (%d)", rc);
 	S_ASSERT(svc_line_value(msg, "STATUS=", v, sizeof v) != NULL &&
-	    strstr(v, harness_strf("127.0.0.1:%d", port)) != NULL,
+	        strstr(v, harness_strf("127.0.0.1:%d", port)) != NULL,
 	    "READY=1 without a STATUS= naming the listener: \"%s\"", msg);
 	/* The listener is up by then. */
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
@@ -1132,8 +1180,10 @@ START_TEST(test_notify_protocol)
 		if (svc_has_line(msg, "WATCHDOG=1"))
 			watchdogs++;
 	}
-	S_ASSERT(watchdogs >= 4, "%d WATCHDOG=1 in 3 s with WATCHDOG_USEC="
-	    "200000", watchdogs);
+	S_ASSERT(watchdogs >= 4,
+	    "%d WATCHDOG=1 in 3 s with WATCHDOG_USEC="
+	    "200000",
+	    watchdogs);
 
 	/* STATUS= follows what is going on: a stream in flight... */
 	svc_stream_start(&c, port, 12, 100);
@@ -1144,8 +1194,7 @@ START_TEST(test_notify_protocol)
 		    svc_line_value(msg, "STATUS=", v, sizeof v) != NULL)
 			rc = strstr(v, "1 in flight") != NULL;
 	}
-	S_ASSERT(rc, "no STATUS= showing the request in flight; last: %s",
-	    msg);
+	S_ASSERT(rc, "no STATUS= showing the request in flight; last: %s", msg);
 	svc_stream_finish(&c, 12, "A", "stream", &r);
 	http_resp_free(&r);
 	http_conn_close(&c);
@@ -1176,8 +1225,10 @@ START_TEST(test_notify_protocol)
 	usec = strtoull(v, &end, 10);
 	S_ASSERT(errno == 0 && end != v && *end == '\0',
 	    "MONOTONIC_USEC=%s is not a number", v);
-	S_ASSERT(usec >= before && usec <= after, "MONOTONIC_USEC=%llu is not "
-	    "CLOCK_MONOTONIC at the reload (%llu..%llu)", usec, before, after);
+	S_ASSERT(usec >= before && usec <= after,
+	    "MONOTONIC_USEC=%llu is not "
+	    "CLOCK_MONOTONIC at the reload (%llu..%llu)",
+	    usec, before, after);
 	rc = svc_notify_until(d, "READY=1", 10000, msg, sizeof msg);
 	S_ASSERT(rc == 1, "no READY=1 after RELOADING=1 (%d)", rc);
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
@@ -1187,9 +1238,9 @@ START_TEST(test_notify_protocol)
 	rc = svc_notify_until(d, "STOPPING=1", 10000, msg, sizeof msg);
 	S_ASSERT(rc == 1, "no STOPPING=1 after SIGTERM (%d)", rc);
 	S_ASSERT(svc_wait_exit(d, 10000), "no exit after SIGTERM");
-	S_ASSERT(WIFEXITED(d->proc.wstatus) &&
-	    WEXITSTATUS(d->proc.wstatus) == 0, "wait status 0x%x",
-	    d->proc.wstatus);
+	S_ASSERT(
+	    WIFEXITED(d->proc.wstatus) && WEXITSTATUS(d->proc.wstatus) == 0,
+	    "wait status 0x%x", d->proc.wstatus);
 }
 END_TEST
 
@@ -1207,8 +1258,8 @@ START_TEST(test_notify_no_watchdog)
 	fake = fake_start("fake", "A", NULL);
 	d = svc_start(&(struct svc_opts){
 	    .conf = svc_conf(harness_free_port(), fake, NULL),
-	    .env = (const char *const[]){ "WATCHDOG_USEC=200000",
-		"WATCHDOG_PID=1", NULL } });
+	    .env = (const char *const[]){
+	        "WATCHDOG_USEC=200000", "WATCHDOG_PID=1", NULL}});
 	/* Ten intervals' worth; the janitor's STATUS= lines keep coming. */
 	deadline = harness_now() + 1.0;
 	while (harness_now() < deadline) {
@@ -1238,15 +1289,15 @@ START_TEST(test_reload_switches_upstream)
 	a = fake_start("fakeA", "A", NULL);
 	b = fake_start("fakeB", "B", NULL);
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a,
-	    "shutdown_timeout = 10\n"), .args = (const char *const[]){ "-v",
-	    NULL } });
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(port, a, "shutdown_timeout = 10\n"),
+	    .args = (const char *const[]){"-v", NULL}});
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 
 	/* A two-second stream from A is in flight across the reload. */
 	svc_stream_start(&c, port, N, INTERVAL);
-	svc_reload(d, svc_conf(port, b, "shutdown_timeout = 10\n"), msg,
-	    sizeof msg);
+	svc_reload(
+	    d, svc_conf(port, b, "shutdown_timeout = 10\n"), msg, sizeof msg);
 	S_ASSERT(svc_log_wait(d, "reload complete", 5000),
 	    "the log does not say the reload completed");
 	/* New requests go to B at once... */
@@ -1255,7 +1306,8 @@ START_TEST(test_reload_switches_upstream)
 	t_b = harness_now();
 	/* ...while the stream finishes, whole, from A. */
 	svc_stream_finish(&c, N, "A", "stream across the reload", &r);
-	S_ASSERT(r.t_end > t_b, "the stream had ended before B answered: "
+	S_ASSERT(r.t_end > t_b,
+	    "the stream had ended before B answered: "
 	    "it was not in flight across the reload");
 	http_resp_free(&r);
 	http_conn_close(&c);
@@ -1281,25 +1333,28 @@ START_TEST(test_reload_invalid_keeps_old)
 	a = fake_start("fakeA", "A", NULL);
 	b = fake_start("fakeB", "B", NULL);
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a, NULL) });
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(port, a, NULL)});
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 
 	/* Line 4 is wrong: nothing of the file applies, B included. */
 	bad = harness_strf("[server]\nlisten = 127.0.0.1:%d\n[upstream]\n"
-	    "pool_maxsize = banana\nurl = %s\n", port,
-	    harness_upstream_of(b));
+	                   "pool_maxsize = banana\nurl = %s\n",
+	    port, harness_upstream_of(b));
 	svc_reload(d, bad, msg, sizeof msg);
 	S_ASSERT(svc_log_wait(d, harness_strf("%s:4:", d->conf_path), 5000),
 	    "the log does not name %s:4", d->conf_path);
-	S_ASSERT(svc_log_wait(d, "banana", 1000), "the log does not quote "
+	S_ASSERT(svc_log_wait(d, "banana", 1000),
+	    "the log does not quote "
 	    "the bad value");
 	H_ASSERT(harness_proc_alive(&d->proc), "a bad file killed the daemon");
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/tags"), "A");
 
 	/* An unknown key is refused the same way. */
-	svc_reload(d, harness_strf("[upstream]\nurl = %s\nno_such_key = 1\n",
-	    harness_upstream_of(b)), msg, sizeof msg);
+	svc_reload(d,
+	    harness_strf("[upstream]\nurl = %s\nno_such_key = 1\n",
+	        harness_upstream_of(b)),
+	    msg, sizeof msg);
 	S_ASSERT(svc_log_wait(d, harness_strf("%s:3:", d->conf_path), 5000),
 	    "the log does not name %s:3", d->conf_path);
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
@@ -1322,7 +1377,7 @@ START_TEST(test_reload_rebinds_listen)
 	a = fake_start("fakeA", "A", NULL);
 	p1 = harness_free_port();
 	p2 = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(p1, a, NULL) });
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(p1, a, NULL)});
 	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
 
 	svc_reload(d, svc_conf(p2, a, NULL), msg, sizeof msg);
@@ -1333,13 +1388,16 @@ START_TEST(test_reload_rebinds_listen)
 
 	/* Two addresses, one of them kept. */
 	p3 = harness_free_port();
-	svc_reload(d, harness_strf("[server]\nlisten = 127.0.0.1:%d "
-	    "127.0.0.1:%d\n[upstream]\nurl = %s\n", p2, p3,
-	    harness_upstream_of(a)), msg, sizeof msg);
+	svc_reload(d,
+	    harness_strf("[server]\nlisten = 127.0.0.1:%d "
+	                 "127.0.0.1:%d\n[upstream]\nurl = %s\n",
+	        p2, p3, harness_upstream_of(a)),
+	    msg, sizeof msg);
 	H_ASSERT_STR_EQ(svc_get_name(p2, "/api/version"), "A");
 	H_ASSERT_STR_EQ(svc_get_name(p3, "/api/version"), "A");
-	S_ASSERT(svc_log_wait(d, harness_strf("listening on 127.0.0.1:%d",
-	    p3), 1000), "no log line for the new address");
+	S_ASSERT(svc_log_wait(
+	             d, harness_strf("listening on 127.0.0.1:%d", p3), 1000),
+	    "no log line for the new address");
 	svc_stop_clean(d);
 }
 END_TEST
@@ -1364,16 +1422,18 @@ START_TEST(test_reload_listen_bind_fails)
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	H_ASSERT(bind(busy, (struct sockaddr *)&sin, sizeof sin) == 0 &&
-	    listen(busy, 1) == 0 && getsockname(busy, (struct sockaddr *)&sin,
-	    &len) == 0, "bind: %s", strerror(errno));
+	        listen(busy, 1) == 0 &&
+	        getsockname(busy, (struct sockaddr *)&sin, &len) == 0,
+	    "bind: %s", strerror(errno));
 	p2 = ntohs(sin.sin_port);
 
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(p1, a, NULL) });
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(p1, a, NULL)});
 	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
 	svc_reload(d, svc_conf(p2, a, NULL), msg, sizeof msg);
 	S_ASSERT(svc_log_wait(d, harness_strf("127.0.0.1:%d", p2), 5000),
 	    "the log does not name the address that could not be opened");
-	S_ASSERT(svc_connect_errno(p1) == 0, "after a reload to a busy "
+	S_ASSERT(svc_connect_errno(p1) == 0,
+	    "after a reload to a busy "
 	    "address the daemon listens nowhere: 127.0.0.1:%d was closed "
 	    "though 127.0.0.1:%d could not be opened (and READY=1 was sent)",
 	    p1, p2);
@@ -1383,7 +1443,8 @@ START_TEST(test_reload_listen_bind_fails)
 }
 END_TEST
 
-/* ---- drain ----------------------------------------------------------------- */
+/* ---- drain -----------------------------------------------------------------
+ */
 
 START_TEST(test_drain_finishes_stream)
 {
@@ -1400,19 +1461,24 @@ START_TEST(test_drain_finishes_stream)
 	a = fake_start("fakeA", "A", NULL);
 	port = harness_free_port();
 	/* A drain deadline far beyond the test's waits. */
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a,
-	    "shutdown_timeout = 20\n") });
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(port, a, "shutdown_timeout = 20\n")});
 
 	svc_stream_start(&c, port, N, INTERVAL);
 	t_term = harness_now();
 	svc_signal(d, SIGTERM);
-	S_ASSERT(svc_notify_until(d, "STOPPING=1", 5000, msg, sizeof msg) ==
-	    1, "no STOPPING=1");
-	S_ASSERT(svc_log_wait(d, harness_strf("stopped listening on "
-	    "127.0.0.1:%d", port), 5000), "the listener was not closed");
+	S_ASSERT(svc_notify_until(d, "STOPPING=1", 5000, msg, sizeof msg) == 1,
+	    "no STOPPING=1");
+	S_ASSERT(svc_log_wait(d,
+	             harness_strf("stopped listening on "
+	                          "127.0.0.1:%d",
+	                 port),
+	             5000),
+	    "the listener was not closed");
 	/* New connections are refused while the stream goes on. */
 	H_ASSERT_INT_EQ(svc_connect_errno(port), ECONNREFUSED);
-	H_ASSERT(harness_proc_alive(&d->proc), "the daemon quit with a "
+	H_ASSERT(harness_proc_alive(&d->proc),
+	    "the daemon quit with a "
 	    "stream in flight");
 	/* systemctl status shows the drain. */
 	rc = 0;
@@ -1425,23 +1491,27 @@ START_TEST(test_drain_finishes_stream)
 	S_ASSERT(rc, "no STATUS= saying the daemon is draining");
 
 	svc_stream_finish(&c, N, "A", "stream during the drain", &r);
-	S_ASSERT(r.t_end - t_term >= 0.5, "the stream ended %.2f s after "
-	    "SIGTERM: it was not in flight", r.t_end - t_term);
+	S_ASSERT(r.t_end - t_term >= 0.5,
+	    "the stream ended %.2f s after "
+	    "SIGTERM: it was not in flight",
+	    r.t_end - t_term);
 	http_resp_free(&r);
 	/* With nothing left in flight the daemon closes the connection
 	 * (it is not kept alive through a drain) and exits 0, long before
 	 * shutdown_timeout. */
-	S_ASSERT(http_conn_wait_closed(&c, 5000) == 1, "the client "
+	S_ASSERT(http_conn_wait_closed(&c, 5000) == 1,
+	    "the client "
 	    "connection stayed open after its response during a drain");
 	http_conn_close(&c);
-	S_ASSERT(svc_wait_exit(d, 5000), "the daemon did not exit once the "
+	S_ASSERT(svc_wait_exit(d, 5000),
+	    "the daemon did not exit once the "
 	    "stream was done");
 	t_exit = harness_now();
-	S_ASSERT(WIFEXITED(d->proc.wstatus) &&
-	    WEXITSTATUS(d->proc.wstatus) == 0, "wait status 0x%x, want exit 0",
-	    d->proc.wstatus);
-	S_ASSERT(t_exit - t_term < 10.0, "the drain took %.1f s",
-	    t_exit - t_term);
+	S_ASSERT(
+	    WIFEXITED(d->proc.wstatus) && WEXITSTATUS(d->proc.wstatus) == 0,
+	    "wait status 0x%x, want exit 0", d->proc.wstatus);
+	S_ASSERT(
+	    t_exit - t_term < 10.0, "the drain took %.1f s", t_exit - t_term);
 }
 END_TEST
 
@@ -1460,27 +1530,34 @@ START_TEST(test_drain_ignores_reload)
 	H_BEGIN();
 	a = fake_start("fakeA", "A", NULL);
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a,
-	    "shutdown_timeout = 20\n") });
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(port, a, "shutdown_timeout = 20\n")});
 	svc_stream_start(&c, port, N, INTERVAL);
 	svc_signal(d, SIGTERM);
-	S_ASSERT(svc_notify_until(d, "STOPPING=1", 5000, msg, sizeof msg) ==
-	    1, "no STOPPING=1");
-	S_ASSERT(svc_log_wait(d, harness_strf("stopped listening on "
-	    "127.0.0.1:%d", port), 5000), "the listener was not closed");
+	S_ASSERT(svc_notify_until(d, "STOPPING=1", 5000, msg, sizeof msg) == 1,
+	    "no STOPPING=1");
+	S_ASSERT(svc_log_wait(d,
+	             harness_strf("stopped listening on "
+	                          "127.0.0.1:%d",
+	                 port),
+	             5000),
+	    "the listener was not closed");
 	svc_signal(d, SIGHUP);
 	rc = svc_notify_until(d, "READY=1", 1000, msg, sizeof msg);
-	S_ASSERT(rc != 1, "READY=1 after STOPPING=1: a SIGHUP during the "
+	S_ASSERT(rc != 1,
+	    "READY=1 after STOPPING=1: a SIGHUP during the "
 	    "drain was taken as a reload");
-	S_ASSERT(svc_connect_errno(port) == ECONNREFUSED, "a SIGHUP during "
-	    "the drain reopened 127.0.0.1:%d", port);
+	S_ASSERT(svc_connect_errno(port) == ECONNREFUSED,
+	    "a SIGHUP during "
+	    "the drain reopened 127.0.0.1:%d",
+	    port);
 	svc_stream_finish(&c, N, "A", "stream during the drain", &r);
 	http_resp_free(&r);
 	http_conn_close(&c);
 	S_ASSERT(svc_wait_exit(d, 5000), "no exit after the drain");
-	S_ASSERT(WIFEXITED(d->proc.wstatus) &&
-	    WEXITSTATUS(d->proc.wstatus) == 0, "wait status 0x%x",
-	    d->proc.wstatus);
+	S_ASSERT(
+	    WIFEXITED(d->proc.wstatus) && WEXITSTATUS(d->proc.wstatus) == 0,
+	    "wait status 0x%x", d->proc.wstatus);
 }
 END_TEST
 
@@ -1496,11 +1573,14 @@ START_TEST(test_drain_idle_keepalive)
 	H_BEGIN();
 	a = fake_start("fakeA", "A", NULL);
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a,
-	    "shutdown_timeout = 20\n") });
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(port, a, "shutdown_timeout = 20\n")});
 	http_conn_open(&c, port);
-	H_ASSERT(http_conn_sendstr(&c, "GET /api/version HTTP/1.1\r\n"
-	    "Host: test\r\n\r\n", 5000) == 0, "send");
+	H_ASSERT(http_conn_sendstr(&c,
+	             "GET /api/version HTTP/1.1\r\n"
+	             "Host: test\r\n\r\n",
+	             5000) == 0,
+	    "send");
 	http_conn_read_response(&c, 0, 10000, &r);
 	S_ASSERT(r.ok && r.status == 200, "GET: %ld %s", r.status, r.error);
 	http_resp_free(&r);
@@ -1508,9 +1588,9 @@ START_TEST(test_drain_idle_keepalive)
 	S_ASSERT(http_conn_wait_closed(&c, 5000) == 1,
 	    "the idle connection was not closed by the drain");
 	S_ASSERT(svc_wait_exit(d, 5000), "no exit with only an idle client");
-	S_ASSERT(WIFEXITED(d->proc.wstatus) &&
-	    WEXITSTATUS(d->proc.wstatus) == 0, "wait status 0x%x",
-	    d->proc.wstatus);
+	S_ASSERT(
+	    WIFEXITED(d->proc.wstatus) && WEXITSTATUS(d->proc.wstatus) == 0,
+	    "wait status 0x%x", d->proc.wstatus);
 	http_conn_close(&c);
 }
 END_TEST
@@ -1528,23 +1608,24 @@ START_TEST(test_drain_second_signal)
 	H_BEGIN();
 	a = fake_start("fakeA", "A", NULL);
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a,
-	    "shutdown_timeout = 60\n") });
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(port, a, "shutdown_timeout = 60\n")});
 	svc_stream_start(&c, port, SVC_ENDLESS, 50);
 	svc_signal(d, SIGTERM);
 	/* The first signal is taken before the second is sent. */
-	S_ASSERT(svc_notify_until(d, "STOPPING=1", 5000, msg, sizeof msg) ==
-	    1, "no STOPPING=1");
+	S_ASSERT(svc_notify_until(d, "STOPPING=1", 5000, msg, sizeof msg) == 1,
+	    "no STOPPING=1");
 	H_ASSERT(harness_proc_alive(&d->proc), "exited on the first signal");
 	t = harness_now();
 	svc_signal(d, SIGTERM);
-	S_ASSERT(svc_wait_exit(d, 3000), "a second SIGTERM did not end the "
+	S_ASSERT(svc_wait_exit(d, 3000),
+	    "a second SIGTERM did not end the "
 	    "daemon within 3 s");
 	S_ASSERT(harness_now() - t < 2.0, "the second SIGTERM took %.2f s",
 	    harness_now() - t);
-	S_ASSERT(WIFEXITED(d->proc.wstatus) &&
-	    WEXITSTATUS(d->proc.wstatus) == 0, "wait status 0x%x",
-	    d->proc.wstatus);
+	S_ASSERT(
+	    WIFEXITED(d->proc.wstatus) && WEXITSTATUS(d->proc.wstatus) == 0,
+	    "wait status 0x%x", d->proc.wstatus);
 	/* The stream was cut, not ended cleanly. */
 	http_conn_read_response(&c, 0, 5000, &r);
 	H_ASSERT(!r.ok && (c.eof || c.reset), "the endless stream %s",
@@ -1553,12 +1634,12 @@ START_TEST(test_drain_second_signal)
 	http_conn_close(&c);
 
 	/* SIGINT counts as the same signal. */
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a,
-	    "shutdown_timeout = 60\n") });
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(port, a, "shutdown_timeout = 60\n")});
 	svc_stream_start(&c, port, SVC_ENDLESS, 50);
 	svc_signal(d, SIGINT);
-	S_ASSERT(svc_notify_until(d, "STOPPING=1", 5000, msg, sizeof msg) ==
-	    1, "no STOPPING=1 on SIGINT");
+	S_ASSERT(svc_notify_until(d, "STOPPING=1", 5000, msg, sizeof msg) == 1,
+	    "no STOPPING=1 on SIGINT");
 	svc_signal(d, SIGINT);
 	S_ASSERT(svc_wait_exit(d, 3000), "a second SIGINT did not end it");
 	http_conn_close(&c);
@@ -1577,19 +1658,22 @@ START_TEST(test_drain_shutdown_timeout)
 	H_BEGIN();
 	a = fake_start("fakeA", "A", NULL);
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a,
-	    "shutdown_timeout = 1\n") });
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(port, a, "shutdown_timeout = 1\n")});
 	svc_stream_start(&c, port, SVC_ENDLESS, 50);
 	t = harness_now();
 	svc_signal(d, SIGTERM);
-	S_ASSERT(svc_wait_exit(d, 5000), "not gone 5 s after SIGTERM with "
+	S_ASSERT(svc_wait_exit(d, 5000),
+	    "not gone 5 s after SIGTERM with "
 	    "shutdown_timeout = 1");
 	took = harness_now() - t;
-	S_ASSERT(took >= 0.9 && took <= 3.0, "exited %.2f s after SIGTERM "
-	    "with shutdown_timeout = 1", took);
-	S_ASSERT(WIFEXITED(d->proc.wstatus) &&
-	    WEXITSTATUS(d->proc.wstatus) == 0, "wait status 0x%x, want 0",
-	    d->proc.wstatus);
+	S_ASSERT(took >= 0.9 && took <= 3.0,
+	    "exited %.2f s after SIGTERM "
+	    "with shutdown_timeout = 1",
+	    took);
+	S_ASSERT(
+	    WIFEXITED(d->proc.wstatus) && WEXITSTATUS(d->proc.wstatus) == 0,
+	    "wait status 0x%x, want 0", d->proc.wstatus);
 	http_conn_read_response(&c, 0, 5000, &r);
 	H_ASSERT(!r.ok && (c.eof || c.reset), "the endless stream %s",
 	    r.ok ? "ended cleanly" : "was left open");
@@ -1604,8 +1688,8 @@ END_TEST
 
 /* Every line of text: 1 when each satisfies the check. */
 static int
-svc_each_line(const char *text, int (*ok)(const char *, size_t),
-    char *bad, size_t badlen)
+svc_each_line(
+    const char *text, int (*ok)(const char *, size_t), char *bad, size_t badlen)
 {
 	const char *p = text;
 	size_t n;
@@ -1650,10 +1734,12 @@ START_TEST(test_log_journal_prefix)
 	/* Under the journal: <N> on every line, notice 5, info 6. */
 	port = harness_free_port();
 	H_ASSERT(stat("/dev/null", &st) == 0, "stat");
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a, NULL),
-	    .args = (const char *const[]){ "-v", NULL },
-	    .env = (const char *const[]){ harness_strf("JOURNAL_STREAM=%lu:%lu",
-		(unsigned long)st.st_dev, (unsigned long)st.st_ino), NULL } });
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(port, a, NULL),
+	    .args = (const char *const[]){"-v", NULL},
+	    .env = (const char *const[]){
+	        harness_strf("JOURNAL_STREAM=%lu:%lu", (unsigned long)st.st_dev,
+	            (unsigned long)st.st_ino),
+	        NULL}});
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 	/* An error: a bad file on reload. */
 	svc_reload(d, "[upstream]\npool_maxsize = banana\n", msg, sizeof msg);
@@ -1663,22 +1749,25 @@ START_TEST(test_log_journal_prefix)
 	    "the failed reload is not logged at <3>:\n%s", log);
 	S_ASSERT(svc_each_line(log, svc_journal_line, bad, sizeof bad),
 	    "a line without a <N> prefix under JOURNAL_STREAM: \"%s\"", bad);
-	S_ASSERT(strstr(log, harness_strf("<5>listening on 127.0.0.1:%d",
-	    port)) != NULL, "no <5> notice for the listener:\n%s", log);
-	S_ASSERT(strstr(log, "<6>") != NULL && strstr(log,
-	    "\"GET /api/version\" 200") != NULL,
+	S_ASSERT(
+	    strstr(log, harness_strf("<5>listening on 127.0.0.1:%d", port)) !=
+	        NULL,
+	    "no <5> notice for the listener:\n%s", log);
+	S_ASSERT(strstr(log, "<6>") != NULL &&
+	        strstr(log, "\"GET /api/version\" 200") != NULL,
 	    "no <6> access line:\n%s", log);
 
 	/* Not under the journal: plain lines. */
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a, NULL),
-	    .args = (const char *const[]){ "-v", NULL } });
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(port, a, NULL),
+	    .args = (const char *const[]){"-v", NULL}});
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 	svc_stop_clean(d);
 	log = svc_log(d);
 	S_ASSERT(svc_each_line(log, svc_plain_line, bad, sizeof bad),
 	    "a line with a prefix, or without ollama-pool[pid], and no "
-	    "JOURNAL_STREAM: \"%s\"", bad);
+	    "JOURNAL_STREAM: \"%s\"",
+	    bad);
 	S_ASSERT(strstr(log, "notice: listening on") != NULL,
 	    "no notice line:\n%s", log);
 }
@@ -1686,8 +1775,8 @@ END_TEST
 
 /* Lines of the log that are access lines: "METHOD PATH" STATUS. */
 static int
-svc_count_access(const char *log, const char *method, const char *path,
-    int status)
+svc_count_access(
+    const char *log, const char *method, const char *path, int status)
 {
 	const char *p = log;
 	char *want = harness_strf("\"%s %s\" %d ", method, path, status);
@@ -1710,7 +1799,8 @@ svc_count_all_access(const char *log)
 	int count = 0;
 
 	H_ASSERT(regcomp(&re, "\"[A-Z]+ /[^\" ]*\" [1-5][0-9][0-9] ",
-	    REG_EXTENDED | REG_NOSUB) == 0, "regcomp");
+	             REG_EXTENDED | REG_NOSUB) == 0,
+	    "regcomp");
 	while (*p != '\0') {
 		n = strcspn(p, "\n");
 		snprintf(line, sizeof line, "%.*s", (int)n, p);
@@ -1736,14 +1826,14 @@ START_TEST(test_log_access_lines)
 	H_BEGIN();
 	a = fake_start("fakeA", "A", NULL);
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a, NULL),
-	    .args = (const char *const[]){ "-v", NULL } });
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(port, a, NULL),
+	    .args = (const char *const[]){"-v", NULL}});
 
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 	http_post_json(svc_url(port, "/api/generate"),
 	    "{\"model\":\"" MODEL "\",\"prompt\":\"p\",\"stream\":false}", &r);
-	S_ASSERT(r.ok && r.status == 200, "generate: %ld %s", r.status,
-	    r.error);
+	S_ASSERT(
+	    r.ok && r.status == 200, "generate: %ld %s", r.status, r.error);
 	http_resp_free(&r);
 	http_get(svc_url(port, "/api/no-such-thing"), &r);
 	S_ASSERT(r.ok && r.status == 404, "404: %ld %s", r.status, r.error);
@@ -1751,8 +1841,11 @@ START_TEST(test_log_access_lines)
 	/* Three requests on one kept-alive connection: three lines. */
 	http_conn_open(&c, port);
 	for (i = 0; i < 3; i++) {
-		H_ASSERT(http_conn_sendstr(&c, "GET /api/tags HTTP/1.1\r\n"
-		    "Host: test\r\n\r\n", 5000) == 0, "send");
+		H_ASSERT(http_conn_sendstr(&c,
+		             "GET /api/tags HTTP/1.1\r\n"
+		             "Host: test\r\n\r\n",
+		             5000) == 0,
+		    "send");
 		http_conn_read_response(&c, 0, 10000, &r);
 		S_ASSERT(r.ok && r.status == 200, "tags %d: %ld %s", i,
 		    r.status, r.error);
@@ -1766,16 +1859,18 @@ START_TEST(test_log_access_lines)
 	    "want one access line for GET /api/version:\n%s", log);
 	S_ASSERT(svc_count_access(log, "POST", "/api/generate", 200) == 1,
 	    "want one access line for POST /api/generate:\n%s", log);
-	S_ASSERT(svc_count_access(log, "GET", "/api/no-such-thing", 404) ==
-	    1, "want one access line for the 404:\n%s", log);
+	S_ASSERT(svc_count_access(log, "GET", "/api/no-such-thing", 404) == 1,
+	    "want one access line for the 404:\n%s", log);
 	S_ASSERT(svc_count_access(log, "GET", "/api/tags", 200) == 3,
 	    "want three access lines for the kept-alive GETs:\n%s", log);
-	S_ASSERT(svc_count_all_access(log) == 6, "want 6 access lines in all, "
-	    "got %d:\n%s", svc_count_all_access(log), log);
+	S_ASSERT(svc_count_all_access(log) == 6,
+	    "want 6 access lines in all, "
+	    "got %d:\n%s",
+	    svc_count_all_access(log), log);
 
 	/* Without -v, none. */
 	port = harness_free_port();
-	d = svc_start(&(struct svc_opts){ .conf = svc_conf(port, a, NULL) });
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(port, a, NULL)});
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 	svc_stop_clean(d);
 	log = svc_log(d);

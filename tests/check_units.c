@@ -41,33 +41,34 @@ START_TEST(test_upstream_ollama_host_syntax)
 	    "https://ollama.com:443");
 	check_upstream("http://example.com", 0, "example.com", 80, "",
 	    "http://example.com:80");
-	check_upstream(":5000", 0, "127.0.0.1", 5000, "",
-	    "http://127.0.0.1:5000");
+	check_upstream(
+	    ":5000", 0, "127.0.0.1", 5000, "", "http://127.0.0.1:5000");
 	check_upstream("", 0, "127.0.0.1", 11434, "", "http://127.0.0.1:11434");
 	check_upstream("  \"http://10.0.0.2:8080/ollama/\"  ", 0, "10.0.0.2",
 	    8080, "/ollama", "http://10.0.0.2:8080/ollama");
 	check_upstream("[::1]:1234", 0, "::1", 1234, "", "http://[::1]:1234");
 	check_upstream("http://[::1]", 0, "::1", 80, "", "http://[::1]:80");
-	check_upstream("0.0.0.0", 0, "127.0.0.1", 11434, "",
-	    "http://127.0.0.1:11434");
-	check_upstream("https://host.example:8443/a/b", 1, "host.example",
-	    8443, "/a/b", "https://host.example:8443/a/b");
+	check_upstream(
+	    "0.0.0.0", 0, "127.0.0.1", 11434, "", "http://127.0.0.1:11434");
+	check_upstream("https://host.example:8443/a/b", 1, "host.example", 8443,
+	    "/a/b", "https://host.example:8443/a/b");
 }
 END_TEST
 
 START_TEST(test_upstream_rejects_bad_input)
 {
-	static const char *bad[] = { "ftp://example.com", "example.com:99999",
-		"example.com:abc", "http://user:pw@example.com",
-		"http://exa mple.com", "example.com:0", NULL };
+	static const char *bad[] = {"ftp://example.com", "example.com:99999",
+	    "example.com:abc", "http://user:pw@example.com",
+	    "http://exa mple.com", "example.com:0", NULL};
 	struct upstream_url u;
 	char err[256];
 	int i;
 
 	for (i = 0; bad[i] != NULL; i++) {
 		err[0] = '\0';
-		ck_assert_msg(addr_parse_upstream(bad[i], &u, err, sizeof err) ==
-			-1, "accepted '%s'", bad[i]);
+		ck_assert_msg(
+		    addr_parse_upstream(bad[i], &u, err, sizeof err) == -1,
+		    "accepted '%s'", bad[i]);
 		ck_assert_msg(strlen(err) > 0, "no message for '%s'", bad[i]);
 	}
 }
@@ -78,14 +79,14 @@ START_TEST(test_listen_forms)
 	struct listen_addr la;
 	char err[256], text[128];
 
-	ck_assert_int_eq(addr_parse_listen("127.0.0.1:11435", &la, err,
-			     sizeof err), 0);
+	ck_assert_int_eq(
+	    addr_parse_listen("127.0.0.1:11435", &la, err, sizeof err), 0);
 	addr_format((struct sockaddr *)&la.ss, la.sslen, text, sizeof text);
 	ck_assert_str_eq(text, "127.0.0.1:11435");
 	ck_assert(addr_is_loopback(&la));
 
-	ck_assert_int_eq(addr_parse_listen("[::1]:8080", &la, err, sizeof err),
-	    0);
+	ck_assert_int_eq(
+	    addr_parse_listen("[::1]:8080", &la, err, sizeof err), 0);
 	addr_format((struct sockaddr *)&la.ss, la.sslen, text, sizeof text);
 	ck_assert_str_eq(text, "[::1]:8080");
 	ck_assert(addr_is_loopback(&la));
@@ -95,12 +96,12 @@ START_TEST(test_listen_forms)
 	addr_format((struct sockaddr *)&la.ss, la.sslen, text, sizeof text);
 	ck_assert_str_eq(text, "127.0.0.1:9000");
 
-	ck_assert_int_eq(addr_parse_listen("0.0.0.0:9000", &la, err,
-			     sizeof err), 0);
+	ck_assert_int_eq(
+	    addr_parse_listen("0.0.0.0:9000", &la, err, sizeof err), 0);
 	ck_assert(!addr_is_loopback(&la));
 
-	ck_assert_int_eq(addr_parse_listen("unix:/run/op.sock", &la, err,
-			     sizeof err), 0);
+	ck_assert_int_eq(
+	    addr_parse_listen("unix:/run/op.sock", &la, err, sizeof err), 0);
 	ck_assert_int_eq(la.kind, LISTEN_UNIX);
 	addr_format((struct sockaddr *)&la.ss, la.sslen, text, sizeof text);
 	ck_assert_str_eq(text, "unix:/run/op.sock");
@@ -109,16 +110,17 @@ END_TEST
 
 START_TEST(test_listen_rejects_bad_input)
 {
-	static const char *bad[] = { "127.0.0.1", "127.0.0.1:70000",
-		"unix:relative", "::1:80", "[::1]80", "host:", NULL };
+	static const char *bad[] = {"127.0.0.1", "127.0.0.1:70000",
+	    "unix:relative", "::1:80", "[::1]80", "host:", NULL};
 	struct listen_addr la;
 	char err[256];
 	int i;
 
 	for (i = 0; bad[i] != NULL; i++) {
 		err[0] = '\0';
-		ck_assert_msg(addr_parse_listen(bad[i], &la, err, sizeof err) ==
-			-1, "accepted '%s'", bad[i]);
+		ck_assert_msg(
+		    addr_parse_listen(bad[i], &la, err, sizeof err) == -1,
+		    "accepted '%s'", bad[i]);
 		ck_assert_msg(strstr(err, bad[i]) != NULL,
 		    "message for '%s' does not name it: %s", bad[i], err);
 	}
@@ -131,10 +133,10 @@ START_TEST(test_upstream_loop_detection)
 	struct upstream_url u;
 	char err[256];
 
-	ck_assert_int_eq(addr_parse_listen("127.0.0.1:11435", &la[0], err,
-			     sizeof err), 0);
-	ck_assert_int_eq(addr_parse_listen("0.0.0.0:9999", &la[1], err,
-			     sizeof err), 0);
+	ck_assert_int_eq(
+	    addr_parse_listen("127.0.0.1:11435", &la[0], err, sizeof err), 0);
+	ck_assert_int_eq(
+	    addr_parse_listen("0.0.0.0:9999", &la[1], err, sizeof err), 0);
 	addr_parse_upstream("127.0.0.1:11435", &u, err, sizeof err);
 	ck_assert(addr_upstream_is_listen(&u, la, 2));
 	addr_parse_upstream("localhost:11435", &u, err, sizeof err);
@@ -163,8 +165,7 @@ write_temp(const char *text)
 
 static int
 load_text(struct config **cfgp, const char *text,
-    const struct config_overrides *ov, char *err, size_t errlen,
-    char **pathp)
+    const struct config_overrides *ov, char *err, size_t errlen, char **pathp)
 {
 	char *path = write_temp(text);
 	int rc;
@@ -203,13 +204,13 @@ START_TEST(test_config_file_values)
 	char err[512];
 
 	ck_assert_msg(load_text(&cfg,
-			  "; comment\n[server]\nlisten = 127.0.0.1:7001 "
-			  "unix:/tmp/x.sock\nmax_buffer = 64k\n"
-			  "[upstream]\nurl = https://gpu.example/ollama\n"
-			  "pool_maxsize = 4\npool_connections = 2\n"
-			  "queue_max = 7\nconnect_timeout = 2.5\n"
-			  "tls_verify = no\nca_file = /etc/my-ca.pem\n",
-			  NULL, err, sizeof err, NULL) == 0,
+	                  "; comment\n[server]\nlisten = 127.0.0.1:7001 "
+	                  "unix:/tmp/x.sock\nmax_buffer = 64k\n"
+	                  "[upstream]\nurl = https://gpu.example/ollama\n"
+	                  "pool_maxsize = 4\npool_connections = 2\n"
+	                  "queue_max = 7\nconnect_timeout = 2.5\n"
+	                  "tls_verify = no\nca_file = /etc/my-ca.pem\n",
+	                  NULL, err, sizeof err, NULL) == 0,
 	    "%s", err);
 	ck_assert_int_eq(cfg->nlisten, 2);
 	ck_assert_str_eq(cfg->listen[1].text, "unix:/tmp/x.sock");
@@ -231,13 +232,13 @@ check_config_error(const char *text, int line, const char *needle)
 	struct config *cfg;
 	char err[512], want[600], *path;
 
-	ck_assert_int_eq(load_text(&cfg, text, NULL, err, sizeof err, &path),
-	    -1);
+	ck_assert_int_eq(
+	    load_text(&cfg, text, NULL, err, sizeof err, &path), -1);
 	snprintf(want, sizeof want, "%s:%d: ", path, line);
 	ck_assert_msg(strncmp(err, want, strlen(want)) == 0,
 	    "want prefix '%s', got '%s'", want, err);
-	ck_assert_msg(strstr(err, needle) != NULL, "want '%s' in '%s'", needle,
-	    err);
+	ck_assert_msg(
+	    strstr(err, needle) != NULL, "want '%s' in '%s'", needle, err);
 	unlink(path);
 	free(path);
 	config_free(cfg);
@@ -245,8 +246,8 @@ check_config_error(const char *text, int line, const char *needle)
 
 START_TEST(test_config_errors_name_file_and_line)
 {
-	check_config_error("[upstream]\n\npool_maxsize = banana\n", 3,
-	    "pool_maxsize");
+	check_config_error(
+	    "[upstream]\n\npool_maxsize = banana\n", 3, "pool_maxsize");
 	check_config_error("[upstream]\npool_maxsize = 0\n", 2, "between");
 	check_config_error("[server]\nlisten = nowhere\n", 2, "nowhere");
 	check_config_error("[server]\nlisten = 127.0.0.1:1\nfrobnicate = 1\n",
@@ -256,13 +257,13 @@ START_TEST(test_config_errors_name_file_and_line)
 	check_config_error("[upstream]\n[upstream\n", 2, "syntax error");
 	check_config_error("[upstream]\ntls_verify = maybe\n", 2, "yes or no");
 	check_config_error("[upstream]\npool_maxsize = 2\n"
-			   "pool_connections = 5\n",
+	                   "pool_connections = 5\n",
 	    3, "cannot exceed");
 	check_config_error("[upstream]\npool_connections = 5\n"
-			   "pool_maxsize = 2\n",
+	                   "pool_maxsize = 2\n",
 	    2, "cannot exceed");
 	check_config_error("[server]\nlisten = 127.0.0.1:7777\n"
-			   "[upstream]\nurl = http://127.0.0.1:7777\n",
+	                   "[upstream]\nurl = http://127.0.0.1:7777\n",
 	    4, "loop back");
 }
 END_TEST
@@ -273,7 +274,7 @@ START_TEST(test_config_idle_default_follows_small_pool)
 	char err[512];
 
 	ck_assert_msg(load_text(&cfg, "[upstream]\npool_maxsize = 4\n", NULL,
-			  err, sizeof err, NULL) == 0,
+	                  err, sizeof err, NULL) == 0,
 	    "%s", err);
 	ck_assert_int_eq(cfg->pool_maxsize, 4);
 	ck_assert_int_eq(cfg->pool_connections, 4);
@@ -293,9 +294,9 @@ START_TEST(test_config_overrides_win)
 	ov.nlisten = 2;
 	ov.upstream = "http://127.0.0.1:7200";
 	ck_assert_msg(load_text(&cfg,
-			  "[server]\nlisten = 127.0.0.1:7001\n"
-			  "[upstream]\nurl = http://127.0.0.1:7002\n",
-			  &ov, err, sizeof err, NULL) == 0,
+	                  "[server]\nlisten = 127.0.0.1:7001\n"
+	                  "[upstream]\nurl = http://127.0.0.1:7002\n",
+	                  &ov, err, sizeof err, NULL) == 0,
 	    "%s", err);
 	ck_assert_int_eq(cfg->nlisten, 2);
 	ck_assert_str_eq(cfg->listen[0].text, "127.0.0.1:7101");
@@ -304,8 +305,8 @@ START_TEST(test_config_overrides_win)
 	config_free(cfg);
 
 	ov.upstream = "http://127.0.0.1:7101";
-	ck_assert_int_eq(load_text(&cfg, "[server]\n", &ov, err, sizeof err,
-			     NULL), -1);
+	ck_assert_int_eq(
+	    load_text(&cfg, "[server]\n", &ov, err, sizeof err, NULL), -1);
 	ck_assert_msg(strncmp(err, "--upstream: ", 12) == 0, "%s", err);
 	config_free(cfg);
 }
@@ -316,9 +317,11 @@ START_TEST(test_config_missing_file)
 	struct config *cfg = config_new_defaults();
 	char err[512];
 
-	ck_assert_int_eq(config_load(cfg, "/nonexistent/op.conf", NULL, err,
-			     sizeof err), -1);
-	ck_assert_str_eq(err, "/nonexistent/op.conf: No such file or directory");
+	ck_assert_int_eq(
+	    config_load(cfg, "/nonexistent/op.conf", NULL, err, sizeof err),
+	    -1);
+	ck_assert_str_eq(
+	    err, "/nonexistent/op.conf: No such file or directory");
 	config_free(cfg);
 }
 END_TEST
@@ -364,9 +367,9 @@ parsed_on_complete(void *arg)
 }
 
 static const struct httpreq_cb parsed_cb = {
-	.on_head = parsed_on_head,
-	.on_body = parsed_on_body,
-	.on_complete = parsed_on_complete,
+    .on_head = parsed_on_head,
+    .on_body = parsed_on_body,
+    .on_complete = parsed_on_complete,
 };
 
 /* Feeds text one byte at a time: every field arrives in pieces. */
@@ -395,10 +398,10 @@ header_value(struct http_head *h, const char *name)
 START_TEST(test_httpreq_head_in_pieces)
 {
 	static const char req[] = "POST /api/chat?x=1 HTTP/1.1\r\n"
-				  "Host: example\r\n"
-				  "X-Empty:\r\n"
-				  "X-Long: a b  c\r\n"
-				  "Content-Length: 5\r\n\r\nhello";
+	                          "Host: example\r\n"
+	                          "X-Empty:\r\n"
+	                          "X-Long: a b  c\r\n"
+	                          "Content-Length: 5\r\n\r\nhello";
 	struct parsed p;
 	struct httpreq hr;
 
@@ -431,66 +434,75 @@ START_TEST(test_httpreq_strict_framing)
 		const char *req;
 		int status;
 	} cases[] = {
-		/* 1. Content-Length and Transfer-Encoding together. */
-		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
-		  "Transfer-Encoding: chunked\r\n\r\n", 400 },
-		/* 2. Conflicting or malformed Content-Length. */
-		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
-		  "Content-Length: 6\r\n\r\n", 400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
-		    400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n",
-		    400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
-		    400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n\r\n", 400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5,6\r\n\r\n",
-		    400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\n"
-		  "Content-Length: 99999999999999999999\r\n\r\n", 400 },
-		/* 3. Transfer codings. */
-		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
-		    501 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\n"
-		  "Transfer-Encoding: identity\r\n\r\n", 501 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\n"
-		  "Transfer-Encoding: chunked, identity\r\n\r\n", 501 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\n"
-		  "Transfer-Encoding: ,chunked\r\n\r\n", 400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\n"
-		  "Transfer-Encoding: chunked, chunked\r\n\r\n", 400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-		  "Transfer-Encoding: chunked\r\n\r\n", 400 },
-		{ "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
-		/* 4. Chunk sizes and data. */
-		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-		  "\r\n0x5\r\nabcde\r\n0\r\n\r\n", 400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-		  "\r\n+5\r\nabcde\r\n0\r\n\r\n", 400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-		  "\r\n 5\r\nabcde\r\n0\r\n\r\n", 400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-		  "\r\n00000000000000005\r\nabcde\r\n0\r\n\r\n", 400 },
-		{ "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-		  "\r\n3\r\nabcdef\r\n0\r\n\r\n", 400 },
-		/* 5. Line ends, folding, names and values. */
-		{ "GET / HTTP/1.1\nHost: h\n\n", 400 },
-		{ "GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nHost: h\r\nX Y: a\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nHost: h\r\nX\x01Y: a\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nHost: h\r\nX : a\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400 },
-		/* 6. Host and versions. */
-		{ "GET / HTTP/1.1\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400 },
-		{ "GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505 },
-		{ "GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505 },
-		{ "GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 400 },
-		{ "GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400 },
-		/* Expectations we cannot meet. */
-		{ "GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n", 417 },
+	    /* 1. Content-Length and Transfer-Encoding together. */
+	    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+	     "Transfer-Encoding: chunked\r\n\r\n",
+	        400},
+	    /* 2. Conflicting or malformed Content-Length. */
+	    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+	     "Content-Length: 6\r\n\r\n",
+	        400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n", 400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n", 400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n\r\n", 400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5,6\r\n\r\n", 400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\n"
+	     "Content-Length: 99999999999999999999\r\n\r\n",
+	        400},
+	    /* 3. Transfer codings. */
+	    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+	        501},
+	    {"POST / HTTP/1.1\r\nHost: h\r\n"
+	     "Transfer-Encoding: identity\r\n\r\n",
+	        501},
+	    {"POST / HTTP/1.1\r\nHost: h\r\n"
+	     "Transfer-Encoding: chunked, identity\r\n\r\n",
+	        501},
+	    {"POST / HTTP/1.1\r\nHost: h\r\n"
+	     "Transfer-Encoding: ,chunked\r\n\r\n",
+	        400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\n"
+	     "Transfer-Encoding: chunked, chunked\r\n\r\n",
+	        400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+	     "Transfer-Encoding: chunked\r\n\r\n",
+	        400},
+	    {"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+	    /* 4. Chunk sizes and data. */
+	    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+	     "\r\n0x5\r\nabcde\r\n0\r\n\r\n",
+	        400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+	     "\r\n+5\r\nabcde\r\n0\r\n\r\n",
+	        400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+	     "\r\n 5\r\nabcde\r\n0\r\n\r\n",
+	        400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+	     "\r\n00000000000000005\r\nabcde\r\n0\r\n\r\n",
+	        400},
+	    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+	     "\r\n3\r\nabcdef\r\n0\r\n\r\n",
+	        400},
+	    /* 5. Line ends, folding, names and values. */
+	    {"GET / HTTP/1.1\nHost: h\n\n", 400},
+	    {"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nHost: h\r\nX Y: a\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nHost: h\r\nX\x01Y: a\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nHost: h\r\nX : a\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400},
+	    /* 6. Host and versions. */
+	    {"GET / HTTP/1.1\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+	    {"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505},
+	    {"GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505},
+	    {"GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 400},
+	    {"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+	    /* Expectations we cannot meet. */
+	    {"GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n", 417},
 	};
 	struct parsed p;
 	struct httpreq hr;
@@ -504,8 +516,8 @@ START_TEST(test_httpreq_strict_framing)
 			ck_assert_msg(feed_bytewise(&hr, cases[i].req) == -1,
 			    "case %zu accepted: %s", i, cases[i].req);
 		else
-			ck_assert_int_eq(httpreq_feed(&hr, cases[i].req, len),
-			    -1);
+			ck_assert_int_eq(
+			    httpreq_feed(&hr, cases[i].req, len), -1);
 		ck_assert_msg(hr.error_status == cases[i].status,
 		    "case %zu: status %d, want %d (%s)", i, hr.error_status,
 		    cases[i].status, hr.error);
@@ -520,21 +532,21 @@ END_TEST
 START_TEST(test_httpreq_lenient_where_allowed)
 {
 	static const char *ok[] = {
-		/* Identical Content-Length values count as one. */
-		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
-		"Content-Length: 3\r\n\r\nabc",
-		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc",
-		/* Chunk extensions are ignored; trailers are dropped. */
-		"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"
-		"3;name=\"v\"\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n",
-		/* A higher 1.x minor is served as 1.1; empty lines before a
-		 * request are skipped. */
-		"\r\nGET / HTTP/1.9\r\nHost: h\r\n\r\n",
-		/* HTTP/1.0 needs no Host. */
-		"GET / HTTP/1.0\r\n\r\n",
-		/* Upgrade is just a header here: it is never passed on. */
-		"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\n"
-		"Connection: Upgrade\r\n\r\n",
+	    /* Identical Content-Length values count as one. */
+	    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+	    "Content-Length: 3\r\n\r\nabc",
+	    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc",
+	    /* Chunk extensions are ignored; trailers are dropped. */
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"
+	    "3;name=\"v\"\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n",
+	    /* A higher 1.x minor is served as 1.1; empty lines before a
+	     * request are skipped. */
+	    "\r\nGET / HTTP/1.9\r\nHost: h\r\n\r\n",
+	    /* HTTP/1.0 needs no Host. */
+	    "GET / HTTP/1.0\r\n\r\n",
+	    /* Upgrade is just a header here: it is never passed on. */
+	    "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\n"
+	    "Connection: Upgrade\r\n\r\n",
 	};
 	struct parsed p;
 	struct httpreq hr;
@@ -543,7 +555,8 @@ START_TEST(test_httpreq_lenient_where_allowed)
 	for (i = 0; i < sizeof ok / sizeof ok[0]; i++) {
 		memset(&p, 0, sizeof p);
 		httpreq_init(&hr, &parsed_cb, &p);
-		ck_assert_msg(feed_bytewise(&hr, ok[i]) == (ssize_t)strlen(ok[i]),
+		ck_assert_msg(
+		    feed_bytewise(&hr, ok[i]) == (ssize_t)strlen(ok[i]),
 		    "case %zu refused: %d %s", i, hr.error_status, hr.error);
 		ck_assert_int_eq(p.completes, 1);
 		if (strncmp(ok[i], "POST", 4) == 0) {
@@ -582,17 +595,19 @@ START_TEST(test_httpreq_length_limits)
 	rt.cfg->max_body_size = 4;
 	memset(&p, 0, sizeof p);
 	httpreq_init(&hr, &parsed_cb, &p);
-	len = sprintf(req, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
-			   "Expect: 100-continue\r\n\r\n");
+	len = sprintf(req,
+	    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+	    "Expect: 100-continue\r\n\r\n");
 	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
 	ck_assert_int_eq(hr.error_status, 413);
 	ck_assert_int_eq(p.heads, 0);
 	httpreq_free(&hr);
 	memset(&p, 0, sizeof p);
 	httpreq_init(&hr, &parsed_cb, &p);
-	len = sprintf(req, "POST / HTTP/1.1\r\nHost: h\r\n"
-			   "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
-			   "3\r\ndef\r\n0\r\n\r\n");
+	len = sprintf(req,
+	    "POST / HTTP/1.1\r\nHost: h\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+	    "3\r\ndef\r\n0\r\n\r\n");
 	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
 	ck_assert_int_eq(hr.error_status, 413);
 	ck_assert_uint_le(p.body_len, 4);
@@ -605,15 +620,15 @@ END_TEST
 START_TEST(test_httpreq_chunked_body)
 {
 	static const char req[] = "PUT /x HTTP/1.1\r\nHost: h\r\n"
-				  "Transfer-Encoding: chunked\r\n\r\n"
-				  "3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
+	                          "Transfer-Encoding: chunked\r\n\r\n"
+	                          "3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
 	struct parsed p;
 	struct httpreq hr;
 
 	memset(&p, 0, sizeof p);
 	httpreq_init(&hr, &parsed_cb, &p);
-	ck_assert_int_eq(httpreq_feed(&hr, req, strlen(req)),
-	    (ssize_t)strlen(req));
+	ck_assert_int_eq(
+	    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
 	ck_assert(p.head->chunked);
 	ck_assert_uint_eq(p.body_len, 7);
 	ck_assert(memcmp(p.body, "abcdefg", 7) == 0);
@@ -625,7 +640,7 @@ END_TEST
 START_TEST(test_httpreq_pauses_between_pipelined_requests)
 {
 	static const char two[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
-				  "GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+	                          "GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
 	size_t first = strlen("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
 	struct parsed p;
 	struct httpreq hr;
@@ -652,11 +667,11 @@ START_TEST(test_httpreq_errors_carry_status)
 		const char *req;
 		int status;
 	} cases[] = {
-		{ "GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400 },
-		{ "GET / HTTP/1.1\r\nContent-Length: 1\r\n"
-		  "Transfer-Encoding: chunked\r\n\r\n",
-		    400 },
-		{ "BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501 },
+	    {"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400},
+	    {"GET / HTTP/1.1\r\nContent-Length: 1\r\n"
+	     "Transfer-Encoding: chunked\r\n\r\n",
+	        400},
+	    {"BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501},
 	};
 	struct parsed p;
 	struct httpreq hr;
@@ -665,8 +680,8 @@ START_TEST(test_httpreq_errors_carry_status)
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		memset(&p, 0, sizeof p);
 		httpreq_init(&hr, &parsed_cb, &p);
-		ck_assert_msg(httpreq_feed(&hr, cases[i].req,
-				  strlen(cases[i].req)) == -1,
+		ck_assert_msg(
+		    httpreq_feed(&hr, cases[i].req, strlen(cases[i].req)) == -1,
 		    "accepted case %zu", i);
 		ck_assert_int_eq(hr.error_status, cases[i].status);
 		ck_assert_ptr_nonnull(hr.error);
@@ -731,30 +746,29 @@ slist_has_prefix(struct curl_slist *l, const char *prefix)
 
 START_TEST(test_headers_to_curl_filters_hop_by_hop)
 {
-	static const char req[] =
-	    "POST /api/generate HTTP/1.1\r\n"
-	    "Host: client.example\r\n"
-	    "Connection: keep-alive, X-Hop\r\n"
-	    "Keep-Alive: timeout=5\r\n"
-	    "Proxy-Connection: keep-alive\r\n"
-	    "TE: trailers\r\n"
-	    "Trailer: X-T\r\n"
-	    "Proxy-Authorization: Basic eA==\r\n"
-	    "X-Hop: secret\r\n"
-	    "Authorization: Bearer t\r\n"
-	    "Origin: http://app.example\r\n"
-	    "X-Empty:\r\n"
-	    "Content-Type: application/json\r\n"
-	    "Expect: 100-continue\r\n"
-	    "Content-Length: 2\r\n\r\n{}";
+	static const char req[] = "POST /api/generate HTTP/1.1\r\n"
+	                          "Host: client.example\r\n"
+	                          "Connection: keep-alive, X-Hop\r\n"
+	                          "Keep-Alive: timeout=5\r\n"
+	                          "Proxy-Connection: keep-alive\r\n"
+	                          "TE: trailers\r\n"
+	                          "Trailer: X-T\r\n"
+	                          "Proxy-Authorization: Basic eA==\r\n"
+	                          "X-Hop: secret\r\n"
+	                          "Authorization: Bearer t\r\n"
+	                          "Origin: http://app.example\r\n"
+	                          "X-Empty:\r\n"
+	                          "Content-Type: application/json\r\n"
+	                          "Expect: 100-continue\r\n"
+	                          "Content-Length: 2\r\n\r\n{}";
 	struct parsed p;
 	struct httpreq hr;
 	struct curl_slist *l;
 
 	memset(&p, 0, sizeof p);
 	httpreq_init(&hr, &parsed_cb, &p);
-	ck_assert_int_eq(httpreq_feed(&hr, req, strlen(req)),
-	    (ssize_t)strlen(req));
+	ck_assert_int_eq(
+	    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
 	l = headers_to_curl(p.head, 1, 0);
 	ck_assert(slist_has(l, "Authorization: Bearer t"));
 	ck_assert(slist_has(l, "Origin: http://app.example"));
@@ -781,15 +795,15 @@ END_TEST
 START_TEST(test_headers_client_tokens)
 {
 	static const char req[] = "GET / HTTP/1.1\r\nHost: h\r\n"
-				  "Authorization: Bearer s3cret\r\n\r\n";
+	                          "Authorization: Bearer s3cret\r\n\r\n";
 	struct parsed p;
 	struct httpreq hr;
 	struct curl_slist *l;
 
 	memset(&p, 0, sizeof p);
 	httpreq_init(&hr, &parsed_cb, &p);
-	ck_assert_int_eq(httpreq_feed(&hr, req, strlen(req)),
-	    (ssize_t)strlen(req));
+	ck_assert_int_eq(
+	    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
 	ck_assert(headers_token_ok(p.head, "other s3cret"));
 	ck_assert(headers_token_ok(p.head, "s3cret"));
 	ck_assert(!headers_token_ok(p.head, "s3cre"));
@@ -813,13 +827,14 @@ START_TEST(test_config_remote_needs_allow_remote)
 	char err[512];
 
 	ck_assert_int_eq(load_text(&cfg, "[server]\nlisten = 0.0.0.0:7301\n",
-			     NULL, err, sizeof err, NULL), -1);
+	                     NULL, err, sizeof err, NULL),
+	    -1);
 	ck_assert_msg(strstr(err, "allow_remote") != NULL, "%s", err);
 	config_free(cfg);
 	ck_assert_msg(load_text(&cfg,
-			  "[server]\nlisten = 0.0.0.0:7301\n"
-			  "allow_remote = yes\nclient_tokens = a b\n",
-			  NULL, err, sizeof err, NULL) == 0,
+	                  "[server]\nlisten = 0.0.0.0:7301\n"
+	                  "allow_remote = yes\nclient_tokens = a b\n",
+	                  NULL, err, sizeof err, NULL) == 0,
 	    "%s", err);
 	ck_assert_str_eq(cfg->client_tokens, "a b");
 	config_free(cfg);
@@ -841,11 +856,11 @@ END_TEST
 START_TEST(test_headers_response_filter)
 {
 	struct http_head h;
-	const char *names[] = { "Content-Type", "Connection", "X-Private",
-		"Transfer-Encoding", "Content-Length", "Keep-Alive" };
-	const char *values[] = { "application/x-ndjson", "close, x-private",
-		"1", "chunked", "10", "timeout=5" };
-	int keep[] = { 1, 0, 0, 0, 1, 0 };
+	const char *names[] = {"Content-Type", "Connection", "X-Private",
+	    "Transfer-Encoding", "Content-Length", "Keep-Alive"};
+	const char *values[] = {"application/x-ndjson", "close, x-private", "1",
+	    "chunked", "10", "timeout=5"};
+	int keep[] = {1, 0, 0, 0, 1, 0};
 	uint32_t i, k;
 
 	memset(&h, 0, sizeof h);
@@ -860,8 +875,8 @@ START_TEST(test_headers_response_filter)
 		head_end_string(&h);
 	}
 	for (i = 0; i < 6; i++)
-		ck_assert_msg(headers_response_keep(&h, i) == keep[i], "%s",
-		    names[i]);
+		ck_assert_msg(
+		    headers_response_keep(&h, i) == keep[i], "%s", names[i]);
 	head_free(&h);
 }
 END_TEST
@@ -899,26 +914,26 @@ START_TEST(test_metrics_histogram_buckets)
 	char *s;
 
 	memset(&h, 0, sizeof h);
-	histogram_observe(&h, 0.001);	/* first bucket */
-	histogram_observe(&h, 0.005);	/* le is inclusive */
-	histogram_observe(&h, 0.2);	/* 0.25 */
-	histogram_observe(&h, 1000);	/* only +Inf */
+	histogram_observe(&h, 0.001); /* first bucket */
+	histogram_observe(&h, 0.005); /* le is inclusive */
+	histogram_observe(&h, 0.2); /* 0.25 */
+	histogram_observe(&h, 1000); /* only +Inf */
 	ck_assert_uint_eq(h.count, 4);
 	ck_assert(h.sum > 1000.205 && h.sum < 1000.207);
 	metrics_write_histogram(b, "t_seconds", "route", "/api/x\"y", &h);
 	s = evbuffer_text(b);
-	ck_assert_ptr_nonnull(strstr(s,
-	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.005\"} 2\n"));
-	ck_assert_ptr_nonnull(strstr(s,
-	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.1\"} 2\n"));
-	ck_assert_ptr_nonnull(strstr(s,
-	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.25\"} 3\n"));
-	ck_assert_ptr_nonnull(strstr(s,
-	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"600\"} 3\n"));
-	ck_assert_ptr_nonnull(strstr(s,
-	    "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"+Inf\"} 4\n"));
-	ck_assert_ptr_nonnull(strstr(s,
-	    "t_seconds_count{route=\"/api/x\\\"y\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(
+	    s, "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.005\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(
+	    s, "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.1\"} 2\n"));
+	ck_assert_ptr_nonnull(strstr(
+	    s, "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"0.25\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(
+	    s, "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"600\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(
+	    s, "t_seconds_bucket{route=\"/api/x\\\"y\",le=\"+Inf\"} 4\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(s, "t_seconds_count{route=\"/api/x\\\"y\"} 4\n"));
 	free(s);
 	evbuffer_free(b);
 }
@@ -972,7 +987,7 @@ END_TEST
 START_TEST(test_tokscan_not_done)
 {
 	static const char s[] = "{\"model\":\"m\",\"response\":\"x\","
-				"\"done\":false}\n";
+	                        "\"done\":false}\n";
 	struct tokscan t;
 
 	memset(&t, 0, sizeof t);

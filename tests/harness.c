@@ -256,9 +256,10 @@ harness_print_tail(const char *path)
 	if (n < 0)
 		n = 0;
 	buf[n] = '\0';
-	fprintf(stderr, "---- tail of %s (%lld bytes) ----\n%s%s---- end of %s\n",
-	    path, (long long)size, buf,
-	    (n > 0 && buf[n - 1] != '\n') ? "\n" : "", path);
+	fprintf(stderr,
+	    "---- tail of %s (%lld bytes) ----\n%s%s---- end of %s\n", path,
+	    (long long)size, buf, (n > 0 && buf[n - 1] != '\n') ? "\n" : "",
+	    path);
 }
 
 static void
@@ -282,8 +283,8 @@ harness_failed(void)
 	if (harness_dumping)
 		return;
 	harness_dumping = 1;
-	fprintf(stderr, "==== %s failed; process logs follow ====\n",
-	    harness_name);
+	fprintf(
+	    stderr, "==== %s failed; process logs follow ====\n", harness_name);
 	for (i = 0; i < harness_nprocs; i++) {
 		if (harness_procs[i] != NULL &&
 		    harness_procs[i]->log_path[0] != '\0')
@@ -352,7 +353,8 @@ harness_teardown(void)
 			off += (size_t)snprintf(problems + off,
 			    sizeof problems - off,
 			    "%s (pid %d) died during the test (wait status "
-			    "0x%x); ", p->label, (int)p->pid, p->wstatus);
+			    "0x%x); ",
+			    p->label, (int)p->pid, p->wstatus);
 		} else if (p->exited && WIFSIGNALED(p->wstatus)) {
 			sig = WTERMSIG(p->wstatus);
 			if (sig != SIGTERM && sig != SIGKILL &&
@@ -408,8 +410,8 @@ harness_register(struct harness_proc *p)
  * failure or kills on timeout leaves nothing behind.
  */
 static pid_t
-harness_spawn(const char *const *argv, int out_fd, int err_fd,
-    const char *notify_socket)
+harness_spawn(
+    const char *const *argv, int out_fd, int err_fd, const char *notify_socket)
 {
 	sigset_t none;
 	pid_t parent, pid;
@@ -435,8 +437,8 @@ harness_spawn(const char *const *argv, int out_fd, int err_fd,
 		dup2(out_fd, 1);
 	if (err_fd >= 0 && err_fd != 2)
 		dup2(err_fd, 2);
-	/* No descriptor of the test (curl sockets, other pipes) may leak
-	 * into the child and keep a connection or pipe open. */
+		/* No descriptor of the test (curl sockets, other pipes) may
+		 * leak into the child and keep a connection or pipe open. */
 #ifdef SYS_close_range
 	syscall(SYS_close_range, 3U, ~0U, 0U);
 #endif
@@ -463,10 +465,10 @@ harness_open_log(const char *label, char *path, size_t pathlen)
 {
 	int fd;
 
-	snprintf(path, pathlen, "%s/%s.%s.log", harness_log_dir(),
-	    harness_name, label);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
-	    0644);
+	snprintf(path, pathlen, "%s/%s.%s.log", harness_log_dir(), harness_name,
+	    label);
+	fd = open(
+	    path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0)
 		ck_abort_msg("open %s: %s", path, strerror(errno));
 	return fd;
@@ -537,8 +539,10 @@ harness_proc_stop(struct harness_proc *p)
 		p->signalled = 1;
 		kill(p->pid, SIGTERM);
 		if (!harness_proc_wait(p, 5000)) {
-			fprintf(stderr, "harness: %s (pid %d) ignored SIGTERM "
-			    "for 5 s; SIGKILL\n", p->label, (int)p->pid);
+			fprintf(stderr,
+			    "harness: %s (pid %d) ignored SIGTERM "
+			    "for 5 s; SIGKILL\n",
+			    p->label, (int)p->pid);
 			kill(p->pid, SIGKILL);
 			harness_proc_wait(p, 5000);
 		}
@@ -693,8 +697,8 @@ fake_start(const char *label, const char *name, const char *const *extra)
 
 	if (pipe2(pipefd, O_CLOEXEC) != 0)
 		ck_abort_msg("pipe: %s", strerror(errno));
-	logfd = harness_open_log(f->proc.label, f->proc.log_path,
-	    sizeof f->proc.log_path);
+	logfd = harness_open_log(
+	    f->proc.label, f->proc.log_path, sizeof f->proc.log_path);
 	f->proc.pid = harness_spawn(argv, pipefd[1], logfd, NULL);
 	close(pipefd[1]);
 	close(logfd);
@@ -733,15 +737,15 @@ fake_start(const char *label, const char *name, const char *const *extra)
 			harness_proc_wait(&f->proc, 1000);
 			harness_failed();
 			ck_abort_msg("fake %s closed stdout before printing "
-			    "its port (wait status 0x%x)", f->proc.label,
-			    f->proc.wstatus);
+			             "its port (wait status 0x%x)",
+			    f->proc.label, f->proc.wstatus);
 		}
 		if (nfds == 2 && pfd[1].revents != 0 &&
 		    harness_proc_reap(&f->proc)) {
 			harness_failed();
 			ck_abort_msg("fake %s exited before printing its port "
-			    "(wait status 0x%x)", f->proc.label,
-			    f->proc.wstatus);
+			             "(wait status 0x%x)",
+			    f->proc.label, f->proc.wstatus);
 		}
 	}
 	line[used] = '\0';
@@ -749,8 +753,8 @@ fake_start(const char *label, const char *name, const char *const *extra)
 	if (end == line || (*end != '\n' && *end != '\r') || port <= 0 ||
 	    port > 65535) {
 		harness_failed();
-		ck_abort_msg("fake %s printed \"%s\", not a port",
-		    f->proc.label, line);
+		ck_abort_msg(
+		    "fake %s printed \"%s\", not a port", f->proc.label, line);
 	}
 	f->port = (int)port;
 	return f;
@@ -801,8 +805,7 @@ fake_stat(const struct harness_fake *f, const char *key)
 
 	j = fake_stats(f);
 	v = cJSON_GetObjectItemCaseSensitive(j, key);
-	H_ASSERT(cJSON_IsNumber(v), "/_fake/stats has no number \"%s\"",
-	    key);
+	H_ASSERT(cJSON_IsNumber(v), "/_fake/stats has no number \"%s\"", key);
 	n = (long long)v->valuedouble;
 	cJSON_Delete(j);
 	return n;
@@ -853,8 +856,7 @@ harness_notify_has(const char *msg, size_t len, const char *want)
 }
 
 int
-harness_notify_wait(struct harness_daemon *d, const char *line,
-    int timeout_ms)
+harness_notify_wait(struct harness_daemon *d, const char *line, int timeout_ms)
 {
 	struct pollfd pfd[2];
 	char msg[4096];
@@ -883,15 +885,16 @@ harness_notify_wait(struct harness_daemon *d, const char *line,
 		if (harness_ms_left(deadline) == 0)
 			return 0;
 		/* Without a pidfd, wake now and then to see if it died. */
-		if (poll(pfd, (nfds_t)nfds, nfds == 2 ?
-		    harness_ms_left(deadline) : 50) < 0 && errno != EINTR)
+		if (poll(pfd, (nfds_t)nfds,
+		        nfds == 2 ? harness_ms_left(deadline) : 50) < 0 &&
+		    errno != EINTR)
 			ck_abort_msg("poll: %s", strerror(errno));
 	}
 }
 
 struct harness_daemon *
-harness_daemon_start(const char *conf_text, const char *upstream,
-    const char *const *extra)
+harness_daemon_start(
+    const char *conf_text, const char *upstream, const char *const *extra)
 {
 	const char *argv[48];
 	struct harness_daemon *d;
@@ -913,8 +916,7 @@ harness_daemon_start(const char *conf_text, const char *upstream,
 	    harness_write_file(dir, "ollama-pool.conf", conf_text));
 	snprintf(d->notify_path, sizeof d->notify_path, "%s/notify", dir);
 	if (strlen(d->notify_path) >= sizeof sun.sun_path)
-		ck_abort_msg("notify socket path too long: %s",
-		    d->notify_path);
+		ck_abort_msg("notify socket path too long: %s", d->notify_path);
 
 	d->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (d->notify_fd < 0)
@@ -925,8 +927,7 @@ harness_daemon_start(const char *conf_text, const char *upstream,
 	if (bind(d->notify_fd, (struct sockaddr *)&sun, sizeof sun) != 0)
 		ck_abort_msg("bind %s: %s", d->notify_path, strerror(errno));
 	rcvbuf = 1 << 16;
-	setsockopt(d->notify_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
-	    sizeof rcvbuf);
+	setsockopt(d->notify_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 
 	d->port = harness_free_port();
 	listen = harness_strf("127.0.0.1:%d", d->port);
@@ -947,16 +948,18 @@ harness_daemon_start(const char *conf_text, const char *upstream,
 		argv[argc++] = extra[i];
 	argv[argc] = NULL;
 
-	logfd = harness_open_log("daemon", d->proc.log_path,
-	    sizeof d->proc.log_path);
+	logfd = harness_open_log(
+	    "daemon", d->proc.log_path, sizeof d->proc.log_path);
 	/* The command line heads the log, so a failure can be rerun. */
 	dprintf(logfd, "harness:");
 	for (i = 0; i < argc; i++)
 		dprintf(logfd, " %s", argv[i]);
-	dprintf(logfd, "\nharness: conf %s:\n%s%sharness: ----\n",
-	    d->conf_path, conf_text != NULL ? conf_text : "",
+	dprintf(logfd, "\nharness: conf %s:\n%s%sharness: ----\n", d->conf_path,
+	    conf_text != NULL ? conf_text : "",
 	    (conf_text != NULL && *conf_text != '\0' &&
-	    conf_text[strlen(conf_text) - 1] != '\n') ? "\n" : "");
+	        conf_text[strlen(conf_text) - 1] != '\n')
+	        ? "\n"
+	        : "");
 	d->proc.pid = harness_spawn(argv, logfd, logfd, d->notify_path);
 	close(logfd);
 	d->proc.pidfd = harness_pidfd_open(d->proc.pid);
@@ -969,11 +972,12 @@ harness_daemon_start(const char *conf_text, const char *upstream,
 	case -1:
 		harness_failed();
 		ck_abort_msg("daemon exited before READY=1 (wait status 0x%x); "
-		    "see %s", d->proc.wstatus, d->proc.log_path);
+		             "see %s",
+		    d->proc.wstatus, d->proc.log_path);
 	default:
 		harness_failed();
-		ck_abort_msg("daemon sent no READY=1 within %d ms",
-		    HARNESS_READY_MS);
+		ck_abort_msg(
+		    "daemon sent no READY=1 within %d ms", HARNESS_READY_MS);
 	}
 	return d;
 }
@@ -1001,8 +1005,8 @@ void
 harness_up(struct harness_env *env, const char *conf_text)
 {
 	env->fake = fake_start("fake", NULL, NULL);
-	env->daemon = harness_daemon_start(conf_text,
-	    harness_upstream_of(env->fake), NULL);
+	env->daemon = harness_daemon_start(
+	    conf_text, harness_upstream_of(env->fake), NULL);
 }
 
 /* ---- running a command to completion ---------------------------------- */
@@ -1155,8 +1159,8 @@ http_add_chunk(struct http_resp *r, double t, size_t off, size_t len)
 {
 	if (r->nchunks == r->chunks_cap) {
 		r->chunks_cap = r->chunks_cap ? r->chunks_cap * 2 : 64;
-		r->chunks = harness_xrealloc(r->chunks,
-		    r->chunks_cap * sizeof *r->chunks);
+		r->chunks = harness_xrealloc(
+		    r->chunks, r->chunks_cap * sizeof *r->chunks);
 	}
 	r->chunks[r->nchunks].t = t;
 	r->chunks[r->nchunks].off = off;
@@ -1222,8 +1226,8 @@ http_method_is(const struct http_req *req, const char *m)
 }
 
 static void
-http_xfer_setup(struct http_xfer *x, const struct http_req *req,
-    struct http_resp *resp)
+http_xfer_setup(
+    struct http_xfer *x, const struct http_req *req, struct http_resp *resp)
 {
 	int i;
 
@@ -1239,16 +1243,17 @@ http_xfer_setup(struct http_xfer *x, const struct http_req *req,
 	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
 	/* The path goes out exactly as written, dot segments and all. */
 	curl_easy_setopt(x->easy, CURLOPT_PATH_AS_IS, 1L);
-	curl_easy_setopt(x->easy, CURLOPT_HTTP_VERSION, req->http10 ?
-	    (long)CURL_HTTP_VERSION_1_0 : (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(x->easy, CURLOPT_HTTP_VERSION,
+	    req->http10 ? (long)CURL_HTTP_VERSION_1_0
+	                : (long)CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(x->easy, CURLOPT_IPRESOLVE, (long)CURL_IPRESOLVE_V4);
 	/* A naive client: one new connection per request. */
 	curl_easy_setopt(x->easy, CURLOPT_FORBID_REUSE, 1L);
 	curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, 1L);
 	curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS,
-	    req->timeout_ms > 0 ? req->timeout_ms :
-	    (long)HARNESS_HTTP_TIMEOUT_MS);
+	    req->timeout_ms > 0 ? req->timeout_ms
+	                        : (long)HARNESS_HTTP_TIMEOUT_MS);
 	curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
 	curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, resp);
@@ -1264,16 +1269,16 @@ http_xfer_setup(struct http_xfer *x, const struct http_req *req,
 		curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(x->easy, CURLOPT_READFUNCTION, http_read_cb);
 		curl_easy_setopt(x->easy, CURLOPT_READDATA, x);
-		curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-		    (curl_off_t)-1);
+		curl_easy_setopt(
+		    x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
 	} else if (req->has_body || req->body != NULL) {
 		curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
 		    (curl_off_t)req->body_len);
 		curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS,
 		    req->body != NULL ? req->body : "");
 	} else if (http_method_is(req, "POST")) {
-		curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-		    (curl_off_t)0);
+		curl_easy_setopt(
+		    x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
 		curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, "");
 	} else {
 		curl_easy_setopt(x->easy, CURLOPT_HTTPGET, 1L);
@@ -1308,8 +1313,8 @@ http_xfer_finish(struct http_xfer *x, CURLcode rc)
 		snprintf(r->error, sizeof r->error, "curl: %s: %s",
 		    curl_easy_strerror(rc), x->errbuf);
 	}
-	if (r->head.len > 0 && http_parse_head(r, r->head.data, r->head.len)
-	    != 0 && r->ok) {
+	if (r->head.len > 0 &&
+	    http_parse_head(r, r->head.data, r->head.len) != 0 && r->ok) {
 		r->ok = 0;
 		snprintf(r->error, sizeof r->error, "unparsable head: %.200s",
 		    r->head.data);
@@ -1335,8 +1340,8 @@ http_request(const struct http_req *req, struct http_resp *resp)
 }
 
 void
-http_request_many(const struct http_req *reqs, struct http_resp *resps,
-    size_t n)
+http_request_many(
+    const struct http_req *reqs, struct http_resp *resps, size_t n)
 {
 	struct http_xfer *xs;
 	CURLMsg *msg;
@@ -1366,8 +1371,8 @@ http_request_many(const struct http_req *reqs, struct http_resp *resps,
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
-			    (char **)&x);
+			curl_easy_getinfo(
+			    msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 			curl_multi_remove_handle(multi, msg->easy_handle);
 			http_xfer_finish(x, msg->data.result);
 		}
@@ -1398,8 +1403,7 @@ int
 http_post_json(const char *url, const char *json, struct http_resp *resp)
 {
 	static const char *const hdrs[] = {
-		"Content-Type: application/json", "Expect:", NULL
-	};
+	    "Content-Type: application/json", "Expect:", NULL};
 	struct http_req req;
 
 	memset(&req, 0, sizeof req);
@@ -1497,8 +1501,8 @@ http_parse_head(struct http_resp *r, const char *p, size_t len)
 			v++;
 		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
 			ve--;
-		r->hdrs = harness_xrealloc(r->hdrs,
-		    (r->nhdrs + 1) * sizeof *r->hdrs);
+		r->hdrs =
+		    harness_xrealloc(r->hdrs, (r->nhdrs + 1) * sizeof *r->hdrs);
 		h = &r->hdrs[r->nhdrs++];
 		h->name = strndup(p, (size_t)(colon - p));
 		h->value = strndup(v, (size_t)(ve - v));
@@ -1579,8 +1583,8 @@ http_is_framing(const char *name)
 }
 
 static size_t
-http_e2e_headers(const struct http_resp *r, const struct http_header **out,
-    size_t max)
+http_e2e_headers(
+    const struct http_resp *r, const struct http_header **out, size_t max)
 {
 	size_t i, n = 0;
 
@@ -1608,8 +1612,8 @@ harness_format_headers(char *buf, size_t len, const struct http_resp *r)
 
 	buf[0] = '\0';
 	for (i = 0; i < r->nhdrs && off < len; i++) {
-		n = snprintf(buf + off, len - off, "[%s: %s] ",
-		    r->hdrs[i].name, r->hdrs[i].value);
+		n = snprintf(buf + off, len - off, "[%s: %s] ", r->hdrs[i].name,
+		    r->hdrs[i].value);
 		if (n < 0)
 			break;
 		off += (size_t)n;
@@ -1617,8 +1621,8 @@ harness_format_headers(char *buf, size_t len, const struct http_resp *r)
 }
 
 void
-harness_assert_same_response(const struct http_resp *d,
-    const struct http_resp *p, const char *what)
+harness_assert_same_response(
+    const struct http_resp *d, const struct http_resp *p, const char *what)
 {
 	const struct http_header *dh[128], *ph[128];
 	char dl[1024], pl[1024];
@@ -1629,8 +1633,8 @@ harness_assert_same_response(const struct http_resp *d,
 	H_ASSERT(d->ok, "%s: direct request failed: %s", what, d->error);
 	H_ASSERT(p->ok, "%s: proxied request failed: %s", what, p->error);
 	H_ASSERT(d->status == p->status,
-	    "%s: status %ld through the proxy, %ld direct; body: %.300s",
-	    what, p->status, d->status, p->body.data ? p->body.data : "");
+	    "%s: status %ld through the proxy, %ld direct; body: %.300s", what,
+	    p->status, d->status, p->body.data ? p->body.data : "");
 
 	if (d->body.len != p->body.len ||
 	    memcmp(d->body.data, p->body.data, d->body.len) != 0) {
@@ -1638,9 +1642,10 @@ harness_assert_same_response(const struct http_resp *d,
 			if (d->body.data[i] != p->body.data[i])
 				break;
 		}
-		H_ASSERT(0, "%s: bodies differ at byte %zu (direct %zu bytes, "
-		    "proxied %zu): direct \"%.80s\" proxied \"%.80s\"", what,
-		    i, d->body.len, p->body.len,
+		H_ASSERT(0,
+		    "%s: bodies differ at byte %zu (direct %zu bytes, "
+		    "proxied %zu): direct \"%.80s\" proxied \"%.80s\"",
+		    what, i, d->body.len, p->body.len,
 		    i < d->body.len ? d->body.data + i : "",
 		    i < p->body.len ? p->body.data + i : "");
 	}
@@ -1649,14 +1654,17 @@ harness_assert_same_response(const struct http_resp *d,
 	harness_format_headers(pl, sizeof pl, p);
 	nd = http_e2e_headers(d, dh, 128);
 	np = http_e2e_headers(p, ph, 128);
-	H_ASSERT(nd == np, "%s: %zu end-to-end headers direct, %zu proxied; "
-	    "direct %s; proxied %s", what, nd, np, dl, pl);
+	H_ASSERT(nd == np,
+	    "%s: %zu end-to-end headers direct, %zu proxied; "
+	    "direct %s; proxied %s",
+	    what, nd, np, dl, pl);
 	for (i = 0; i < nd; i++) {
 		H_ASSERT(strcmp(dh[i]->name, ph[i]->name) == 0 &&
-		    strcmp(dh[i]->value, ph[i]->value) == 0,
+		        strcmp(dh[i]->value, ph[i]->value) == 0,
 		    "%s: header %zu is \"%s: %s\" direct, \"%s: %s\" proxied; "
-		    "direct %s; proxied %s", what, i, dh[i]->name,
-		    dh[i]->value, ph[i]->name, ph[i]->value, dl, pl);
+		    "direct %s; proxied %s",
+		    what, i, dh[i]->name, dh[i]->value, ph[i]->name,
+		    ph[i]->value, dl, pl);
 	}
 
 	/* Framing: the proxy keeps the upstream's Content-Length, and must
@@ -1669,18 +1677,23 @@ harness_assert_same_response(const struct http_resp *d,
 		    what, dcl, pcl ? pcl : "none", pl);
 		H_ASSERT(!http_is_chunked(p),
 		    "%s: proxied response is chunked though the upstream "
-		    "sent Content-Length: %s", what, pl);
+		    "sent Content-Length: %s",
+		    what, pl);
 	} else {
-		H_ASSERT(pcl == NULL, "%s: proxied response has "
-		    "Content-Length %s the upstream did not send", what, pcl);
+		H_ASSERT(pcl == NULL,
+		    "%s: proxied response has "
+		    "Content-Length %s the upstream did not send",
+		    what, pcl);
 	}
 	body = p->status >= 200 && p->status != 204 && p->status != 304 &&
 	    p->body.len > 0;
 	if (body && http_is_chunked(d))
-		H_ASSERT(http_is_chunked(p), "%s: upstream chunked, proxy "
-		    "sent neither length nor chunks: %s", what, pl);
+		H_ASSERT(http_is_chunked(p),
+		    "%s: upstream chunked, proxy "
+		    "sent neither length nor chunks: %s",
+		    what, pl);
 	H_ASSERT(http_header_count(p, "Content-Length") <= 1 &&
-	    http_header_count(p, "Transfer-Encoding") <= 1,
+	        http_header_count(p, "Transfer-Encoding") <= 1,
 	    "%s: repeated framing headers: %s", what, pl);
 }
 
@@ -1703,8 +1716,7 @@ http_conn_open(struct http_conn *c, int port)
 	/* Loopback connect completes or fails at once. */
 	if (connect(c->fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
 		harness_failed();
-		ck_abort_msg("connect 127.0.0.1:%d: %s", port,
-		    strerror(errno));
+		ck_abort_msg("connect 127.0.0.1:%d: %s", port, strerror(errno));
 	}
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
@@ -1720,8 +1732,8 @@ http_conn_close(struct http_conn *c)
 }
 
 int
-http_conn_send(struct http_conn *c, const void *data, size_t len,
-    int timeout_ms)
+http_conn_send(
+    struct http_conn *c, const void *data, size_t len, int timeout_ms)
 {
 	const char *p = data;
 	struct pollfd pfd;
@@ -1828,8 +1840,8 @@ http_conn_take_body(struct http_conn *c, struct http_resp *r, size_t n)
 }
 
 int
-http_conn_read_response(struct http_conn *c, int head_request,
-    int timeout_ms, struct http_resp *r)
+http_conn_read_response(
+    struct http_conn *c, int head_request, int timeout_ms, struct http_resp *r)
 {
 	const char *cl;
 	char *end;
@@ -1844,16 +1856,18 @@ http_conn_read_response(struct http_conn *c, int head_request,
 	for (;;) {
 		/* The head: up to the blank line. */
 		for (;;) {
-			eoh = c->in.len > 0 ? memmem(c->in.data, c->in.len,
-			    "\r\n\r\n", 4) : NULL;
+			eoh = c->in.len > 0
+			    ? memmem(c->in.data, c->in.len, "\r\n\r\n", 4)
+			    : NULL;
 			if (eoh != NULL)
 				break;
 			if (c->eof || http_conn_fill(c, deadline) <= 0) {
 				snprintf(r->error, sizeof r->error,
 				    "%s before a complete response head "
-				    "(%zu bytes: %.200s)", c->eof ?
-				    (c->reset ? "connection reset" :
-				    "connection closed") : strerror(errno),
+				    "(%zu bytes: %.200s)",
+				    c->eof ? (c->reset ? "connection reset"
+				                       : "connection closed")
+				           : strerror(errno),
 				    c->in.len, c->in.data ? c->in.data : "");
 				goto fail;
 			}
@@ -1930,8 +1944,7 @@ http_conn_read_response(struct http_conn *c, int head_request,
 			if (c->in.len == 0 &&
 			    (c->eof || http_conn_fill(c, deadline) <= 0)) {
 				snprintf(r->error, sizeof r->error,
-				    "body cut short: %llu bytes missing",
-				    want);
+				    "body cut short: %llu bytes missing", want);
 				goto fail;
 			}
 			size = c->in.len < want ? c->in.len : (size_t)want;
@@ -2015,8 +2028,8 @@ harness_sha256_new(void)
 	if (h == NULL)
 		ck_abort_msg("out of memory");
 	h->ctx = EVP_MD_CTX_new();
-	if (h->ctx == NULL || EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL)
-	    != 1)
+	if (h->ctx == NULL ||
+	    EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1)
 		ck_abort_msg("EVP sha256 init failed");
 	return h;
 }

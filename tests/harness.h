@@ -50,33 +50,34 @@ int harness_main(Suite *);
  * the logs can be shown next to the failure.
  */
 void harness_failed(void);
-#define H_ASSERT(cond, ...)                                                \
-	do {                                                               \
-		if (!(cond)) {                                             \
-			harness_failed();                                  \
-			ck_abort_msg(__VA_ARGS__);                         \
-		}                                                          \
+#define H_ASSERT(cond, ...)                                                    \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			harness_failed();                                      \
+			ck_abort_msg(__VA_ARGS__);                             \
+		}                                                              \
 	} while (0)
 #define H_CHECK(cond) H_ASSERT(cond, "assertion failed: %s", #cond)
-#define H_ASSERT_INT_EQ(a, b)                                              \
-	do {                                                               \
-		long long h_a_ = (long long)(a), h_b_ = (long long)(b);    \
-		H_ASSERT(h_a_ == h_b_, "%s == %s: %lld != %lld", #a, #b,   \
-		    h_a_, h_b_);                                           \
+#define H_ASSERT_INT_EQ(a, b)                                                  \
+	do {                                                                   \
+		long long h_a_ = (long long)(a), h_b_ = (long long)(b);        \
+		H_ASSERT(h_a_ == h_b_, "%s == %s: %lld != %lld", #a, #b, h_a_, \
+		    h_b_);                                                     \
 	} while (0)
-#define H_ASSERT_STR_EQ(a, b)                                              \
-	do {                                                               \
-		const char *h_a_ = (a), *h_b_ = (b);                       \
-		H_ASSERT(h_a_ != NULL && h_b_ != NULL &&                   \
-		    strcmp(h_a_, h_b_) == 0, "%s == %s: \"%s\" != \"%s\"", \
-		    #a, #b, h_a_ ? h_a_ : "(null)", h_b_ ? h_b_ : "(null)"); \
+#define H_ASSERT_STR_EQ(a, b)                                                  \
+	do {                                                                   \
+		const char *h_a_ = (a), *h_b_ = (b);                           \
+		H_ASSERT(                                                      \
+		    h_a_ != NULL && h_b_ != NULL && strcmp(h_a_, h_b_) == 0,   \
+		    "%s == %s: \"%s\" != \"%s\"", #a, #b,                      \
+		    h_a_ ? h_a_ : "(null)", h_b_ ? h_b_ : "(null)");           \
 	} while (0)
-#define H_ASSERT_CONTAINS(hay, needle)                                     \
-	do {                                                               \
-		const char *h_h_ = (hay), *h_n_ = (needle);                \
-		H_ASSERT(h_h_ != NULL && strstr(h_h_, h_n_) != NULL,       \
-		    "%s does not contain \"%s\": \"%.400s\"", #hay, h_n_,  \
-		    h_h_ ? h_h_ : "(null)");                               \
+#define H_ASSERT_CONTAINS(hay, needle)                                         \
+	do {                                                                   \
+		const char *h_h_ = (hay), *h_n_ = (needle);                    \
+		H_ASSERT(h_h_ != NULL && strstr(h_h_, h_n_) != NULL,           \
+		    "%s does not contain \"%s\": \"%.400s\"", #hay, h_n_,      \
+		    h_h_ ? h_h_ : "(null)");                                   \
 	} while (0)
 
 /* A growable byte buffer, always NUL-terminated so text can be read as a
@@ -99,15 +100,15 @@ double harness_now(void); /* monotonic seconds */
 /* ---- process lifecycle ------------------------------------------------ */
 
 struct harness_proc {
-	char label[64];	  /* names the log file */
+	char label[64]; /* names the log file */
 	pid_t pid;
-	int pidfd;	  /* readable once the process has exited */
+	int pidfd; /* readable once the process has exited */
 	int exited;
 	int wstatus;
-	int signalled;	  /* we sent SIGTERM or SIGKILL ourselves */
-	int died_early;	  /* found dead before we stopped it */
+	int signalled; /* we sent SIGTERM or SIGKILL ourselves */
+	int died_early; /* found dead before we stopped it */
 	char log_path[4096];
-	int stdout_fd;	  /* read end of its stdout, -1 if none */
+	int stdout_fd; /* read end of its stdout, -1 if none */
 };
 
 struct harness_fake {
@@ -118,8 +119,8 @@ struct harness_fake {
 
 struct harness_daemon {
 	struct harness_proc proc;
-	int port;	    /* the -l port on 127.0.0.1 */
-	char dir[4096];	    /* mkdtemp() dir: conf, notify socket */
+	int port; /* the -l port on 127.0.0.1 */
+	char dir[4096]; /* mkdtemp() dir: conf, notify socket */
 	char conf_path[4096];
 	char notify_path[4096];
 	int notify_fd;
@@ -140,8 +141,8 @@ void harness_teardown(void);
 /* Starts the fake Ollama; name is passed as -n when not NULL and labels
  * the log (tests/logs/TEST.LABEL.log).  Fails the test unless it prints
  * its port within HARNESS_READY_MS. */
-struct harness_fake *fake_start(const char *label, const char *name,
-    const char *const *extra_args);
+struct harness_fake *fake_start(
+    const char *label, const char *name, const char *const *extra_args);
 void fake_stop(struct harness_fake *);
 char *fake_url(const struct harness_fake *, const char *path);
 /* Control endpoints, always asked directly, never through the daemon. */
@@ -154,14 +155,14 @@ void fake_fault(const struct harness_fake *, const char *json);
 /* Starts the daemon as `ollama-pool -c CONF -l 127.0.0.1:PORT -u UPSTREAM
  * -v EXTRA...` with CONF holding conf_text, and waits for READY=1 on the
  * notify socket.  upstream NULL leaves -u out. */
-struct harness_daemon *harness_daemon_start(const char *conf_text,
-    const char *upstream, const char *const *extra_args);
+struct harness_daemon *harness_daemon_start(
+    const char *conf_text, const char *upstream, const char *const *extra_args);
 /* SIGTERM, then SIGKILL after 5 s; returns the wait status. */
 int harness_daemon_stop(struct harness_daemon *);
 /* Waits for a notify datagram holding the line (READY=1, STOPPING=1...):
  * 1 seen, 0 timed out, -1 the daemon exited first. */
-int harness_notify_wait(struct harness_daemon *, const char *line,
-    int timeout_ms);
+int harness_notify_wait(
+    struct harness_daemon *, const char *line, int timeout_ms);
 char *harness_daemon_url(const struct harness_daemon *, const char *path);
 char *harness_upstream_of(const struct harness_fake *);
 
@@ -188,8 +189,7 @@ struct harness_run {
 	int timed_out;
 	struct harness_buf out, err;
 };
-void harness_run(const char *const *argv, int timeout_ms,
-    struct harness_run *);
+void harness_run(const char *const *argv, int timeout_ms, struct harness_run *);
 void harness_run_free(struct harness_run *);
 
 /* What /proc says about a process. */
@@ -199,8 +199,7 @@ int harness_proc_fd_count(pid_t);
 int harness_proc_maps_contains(pid_t, const char *what);
 int harness_proc_alive(struct harness_proc *);
 /* Writes a file in the daemon's temp dir; returns its path. */
-char *harness_write_file(const char *dir, const char *name,
-    const char *text);
+char *harness_write_file(const char *dir, const char *name, const char *text);
 char *harness_tmpdir(void);
 
 /* ---- HTTP ------------------------------------------------------------- */
@@ -211,13 +210,13 @@ struct http_header {
 };
 
 struct http_chunk {
-	double t;	/* arrival at the client */
+	double t; /* arrival at the client */
 	size_t off, len;
 };
 
 struct http_resp {
-	int ok;			/* exchange completed */
-	char error[512];	/* why not */
+	int ok; /* exchange completed */
+	char error[512]; /* why not */
 	long status;
 	int http_minor;
 	struct harness_buf head; /* status line to blank line, as received */
@@ -227,11 +226,11 @@ struct http_resp {
 	struct http_chunk *chunks; /* per write callback / read() */
 	size_t nchunks, chunks_cap;
 	double t_start, t_head, t_body, t_end, t_sent;
-	long num_connects;	/* libcurl: new connections it made */
-	int chunked;		/* raw: body arrived chunked */
-	int closed;		/* raw: body ended by the peer closing */
+	long num_connects; /* libcurl: new connections it made */
+	int chunked; /* raw: body arrived chunked */
+	int closed; /* raw: body ended by the peer closing */
 
-	int head_done_;		/* internal */
+	int head_done_; /* internal */
 };
 
 /* Streams a request body of unknown length: fills buf with at most max
@@ -239,18 +238,18 @@ struct http_resp {
 typedef size_t (*http_read_fn)(void *arg, char *buf, size_t max);
 
 struct http_req {
-	const char *method;		/* NULL: GET, or POST with a body */
+	const char *method; /* NULL: GET, or POST with a body */
 	const char *url;
-	const char *const *headers;	/* "Name: value"; "Name:" drops
-					 * one libcurl would add */
-	const void *body;		/* fixed body, sent with
-					 * Content-Length */
+	const char *const *headers; /* "Name: value"; "Name:" drops
+	                             * one libcurl would add */
+	const void *body; /* fixed body, sent with
+	                   * Content-Length */
 	size_t body_len;
 	int has_body;
-	http_read_fn read_fn;		/* or a chunked body */
+	http_read_fn read_fn; /* or a chunked body */
 	void *read_arg;
 	int http10;
-	long timeout_ms;		/* 0: HARNESS_HTTP_TIMEOUT_MS */
+	long timeout_ms; /* 0: HARNESS_HTTP_TIMEOUT_MS */
 };
 
 /* One request on a fresh libcurl easy handle and a new connection. */
@@ -303,8 +302,8 @@ int http_conn_sendstr(struct http_conn *, const char *, int timeout_ms);
 /* Reads one response (after any 1xx), leaving later bytes for the next.
  * head_request: the request was HEAD, so no body follows.  0 or -1 with
  * resp->error set. */
-int http_conn_read_response(struct http_conn *, int head_request,
-    int timeout_ms, struct http_resp *);
+int http_conn_read_response(
+    struct http_conn *, int head_request, int timeout_ms, struct http_resp *);
 /* 1 when the peer closed the connection (EOF or reset) with no more data
  * within timeout_ms, 0 when it stayed open, -1 when data arrived. */
 int http_conn_wait_closed(struct http_conn *, int timeout_ms);

@@ -73,22 +73,22 @@
 #define SOAK_NORETURN
 #endif
 
-#define SOAK_DEFAULT_N		1000000
-#define SOAK_DEFAULT_INFLIGHT	64
-#define SOAK_MAX_INFLIGHT	1000
-#define SOAK_REPORT_MAX		100000
-#define SOAK_READY_MS		10000	/* as the harness allows */
-#define SOAK_REQ_TIMEOUT_MS	30000	/* a hang is an error, not a wait */
-#define SOAK_RAW_TIMEOUT_MS	10000
-#define SOAK_QUIESCE_MS		30000
-#define SOAK_DRAIN_MS		(SOAK_REQ_TIMEOUT_MS + 5000)
-#define SOAK_STOP_MS		5000
-#define SOAK_FD_SLACK		4
-#define SOAK_RSS_SLACK_KB	(16 * 1024)
-#define SOAK_BODY_MAX		(1024 * 1024)
-#define SOAK_SHOW_ERRORS	20
-#define SOAK_KEEPALIVE_ONE_IN	5
-#define SOAK_MAX_CONNECTS	16
+#define SOAK_DEFAULT_N 1000000
+#define SOAK_DEFAULT_INFLIGHT 64
+#define SOAK_MAX_INFLIGHT 1000
+#define SOAK_REPORT_MAX 100000
+#define SOAK_READY_MS 10000 /* as the harness allows */
+#define SOAK_REQ_TIMEOUT_MS 30000 /* a hang is an error, not a wait */
+#define SOAK_RAW_TIMEOUT_MS 10000
+#define SOAK_QUIESCE_MS 30000
+#define SOAK_DRAIN_MS (SOAK_REQ_TIMEOUT_MS + 5000)
+#define SOAK_STOP_MS 5000
+#define SOAK_FD_SLACK 4
+#define SOAK_RSS_SLACK_KB (16 * 1024)
+#define SOAK_BODY_MAX (1024 * 1024)
+#define SOAK_SHOW_ERRORS 20
+#define SOAK_KEEPALIVE_ONE_IN 5
+#define SOAK_MAX_CONNECTS 16
 
 /*
  * The pool settings the fd check relies on, and a short retry backoff:
@@ -96,13 +96,13 @@
  * fault of each kind allowed in flight (below) the run's bottleneck
  * without exercising anything more.
  */
-#define SOAK_POOL_MAXSIZE	20
-#define SOAK_CONF							\
-	"[upstream]\n"							\
-	"pool_maxsize = 20\n"						\
-	"pool_connections = 10\n"					\
-	"[retry]\n"							\
-	"backoff_factor = 0.005\n"					\
+#define SOAK_POOL_MAXSIZE 20
+#define SOAK_CONF                                                              \
+	"[upstream]\n"                                                         \
+	"pool_maxsize = 20\n"                                                  \
+	"pool_connections = 10\n"                                              \
+	"[retry]\n"                                                            \
+	"backoff_factor = 0.005\n"                                             \
 	"backoff_max = 0.05\n"
 
 #define MODEL "llama3.2"
@@ -110,14 +110,20 @@
 
 enum group { G_NORMAL, G_STREAM, G_CANCEL, G_FAULT, G_MALFORMED, G_COUNT };
 static const char *const group_names[G_COUNT] = {
-	"normal", "stream", "cancel", "fault", "malformed"
-};
+    "normal", "stream", "cancel", "fault", "malformed"};
 
 enum kind {
-	K_TAGS, K_VERSION, K_SHOW, K_GENERATE,
-	K_STREAM, K_SSE,
-	K_CANCEL_STREAM, K_CANCEL_SLOW,
-	K_FAULT_503, K_FAULT_DIE, K_FAULT_CLOSE,
+	K_TAGS,
+	K_VERSION,
+	K_SHOW,
+	K_GENERATE,
+	K_STREAM,
+	K_SSE,
+	K_CANCEL_STREAM,
+	K_CANCEL_SLOW,
+	K_FAULT_503,
+	K_FAULT_DIE,
+	K_FAULT_CLOSE,
 	K_MALFORMED,
 	K_COUNT
 };
@@ -125,11 +131,11 @@ enum kind {
 struct kind_info {
 	const char *name;
 	enum group group;
-	int weight;		/* out of 100 */
+	int weight; /* out of 100 */
 	const char *path;
-	const char *body;	/* POSTed as JSON; NULL: GET */
-	const char *fault;	/* order given to the fake first */
-	const char *expect;	/* what a good answer holds */
+	const char *body; /* POSTed as JSON; NULL: GET */
+	const char *fault; /* order given to the fake first */
+	const char *expect; /* what a good answer holds */
 };
 
 /*
@@ -138,44 +144,43 @@ struct kind_info {
  * each kind is in flight: every order is then taken by its own request.
  */
 static const struct kind_info kinds[K_COUNT] = {
-	[K_TAGS] = { "tags", G_NORMAL, 15, "/api/tags", NULL, NULL,
-	    "\"llama3.2:latest\"" },
-	[K_VERSION] = { "version", G_NORMAL, 15, "/api/version", NULL, NULL,
-	    "\"version\"" },
-	[K_SHOW] = { "show", G_NORMAL, 14, "/api/show",
-	    "{\"model\":\"" MODEL "\"}", NULL, "\"modelfile\"" },
-	[K_GENERATE] = { "generate", G_NORMAL, 15, "/api/generate",
-	    J_GEN(",\"stream\":false,\"options\":{\"num_predict\":8}"), NULL,
-	    "\"done\":true" },
-	[K_STREAM] = { "stream", G_STREAM, 12, "/api/generate",
-	    J_GEN(",\"options\":{\"num_predict\":8}"), NULL,
-	    "\"done\":true" },
-	[K_SSE] = { "sse", G_STREAM, 10, "/v1/chat/completions",
-	    "{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\","
-	    "\"content\":\"hi\"}],\"stream\":true,\"max_tokens\":8}", NULL,
-	    "data: [DONE]\n\n" },
-	/* Long enough never to end before the client gives up; the body
-	 * alternates with a paced one, see job_body(). */
-	[K_CANCEL_STREAM] = { "cancel_stream", G_CANCEL, 5, "/api/generate",
-	    J_GEN(",\"options\":{\"num_predict\":100000}"), NULL, NULL },
-	/* Answered after 50 x 4 ms; the client gives up within 50 ms. */
-	[K_CANCEL_SLOW] = { "cancel_slow", G_CANCEL, 3, "/api/generate",
-	    J_GEN(",\"stream\":false,\"options\":{\"num_predict\":50},"
-	    "\"fake_interval_ms\":4"), NULL, "\"done\":true" },
-	[K_FAULT_503] = { "fault_503", G_FAULT, 2, "/api/ps", NULL,
-	    "{\"action\":\"status\",\"status\":503,\"count\":1,"
-	    "\"path\":\"/api/ps\"}", "\"models\"" },
-	[K_FAULT_DIE] = { "fault_die", G_FAULT, 2, "/api/chat",
-	    "{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\","
-	    "\"content\":\"hi\"}],\"options\":{\"num_predict\":20}}",
-	    "{\"action\":\"die_after\",\"chunks\":2,\"path\":\"/api/chat\"}",
-	    "\"done\":true" },
-	[K_FAULT_CLOSE] = { "fault_close", G_FAULT, 2, "/api/embeddings",
-	    "{\"model\":\"nomic-embed-text\",\"prompt\":\"hi\"}",
-	    "{\"action\":\"close\",\"path\":\"/api/embeddings\"}",
-	    "\"embedding\"" },
-	[K_MALFORMED] = { "malformed", G_MALFORMED, 5, NULL, NULL, NULL,
-	    NULL },
+    [K_TAGS] = {"tags", G_NORMAL, 15, "/api/tags", NULL, NULL,
+        "\"llama3.2:latest\""},
+    [K_VERSION] = {"version", G_NORMAL, 15, "/api/version", NULL, NULL,
+        "\"version\""},
+    [K_SHOW] = {"show", G_NORMAL, 14, "/api/show", "{\"model\":\"" MODEL "\"}",
+        NULL, "\"modelfile\""},
+    [K_GENERATE] = {"generate", G_NORMAL, 15, "/api/generate",
+        J_GEN(",\"stream\":false,\"options\":{\"num_predict\":8}"), NULL,
+        "\"done\":true"},
+    [K_STREAM] = {"stream", G_STREAM, 12, "/api/generate",
+        J_GEN(",\"options\":{\"num_predict\":8}"), NULL, "\"done\":true"},
+    [K_SSE] = {"sse", G_STREAM, 10, "/v1/chat/completions",
+        "{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"hi\"}],\"stream\":true,\"max_tokens\":8}",
+        NULL, "data: [DONE]\n\n"},
+    /* Long enough never to end before the client gives up; the body
+     * alternates with a paced one, see job_body(). */
+    [K_CANCEL_STREAM] = {"cancel_stream", G_CANCEL, 5, "/api/generate",
+        J_GEN(",\"options\":{\"num_predict\":100000}"), NULL, NULL},
+    /* Answered after 50 x 4 ms; the client gives up within 50 ms. */
+    [K_CANCEL_SLOW] = {"cancel_slow", G_CANCEL, 3, "/api/generate",
+        J_GEN(",\"stream\":false,\"options\":{\"num_predict\":50},"
+              "\"fake_interval_ms\":4"),
+        NULL, "\"done\":true"},
+    [K_FAULT_503] = {"fault_503", G_FAULT, 2, "/api/ps", NULL,
+        "{\"action\":\"status\",\"status\":503,\"count\":1,"
+        "\"path\":\"/api/ps\"}",
+        "\"models\""},
+    [K_FAULT_DIE] = {"fault_die", G_FAULT, 2, "/api/chat",
+        "{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"hi\"}],\"options\":{\"num_predict\":20}}",
+        "{\"action\":\"die_after\",\"chunks\":2,\"path\":\"/api/chat\"}",
+        "\"done\":true"},
+    [K_FAULT_CLOSE] = {"fault_close", G_FAULT, 2, "/api/embeddings",
+        "{\"model\":\"nomic-embed-text\",\"prompt\":\"hi\"}",
+        "{\"action\":\"close\",\"path\":\"/api/embeddings\"}", "\"embedding\""},
+    [K_MALFORMED] = {"malformed", G_MALFORMED, 5, NULL, NULL, NULL, NULL},
 };
 
 static const char cancel_paced_body[] =
@@ -183,14 +188,14 @@ static const char cancel_paced_body[] =
 
 /* Framing attacks: each must get a 4xx and a close, never reach Ollama. */
 static const char *const malformed[] = {
-	"POST /api/generate HTTP/1.1\r\nHost: x\r\n"
-	"Content-Length: +5\r\n\r\nhello",
-	"GET /api/tags HTTP/1.1\nHost: x\n\n",
-	"GET /api/tags HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
-	"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-	"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-	"POST /api/generate HTTP/1.1\r\nHost: x\r\n"
-	"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+    "POST /api/generate HTTP/1.1\r\nHost: x\r\n"
+    "Content-Length: +5\r\n\r\nhello",
+    "GET /api/tags HTTP/1.1\nHost: x\n\n",
+    "GET /api/tags HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "POST /api/generate HTTP/1.1\r\nHost: x\r\n"
+    "Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
 };
 #define N_MALFORMED (sizeof malformed / sizeof malformed[0])
 
@@ -207,14 +212,14 @@ struct job {
 	CURL *easy;
 	char errbuf[CURL_ERROR_SIZE];
 	const char *body;
-	long cancel_lines;	/* cancel_stream: give up after these */
-	double cancel_at;	/* cancel_slow: give up then */
-	int aborted;		/* we gave up on purpose */
+	long cancel_lines; /* cancel_stream: give up after these */
+	double cancel_at; /* cancel_slow: give up then */
+	int aborted; /* we gave up on purpose */
 	int too_big;
-	char *buf;		/* the answer, NUL-terminated */
+	char *buf; /* the answer, NUL-terminated */
 	size_t len, cap;
 	size_t lines;
-	int fd;			/* raw */
+	int fd; /* raw */
 	const char *raw;
 	size_t raw_len, raw_off;
 	double deadline;
@@ -241,7 +246,7 @@ struct proc {
 
 struct snapshot {
 	int fds;
-	int upstream;	/* of which sockets to the fake */
+	int upstream; /* of which sockets to the fake */
 	long rss_kb;
 	long long fake_used;
 	long long fake_requests;
@@ -267,7 +272,7 @@ static struct {
 	char fault_url[128];
 
 	CURLM *multi;
-	CURL *ctl;		/* stats and metrics, blocking */
+	CURL *ctl; /* stats and metrics, blocking */
 	struct curl_slist *json_hdrs;
 	struct job *jobs;
 	int nactive;
@@ -303,8 +308,7 @@ soak_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void SOAK_PRINTFLIKE(1, 2) SOAK_NORETURN
-soak_fatal(const char *fmt, ...)
+static void SOAK_PRINTFLIKE(1, 2) SOAK_NORETURN soak_fatal(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -374,8 +378,7 @@ soak_bin(const char *env, const char *rel, const char *beside)
 /* Forks and execs argv with stdout on out_fd and stderr on err_fd.  The
  * child dies with us, so a crash or kill of the soak leaves nothing. */
 static pid_t
-soak_spawn(const char *const *argv, int out_fd, int err_fd,
-    const char *notify)
+soak_spawn(const char *const *argv, int out_fd, int err_fd, const char *notify)
 {
 	sigset_t none;
 	pid_t parent = getpid(), pid;
@@ -468,9 +471,10 @@ soak_proc_stop(struct proc *p)
 	if (!soak_proc_reap(p)) {
 		kill(p->pid, SIGTERM);
 		if (!soak_proc_wait(p, SOAK_STOP_MS)) {
-			fprintf(stderr, "soak: %s (pid %d) ignored SIGTERM for "
-			    "%d ms; SIGKILL\n", p->name, (int)p->pid,
-			    SOAK_STOP_MS);
+			fprintf(stderr,
+			    "soak: %s (pid %d) ignored SIGTERM for "
+			    "%d ms; SIGKILL\n",
+			    p->name, (int)p->pid, SOAK_STOP_MS);
 			kill(p->pid, SIGKILL);
 			soak_proc_wait(p, SOAK_STOP_MS);
 			return 0;
@@ -519,8 +523,8 @@ soak_open_log(const char *path)
 {
 	int fd;
 
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
-	    0644);
+	fd = open(
+	    path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0)
 		soak_fatal("open %s: %s", path, strerror(errno));
 	return fd;
@@ -530,8 +534,9 @@ soak_open_log(const char *path)
 static void
 soak_fake_start(void)
 {
-	const char *argv[] = { soak_bin("FAKE_OLLAMA_BIN", "tests/fake-ollama",
-	    "fake-ollama"), "-l", "127.0.0.1:0", NULL };
+	const char *argv[] = {
+	    soak_bin("FAKE_OLLAMA_BIN", "tests/fake-ollama", "fake-ollama"),
+	    "-l", "127.0.0.1:0", NULL};
 	char line[32];
 	size_t used = 0;
 	double deadline;
@@ -562,8 +567,8 @@ soak_fake_start(void)
 			continue;
 		if (n <= 0) {
 			soak_print_tail(s.fake_log, 20);
-			soak_fatal("%s exited before printing its port",
-			    argv[0]);
+			soak_fatal(
+			    "%s exited before printing its port", argv[0]);
 		}
 		used += (size_t)n;
 	}
@@ -643,10 +648,9 @@ soak_daemon_start(void)
 
 	s.daemon_port = soak_free_port();
 	snprintf(listen_arg, sizeof listen_arg, "127.0.0.1:%d", s.daemon_port);
-	snprintf(upstream, sizeof upstream, "http://127.0.0.1:%d",
-	    s.fake_port);
-	argv[argc++] = soak_bin("OLLAMA_POOL_BIN", "src/ollama-pool",
-	    "../src/ollama-pool");
+	snprintf(upstream, sizeof upstream, "http://127.0.0.1:%d", s.fake_port);
+	argv[argc++] = soak_bin(
+	    "OLLAMA_POOL_BIN", "src/ollama-pool", "../src/ollama-pool");
 	argv[argc++] = "-l";
 	argv[argc++] = listen_arg;
 	argv[argc++] = "-u";
@@ -670,7 +674,8 @@ soak_daemon_start(void)
 		if (soak_proc_reap(&s.daemon)) {
 			soak_print_tail(s.daemon_log, 20);
 			soak_fatal("the daemon exited before READY=1 (wait "
-			    "status 0x%x)", s.daemon.wstatus);
+			           "status 0x%x)",
+			    s.daemon.wstatus);
 		}
 		if (soak_now() >= deadline) {
 			soak_print_tail(s.daemon_log, 20);
@@ -744,13 +749,15 @@ soak_fd_count(pid_t pid, int *upstream)
 	if ((f = fopen(path, "re")) != NULL) {
 		while (fgets(line, sizeof line, f) != NULL) {
 			/* sl local rem st tx:rx tr:when retr uid tmo inode */
-			if (sscanf(line, " %*u: %*x:%*x %*x:%x %x %*x:%*x "
-			    "%*x:%*x %*x %*u %*u %lu", &rport, &st, &ino) != 3)
+			if (sscanf(line,
+			        " %*u: %*x:%*x %*x:%x %x %*x:%*x "
+			        "%*x:%*x %*x %*u %*u %lu",
+			        &rport, &st, &ino) != 3)
 				continue;
 			if ((int)rport != s.fake_port || ino == 0)
 				continue;
-			inodes = soak_xrealloc(inodes,
-			    (ninodes + 1) * sizeof *inodes);
+			inodes = soak_xrealloc(
+			    inodes, (ninodes + 1) * sizeof *inodes);
 			inodes[ninodes++] = ino;
 		}
 		fclose(f);
@@ -810,7 +817,7 @@ soak_text_cb(char *p, size_t size, size_t n, void *arg)
 static char *
 soak_fetch(const char *url)
 {
-	struct soak_text t = { NULL, 0, 0 };
+	struct soak_text t = {NULL, 0, 0};
 	long status = 0;
 	CURLcode rc;
 
@@ -906,14 +913,14 @@ soak_count_label(enum kind k, const char *label)
 	if (s.nlabels == sizeof s.labels / sizeof s.labels[0])
 		return;
 	s.labels[s.nlabels].kind = k;
-	snprintf(s.labels[s.nlabels].label, sizeof s.labels[0].label, "%s",
-	    label);
+	snprintf(
+	    s.labels[s.nlabels].label, sizeof s.labels[0].label, "%s", label);
 	s.labels[s.nlabels++].n = 1;
 }
 
 static void
-soak_job_end(struct job *j, enum outcome out, const char *label,
-    CURLcode rc, long status)
+soak_job_end(struct job *j, enum outcome out, const char *label, CURLcode rc,
+    long status)
 {
 	struct kstats *ks = &s.ks[j->kind];
 	const char *stage;
@@ -938,20 +945,22 @@ soak_job_end(struct job *j, enum outcome out, const char *label,
 			s.daemon_died = 1;
 		if (s.shown++ >= SOAK_SHOW_ERRORS) {
 			if (s.shown == SOAK_SHOW_ERRORS + 1)
-				fprintf(stderr, "soak: further unexpected "
+				fprintf(stderr,
+				    "soak: further unexpected "
 				    "errors are counted, not shown\n");
 			break;
 		}
 		stage = j->stage == ST_FAULT ? " (fault order)" : "";
 		show = j->len < 300 ? j->len : 300;
-		fprintf(stderr, "soak: UNEXPECTED #%" PRIu64 " %s%s%s after "
+		fprintf(stderr,
+		    "soak: UNEXPECTED #%" PRIu64 " %s%s%s after "
 		    "%.3f s: %s; curl %d %s%s%s; status %ld; body %zu bytes "
-		    "\"%.*s\"\n", j->seq, kinds[j->kind].name,
+		    "\"%.*s\"\n",
+		    j->seq, kinds[j->kind].name,
 		    j->keepalive ? " keep-alive" : "", stage,
 		    soak_now() - j->t_start, label, (int)rc,
-		    curl_easy_strerror(rc), j->errbuf[0] ? ": " : "",
-		    j->errbuf, status, j->len, (int)show,
-		    j->buf ? j->buf : "");
+		    curl_easy_strerror(rc), j->errbuf[0] ? ": " : "", j->errbuf,
+		    status, j->len, (int)show, j->buf ? j->buf : "");
 		break;
 	}
 	if (kinds[j->kind].fault != NULL)
@@ -970,15 +979,15 @@ soak_buf_add(struct job *j, const char *p, size_t len)
 	const char *q, *end = p + len;
 
 	if (j->len + len + 1 > j->cap) {
-		j->cap = j->len + len + 1 > 2 * j->cap ? j->len + len + 1 :
-		    2 * j->cap;
+		j->cap = j->len + len + 1 > 2 * j->cap ? j->len + len + 1
+		                                       : 2 * j->cap;
 		j->buf = soak_xrealloc(j->buf, j->cap);
 	}
 	memcpy(j->buf + j->len, p, len);
 	j->len += len;
 	j->buf[j->len] = '\0';
-	for (q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) !=
-	    NULL; q++)
+	for (q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL;
+	     q++)
 		j->lines++;
 }
 
@@ -1040,15 +1049,15 @@ soak_curl_start(struct job *j)
 		curl_easy_setopt(e, CURLOPT_URL, s.fault_url);
 		curl_easy_setopt(e, CURLOPT_HTTPHEADER, s.json_hdrs);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, k->fault);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE,
-		    (long)strlen(k->fault));
+		curl_easy_setopt(
+		    e, CURLOPT_POSTFIELDSIZE, (long)strlen(k->fault));
 	} else {
 		curl_easy_setopt(e, CURLOPT_URL, s.urls[j->kind]);
 		if (j->body != NULL) {
 			curl_easy_setopt(e, CURLOPT_HTTPHEADER, s.json_hdrs);
 			curl_easy_setopt(e, CURLOPT_POSTFIELDS, j->body);
-			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE,
-			    (long)strlen(j->body));
+			curl_easy_setopt(
+			    e, CURLOPT_POSTFIELDSIZE, (long)strlen(j->body));
 		}
 		if (!j->keepalive) {
 			/* As naive apps do: connect, ask, hang up. */
@@ -1057,8 +1066,8 @@ soak_curl_start(struct job *j)
 		}
 		if (j->kind == K_CANCEL_SLOW) {
 			curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-			curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION,
-			    soak_xferinfo_cb);
+			curl_easy_setopt(
+			    e, CURLOPT_XFERINFOFUNCTION, soak_xferinfo_cb);
 			curl_easy_setopt(e, CURLOPT_XFERINFODATA, j);
 		}
 	}
@@ -1079,8 +1088,7 @@ soak_good_body(const struct job *j)
 	case K_STREAM:
 	case K_FAULT_DIE:
 		/* num_predict lines, then the final one with done:true. */
-		if (j->lines != (j->kind == K_STREAM ? 9u : 21u) ||
-		    j->len < 2)
+		if (j->lines != (j->kind == K_STREAM ? 9u : 21u) || j->len < 2)
 			return 0;
 		last = j->buf + j->len - 1;
 		while (last > j->buf && last[-1] != '\n')
@@ -1105,8 +1113,10 @@ soak_curl_done(struct job *j, CURLcode rc)
 	curl_multi_remove_handle(s.multi, j->easy);
 	if (j->stage == ST_FAULT) {
 		if (rc != CURLE_OK || status != 200) {
-			soak_job_end(j, OUT_UNEXPECTED, "the fake refused "
-			    "the fault order", rc, status);
+			soak_job_end(j, OUT_UNEXPECTED,
+			    "the fake refused "
+			    "the fault order",
+			    rc, status);
 			return;
 		}
 		j->stage = ST_REQUEST;
@@ -1123,17 +1133,19 @@ soak_curl_done(struct job *j, CURLcode rc)
 		if (rc == CURLE_WRITE_ERROR && j->aborted)
 			soak_job_end(j, OUT_EXPECTED, "cancelled", rc, status);
 		else
-			soak_job_end(j, OUT_UNEXPECTED, "not cancelled as "
-			    "planned", rc, status);
+			soak_job_end(j, OUT_UNEXPECTED,
+			    "not cancelled as "
+			    "planned",
+			    rc, status);
 		return;
 	case K_CANCEL_SLOW:
 		if (rc == CURLE_ABORTED_BY_CALLBACK && j->aborted)
 			soak_job_end(j, OUT_EXPECTED, "cancelled", rc, status);
-		else if (good)	/* answered before the client gave up */
+		else if (good) /* answered before the client gave up */
 			soak_job_end(j, OUT_OK, NULL, rc, status);
 		else
-			soak_job_end(j, OUT_UNEXPECTED, "bad answer", rc,
-			    status);
+			soak_job_end(
+			    j, OUT_UNEXPECTED, "bad answer", rc, status);
 		return;
 	case K_FAULT_DIE:
 		/*
@@ -1150,17 +1162,19 @@ soak_curl_done(struct job *j, CURLcode rc)
 		else if (rc == CURLE_OK && status == 502)
 			soak_job_end(j, OUT_EXPECTED, "502", rc, status);
 		else
-			soak_job_end(j, OUT_UNEXPECTED, rc == CURLE_OK ?
-			    "a clean end after the upstream died" :
-			    "bad answer", rc, status);
+			soak_job_end(j, OUT_UNEXPECTED,
+			    rc == CURLE_OK
+			        ? "a clean end after the upstream died"
+			        : "bad answer",
+			    rc, status);
 		return;
 	default:
 		/* 503 once, or a close without answer: retried, so 200. */
 		if (good)
 			soak_job_end(j, OUT_OK, NULL, rc, status);
 		else
-			soak_job_end(j, OUT_UNEXPECTED, "bad answer", rc,
-			    status);
+			soak_job_end(
+			    j, OUT_UNEXPECTED, "bad answer", rc, status);
 		return;
 	}
 }
@@ -1218,8 +1232,10 @@ soak_raw_done(struct job *j)
 		    CURLE_OK, status);
 	else if (j->reset)
 		/* The answer may be lost to a reset: a close must be FIN. */
-		soak_job_end(j, OUT_UNEXPECTED, "malformed request: reset, "
-		    "not closed", CURLE_OK, status);
+		soak_job_end(j, OUT_UNEXPECTED,
+		    "malformed request: reset, "
+		    "not closed",
+		    CURLE_OK, status);
 	else {
 		snprintf(label, sizeof label, "%d+close", status);
 		soak_job_end(j, OUT_EXPECTED, label, CURLE_OK, status);
@@ -1268,8 +1284,10 @@ soak_raw_event(struct job *j, short revents)
 		n = recv(j->fd, buf, sizeof buf, 0);
 		if (n > 0) {
 			if (j->len + (size_t)n > SOAK_BODY_MAX) {
-				soak_job_end(j, OUT_UNEXPECTED, "raw: answer "
-				    "too large", CURLE_OK, 0);
+				soak_job_end(j, OUT_UNEXPECTED,
+				    "raw: answer "
+				    "too large",
+				    CURLE_OK, 0);
 				return;
 			}
 			soak_buf_add(j, buf, (size_t)n);
@@ -1355,15 +1373,15 @@ static void
 soak_print_snapshot(const char *when, const struct snapshot *sn)
 {
 	printf("soak: %s: daemon fds %d (%d upstream), rss %.1f MiB; fake "
-	    "connections_used %lld, requests %lld\n", when, sn->fds,
-	    sn->upstream, sn->rss_kb / 1024.0, sn->fake_used,
+	       "connections_used %lld, requests %lld\n",
+	    when, sn->fds, sn->upstream, sn->rss_kb / 1024.0, sn->fake_used,
 	    sn->fake_requests);
 }
 
 static void
 soak_report(const char *when)
 {
-	uint64_t by_group[G_COUNT] = { 0 }, keepalive = 0;
+	uint64_t by_group[G_COUNT] = {0}, keepalive = 0;
 	struct snapshot sn;
 	double now = soak_now(), el = now - s.t0;
 	char kinds_text[256];
@@ -1381,13 +1399,14 @@ soak_report(const char *when)
 		    group_names[g], by_group[g]);
 	soak_snapshot(&sn);
 	printf("soak: %s %" PRIu64 "/%" PRIu64 " in %.1f s, %.0f req/s "
-	    "(last %.0f) | %s (keep-alive %" PRIu64 ") | errors unexpected %"
-	    PRIu64 " expected %" PRIu64 " | daemon fds %d (%d upstream) rss "
-	    "%.1f MiB | fake connections_used %lld\n", when, s.done, s.n, el,
-	    el > 0 ? s.done / el : 0.0, now > s.t_last ?
-	    (s.done - s.done_last) / (now - s.t_last) : 0.0, kinds_text,
-	    keepalive, s.unexpected, s.expected, sn.fds, sn.upstream,
-	    sn.rss_kb / 1024.0, sn.fake_used);
+	       "(last %.0f) | %s (keep-alive %" PRIu64
+	       ") | errors unexpected %" PRIu64 " expected %" PRIu64
+	       " | daemon fds %d (%d upstream) rss "
+	       "%.1f MiB | fake connections_used %lld\n",
+	    when, s.done, s.n, el, el > 0 ? s.done / el : 0.0,
+	    now > s.t_last ? (s.done - s.done_last) / (now - s.t_last) : 0.0,
+	    kinds_text, keepalive, s.unexpected, s.expected, sn.fds,
+	    sn.upstream, sn.rss_kb / 1024.0, sn.fake_used);
 	s.t_last = now;
 	s.done_last = s.done;
 	if (!s.have_warm && s.done >= s.warm_at) {
@@ -1408,8 +1427,8 @@ soak_report_kinds(void)
 	    "expected", "unexpected", "keep-alive");
 	for (k = 0; k < K_COUNT; k++)
 		printf("soak: %-14s %9" PRIu64 " %9" PRIu64 " %9" PRIu64
-		    " %10" PRIu64 " %10" PRIu64 "\n", kinds[k].name,
-		    s.ks[k].done, s.ks[k].ok, s.ks[k].expected,
+		       " %10" PRIu64 " %10" PRIu64 "\n",
+		    kinds[k].name, s.ks[k].done, s.ks[k].ok, s.ks[k].expected,
 		    s.ks[k].unexpected, s.ks[k].keepalive);
 	for (i = 0; i < s.nlabels; i++)
 		printf("soak: expected: %s %s: %" PRIu64 "\n",
@@ -1429,7 +1448,8 @@ soak_on_signal(int sig)
 static void
 soak_usage(void)
 {
-	fprintf(stderr, "usage: soak [-k] [-c inflight] [-n requests] "
+	fprintf(stderr,
+	    "usage: soak [-k] [-c inflight] [-n requests] "
 	    "[-r every] [-s seed] [-t seconds]\n"
 	    "  -c  requests in flight (default %d)\n"
 	    "  -k  keep the work directory (logs, configuration)\n"
@@ -1467,8 +1487,8 @@ soak_args(int argc, char **argv)
 	while ((ch = getopt(argc, argv, "c:hkn:r:s:t:")) != -1) {
 		switch (ch) {
 		case 'c':
-			s.inflight = (int)soak_arg_num(optarg, 1,
-			    SOAK_MAX_INFLIGHT);
+			s.inflight =
+			    (int)soak_arg_num(optarg, 1, SOAK_MAX_INFLIGHT);
 			break;
 		case 'k':
 			s.keep_dir = 1;
@@ -1477,15 +1497,15 @@ soak_args(int argc, char **argv)
 			s.n = soak_arg_num(optarg, 1, UINT64_MAX / 2);
 			break;
 		case 'r':
-			s.report_every = soak_arg_num(optarg, 1,
-			    UINT64_MAX / 2);
+			s.report_every =
+			    soak_arg_num(optarg, 1, UINT64_MAX / 2);
 			break;
 		case 's':
 			s.seed = soak_arg_num(optarg, 1, UINT64_MAX);
 			break;
 		case 't':
-			s.time_limit = (double)soak_arg_num(optarg, 1,
-			    86400 * 365);
+			s.time_limit =
+			    (double)soak_arg_num(optarg, 1, 86400 * 365);
 			break;
 		default:
 			soak_usage();
@@ -1512,8 +1532,7 @@ soak_setup(void)
 	    tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
 	if (mkdtemp(s.dir) == NULL)
 		soak_fatal("mkdtemp %s: %s", s.dir, strerror(errno));
-	snprintf(s.conf_path, sizeof s.conf_path, "%s/ollama-pool.conf",
-	    s.dir);
+	snprintf(s.conf_path, sizeof s.conf_path, "%s/ollama-pool.conf", s.dir);
 	snprintf(s.notify_path, sizeof s.notify_path, "%s/notify", s.dir);
 	snprintf(s.daemon_log, sizeof s.daemon_log, "%s/daemon.log", s.dir);
 	snprintf(s.fake_log, sizeof s.fake_log, "%s/fake.log", s.dir);
@@ -1525,8 +1544,8 @@ soak_setup(void)
 	    s.fake_port);
 	snprintf(s.daemon_base, sizeof s.daemon_base, "http://127.0.0.1:%d",
 	    s.daemon_port);
-	snprintf(s.fault_url, sizeof s.fault_url, "%s/_fake/fault",
-	    s.fake_base);
+	snprintf(
+	    s.fault_url, sizeof s.fault_url, "%s/_fake/fault", s.fake_base);
 	for (k = 0; k < K_COUNT; k++)
 		if (kinds[k].path != NULL)
 			snprintf(s.urls[k], sizeof s.urls[k], "%s%s",
@@ -1536,8 +1555,8 @@ soak_setup(void)
 	    (s.ctl = curl_easy_init()) == NULL)
 		soak_fatal("curl init failed");
 	/* Kept-alive clients reuse these; naive ones never enter it. */
-	curl_multi_setopt(s.multi, CURLMOPT_MAXCONNECTS,
-	    (long)SOAK_MAX_CONNECTS);
+	curl_multi_setopt(
+	    s.multi, CURLMOPT_MAXCONNECTS, (long)SOAK_MAX_CONNECTS);
 	s.json_hdrs = curl_slist_append(NULL, "Content-Type: application/json");
 	if (s.json_hdrs == NULL)
 		soak_fatal("out of memory");
@@ -1570,17 +1589,19 @@ soak_loop(void)
 	s.next_report = s.report_every;
 	for (;;) {
 		now = soak_now();
-		if (sending && (soak_interrupted || (s.time_limit > 0 &&
-		    now - s.t0 >= s.time_limit))) {
+		if (sending &&
+		    (soak_interrupted ||
+		        (s.time_limit > 0 && now - s.t0 >= s.time_limit))) {
 			sending = 0;
 			s.stopped_by_time = !soak_interrupted;
 			drain_deadline = now + SOAK_DRAIN_MS / 1000.0;
 			printf("soak: %s: no more requests; waiting for %d in "
-			    "flight\n", soak_interrupted ? "interrupted" :
-			    "time limit reached", s.nactive);
+			       "flight\n",
+			    soak_interrupted ? "interrupted"
+			                     : "time limit reached",
+			    s.nactive);
 		}
-		for (i = 0; sending && i < s.inflight && s.launched < s.n;
-		    i++)
+		for (i = 0; sending && i < s.inflight && s.launched < s.n; i++)
 			if (!s.jobs[i].active)
 				soak_launch(&s.jobs[i]);
 		if (s.nactive == 0)
@@ -1594,20 +1615,21 @@ soak_loop(void)
 			j = &s.jobs[i];
 			if (!j->active)
 				continue;
-			if (j->kind == K_CANCEL_SLOW && j->stage ==
-			    ST_REQUEST && !j->aborted)
+			if (j->kind == K_CANCEL_SLOW &&
+			    j->stage == ST_REQUEST && !j->aborted)
 				/* The progress callback runs when curl runs. */
 				timeout = 5;
 			if (j->fd < 0)
 				continue;
 			wfds[nw].fd = j->fd;
-			wfds[nw].events = j->stage == ST_RAW_READ ?
-			    CURL_WAIT_POLLIN : CURL_WAIT_POLLOUT;
+			wfds[nw].events = j->stage == ST_RAW_READ
+			    ? CURL_WAIT_POLLIN
+			    : CURL_WAIT_POLLOUT;
 			wfds[nw].revents = 0;
 			wjobs[nw++] = j;
 		}
-		if (curl_multi_poll(s.multi, wfds, (unsigned)nw, timeout,
-		    NULL) != CURLM_OK)
+		if (curl_multi_poll(
+		        s.multi, wfds, (unsigned)nw, timeout, NULL) != CURLM_OK)
 			soak_fatal("curl_multi_poll failed");
 		now = soak_now();
 		for (i = 0; i < nw; i++) {
@@ -1617,15 +1639,17 @@ soak_loop(void)
 			if (wfds[i].revents != 0)
 				soak_raw_event(j, wfds[i].revents);
 			else if (now >= j->deadline)
-				soak_job_end(j, OUT_UNEXPECTED, "raw: no answer "
-				    "and close in time", CURLE_OK, 0);
+				soak_job_end(j, OUT_UNEXPECTED,
+				    "raw: no answer "
+				    "and close in time",
+				    CURLE_OK, 0);
 		}
 		curl_multi_perform(s.multi, &running);
 		while ((msg = curl_multi_info_read(s.multi, &left)) != NULL) {
 			if (msg->msg != CURLMSG_DONE)
 				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
-			    &priv);
+			curl_easy_getinfo(
+			    msg->easy_handle, CURLINFO_PRIVATE, &priv);
 			soak_curl_done((struct job *)priv, msg->data.result);
 		}
 		if (s.done >= s.next_report && s.done < s.n) {
@@ -1639,14 +1663,16 @@ soak_loop(void)
 				s.daemon_died = 1;
 			if (soak_proc_reap(&s.fake)) {
 				printf("soak: FAIL: the fake died during the "
-				    "run (%s)\n", soak_wstatus(s.fake.wstatus));
+				       "run (%s)\n",
+				    soak_wstatus(s.fake.wstatus));
 				s.failed = 1;
 				break;
 			}
 		}
 		if (s.daemon_died) {
 			printf("soak: FAIL: the daemon died during the run "
-			    "(%s)\n", soak_wstatus(s.daemon.wstatus));
+			       "(%s)\n",
+			    soak_wstatus(s.daemon.wstatus));
 			s.failed = 1;
 			break;
 		}
@@ -1676,7 +1702,7 @@ soak_quiesce(long long baseline)
 
 	for (i = 0; i < s.inflight; i++)
 		curl_easy_cleanup(s.jobs[i].easy);
-	curl_multi_cleanup(s.multi);	/* closes the kept-alive ones */
+	curl_multi_cleanup(s.multi); /* closes the kept-alive ones */
 	s.multi = NULL;
 	deadline = soak_now() + SOAK_QUIESCE_MS / 1000.0;
 	while (soak_now() < deadline) {
@@ -1713,15 +1739,16 @@ main(int argc, char **argv)
 	baseline = soak_clients_open();
 	if (baseline < 0)
 		soak_fatal("no ollama_pool_client_connections_open in "
-		    "/ollama-pool/metrics");
+		           "/ollama-pool/metrics");
 	/* Let the daemon close the metrics connection before counting. */
 	poll(NULL, 0, 100);
 	soak_snapshot(&s.start);
 	printf("soak: %" PRIu64 " requests, %d in flight, seed %" PRIu64
-	    "%s; daemon pid %d on port %d, fake pid %d on port %d; work "
-	    "dir %s\n", s.n, s.inflight, s.seed, s.time_limit > 0 ?
-	    ", time limit set" : "", (int)s.daemon.pid, s.daemon_port,
-	    (int)s.fake.pid, s.fake_port, s.dir);
+	       "%s; daemon pid %d on port %d, fake pid %d on port %d; work "
+	       "dir %s\n",
+	    s.n, s.inflight, s.seed, s.time_limit > 0 ? ", time limit set" : "",
+	    (int)s.daemon.pid, s.daemon_port, (int)s.fake.pid, s.fake_port,
+	    s.dir);
 	soak_print_snapshot("start", &s.start);
 
 	s.t0 = s.t_last = soak_now();
@@ -1742,12 +1769,12 @@ main(int argc, char **argv)
 	hwm = soak_status_kb(s.daemon.pid, "VmHWM");
 	soak_report_kinds();
 	soak_print_snapshot("start", &s.start);
-	soak_print_snapshot(s.have_warm ? "warm " : "warm (none: the start)",
-	    &s.warm);
+	soak_print_snapshot(
+	    s.have_warm ? "warm " : "warm (none: the start)", &s.warm);
 	soak_print_snapshot("end  ", &end);
 	printf("soak: %" PRIu64 " requests in %.1f s: %.0f req/s; daemon "
-	    "VmHWM %.1f MiB\n", s.done, el, el > 0 ? s.done / el : 0.0,
-	    hwm / 1024.0);
+	       "VmHWM %.1f MiB\n",
+	    s.done, el, el > 0 ? s.done / el : 0.0, hwm / 1024.0);
 
 	if (s.unexpected > 0) {
 		printf("soak: FAIL: %" PRIu64 " unexpected errors\n",
@@ -1756,30 +1783,32 @@ main(int argc, char **argv)
 	}
 	if (!s.daemon_died && (open < 0 || open > baseline)) {
 		printf("soak: FAIL: the daemon still counts %lld client "
-		    "connections open after %d ms (%lld at the start)\n",
+		       "connections open after %d ms (%lld at the start)\n",
 		    open, SOAK_QUIESCE_MS, baseline);
 		s.failed = 1;
 	}
 	fd_delta = (end.fds - end.upstream) - (s.start.fds - s.start.upstream);
 	if (s.daemon_died)
-		;	/* said already; nothing left to measure */
+		; /* said already; nothing left to measure */
 	else if (end.fds < 0 || fd_delta > SOAK_FD_SLACK ||
 	    fd_delta < -SOAK_FD_SLACK) {
 		printf("soak: FAIL: daemon descriptors, idle upstream ones "
-		    "aside, went from %d to %d\n",
+		       "aside, went from %d to %d\n",
 		    s.start.fds - s.start.upstream, end.fds - end.upstream);
 		s.failed = 1;
 	}
 	if (!s.daemon_died && end.upstream > SOAK_POOL_MAXSIZE) {
 		printf("soak: FAIL: %d upstream connections open, more than "
-		    "pool_maxsize %d\n", end.upstream, SOAK_POOL_MAXSIZE);
+		       "pool_maxsize %d\n",
+		    end.upstream, SOAK_POOL_MAXSIZE);
 		s.failed = 1;
 	}
-	if (!s.daemon_died && (end.rss_kb < 0 ||
-	    end.rss_kb - s.warm.rss_kb > SOAK_RSS_SLACK_KB)) {
+	if (!s.daemon_died &&
+	    (end.rss_kb < 0 ||
+	        end.rss_kb - s.warm.rss_kb > SOAK_RSS_SLACK_KB)) {
 		printf("soak: FAIL: daemon RSS grew from %.1f MiB after "
-		    "warm-up to %.1f MiB\n", s.warm.rss_kb / 1024.0,
-		    end.rss_kb / 1024.0);
+		       "warm-up to %.1f MiB\n",
+		    s.warm.rss_kb / 1024.0, end.rss_kb / 1024.0);
 		s.failed = 1;
 	}
 
@@ -1794,7 +1823,8 @@ main(int argc, char **argv)
 	soak_proc_stop(&s.fake);
 	if (!daemon_clean && !s.daemon_died) {
 		printf("soak: FAIL: the daemon did not exit 0 on SIGTERM "
-		    "(%s)\n", soak_wstatus(s.daemon.wstatus));
+		       "(%s)\n",
+		    soak_wstatus(s.daemon.wstatus));
 		s.failed = 1;
 	}
 	if (s.notify_fd >= 0)
@@ -1814,7 +1844,8 @@ main(int argc, char **argv)
 		printf("soak: interrupted\n");
 		return 1;
 	}
-	printf("soak: %s%s\n", s.failed ? "FAIL" : "PASS", s.stopped_by_time ?
-	    " (stopped by -t before all requests were sent)" : "");
+	printf("soak: %s%s\n", s.failed ? "FAIL" : "PASS",
+	    s.stopped_by_time ? " (stopped by -t before all requests were sent)"
+	                      : "");
 	return s.failed ? 1 : 0;
 }

@@ -57,9 +57,9 @@ fuzz_on_complete(void *arg)
 }
 
 static const struct httpreq_cb fuzz_cb = {
-	.on_head = fuzz_on_head,
-	.on_body = fuzz_on_body,
-	.on_complete = fuzz_on_complete,
+    .on_head = fuzz_on_head,
+    .on_body = fuzz_on_body,
+    .on_complete = fuzz_on_complete,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
