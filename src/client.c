@@ -374,7 +374,6 @@ client_on_head(void *arg, struct http_head *h)
 		event_add(cc->closed_ev, NULL);
 		cc->closed_watched = 1;
 	}
-	cc->nrequests++;
 	cc->body_done = 0;
 	cc->resp_done = 0;
 	if (h->expect_continue && h->http_minor >= 1 &&

@@ -20,12 +20,6 @@ log_init(int verbosity)
 		rt.log_level = LOG_LVL_DEBUG;
 }
 
-void
-log_set_level(enum log_level lvl)
-{
-	rt.log_level = lvl;
-}
-
 int
 log_enabled(enum log_level lvl)
 {

@@ -154,7 +154,6 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	config_free(rt.cfg);
 	rt.cfg = cfg;
-	log_set_level(rt.log_level);
 	sdnotify_send("READY=1");
 	log_notice("reload complete");
 }

@@ -63,7 +63,6 @@ enum log_level {
 	LOG_LVL_DEBUG = 7,
 };
 void log_init(int verbosity);
-void log_set_level(enum log_level);
 int log_enabled(enum log_level);
 void log_msg(enum log_level, const char *, ...) PRINTFLIKE(2, 3);
 void log_vmsg(enum log_level, const char *, va_list);
@@ -252,7 +251,6 @@ struct client_conn {
 	int closed_watched; /* closed_ev is added */
 	int body_done; /* current request's body fully parsed */
 	int resp_done; /* current request's response finished */
-	uint64_t nrequests;
 	TAILQ_ENTRY(client_conn) entry;
 };
 TAILQ_HEAD(client_list, client_conn);
@@ -489,7 +487,6 @@ struct upstream {
 	int refs; /* requests holding it */
 	int retiring; /* replaced by a reload: no new requests */
 	long conns_open; /* upstream connections open now */
-	uint64_t conns_opened; /* and ever opened */
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
 	TAILQ_ENTRY(upstream) entry;

@@ -46,7 +46,6 @@ upstream_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 	fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 	if (fd != CURL_SOCKET_BAD) {
 		up->conns_open++;
-		up->conns_opened++;
 		rt.metrics.upstream_conns_opened++;
 	}
 	return fd;
