@@ -107,11 +107,12 @@ head_get(const struct http_head *h, const char *name, size_t *len)
 	return NULL;
 }
 
-/* Is token (case-insensitive) an element of the comma list in value? */
+/* Is the token (case-insensitive, tlen bytes) an element of the comma list
+ * in value?  No copy and no length limit: a token of any length is found. */
 int
-head_token_in_list(const char *value, size_t len, const char *token)
+head_list_has(const char *value, size_t len, const char *token, size_t tlen)
 {
-	size_t tlen = strlen(token), i = 0, start, end;
+	size_t i = 0, start, end;
 
 	while (i < len) {
 		while (i < len &&
@@ -129,6 +130,12 @@ head_token_in_list(const char *value, size_t len, const char *token)
 			return 1;
 	}
 	return 0;
+}
+
+int
+head_token_in_list(const char *value, size_t len, const char *token)
+{
+	return head_list_has(value, len, token, strlen(token));
 }
 
 int
@@ -157,24 +164,22 @@ headers_is_hop_by_hop(const char *name, size_t len)
 	}
 }
 
-/* Is this header named by one of the request's Connection headers? */
+/* Is this header named by one of the message's Connection headers?  The
+ * name is matched in place, whatever its length. */
 int
 headers_named_by_connection(
     const struct http_head *h, const char *name, size_t len)
 {
-	char token[128];
 	uint32_t i;
 
-	if (len >= sizeof token || h->nconnection == 0)
+	if (h->nconnection == 0)
 		return 0;
-	memcpy(token, name, len);
-	token[len] = '\0';
 	for (i = 0; i < h->nhdrs; i++) {
 		if (h->hdrs[i].name_len == 10 &&
 		    strncasecmp(h->buf + h->hdrs[i].name, "connection", 10) ==
 		        0 &&
-		    head_token_in_list(
-		        h->buf + h->hdrs[i].value, h->hdrs[i].value_len, token))
+		    head_list_has(h->buf + h->hdrs[i].value,
+		        h->hdrs[i].value_len, name, len))
 			return 1;
 	}
 	return 0;

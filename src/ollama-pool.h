@@ -180,6 +180,7 @@ uint32_t head_add_header(struct http_head *);
 void head_name_done(struct http_head *, uint32_t);
 const char *head_str(const struct http_head *, uint32_t);
 const char *head_get(const struct http_head *, const char *, size_t *);
+int head_list_has(const char *, size_t, const char *, size_t);
 int head_token_in_list(const char *, size_t, const char *);
 int headers_is_hop_by_hop(const char *, size_t);
 int headers_named_by_connection(const struct http_head *, const char *, size_t);

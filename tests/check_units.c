@@ -821,6 +821,41 @@ START_TEST(test_headers_client_tokens)
 }
 END_TEST
 
+/* A header named by Connection is dropped whatever the length of its
+ * name: 127, 128 and 129 bytes straddle the fixed buffer this once used. */
+START_TEST(test_headers_connection_names_any_length)
+{
+	static const size_t lens[] = {1, 127, 128, 129, 1000, 8000};
+	struct parsed p;
+	struct httpreq hr;
+	struct curl_slist *l;
+	char name[8002], req[20000];
+	size_t i;
+	int n;
+
+	for (i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+		memset(name, 'z', lens[i]);
+		name[lens[i]] = '\0';
+		n = snprintf(req, sizeof req,
+		    "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, "
+		    "%s\r\n"
+		    "%s: secret\r\nX-Kept: 1\r\n\r\n",
+		    name, name);
+		memset(&p, 0, sizeof p);
+		httpreq_init(&hr, &parsed_cb, &p);
+		ck_assert_int_eq(httpreq_feed(&hr, req, n), n);
+		l = headers_to_curl(p.head, 0, 0);
+		strcat(name, ":");
+		ck_assert_msg(!slist_has_prefix(l, name),
+		    "a Connection-named header of %zu bytes was forwarded",
+		    lens[i]);
+		ck_assert(slist_has(l, "X-Kept: 1"));
+		curl_slist_free_all(l);
+		httpreq_free(&hr);
+	}
+}
+END_TEST
+
 START_TEST(test_config_remote_needs_allow_remote)
 {
 	struct config *cfg;
@@ -1030,6 +1065,7 @@ units_suite(void)
 	tcase_add_test(tc, test_httpreq_lenient_where_allowed);
 	tcase_add_test(tc, test_httpreq_length_limits);
 	tcase_add_test(tc, test_headers_to_curl_filters_hop_by_hop);
+	tcase_add_test(tc, test_headers_connection_names_any_length);
 	tcase_add_test(tc, test_headers_token_lists);
 	tcase_add_test(tc, test_headers_client_tokens);
 	tcase_add_test(tc, test_config_remote_needs_allow_remote);
