@@ -28,6 +28,14 @@
 /* Enough input to parse a head or a few body reads; more waits in the
  * kernel, which is where backpressure on a fast uploader belongs. */
 #define CLIENT_READ_HIGH (256 * 1024)
+/* After an early answer, at most this much of the unread body is read and
+ * dropped to keep the connection (Go's server does the same); beyond it
+ * the connection closes. */
+#define CLIENT_DISCARD_MAX (256 * 1024)
+/* A close with the client still sending waits this long, reading and
+ * dropping, so its unread bytes do not turn the close into a reset that
+ * destroys the answer before the client reads it (Go's rstAvoidanceDelay). */
+#define CLIENT_LINGER_SECONDS 0.5
 
 static void client_read_cb(struct bufferevent *, void *);
 static void client_write_cb(struct bufferevent *, void *);
@@ -125,6 +133,7 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	cc->closed_ev = event_new(
 	    rt.base, fd, EV_CLOSED | EV_PERSIST, client_closed_cb, cc);
 	addr_format(sa, salen, cc->peer, sizeof cc->peer);
+	cc->body_done = 1; /* no request, so no body still to come */
 	httpreq_init(&cc->req_parser, &client_parser_cb, cc);
 	bufferevent_setcb(
 	    cc->bev, client_read_cb, client_write_cb, client_event_cb, cc);
@@ -215,6 +224,62 @@ client_schedule(struct client_conn *cc)
 }
 
 /*
+ * The last answer is flushed and the connection is to close.  With the
+ * client still sending a body nobody will read, close our side for
+ * writing and keep reading for a moment (bounded in bytes and time), so
+ * the client sees the answer and a clean end instead of a reset.
+ */
+static void
+client_close_flushed(struct client_conn *cc)
+{
+	if ((cc->body_done && !cc->req_parser.in_head) || cc->lingering) {
+		client_free(cc);
+		return;
+	}
+	cc->lingering = 1;
+	shutdown(bufferevent_getfd(cc->bev), SHUT_WR);
+	bufferevent_enable(cc->bev, EV_READ);
+	client_timer_start(cc, CLIENT_LINGER_SECONDS);
+}
+
+/* Drops body bytes nobody reads any more; past the bound the connection
+ * closes.  Returns 1 while the connection may keep reading. */
+static int
+client_discard(struct client_conn *cc, size_t len)
+{
+	cc->discarded += len;
+	if (cc->discarded <= CLIENT_DISCARD_MAX)
+		return 1;
+	if (!cc->closing) {
+		log_info("client %s: more than %d bytes of body after the "
+		         "answer: closing",
+		    cc->peer, CLIENT_DISCARD_MAX);
+		cc->closing = 1;
+		client_schedule(cc);
+	}
+	return 0;
+}
+
+/* The request passed every check that could refuse it: invite the body it
+ * held back with Expect: 100-continue. */
+void
+client_send_continue(struct client_conn *cc)
+{
+	if (!cc->expect_pending)
+		return;
+	cc->expect_pending = 0;
+	evbuffer_add(client_output(cc), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+/* A client still waiting for 100 Continue has not sent the body it
+ * announced: an answer now cannot leave the connection in step. */
+int
+client_awaits_continue(const struct client_conn *cc)
+{
+	return cc->expect_pending;
+}
+
+/*
  * The response to the current request is written (or, with keep_alive 0,
  * as much of it as will ever be).  Called from anywhere, even from inside
  * curl's callbacks: the winding up happens in client_resume_cb.
@@ -244,9 +309,9 @@ client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct client_conn *cc = arg;
 
-	if (cc->closing && cc->req == NULL &&
+	if (cc->closing && cc->req == NULL && !cc->lingering &&
 	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-		client_free(cc);
+		client_close_flushed(cc);
 		return;
 	}
 	if (cc->req != NULL)
@@ -291,6 +356,10 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct client_conn *cc = arg;
 	struct response_opts o = {.status = 408, .keep_alive = 0};
 
+	if (cc->lingering) {
+		client_free(cc);
+		return;
+	}
 	if (cc->closing)
 		return;
 	if (cc->req != NULL) {
@@ -322,7 +391,18 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 client_read_cb(struct bufferevent *bev, void *arg)
 {
-	client_process(arg);
+	struct client_conn *cc = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t len;
+
+	if (cc->lingering) {
+		len = evbuffer_get_length(in);
+		evbuffer_drain(in, len);
+		if (!client_discard(cc, len))
+			client_free(cc);
+		return;
+	}
+	client_process(cc);
 }
 
 /* Answers a request the parser refused, then closes: after a framing
@@ -376,10 +456,11 @@ client_on_head(void *arg, struct http_head *h)
 	}
 	cc->body_done = 0;
 	cc->resp_done = 0;
-	if (h->expect_continue && h->http_minor >= 1 &&
-	    (h->chunked || h->content_length > 0))
-		evbuffer_add(
-		    client_output(cc), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	cc->discarded = 0;
+	/* 100 Continue waits until the request is accepted (proxy.c): a
+	 * refused request must not invite its body. */
+	cc->expect_pending = h->expect_continue && h->http_minor >= 1 &&
+	    (h->chunked || h->content_length > 0);
 	cc->req = proxy_req_new(cc, h);
 	proxy_req_start(cc->req);
 	return 0;
@@ -390,10 +471,13 @@ client_on_body(void *arg, const char *data, size_t len)
 {
 	struct client_conn *cc = arg;
 
-	/* After an early answer the rest of the body is read and dropped,
-	 * so the connection stays in step for the next request. */
+	/* After an early answer a little more of the body is read and
+	 * dropped, so a short one leaves the connection in step for the
+	 * next request; a long one closes it. */
 	if (cc->req != NULL && !cc->resp_done)
 		proxy_req_body(cc->req, data, len);
+	else
+		client_discard(cc, len);
 	return 0;
 }
 
@@ -481,15 +565,22 @@ client_resume_cb(evutil_socket_t fd, short what, void *arg)
 		proxy_req_free(cc->req);
 		cc->req = NULL;
 		client_watch(cc, 0);
+		/* Answered early: a declared rest beyond what we drop is
+		 * not worth waiting for. */
+		if (!cc->body_done && !cc->req_parser.head.chunked &&
+		    cc->req_parser.body_left > CLIENT_DISCARD_MAX)
+			cc->closing = 1;
 		if (cc->body_done && !cc->closing) {
 			httpreq_resume(&cc->req_parser);
 			client_timer_start(cc, rt.cfg->idle_timeout);
 		}
 	}
 	if (cc->closing && cc->req == NULL) {
+		if (cc->lingering)
+			return;
 		bufferevent_disable(cc->bev, EV_READ);
 		if (client_output_len(cc) == 0)
-			client_free(cc);
+			client_close_flushed(cc);
 		return;
 	}
 	if (cc->read_throttled) {

@@ -252,6 +252,9 @@ struct client_conn {
 	int closed_watched; /* closed_ev is added */
 	int body_done; /* current request's body fully parsed */
 	int resp_done; /* current request's response finished */
+	int expect_pending; /* Expect: 100-continue, not yet answered */
+	int lingering; /* closed for writing, dropping what still comes */
+	size_t discarded; /* body bytes dropped after an early answer */
 	TAILQ_ENTRY(client_conn) entry;
 };
 TAILQ_HEAD(client_list, client_conn);
@@ -261,6 +264,8 @@ void client_close_all(void);
 void client_close_idle(void);
 void client_response_done(struct client_conn *, int);
 void client_body_drained(struct client_conn *);
+void client_send_continue(struct client_conn *);
+int client_awaits_continue(const struct client_conn *);
 struct evbuffer *client_output(struct client_conn *);
 size_t client_output_len(struct client_conn *);
 

@@ -211,8 +211,8 @@ proxy_req_fail(
 	o.status = status;
 	/* After these the connection's framing cannot be trusted, or the
 	 * client was told to stop. */
-	o.keep_alive =
-	    req->keep_alive && status != 400 && status != 408 && status != 413;
+	o.keep_alive = req->keep_alive && status != 400 && status != 408 &&
+	    status != 413 && !client_awaits_continue(req->client);
 	o.http10 = req->http10;
 	o.head_only = req->head_only;
 	o.openai = req->openai;
@@ -235,7 +235,7 @@ proxy_req_respond(struct proxy_req *req, int status, const char *ctype,
 
 	memset(&o, 0, sizeof o);
 	o.status = status;
-	o.keep_alive = req->keep_alive;
+	o.keep_alive = req->keep_alive && !client_awaits_continue(req->client);
 	o.http10 = req->http10;
 	o.head_only = req->head_only;
 	o.content_type = ctype;
@@ -273,11 +273,16 @@ proxy_req_start(struct proxy_req *req)
 	}
 	req->up = upstream_select(req);
 	req->t_queued_us = now_us();
-	if (upstream_submit(req->up, req) != 0)
+	if (upstream_submit(req->up, req) != 0) {
 		proxy_req_fail(req, 503, 1,
 		    "queue full: %d requests already wait for one of the %d "
 		    "connections to upstream %s",
 		    req->up->queued, req->up->pool_maxsize, req->up->url.base);
+		return;
+	}
+	/* Accepted (running or queued): only now is the body invited. */
+	if (req->state != PROXY_DONE)
+		client_send_continue(req->client);
 }
 
 static void

@@ -156,6 +156,24 @@ fake_wait_idle(
 	}
 }
 
+/* Waits until the fake has exactly `want` requests in progress. */
+static void
+fake_wait_active(
+    const struct harness_fake *fk, long long want, const char *what)
+{
+	double deadline;
+	long long n;
+
+	deadline = harness_now() + SETTLE_MS / 1000.0;
+	while ((n = fake_stat(fk, "requests_active")) != want) {
+		H_ASSERT(harness_now() < deadline,
+		    "%s: the upstream has %lld request(s) in progress, want "
+		    "%lld",
+		    what, n, want);
+		poll(NULL, 0, 20);
+	}
+}
+
 static void
 conn_send(struct http_conn *c, const void *p, size_t n, const char *what)
 {
@@ -2088,6 +2106,119 @@ START_TEST(test_client_tokens)
 }
 END_TEST
 
+/* ---- Expect: 100-continue waits for the request to be accepted ------- */
+
+/*
+ * 100 Continue invites a body, so it goes out only once every check that
+ * could refuse the request has passed (token, method, size, queue).  A
+ * refusal before it closes the connection: the client has not sent the
+ * body it announced, and the proxy will not wait for it or drain it.
+ */
+START_TEST(test_expect_continue_order)
+{
+	static const struct {
+		const char *name;
+		const char *head;
+		long status;
+	} refused[] = {
+	    {"no token", POST_ECHO("x") "Content-Length: 5\r\n", 401},
+	    {"a wrong token",
+	        POST_ECHO("x") "Authorization: Bearer nope\r\n"
+	                       "Transfer-Encoding: chunked\r\n",
+	        401},
+	    {"a method the admin endpoint refuses",
+	        "POST /ollama-pool/metrics HTTP/1.1\r\nHost: h\r\n"
+	        "Authorization: Bearer tok\r\nContent-Length: 5\r\n",
+	        405},
+	    {"a full queue",
+	        POST_ECHO("x") "Authorization: Bearer tok\r\n"
+	                       "Content-Length: 5\r\n",
+	        503},
+	};
+	struct http_conn c, hold;
+	struct http_resp r;
+	struct front f;
+	char *body, *what;
+	size_t i, sent;
+
+	H_BEGIN();
+	memset(&f, 0, sizeof f);
+	harness_up(&f.env,
+	    "[server]\nclient_tokens = tok\n"
+	    "[upstream]\npool_maxsize = 1\nqueue_max = 0\n");
+	f.d = f.env.daemon;
+	f.port = f.d->port;
+	body = malloc(32u << 20);
+	H_CHECK(body != NULL);
+	memset(body, 'b', 32u << 20);
+
+	for (i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		what = harness_strf("Expect with %s", refused[i].name);
+		if (refused[i].status == 503) {
+			/* One request holds the only slot; no queue. */
+			fake_fault(f.env.fake,
+			    "{\"action\":\"hang\",\"path\":"
+			    "\"/_fake/echo/hold\",\"delay_ms\":"
+			    "5000}");
+			http_conn_open(&hold, f.port);
+			conn_send(&hold,
+			    RQ(GET_ECHO("hold") "Authorization: Bearer tok\r\n"
+			                        "\r\n"),
+			    what);
+			fake_wait_active(f.env.fake, 1, what);
+		}
+		f.requests = fake_stat(f.env.fake, "requests");
+		http_conn_open(&c, f.port);
+		conn_send(&c, refused[i].head, strlen(refused[i].head), what);
+		conn_send(&c, RQ("Expect: 100-continue\r\n\r\n"), what);
+		H_ASSERT(conn_read_to_eof(&c, IO_MS) == 0,
+		    "%s: the daemon neither answered nor closed (%zu bytes: "
+		    "%.200s)",
+		    what, c.in.len, c.in.data ? c.in.data : "");
+		H_ASSERT(c.in.len > 0 && strncmp(c.in.data, "HTTP/1.1 100", 12),
+		    "%s: a 100 Continue invited the body: %.300s", what,
+		    c.in.data ? c.in.data : "nothing");
+		conn_response(&c, &r, what);
+		assert_proxy_error(&r, refused[i].status, what);
+		H_ASSERT_STR_EQ(http_header_get(&r, "Connection"), "close");
+		/* The body sent anyway is not drained: the connection is
+		 * gone long before 32 MiB are through. */
+		for (sent = 0; sent < 32u << 20; sent += 1u << 16)
+			if (http_conn_send(&c, body + sent, 1u << 16, IO_MS) !=
+			    0)
+				break;
+		H_ASSERT(sent < 32u << 20,
+		    "%s: the refused request's body was read to the end", what);
+		http_conn_close(&c);
+		http_resp_free(&r);
+		front_nothing_forwarded(&f, what);
+		if (refused[i].status == 503)
+			http_conn_close(&hold);
+	}
+
+	/* Accepted: 100 first, then the body is read and forwarded. */
+	fake_wait_active(f.env.fake, 0, "the held request");
+	http_conn_open(&c, f.port);
+	conn_send(&c,
+	    RQ(POST_ECHO("ok") "Authorization: Bearer tok\r\n"
+	                       "Content-Length: 5\r\n"
+	                       "Expect: 100-continue\r\n\r\n"),
+	    "accepted");
+	H_ASSERT(conn_wait_head(&c, IO_MS) == 0 &&
+	        strncmp(c.in.data, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0,
+	    "accepted: want 100 Continue first, got %.200s",
+	    c.in.data ? c.in.data : "nothing");
+	harness_buf_consume(&c.in, 25);
+	conn_send(&c, RQ("hello"), "accepted");
+	conn_response(&c, &r, "accepted");
+	H_ASSERT(
+	    r.status == 200, "accepted: %ld %.300s", r.status, r.body.data);
+	http_resp_free(&r);
+	http_conn_close(&c);
+	free(body);
+}
+END_TEST
+
 /* ---- the suite -------------------------------------------------------- */
 
 static Suite *
@@ -2122,6 +2253,7 @@ frontdoor_suite(void)
 	tc = harness_tcase(s, "exposure", 60);
 	tcase_add_test(tc, test_remote_listen);
 	tcase_add_test(tc, test_client_tokens);
+	tcase_add_test(tc, test_expect_continue_order);
 
 	return s;
 }

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <netinet/in.h>
 
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -369,10 +370,11 @@ END_TEST
 
 /*
  * A blob Ollama already has is answered 200 before the body is read.  The
- * answer must reach the client while it is still sending, and the proxy
- * must then take the rest of the body off the connection so the client can
- * go on using it.  _i: 0 sends the body with Content-Length, 1 chunked (as
- * the Go CLI does; Go then reads up to 256 KiB before it answers).
+ * answer must reach the client while it is still sending; then, as Go's
+ * server does, the proxy drops at most 256 KiB more of a body nobody will
+ * read and closes the connection rather than take gigabytes off it.
+ * _i: 0 sends the body with Content-Length, 1 chunked (as the Go CLI
+ * does; Go then reads up to 256 KiB before it answers).
  */
 static void
 test_send_body_part(struct http_conn *c, const char *body, size_t from,
@@ -399,20 +401,48 @@ test_send_body_part(struct http_conn *c, const char *body, size_t from,
 		H_CHECK(http_conn_sendstr(c, "0\r\n\r\n", 20000) == 0);
 }
 
+/* Sends body[from, total) until the peer stops taking it; how far it got.
+ * A peer that stops reading without closing shows as a send timeout. */
+static size_t
+test_send_until_refused(struct http_conn *c, const char *body, size_t from,
+    size_t total, int chunked)
+{
+	const size_t piece = 1u << 16;
+	char line[32];
+	size_t off, n;
+
+	for (off = from; off < total; off += n) {
+		n = total - off < piece ? total - off : piece;
+		snprintf(line, sizeof line, "%zx\r\n", n);
+		if ((chunked && http_conn_sendstr(c, line, 20000) != 0) ||
+		    http_conn_send(c, body + off, n, 20000) != 0 ||
+		    (chunked && http_conn_sendstr(c, "\r\n", 20000) != 0)) {
+			H_ASSERT(errno != ETIMEDOUT,
+			    "the proxy stopped reading at %zu without closing",
+			    off);
+			return off;
+		}
+	}
+	return total;
+}
+
 START_TEST(test_blob_known_early_answer)
 {
 	static const char *const hdrs[] = {"Expect:", NULL};
-	const size_t total = 8u << 20;
+	/* More than the kernel's socket buffers on both ends hold, so a
+	 * proxy that drained it all would be seen taking it. */
+	const size_t total = 32u << 20;
 	/* Enough for the fake to answer: all of the head, or 256 KiB of a
 	 * chunked body, and still far from the end. */
 	const size_t first = _i == 0 ? 64u << 10 : 512u << 10;
 	struct harness_membody mb;
 	struct harness_fake *ref;
 	struct harness_env env;
-	struct http_resp d, p, v, vd;
+	struct http_resp d, p, p2, v, vd;
 	struct http_conn c;
 	struct http_req req;
 	char *body, *head;
+	size_t sent;
 
 	harness_begin(_i == 0 ? "test_blob_known_early_answer_length"
 	                      : "test_blob_known_early_answer_chunked");
@@ -464,20 +494,42 @@ START_TEST(test_blob_known_early_answer)
 	harness_assert_same_response(&d, &p, "known blob, early answer");
 	H_ASSERT_INT_EQ(p.status, 200);
 
-	/* The rest of the body must be read and dropped by the proxy. */
-	test_send_body_part(&c, body, first, total, _i, total);
+	/* The rest is not drained: with a declared length the proxy closes
+	 * at once, a chunked one after at most 256 KiB more. */
+	sent = test_send_until_refused(&c, body, first, total, _i);
+	H_ASSERT(sent < total,
+	    "the proxy read all %zu bytes of a body it had answered", total);
+	H_ASSERT(http_conn_wait_closed(&c, 10000) == 1,
+	    "the proxy neither closed nor read on after %zu bytes", sent);
+	http_conn_close(&c);
+
+	/* A short rest is dropped and the connection carries on. */
+	http_conn_open(&c, env.daemon->port);
+	H_CHECK(http_conn_sendstr(&c,
+	            harness_strf("POST /api/blobs/" KNOWN_BLOB " HTTP/1.1\r\n"
+	                         "Host: client.invalid\r\n"
+	                         "Content-Length: %u\r\n\r\n",
+	                64u << 10),
+	            10000) == 0);
+	test_send_body_part(&c, body, 0, 32u << 10, 0, 64u << 10);
+	H_ASSERT(http_conn_read_response(&c, 0, 10000, &p2) == 0,
+	    "early answer to a short upload: %s", p2.error);
+	H_ASSERT_INT_EQ(p2.status, 200);
+	test_send_body_part(&c, body, 32u << 10, 64u << 10, 0, 64u << 10);
 	H_CHECK(http_conn_sendstr(&c,
 	            "GET /api/version HTTP/1.1\r\n"
 	            "Host: client.invalid\r\n\r\n",
 	            10000) == 0);
 	H_ASSERT(http_conn_read_response(&c, 0, 10000, &v) == 0,
-	    "the connection is not usable after the early answer: %s", v.error);
+	    "the connection is not usable after a short early answer: %s",
+	    v.error);
 	http_get(fake_url(ref, "/api/version"), &vd);
 	H_ASSERT_INT_EQ(v.status, 200);
 	H_ASSERT(v.body.len == vd.body.len &&
 	        memcmp(v.body.data, vd.body.data, v.body.len) == 0,
 	    "the next request on the connection got \"%.200s\"", v.body.data);
 	http_conn_close(&c);
+	http_resp_free(&p2);
 
 	/* And the daemon as a whole is fine. */
 	http_resp_free(&v);
