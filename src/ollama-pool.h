@@ -406,6 +406,7 @@ struct proxy_req {
 	unsigned replayable : 1; /* all of the body sent so far is kept */
 	unsigned retry_pending : 1; /* this attempt's answer will be retried */
 	unsigned in_queue : 1; /* on its upstream's wait queue */
+	unsigned bad_framing : 1; /* answer framed two ways: refused */
 
 	struct evbuffer *body; /* request body: unsent, and kept for replay */
 	size_t body_off; /* bytes of body this attempt has sent */

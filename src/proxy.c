@@ -579,6 +579,14 @@ proxy_header_cb(char *buf, size_t size, size_t nitems, void *arg)
 		/* 1xx heads are interim: the real one follows. */
 		if (req->status < 200)
 			return len;
+		/* Framed two ways, the answer's end is ambiguous (RFC 9112
+		 * 6.3): refuse it, and aborting the transfer closes that
+		 * upstream connection, whose framing cannot be trusted. */
+		if (head_get(rh, "transfer-encoding", NULL) != NULL &&
+		    head_get(rh, "content-length", NULL) != NULL) {
+			req->bad_framing = 1;
+			return 0;
+		}
 		if (req->status < 600 && rt.cfg->retry_statuses[req->status] &&
 		    proxy_can_retry(req)) {
 			/* Nothing goes to the client: this answer is
@@ -882,6 +890,13 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 	if (req->state == PROXY_DONE)
 		return;
 	proxy_timer_stop(req);
+	if (req->bad_framing) {
+		proxy_req_fail(req, 502, 0,
+		    "upstream %s sent both Content-Length and "
+		    "Transfer-Encoding; its connection is closed",
+		    req->up->url.base);
+		return;
+	}
 	if (req->retry_pending) {
 		char why[64];
 

@@ -1344,6 +1344,46 @@ START_TEST(test_health)
 }
 END_TEST
 
+/*
+ * An upstream answer framed two ways (Content-Length and chunked) has no
+ * trustworthy end: the client gets a 502 of ours, never the answer with
+ * both, the attempt is not retried, and that upstream connection is closed
+ * rather than pooled.
+ */
+START_TEST(test_upstream_two_framings)
+{
+	struct harness_env env;
+	struct http_resp r;
+
+	H_BEGIN();
+	harness_up(&env, "");
+	fake_reset(env.fake);
+	fake_fault(env.fake,
+	    "{\"action\":\"status\",\"status\":200,\"path\":\"/api/tags\","
+	    "\"headers\":\"Transfer-Encoding: chunked\\r\\n\","
+	    "\"body\":\"3\\r\\nabc\\r\\n0\\r\\n\\r\\n\"}");
+	http_get(harness_daemon_url(env.daemon, "/api/tags"), &r);
+	H_ASSERT(r.ok && r.status == 502,
+	    "an answer framed two ways reached the client as %ld: %.200s",
+	    r.status, r.body.data);
+	H_ASSERT_CONTAINS(
+	    r.body.data, "both Content-Length and Transfer-Encoding");
+	H_ASSERT(strncmp(r.body.data, PROXY_ERROR_PREFIX,
+	             strlen(PROXY_ERROR_PREFIX)) == 0,
+	    "the 502 is not the proxy's own: %s", r.body.data);
+	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), 1);
+	H_ASSERT_INT_EQ(fake_stat(env.fake, "connections_used"), 1);
+	http_resp_free(&r);
+
+	/* The next request is served, on a new upstream connection. */
+	http_get(harness_daemon_url(env.daemon, "/api/tags"), &r);
+	H_ASSERT(r.ok && r.status == 200, "after the 502: %ld %s", r.status,
+	    r.error);
+	H_ASSERT_INT_EQ(fake_stat(env.fake, "connections_used"), 2);
+	http_resp_free(&r);
+}
+END_TEST
+
 /* ---- a 2 GiB chunked upload in bounded memory -------------------------- */
 
 struct test_gen {
@@ -1815,6 +1855,7 @@ proxy_suite(void)
 	tc = harness_tcase(s, "errors", 60);
 	tcase_add_test(tc, test_upstream_unreachable);
 	tcase_add_test(tc, test_health);
+	tcase_add_test(tc, test_upstream_two_framings);
 
 	tc = harness_tcase(s, "cli", 30);
 	tcase_add_test(tc, test_cli_check_config);

@@ -132,6 +132,7 @@ struct fake_fault {
 	enum fake_action action;
 	int status;
 	char *path, *body, *content_type, *retry_after;
+	char *headers; /* raw header lines added to a status answer */
 	long count, delay_ms, chunks, bytes_per_sec;
 };
 
@@ -380,6 +381,7 @@ fake_fault_free(struct fake_fault *f)
 	free(f->body);
 	free(f->content_type);
 	free(f->retry_after);
+	free(f->headers);
 }
 
 static void
@@ -1171,6 +1173,7 @@ fake_fault_parse(const cJSON *j, struct fake_fault *f)
 	f->status = (int)fake_jnum(j, "status", 503, 100, 999);
 	f->body = fake_xstrdup(fake_jstr(j, "body"));
 	f->content_type = fake_xstrdup(fake_jstr(j, "content_type"));
+	f->headers = fake_xstrdup(fake_jstr(j, "headers"));
 	v = cJSON_GetObjectItem(j, "retry_after");
 	if (cJSON_IsString(v))
 		f->retry_after = fake_xstrdup(v->valuestring);
@@ -1226,8 +1229,17 @@ fake_reply_fault_status(struct fake_conn *c)
 		       "maximum pending requests exceeded\"}";
 	else if (body == NULL)
 		body = "{\"error\":\"fake failure\"}";
-	if (f->retry_after != NULL)
-		extra = fake_xasprintf("Retry-After: %s\r\n", f->retry_after);
+	if (f->retry_after != NULL || f->headers != NULL)
+		extra = fake_xasprintf("%s%s%s",
+		    f->retry_after ? "Retry-After: " : "",
+		    f->retry_after ? f->retry_after : "",
+		    f->retry_after ? "\r\n" : "");
+	if (f->headers != NULL) {
+		char *both = fake_xasprintf("%s%s", extra, f->headers);
+
+		free(extra);
+		extra = both;
+	}
 	fake_reply(c, f->status,
 	    f->content_type ? f->content_type : FAKE_CT_JSON, body,
 	    strlen(body), extra);
@@ -1484,6 +1496,7 @@ fake_fault_take(struct fake_req *r)
 		r->fault.body = fake_xstrdup(f->body);
 		r->fault.content_type = fake_xstrdup(f->content_type);
 		r->fault.retry_after = fake_xstrdup(f->retry_after);
+		r->fault.headers = fake_xstrdup(f->headers);
 		if (--f->count <= 0) {
 			TAILQ_REMOVE(&fake_faults, f, entry);
 			fake_fault_free(f);
