@@ -35,27 +35,27 @@ admin_respond_json(struct proxy_req *req, int status, cJSON *root)
 	cJSON_Delete(root);
 }
 
-/* Every health request asks the upstream afresh: over a kept-alive pool
- * connection that is one small request, cheap enough to poll each second,
- * and never stale. */
+/* Health needs no token (load balancers poll it), so probe.c keeps the
+ * cost bounded: one probe in flight per backend, its answer shared, and
+ * reused for a second. */
 static void
-admin_health_done(void *arg, int ok, long code, const char *msg, double latency)
+admin_health_done(void *arg, const struct probe_result *res)
 {
 	struct proxy_req *req = arg;
 	cJSON *root = cJSON_CreateObject();
 
 	req->probe = NULL;
-	cJSON_AddStringToObject(root, "status", ok ? "ok" : "unavailable");
+	cJSON_AddStringToObject(root, "status", res->ok ? "ok" : "unavailable");
 	cJSON_AddStringToObject(root, "upstream", req->up->url.base);
-	cJSON_AddBoolToObject(root, "upstream_ok", ok);
-	if (code != 0)
-		cJSON_AddNumberToObject(root, "upstream_status", code);
-	if (ok)
-		cJSON_AddStringToObject(root, "upstream_version", msg);
+	cJSON_AddBoolToObject(root, "upstream_ok", res->ok);
+	if (res->status != 0)
+		cJSON_AddNumberToObject(root, "upstream_status", res->status);
+	if (res->ok)
+		cJSON_AddStringToObject(root, "upstream_version", res->version);
 	else
-		cJSON_AddStringToObject(root, "reason", msg);
-	cJSON_AddNumberToObject(root, "latency_seconds", latency);
-	admin_respond_json(req, ok ? 200 : 503, root);
+		cJSON_AddStringToObject(root, "reason", res->reason);
+	cJSON_AddNumberToObject(root, "latency_seconds", res->latency);
+	admin_respond_json(req, res->ok ? 200 : 503, root);
 }
 
 static int
@@ -80,10 +80,7 @@ admin_handle(struct proxy_req *req)
 		if (!admin_only_get(req, "/ollama-pool/health"))
 			return;
 		req->up = upstream_select(req);
-		req->probe =
-		    upstream_probe_start(req->up, admin_health_done, req);
-		if (req->probe == NULL)
-			admin_health_done(req, 0, 0, "cannot start probe", 0);
+		req->probe = probe_health(req->up, admin_health_done, req);
 		return;
 	}
 	if (len == 20 && memcmp(path, "/ollama-pool/metrics", 20) == 0) {

@@ -382,13 +382,13 @@ enum proxy_state {
 };
 struct upstream;
 struct up_handle;
-struct upstream_probe;
+struct probe_waiter;
 struct proxy_req {
 	struct client_conn *client;
 	struct http_head *head; /* the client's, valid while we live */
 	struct upstream *up;
 	struct up_handle *handle;
-	struct upstream_probe *probe;
+	struct probe_waiter *probe; /* waiting for a health answer */
 	enum proxy_state state;
 	unsigned head_only : 1; /* HEAD: no response body */
 	unsigned keep_alive : 1; /* the client connection may carry on */
@@ -477,7 +477,10 @@ struct up_handle {
 	char errbuf[CURL_ERROR_SIZE];
 	SLIST_ENTRY(up_handle) free_entry;
 };
-typedef void (*upstream_probe_cb)(void *, int, long, const char *, double);
+typedef void (*upstream_fetch_cb)(
+    void *, long, const char *, const char *, double);
+struct upstream_fetch;
+struct probe;
 struct upstream {
 	struct upstream_url url;
 	CURLM *multi;
@@ -496,6 +499,7 @@ struct upstream {
 	long conns_open; /* upstream connections open now */
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
+	struct probe *probe; /* health: one in flight, answers shared */
 	TAILQ_ENTRY(upstream) entry;
 };
 TAILQ_HEAD(upstream_list, upstream);
@@ -510,9 +514,24 @@ void upstream_dequeue(struct upstream *, struct proxy_req *);
 struct up_handle *upstream_handle_get(struct upstream *, int);
 int upstream_handle_start(struct up_handle *);
 void upstream_handle_release(struct up_handle *);
-struct upstream_probe *upstream_probe_start(
-    struct upstream *, upstream_probe_cb, void *);
-void upstream_probe_cancel(struct upstream_probe *);
+struct upstream_fetch *upstream_fetch_start(
+    struct upstream *, const char *, long, upstream_fetch_cb, void *);
+void upstream_fetch_cancel(struct upstream_fetch *);
+
+/* probe.c: health probes of a backend: at most one in flight, its answer
+ * shared by every caller waiting and reused while fresh. */
+struct probe_result {
+	int ok;
+	long status; /* 0: no answer */
+	double latency;
+	char version[64]; /* when ok */
+	char reason[CURL_ERROR_SIZE + 64]; /* when not */
+};
+typedef void (*probe_cb)(void *, const struct probe_result *);
+struct probe_waiter;
+struct probe_waiter *probe_health(struct upstream *, probe_cb, void *);
+void probe_waiter_cancel(struct probe_waiter *);
+void probe_free(struct probe *);
 
 /* sdnotify.c: systemd readiness, with stand-ins when built without it. */
 void sdnotify_send(const char *, ...) PRINTFLIKE(1, 2);

@@ -122,7 +122,7 @@ proxy_req_free(struct proxy_req *req)
 	if (req->handle != NULL)
 		upstream_handle_release(req->handle);
 	if (req->probe != NULL)
-		upstream_probe_cancel(req->probe);
+		probe_waiter_cancel(req->probe);
 	if (req->timer != NULL)
 		event_free(req->timer);
 	curl_slist_free_all(req->hdrs);

@@ -11,12 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-
 #include "ollama-pool.h"
-
-/* A health probe must answer fast even while a model loads. */
-#define PROBE_TIMEOUT_MS 5000
 
 struct up_sock {
 	curl_socket_t fd;
@@ -24,9 +19,9 @@ struct up_sock {
 	struct upstream *up;
 };
 
-struct upstream_probe {
+struct upstream_fetch {
 	struct up_handle *h;
-	upstream_probe_cb cb;
+	upstream_fetch_cb cb;
 	void *arg;
 	char body[512];
 	size_t len;
@@ -202,8 +197,9 @@ upstream_new(const struct config *cfg)
 	curl_multi_setopt(
 	    up->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
 	/* Requests never exceed pool_maxsize (our queue sees to that); the
-	 * one extra is for a health probe, which must not wait behind a
-	 * minutes-long generation. */
+	 * one extra is for the probe (probe.c keeps one in flight), which
+	 * must not wait behind a minutes-long generation nor take a
+	 * request's connection. */
 	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
 	    (long)up->pool_maxsize + 1);
 	upstream_track_idle(up);
@@ -220,6 +216,7 @@ upstream_free(struct upstream *up)
 		curl_easy_cleanup(h->easy);
 		free(h);
 	}
+	probe_free(up->probe);
 	curl_multi_cleanup(up->multi);
 	event_free(up->timer_ev);
 	free(up->ca_file);
@@ -413,80 +410,77 @@ upstream_handle_release(struct up_handle *h)
 }
 
 static size_t
-upstream_probe_write(char *data, size_t size, size_t nitems, void *arg)
+upstream_fetch_write(char *data, size_t size, size_t nitems, void *arg)
 {
-	struct upstream_probe *p = arg;
-	size_t len = size * nitems, room = sizeof p->body - 1 - p->len;
+	struct upstream_fetch *f = arg;
+	size_t len = size * nitems, room = sizeof f->body - 1 - f->len;
 
 	if (len > room)
 		len = room;
-	memcpy(p->body + p->len, data, len);
-	p->len += len;
+	memcpy(f->body + f->len, data, len);
+	f->len += len;
 	return size * nitems;
 }
 
 static void
-upstream_probe_done(struct up_handle *h, CURLcode rc)
+upstream_fetch_done(struct up_handle *h, CURLcode rc)
 {
-	struct upstream_probe *p = h->owner;
-	cJSON *json = NULL, *v;
-	char msg[CURL_ERROR_SIZE + 64];
+	struct upstream_fetch *f = h->owner;
+	char err[CURL_ERROR_SIZE];
 	long code = 0;
-	double latency = (now_us() - p->t_start_us) / 1e6;
+	double latency = (now_us() - f->t_start_us) / 1e6;
 
 	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
-	if (rc != CURLE_OK)
-		snprintf(msg, sizeof msg, "%s",
-		    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
-	else if (code != 200)
-		snprintf(
-		    msg, sizeof msg, "GET /api/version answered %ld", code);
-	else {
-		p->body[p->len] = '\0';
-		json = cJSON_Parse(p->body);
-		v = cJSON_GetObjectItemCaseSensitive(json, "version");
-		snprintf(msg, sizeof msg, "%s",
-		    cJSON_IsString(v) ? v->valuestring : "");
-		cJSON_Delete(json);
-	}
+	snprintf(err, sizeof err, "%s",
+	    rc == CURLE_OK     ? ""
+	        : h->errbuf[0] ? h->errbuf
+	                       : curl_easy_strerror(rc));
+	f->body[f->len] = '\0';
 	upstream_handle_release(h);
-	p->cb(p->arg, rc == CURLE_OK && code == 200, code, msg, latency);
-	free(p);
+	f->cb(f->arg, rc == CURLE_OK ? code : 0, f->body, err, latency);
+	free(f);
 }
 
-/* Asks the upstream for /api/version; cb gets ok, status, the version
- * or an error message, and the latency. */
-struct upstream_probe *
-upstream_probe_start(struct upstream *up, upstream_probe_cb cb, void *arg)
+/*
+ * A small GET of the proxy's own (health and, later, other probes): on a
+ * handle that holds no request slot, so it never waits behind
+ * generations, and with our User-Agent so the upstream's logs can tell it
+ * from client traffic.  cb gets the status (0 when no answer came), the
+ * start of the body, an error message and the latency.
+ */
+struct upstream_fetch *
+upstream_fetch_start(struct upstream *up, const char *path, long timeout_ms,
+    upstream_fetch_cb cb, void *arg)
 {
-	struct upstream_probe *p = xcalloc(1, sizeof *p);
+	struct upstream_fetch *f = xcalloc(1, sizeof *f);
+	CURL *e;
 	char *url;
 
-	p->cb = cb;
-	p->arg = arg;
-	p->t_start_us = now_us();
-	p->h = upstream_handle_get(up, 0);
-	p->h->owner = p;
-	p->h->on_done = upstream_probe_done;
-	xasprintf(&url, "%s/api/version", up->url.base);
-	curl_easy_setopt(p->h->easy, CURLOPT_URL, url);
+	f->cb = cb;
+	f->arg = arg;
+	f->t_start_us = now_us();
+	f->h = upstream_handle_get(up, 0);
+	f->h->owner = f;
+	f->h->on_done = upstream_fetch_done;
+	e = f->h->easy;
+	xasprintf(&url, "%s%s", up->url.base, path);
+	curl_easy_setopt(e, CURLOPT_URL, url);
 	free(url);
-	curl_easy_setopt(
-	    p->h->easy, CURLOPT_TIMEOUT_MS, (long)PROBE_TIMEOUT_MS);
-	curl_easy_setopt(
-	    p->h->easy, CURLOPT_WRITEFUNCTION, upstream_probe_write);
-	curl_easy_setopt(p->h->easy, CURLOPT_WRITEDATA, p);
-	if (upstream_handle_start(p->h) != 0) {
-		upstream_handle_release(p->h);
-		free(p);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, OP_NAME "/" PACKAGE_VERSION);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_fetch_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
+	if (upstream_handle_start(f->h) != 0) {
+		upstream_handle_release(f->h);
+		free(f);
 		return NULL;
 	}
-	return p;
+	return f;
 }
 
 void
-upstream_probe_cancel(struct upstream_probe *p)
+upstream_fetch_cancel(struct upstream_fetch *f)
 {
-	upstream_handle_release(p->h);
-	free(p);
+	upstream_handle_release(f->h);
+	free(f);
 }

@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1294,6 +1295,7 @@ START_TEST(test_health)
 	struct harness_env env;
 	struct http_resp r;
 	long long before;
+	double t0;
 	cJSON *j;
 
 	H_BEGIN();
@@ -1330,17 +1332,113 @@ START_TEST(test_health)
 	http_resp_free(&r);
 	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), before);
 
-	/* The answer is fresh: with the upstream gone it says so. */
+	/* The answer is fresh: with the upstream gone it says so within
+	 * the second an answer is reused. */
 	fake_stop(env.fake);
-	http_get(harness_daemon_url(env.daemon, "/ollama-pool/health"), &r);
-	H_ASSERT(r.ok && r.status == 503, "health, upstream down: %ld %s",
-	    r.status, r.error);
+	t0 = harness_now();
+	for (;;) {
+		http_get(
+		    harness_daemon_url(env.daemon, "/ollama-pool/health"), &r);
+		if (r.status != 200 || harness_now() - t0 > 5)
+			break;
+		http_resp_free(&r);
+		poll(NULL, 0, 50);
+	}
+	H_ASSERT(r.ok && r.status == 503,
+	    "health, upstream down: %ld %s, %.1f s after it went", r.status,
+	    r.error, harness_now() - t0);
+	H_ASSERT(harness_now() - t0 < 3,
+	    "health took %.1f s to see the upstream gone", harness_now() - t0);
 	j = harness_json(&r, "health, upstream down");
 	H_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(j, "upstream_ok")),
 	    "upstream_ok must be false once the upstream is gone: %s",
 	    r.body.data);
 	cJSON_Delete(j);
 	http_resp_free(&r);
+}
+END_TEST
+
+/*
+ * Health needs no token, so it must not be a way to take the pool or
+ * flood Ollama: with one pool slot and /api/version slow, a dozen health
+ * calls at once share one probe, and an ordinary request beside them is
+ * not delayed by it.  An answer is reused for about a second, and the
+ * probe says who it is.
+ */
+START_TEST(test_health_probes_shared)
+{
+	enum { NHEALTH = 12 };
+	struct http_req reqs[NHEALTH + 1];
+	struct http_resp resp[NHEALTH + 1], r;
+	struct harness_env env;
+	const char *ua = NULL;
+	double t0, tags_s;
+	cJSON *st, *h;
+	size_t i;
+
+	H_BEGIN();
+	harness_up(&env, "[upstream]\npool_maxsize = 1\n");
+	fake_reset(env.fake);
+	fake_fault(env.fake,
+	    "{\"action\":\"hang\",\"path\":\"/api/version\","
+	    "\"delay_ms\":1500,\"count\":1000}");
+	memset(reqs, 0, sizeof reqs);
+	for (i = 0; i < NHEALTH; i++)
+		reqs[i].url =
+		    harness_daemon_url(env.daemon, "/ollama-pool/health");
+	reqs[NHEALTH].url = harness_daemon_url(env.daemon, "/api/tags");
+	http_request_many(reqs, resp, NHEALTH + 1);
+	for (i = 0; i < NHEALTH; i++) {
+		H_ASSERT(resp[i].ok && resp[i].status == 200,
+		    "health call %zu: %ld %s %s", i, resp[i].status,
+		    resp[i].error, resp[i].body.data);
+		http_resp_free(&resp[i]);
+	}
+	H_ASSERT(resp[NHEALTH].ok && resp[NHEALTH].status == 200,
+	    "the request beside the probes: %ld %s", resp[NHEALTH].status,
+	    resp[NHEALTH].error);
+	tags_s = resp[NHEALTH].t_end - resp[NHEALTH].t_start;
+	H_ASSERT(tags_s < 1.0,
+	    "a request beside %d health calls took %.2f s: the probes held "
+	    "its slot or its connection",
+	    NHEALTH, tags_s);
+	http_resp_free(&resp[NHEALTH]);
+	H_ASSERT(fake_stat(env.fake, "requests") == 2,
+	    "%d health calls cost %lld upstream requests besides the one "
+	    "request: want one probe",
+	    NHEALTH, fake_stat(env.fake, "requests") - 1);
+
+	/* A fresh answer is given again without asking. */
+	http_get(harness_daemon_url(env.daemon, "/ollama-pool/health"), &r);
+	H_ASSERT(r.ok && r.status == 200, "health again: %ld", r.status);
+	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), 2);
+	http_resp_free(&r);
+
+	/* An old one is not: within a few seconds a new probe goes out,
+	 * and it carries our User-Agent. */
+	fake_reset(env.fake);
+	t0 = harness_now();
+	while (fake_stat(env.fake, "requests") == 0) {
+		H_ASSERT(harness_now() - t0 < 5,
+		    "no new probe %.1f s after the last", harness_now() - t0);
+		http_get(
+		    harness_daemon_url(env.daemon, "/ollama-pool/health"), &r);
+		http_resp_free(&r);
+		poll(NULL, 0, 100);
+	}
+	st = fake_stats(env.fake);
+	h = cJSON_GetObjectItem(st, "last_request_headers");
+	for (i = 0; i < (size_t)cJSON_GetArraySize(h); i++) {
+		cJSON *e = cJSON_GetArrayItem(h, (int)i);
+		const char *name =
+		    cJSON_GetStringValue(cJSON_GetArrayItem(e, 0));
+
+		if (name != NULL && strcasecmp(name, "User-Agent") == 0)
+			ua = cJSON_GetStringValue(cJSON_GetArrayItem(e, 1));
+	}
+	H_ASSERT(ua != NULL && strcmp(ua, "ollama-pool/" PACKAGE_VERSION) == 0,
+	    "the probe's User-Agent is %s", ua ? ua : "(none)");
+	cJSON_Delete(st);
 }
 END_TEST
 
@@ -1855,6 +1953,7 @@ proxy_suite(void)
 	tc = harness_tcase(s, "errors", 60);
 	tcase_add_test(tc, test_upstream_unreachable);
 	tcase_add_test(tc, test_health);
+	tcase_add_test(tc, test_health_probes_shared);
 	tcase_add_test(tc, test_upstream_two_framings);
 
 	tc = harness_tcase(s, "cli", 30);
