@@ -2046,16 +2046,7 @@ START_TEST(test_tokens_counted)
 	cJSON_Delete(j);
 	http_resp_free(&r);
 
-	/* Counts that are not a generation's are not tokens. */
-	via_free(env.daemon, "POST", "/api/embed",
-	    "{\"model\":\"embedder\","
-	    "\"input\":\"hello\"}",
-	    200);
-	via_free(env.daemon, "POST", "/v1/chat/completions",
-	    "{\"model\":"
-	    "\"oai-model\",\"messages\":[{\"role\":\"user\",\"content\":"
-	    "\"c\"}]}",
-	    200);
+	/* An error answer books nothing. */
 	via_free(env.daemon, "POST", "/api/generate",
 	    "{\"model\":"
 	    "\"missing-model\",\"prompt\":\"p\"}",
