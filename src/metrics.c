@@ -164,7 +164,7 @@ metrics_utf8_whole(const char *s, size_t len)
 	return len - (start - 1) >= need ? len : start - 1;
 }
 
-/* Token counts from Ollama's final chunk, by model.  The table is small
+/* Token counts from an answer's final object, by model.  The table is small
  * and fixed; past it, further models share an "other" row. */
 void
 metrics_count_tokens(const char *model, uint64_t prompt, uint64_t completion)
@@ -400,7 +400,8 @@ metrics_render(struct evbuffer *out)
 	    "ollama_pool_bytes_total{direction=\"out\"} %" PRIu64 "\n",
 	    m->bytes_in, m->bytes_out);
 	metrics_head(out, "ollama_pool_tokens_total", "counter",
-	    "Tokens Ollama reported in its final chunk, by model and kind.");
+	    "Tokens the answers reported (final chunk or usage), by model and "
+	    "kind.");
 	for (i = 0; i < m->ntoken_models; i++) {
 		evbuffer_add(out, "ollama_pool_tokens_total{model=\"", 32);
 		metrics_escape_label(out, m->tokens[i].model);

@@ -269,24 +269,34 @@ int client_awaits_continue(const struct client_conn *);
 struct evbuffer *client_output(struct client_conn *);
 size_t client_output_len(struct client_conn *);
 
-/* tokscan.c: token counts read from Ollama's final chunk in passing. */
-enum tokscan_capture {
-	TOKSCAN_CAP_NONE,
-	TOKSCAN_CAP_MODEL,
-	TOKSCAN_CAP_PROMPT,
-	TOKSCAN_CAP_EVAL,
+/* tokscan.c: token counts read from an answer's final object in passing. */
+enum tokscan_mode {
+	TOKSCAN_OFF,
+	TOKSCAN_NATIVE, /* NDJSON; the object with top-level "done": true */
+	TOKSCAN_EMBED, /* /api/embed: the object with prompt_eval_count */
+	TOKSCAN_OPENAI, /* JSON or SSE; the object with a top-level usage */
 };
 struct tokscan {
-	uint8_t m_model, m_prompt, m_eval, m_done; /* key bytes matched */
-	uint8_t capture;
+	uint8_t mode; /* enum tokscan_mode */
+	uint8_t state; /* where in the framing or the JSON */
+	uint8_t key; /* the wanted key whose value comes next */
+	uint8_t pos; /* "data:" bytes matched, or \u digits read */
+	uint8_t key_len; /* UINT8_MAX: longer than any wanted key */
+	uint8_t value_len; /* of the literal being read, saturating */
 	uint16_t model_len;
-	uint8_t digits;
-	unsigned done : 1;
-	uint64_t number, prompt, eval;
+	uint16_t u, uhi; /* \u digits; a high surrogate awaiting its pair */
+	unsigned sink : 2, sse : 1, expect_key : 1, in_usage : 1;
+	unsigned obj_done : 1, obj_prompt : 1, obj_usage : 1;
+	unsigned value_num : 1, value_true : 1, model_full : 1, have : 1;
+	uint32_t depth; /* 0: between objects */
+	uint64_t value, obj_prompt_n, obj_completion_n;
+	uint64_t prompt, completion; /* of the last final object */
+	char key_buf[18];
 	char model[256];
 };
+void tokscan_init(struct tokscan *, enum tokscan_mode);
 void tokscan_feed(struct tokscan *, const char *, size_t);
-void tokscan_finish(struct tokscan *);
+int tokscan_finish(struct tokscan *);
 
 /* metrics.c: counters, histograms, Prometheus text and JSON. */
 enum route {

@@ -80,6 +80,25 @@ proxy_replay_max(void)
 	    : rt.cfg->max_buffer;
 }
 
+/* The answers whose token counts are read, and in which shape. */
+static enum tokscan_mode
+proxy_tokscan_mode(int route)
+{
+	switch (route) {
+	case ROUTE_GENERATE:
+	case ROUTE_CHAT:
+		return TOKSCAN_NATIVE;
+	case ROUTE_EMBED:
+		return TOKSCAN_EMBED;
+	case ROUTE_V1_CHAT:
+	case ROUTE_V1_COMPLETIONS:
+	case ROUTE_V1_EMBEDDINGS:
+		return TOKSCAN_OPENAI;
+	default:
+		return TOKSCAN_OFF;
+	}
+}
+
 struct proxy_req *
 proxy_req_new(struct client_conn *cc, struct http_head *h)
 {
@@ -95,6 +114,7 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 	req->keep_alive = h->keep_alive != 0;
 	req->http10 = h->http_major == 1 && h->http_minor == 0;
 	req->route = req->path ? metrics_route(req->path) : ROUTE_OTHER;
+	tokscan_init(&req->tokens, proxy_tokscan_mode(req->route));
 	if (req->path != NULL) {
 		req->openai = strncmp(req->path, "/v1/", 4) == 0;
 		req->admin = admin_is_admin_path(req->path, strlen(req->path));
@@ -419,11 +439,9 @@ proxy_finish(struct proxy_req *req)
 	req->state = PROXY_DONE;
 	if (req->resp_chunked)
 		evbuffer_add(client_output(req->client), "0\r\n\r\n", 5);
-	if (req->tokens.done) {
-		tokscan_finish(&req->tokens);
-		metrics_count_tokens(
-		    req->tokens.model, req->tokens.prompt, req->tokens.eval);
-	}
+	if (tokscan_finish(&req->tokens))
+		metrics_count_tokens(req->tokens.model, req->tokens.prompt,
+		    req->tokens.completion);
 	proxy_account(req, (int)req->status);
 	client_response_done(req->client, req->keep_alive);
 }
@@ -668,8 +686,7 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
 		evbuffer_add(out, data, len);
 	req->resp_received += len;
 	rt.metrics.bytes_out += len;
-	if ((req->route == ROUTE_GENERATE || req->route == ROUTE_CHAT) &&
-	    req->status == 200)
+	if (req->status == 200)
 		tokscan_feed(&req->tokens, data, len);
 	if (rt.cfg->stream_idle_timeout > 0)
 		req->last_byte_us = now_us();

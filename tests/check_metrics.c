@@ -2046,16 +2046,7 @@ START_TEST(test_tokens_counted)
 	cJSON_Delete(j);
 	http_resp_free(&r);
 
-	/* Counts that are not a generation's are not tokens. */
-	via_free(env.daemon, "POST", "/api/embed",
-	    "{\"model\":\"embedder\","
-	    "\"input\":\"hello\"}",
-	    200);
-	via_free(env.daemon, "POST", "/v1/chat/completions",
-	    "{\"model\":"
-	    "\"oai-model\",\"messages\":[{\"role\":\"user\",\"content\":"
-	    "\"c\"}]}",
-	    200);
+	/* An error answer books nothing. */
 	via_free(env.daemon, "POST", "/api/generate",
 	    "{\"model\":"
 	    "\"missing-model\",\"prompt\":\"p\"}",
@@ -2171,6 +2162,170 @@ START_TEST(test_tokens_long_model_name)
 		    "no tokens_total{model=\"%s\",kind=\"completion\"} %zu "
 		    "(%zu bytes); the model label was cut or merged:\n%s",
 		    models[i], 2 + i, strlen(models[i]), prom_dump(&p));
+	}
+	prom_free(&p);
+}
+END_TEST
+
+/* The fake answers the next request on path with this 200 body. */
+static void
+fake_answer(const struct harness_fake *f, const char *path, const char *ctype,
+    const char *body)
+{
+	cJSON *j = cJSON_CreateObject();
+	char *s;
+
+	cJSON_AddStringToObject(j, "action", "status");
+	cJSON_AddNumberToObject(j, "status", 200);
+	cJSON_AddStringToObject(j, "path", path);
+	cJSON_AddStringToObject(j, "content_type", ctype);
+	cJSON_AddStringToObject(j, "body", body);
+	s = cJSON_PrintUnformatted(j);
+	fake_fault(f, s);
+	free(s);
+	cJSON_Delete(j);
+}
+
+/* Other Ollama-compatible servers put spaces after separators, and may
+ * break lines inside an object. */
+START_TEST(test_tokens_spaced_json)
+{
+	struct harness_env env;
+	struct prom p;
+
+	H_BEGIN();
+	harness_up(&env, "");
+	fake_answer(env.fake, "/api/chat", "application/x-ndjson",
+	    "{\"model\": \"spaced\", \"message\": {\"role\": \"assistant\", "
+	    "\"content\": \"Hi\"}, \"done\": false}\n"
+	    "{\"model\": \"spaced\", \"message\": {\"role\": \"assistant\", "
+	    "\"content\": \"\"}, \"done\": true, \"done_reason\": \"stop\", "
+	    "\"prompt_eval_count\": 12, \"eval_count\": 34}\n");
+	via_free(env.daemon, "POST", "/api/chat",
+	    "{\"model\":\"spaced\",\"messages\":[]}", 200);
+	fake_answer(env.fake, "/api/generate", "application/json",
+	    "{\n  \"model\": \"spaced\",\n  \"response\": \"x\",\n"
+	    "  \"done\": true,\n  \"prompt_eval_count\":\n    1,\n"
+	    "  \"eval_count\":\n\t2\n}\n");
+	via_free(env.daemon, "POST", "/api/generate",
+	    "{\"model\":\"spaced\",\"stream\":false}", 200);
+	scrape(env.daemon, &p);
+	H_ASSERT_VAL(&p, 12 + 1, "ollama_pool_tokens_total", "model", "spaced",
+	    "kind", "prompt");
+	H_ASSERT_VAL(&p, 34 + 2, "ollama_pool_tokens_total", "model", "spaced",
+	    "kind", "completion");
+	prom_free(&p);
+}
+END_TEST
+
+/* A tool call's arguments (an object, or a string) may hold anything: only
+ * the top-level counts of the final line are booked. */
+START_TEST(test_tokens_nested_counts_ignored)
+{
+	struct harness_env env;
+	struct prom p;
+
+	H_BEGIN();
+	harness_up(&env, "");
+	fake_answer(env.fake, "/api/chat", "application/x-ndjson",
+	    "{\"model\":\"tools\",\"message\":{\"role\":\"assistant\","
+	    "\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"f\","
+	    "\"arguments\":{\"done\":true,\"eval_count\":999999}}}]},"
+	    "\"done\":false}\n"
+	    "{\"model\":\"tools\",\"message\":{\"role\":\"assistant\","
+	    "\"content\":\"\"},\"done\":true,\"prompt_eval_count\":5,"
+	    "\"eval_count\":6,\"extra\":{\"tool_calls\":[{\"function\":{"
+	    "\"arguments\":{\"prompt_eval_count\":999999,"
+	    "\"eval_count\":999999}}},{\"function\":{\"arguments\":"
+	    "\"{\\\"eval_count\\\":888}\"}}]}}\n");
+	via_free(env.daemon, "POST", "/api/chat",
+	    "{\"model\":\"tools\",\"messages\":[]}", 200);
+	/* Only a nested "done": true: no final line at all. */
+	fake_answer(env.fake, "/api/chat", "application/x-ndjson",
+	    "{\"model\":\"undone\",\"message\":{\"role\":\"assistant\","
+	    "\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"f\","
+	    "\"arguments\":{\"done\":true,\"eval_count\":999999}}}]},"
+	    "\"done\":false}\n");
+	via_free(env.daemon, "POST", "/api/chat",
+	    "{\"model\":\"undone\",\"messages\":[]}", 200);
+	scrape(env.daemon, &p);
+	H_ASSERT_VAL(&p, 5, "ollama_pool_tokens_total", "model", "tools",
+	    "kind", "prompt");
+	H_ASSERT_VAL(&p, 6, "ollama_pool_tokens_total", "model", "tools",
+	    "kind", "completion");
+	H_ASSERT(PFIND(&p, "ollama_pool_tokens_total", "model", "undone",
+	             "kind", "completion") == NULL,
+	    "tokens booked from a nested done:\n%s", prom_dump(&p));
+	prom_free(&p);
+}
+END_TEST
+
+/* /v1 answers book their usage: always when not streamed, and from the
+ * last chunk of a stream with stream_options.include_usage.  Embeddings
+ * book their prompt. */
+START_TEST(test_tokens_openai_usage)
+{
+	static const struct {
+		const char *path, *model, *body;
+		long prompt, completion;
+	} cases[] = {
+	    {"/v1/chat/completions", "oai-chat",
+	        "\"messages\":[{\"role\":\"user\",\"content\":\"abc\"}],"
+	        "\"max_tokens\":3",
+	        3, 3},
+	    {"/v1/chat/completions", "oai-stream",
+	        "\"messages\":[{\"role\":\"user\",\"content\":\"abcd\"}],"
+	        "\"max_tokens\":2,\"stream\":true,"
+	        "\"stream_options\":{\"include_usage\":true}",
+	        4, 2},
+	    {"/v1/chat/completions", "oai-nousage",
+	        "\"messages\":[{\"role\":\"user\",\"content\":\"abcd\"}],"
+	        "\"max_tokens\":2,\"stream\":true",
+	        -1, -1},
+	    {"/v1/completions", "oai-compl",
+	        "\"prompt\":\"hello\",\"max_tokens\":4,\"stream\":true,"
+	        "\"stream_options\":{\"include_usage\":true}",
+	        5, 4},
+	    {"/v1/completions", "oai-compl-nostream",
+	        "\"prompt\":\"hi\",\"max_tokens\":1", 2, 1},
+	    {"/v1/embeddings", "oai-embed", "\"input\":\"hello\"", 1, 0},
+	    {"/api/embed", "embedder", "\"input\":\"hello\"", 1, 0},
+	};
+	struct harness_env env;
+	struct http_resp r;
+	struct prom p;
+	size_t i;
+
+	H_BEGIN();
+	harness_up(&env, "");
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		via(env.daemon, "POST", cases[i].path,
+		    harness_strf(
+		        "{\"model\":\"%s\",%s}", cases[i].model, cases[i].body),
+		    200, &r);
+		/* The fake answers as Ollama does: usage last, then DONE. */
+		if (strstr(cases[i].body, "include_usage") != NULL)
+			H_ASSERT(strstr(r.body.data,
+			             "\"choices\":[],\"usage\":{") != NULL &&
+			        strstr(r.body.data, "}\n\ndata: [DONE]\n\n") !=
+			            NULL,
+			    "no usage chunk: %.2000s", r.body.data);
+		http_resp_free(&r);
+	}
+	scrape(env.daemon, &p);
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		if (cases[i].prompt < 0) {
+			H_ASSERT(PFIND(&p, "ollama_pool_tokens_total", "model",
+			             cases[i].model, "kind", "prompt") == NULL,
+			    "%s: tokens from a stream without usage:\n%s",
+			    cases[i].model, prom_dump(&p));
+			continue;
+		}
+		H_ASSERT_VAL(&p, cases[i].prompt, "ollama_pool_tokens_total",
+		    "model", cases[i].model, "kind", "prompt");
+		H_ASSERT_VAL(&p, cases[i].completion,
+		    "ollama_pool_tokens_total", "model", cases[i].model, "kind",
+		    "completion");
 	}
 	prom_free(&p);
 }
@@ -2913,6 +3068,9 @@ metrics_suite(void)
 	tcase_add_test(tc, test_tokens_counted);
 	tcase_add_test(tc, test_tokens_huge_final_line);
 	tcase_add_test(tc, test_tokens_long_model_name);
+	tcase_add_test(tc, test_tokens_spaced_json);
+	tcase_add_test(tc, test_tokens_nested_counts_ignored);
+	tcase_add_test(tc, test_tokens_openai_usage);
 
 	tc = harness_tcase(s, "figures", 60);
 	tcase_add_test(tc, test_queue_depth_and_wait);

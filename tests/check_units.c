@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -987,48 +988,262 @@ START_TEST(test_metrics_routes_are_bounded)
 }
 END_TEST
 
-static const char tok_stream[] =
-    "{\"model\":\"llama3.2:latest\",\"response\":\"\\\"eval_count\\\":9 "
-    "\",\"done\":false}\n"
-    "{\"model\":\"llama3.2:latest\",\"response\":\"\",\"done\":true,"
-    "\"context\":[1,2,3],\"prompt_eval_count\":26,"
-    "\"prompt_eval_duration\":5,\"eval_count\":290,\"eval_duration\":7}\n";
+/* A generate's final line may carry a big "context" array of numbers. */
+#define TOK_CTX10 "128006,9125,128007,271,38766,1303,33025,2696,25,6790,"
+#define TOK_CTX100                                                             \
+	TOK_CTX10 TOK_CTX10 TOK_CTX10 TOK_CTX10 TOK_CTX10 TOK_CTX10 TOK_CTX10  \
+	    TOK_CTX10 TOK_CTX10 TOK_CTX10
+#define TOK_SSE_CHUNK(text)                                                    \
+	"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","   \
+	"\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{"  \
+	"\"role\":\"assistant\",\"content\":\"" text "\"},"                    \
+	"\"finish_reason\":null}]}\n\n"
+#define TOK_CHAT_TOOL_ARGS                                                     \
+	"\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":" \
+	"[{\"function\":{\"name\":\"f\",\"arguments\":{\"done\":true,"         \
+	"\"eval_count\":999999,\"prompt_eval_count\":999999}}}]}"
 
-START_TEST(test_tokscan_any_split)
+static const struct tok_case {
+	const char *name;
+	enum tokscan_mode mode;
+	const char *in;
+	int have;
+	uint64_t prompt, completion;
+	const char *model;
+} tok_cases[] = {
+    {"go layout", TOKSCAN_NATIVE,
+        "{\"model\":\"llama3.2:latest\",\"created_at\":\"2024-01-01T00:00:"
+        "00Z\","
+        "\"response\":\"\\\"eval_count\\\":9 \",\"done\":false}\n"
+        "{\"model\":\"llama3.2:latest\",\"created_at\":\"2024-01-01T00:00:"
+        "00Z\","
+        "\"response\":\"\",\"done\":true,\"done_reason\":\"stop\","
+        "\"context\":[1,2,3],\"total_duration\":1000,\"load_duration\":10,"
+        "\"prompt_eval_count\":26,\"prompt_eval_duration\":5,"
+        "\"eval_count\":290,\"eval_duration\":7}\n",
+        1, 26, 290, "llama3.2:latest"},
+    {"spaces after separators", TOKSCAN_NATIVE,
+        "{\"model\": \"m\", \"response\": \"x\", \"done\": false}\n"
+        "{\"model\": \"m\", \"response\": \"\", \"done\": true, "
+        "\"prompt_eval_count\": 11, \"eval_count\": 5}\n",
+        1, 11, 5, "m"},
+    {"whitespace between all tokens", TOKSCAN_NATIVE,
+        "{\n\t\"model\" :\t\"m\" ,\r\n \"done\"\n:\ntrue\t,\n"
+        "\"prompt_eval_count\":\n12 ,\"eval_count\":\t\r\n6\n}\n",
+        1, 12, 6, "m"},
+    {"done nested in tool call arguments", TOKSCAN_NATIVE,
+        "{\"model\":\"m\"," TOK_CHAT_TOOL_ARGS ",\"done\":false}\n", 0, 0, 0,
+        ""},
+    {"nested counts after the real ones", TOKSCAN_NATIVE,
+        "{\"model\":\"m\",\"done\":true,\"prompt_eval_count\":3,"
+        "\"eval_count\":4," TOK_CHAT_TOOL_ARGS "}\n",
+        1, 3, 4, "m"},
+    {"nested counts before the real ones", TOKSCAN_NATIVE,
+        "{\"model\":\"m\"," TOK_CHAT_TOOL_ARGS ",\"done\":true,"
+        "\"prompt_eval_count\":3,\"eval_count\":4}\n",
+        1, 3, 4, "m"},
+    {"keys inside strings", TOKSCAN_NATIVE,
+        "{\"model\":\"m\",\"message\":{\"content\":"
+        "\"\\\"done\\\":true,\\\"eval_count\\\":5\"},\"done\":false}\n"
+        "{\"model\":\"m\",\"response\":\"}\\n{\\\"done\\\":true,"
+        "\\\"eval_count\\\":7}\",\"done\":false}\n",
+        0, 0, 0, ""},
+    {"escapes in strings", TOKSCAN_NATIVE,
+        "{\"model\":\"m\",\"response\":\"a\\\\\\\"b\\u0022,\\\"done\\\":"
+        "true\\\\\",\"x\\\"\":\"\\\\\",\"done\":true,"
+        "\"prompt_eval_count\":1,\"eval_count\":2}\n",
+        1, 1, 2, "m"},
+    {"big context array first", TOKSCAN_NATIVE,
+        "{\"model\":\"m\",\"response\":\"\",\"done\":true,\"context\":"
+        "[" TOK_CTX100 TOK_CTX100 "1],\"nested\":[[1,[2]],{\"a\":[]}],"
+        "\"prompt_eval_count\":26,\"eval_count\":290}\n",
+        1, 26, 290, "m"},
+    {"counts before done", TOKSCAN_NATIVE,
+        "{\"prompt_eval_count\":5,\"eval_count\":6,\"model\":\"m\","
+        "\"done\":true}\n",
+        1, 5, 6, "m"},
+    {"counts after done", TOKSCAN_NATIVE,
+        "{\"done\":true,\"model\":\"m\",\"eval_count\":6,"
+        "\"prompt_eval_count\":5}",
+        1, 5, 6, "m"},
+    {"only the done line counts", TOKSCAN_NATIVE,
+        "{\"model\":\"m\",\"eval_count\":1,\"done\":false}\n"
+        "{\"model\":\"m\",\"prompt_eval_count\":8,\"done\":false}\n"
+        "{\"model\":\"m\",\"prompt_eval_count\":9,\"eval_count\":3,"
+        "\"done\":true}\n"
+        "{\"error\":\"late\"}\n{\"model\":\"later\",\"done\":false}\n",
+        1, 9, 3, "m"},
+    {"not done", TOKSCAN_NATIVE,
+        "{\"model\":\"m\",\"response\":\"x\",\"done\":false,"
+        "\"eval_count\":5}\n"
+        "{\"model\":\"m\",\"done\":\"true\",\"eval_count\":5}\n"
+        "{\"model\":\"m\",\"done\":truex,\"eval_count\":5}\n"
+        "{\"model\":\"m\",\"xxxxxxxxxxxxxxxxxxxdone\":true}\n",
+        0, 0, 0, ""},
+    {"cut inside the final number", TOKSCAN_NATIVE,
+        "{\"model\":\"m\",\"done\":true,\"prompt_eval_count\":4,"
+        "\"eval_count\":77",
+        1, 4, 77, "m"},
+    {"counts that are no integers", TOKSCAN_NATIVE,
+        "{\"model\":\"m\",\"done\":true,\"prompt_eval_count\":-4,"
+        "\"eval_count\":1.5,\"x\":99999999999999999999999}\n",
+        1, 0, 0, "m"},
+    {"native ignores usage and SSE", TOKSCAN_NATIVE,
+        "data: {\"model\":\"m\",\"done\":true,\"eval_count\":1}\n"
+        "{\"model\":\"m\",\"usage\":{\"prompt_tokens\":1}}\n",
+        0, 0, 0, ""},
+    {"model with escapes", TOKSCAN_NATIVE,
+        "{\"model\":\"a\\\"b\\\\c\\u00e9\\ud83d\\ude00\\/"
+        "d\\ud800x\\udc00\\u00zz\","
+        "\"done\":true,\"eval_count\":1}\n",
+        1, 0, 1,
+        "a\"b\\c\xc3\xa9\xf0\x9f\x98\x80/d\xef\xbf\xbdx\xef\xbf\xbd"
+        "\xef\xbf\xbdzz"},
+    {"embed", TOKSCAN_EMBED,
+        "{\"model\":\"e\",\"embeddings\":[[0.1,-0.2e-3]],"
+        "\"total_duration\":1,\"load_duration\":1,\"prompt_eval_count\":8}",
+        1, 8, 0, "e"},
+    {"/v1 not streamed", TOKSCAN_OPENAI,
+        "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":1,"
+        "\"model\":\"m\",\"system_fingerprint\":\"fp_ollama\",\"choices\":[{"
+        "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hi\"},"
+        "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,"
+        "\"completion_tokens\":2,\"total_tokens\":12}}\n",
+        1, 10, 2, "m"},
+    {"/v1 not streamed, spaced", TOKSCAN_OPENAI,
+        "{\n  \"model\": \"m\",\n  \"usage\": {\n    \"total_tokens\": 12,\n"
+        "    \"completion_tokens\": 2,\n    \"prompt_tokens\": 10\n  }\n}",
+        1, 10, 2, "m"},
+    {"/v1 stream with usage", TOKSCAN_OPENAI,
+        TOK_SSE_CHUNK("a") TOK_SSE_CHUNK(
+            "b") "data: "
+                 "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+                 "\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{"
+                 "\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":"
+                 "9}}\n\n"
+                 "data: [DONE]\n\n",
+        1, 7, 2, "m"},
+    {"/v1 stream without usage", TOKSCAN_OPENAI,
+        TOK_SSE_CHUNK("a") TOK_SSE_CHUNK("b") "data: [DONE]\n\n", 0, 0, 0, ""},
+    {"/v1 completions stream, zero usage on each chunk", TOKSCAN_OPENAI,
+        "data: {\"id\":\"cmpl-1\",\"model\":\"m\",\"choices\":[{\"text\":"
+        "\"a\"}],\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0}}\n\n"
+        "data: {\"id\":\"cmpl-1\",\"model\":\"m\",\"choices\":[],\"usage\":{"
+        "\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n"
+        "data: [DONE]\n\n",
+        1, 3, 1, "m"},
+    {"/v1 SSE fields, comments, CRLF, two data lines", TOKSCAN_OPENAI,
+        ": keep-alive\r\nevent: chunk\r\nid: 1\r\n"
+        "data:{\"model\":\"m\",\r\ndata: \"usage\":{\"prompt_tokens\":1,\r\n"
+        "retry: 5\r\ndata: \"completion_tokens\":2}}\r\n\r\n"
+        "data: [DONE]\r\n\r\n",
+        1, 1, 2, "m"},
+    {"/v1 event cut by a blank line after a comment", TOKSCAN_OPENAI,
+        "data: {\"model\":\"m\",\"usage\":{\"prompt_tokens\":5,\n: c\n\n"
+        "data: {\"x\":{}}\n",
+        0, 0, 0, ""},
+    {"/v1 data that is no object", TOKSCAN_OPENAI,
+        "data: [{\"model\":\"m\",\"usage\":{\"prompt_tokens\":5}}]\n\n"
+        "[{\"model\":\"m\",\"usage\":{\"prompt_tokens\":5}}]\n",
+        0, 0, 0, ""},
+    {"/v1 event cut by a blank line", TOKSCAN_OPENAI,
+        "data: {\"model\":\"m\",\"usage\":{\"prompt_tokens\":5,\n\n"
+        "data: {\"model\":\"m\",\"choices\":[]}\n\ndata: [DONE]\n\n",
+        0, 0, 0, ""},
+    {"/v1 nested usage ignored", TOKSCAN_OPENAI,
+        "{\"model\":\"m\",\"choices\":[{\"message\":{\"content\":"
+        "\"\\\"usage\\\":{\\\"prompt_tokens\\\":9}\",\"usage\":{"
+        "\"prompt_tokens\":999,\"completion_tokens\":999}}}],\"x\":{"
+        "\"usage\":{\"prompt_tokens\":999}},\"usage\":null}\n",
+        0, 0, 0, ""},
+    {"/v1 nested usage beside the real one", TOKSCAN_OPENAI,
+        "{\"usage\":{\"prompt_tokens\":3,\"x\":{\"completion_tokens\":999},"
+        "\"completion_tokens\":4},\"model\":\"m\",\"choices\":[{\"usage\":{"
+        "\"prompt_tokens\":999,\"completion_tokens\":999}}]}\n",
+        1, 3, 4, "m"},
+    {"/v1 ignores native keys", TOKSCAN_OPENAI,
+        "{\"model\":\"m\",\"done\":true,\"prompt_eval_count\":1,"
+        "\"eval_count\":2}\n",
+        0, 0, 0, ""},
+    {"/v1 embeddings", TOKSCAN_OPENAI,
+        "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\","
+        "\"embedding\":[0.1,0.2],\"index\":0}],\"model\":\"e\",\"usage\":{"
+        "\"prompt_tokens\":4,\"total_tokens\":4}}",
+        1, 4, 0, "e"},
+    {"off", TOKSCAN_OFF,
+        "{\"model\":\"m\",\"done\":true,\"prompt_eval_count\":1,"
+        "\"eval_count\":2}\n",
+        0, 0, 0, ""},
+};
+
+static void
+tok_check(const struct tok_case *c, struct tokscan *t, const char *how)
+{
+	int have = tokscan_finish(t);
+
+	ck_assert_msg(have == c->have, "%s, %s: have %d", c->name, how, have);
+	if (!have)
+		return;
+	ck_assert_msg(t->prompt == c->prompt && t->completion == c->completion,
+	    "%s, %s: prompt %" PRIu64 " completion %" PRIu64, c->name, how,
+	    t->prompt, t->completion);
+	ck_assert_msg(strcmp(t->model, c->model) == 0, "%s, %s: model '%s'",
+	    c->name, how, t->model);
+}
+
+/* Each case whole, cut in two at every offset, and byte by byte. */
+static void
+tok_feed_every_way(const struct tok_case *c)
 {
 	struct tokscan t;
-	size_t len = strlen(tok_stream), cut, i;
+	size_t len = strlen(c->in), cut, i;
+	char how[32];
 
-	/* Every way of cutting the stream in two gives the same counts. */
-	for (cut = 0; cut <= len; cut++) {
-		memset(&t, 0, sizeof t);
-		tokscan_feed(&t, tok_stream, cut);
-		tokscan_feed(&t, tok_stream + cut, len - cut);
-		tokscan_finish(&t);
-		ck_assert_msg(t.done, "cut %zu", cut);
-		ck_assert_uint_eq(t.prompt, 26);
-		ck_assert_uint_eq(t.eval, 290);
-		ck_assert_str_eq(t.model, "llama3.2:latest");
+	tokscan_init(&t, c->mode);
+	tokscan_feed(&t, c->in, len);
+	tok_check(c, &t, "whole");
+	for (cut = 1; cut < len; cut++) {
+		tokscan_init(&t, c->mode);
+		tokscan_feed(&t, c->in, cut);
+		tokscan_feed(&t, c->in + cut, len - cut);
+		snprintf(how, sizeof how, "cut at %zu", cut);
+		tok_check(c, &t, how);
 	}
-	/* And byte by byte. */
-	memset(&t, 0, sizeof t);
+	tokscan_init(&t, c->mode);
 	for (i = 0; i < len; i++)
-		tokscan_feed(&t, tok_stream + i, 1);
-	tokscan_finish(&t);
-	ck_assert_uint_eq(t.eval, 290);
+		tokscan_feed(&t, c->in + i, 1);
+	tok_check(c, &t, "byte by byte");
+}
+
+START_TEST(test_tokscan_cases)
+{
+	tok_feed_every_way(&tok_cases[_i]);
 }
 END_TEST
 
-START_TEST(test_tokscan_not_done)
+/*
+ * A model name longer than the buffer is cut, never overflowed, and never
+ * inside a UTF-8 sequence: 254 bytes, then a two-byte "é" that does not
+ * fit (raw or escaped), then bytes that would.
+ */
+START_TEST(test_tokscan_long_model)
 {
-	static const char s[] = "{\"model\":\"m\",\"response\":\"x\","
-	                        "\"done\":false}\n";
+	static const char *const tails[] = {"\xc3\xa9xy", "\\u00e9xy"};
 	struct tokscan t;
+	char in[512], name[256];
+	struct tok_case c = {"long model", TOKSCAN_NATIVE, in, 1, 2, 3, name};
+	size_t i;
 
-	memset(&t, 0, sizeof t);
-	tokscan_feed(&t, s, strlen(s));
-	tokscan_finish(&t);
-	ck_assert(!t.done);
+	ck_assert_uint_eq(sizeof t.model, 256);
+	memset(name, 'a', 254);
+	name[254] = '\0';
+	for (i = 0; i < 2; i++) {
+		snprintf(in, sizeof in,
+		    "{\"model\":\"%s%s\",\"done\":true,"
+		    "\"prompt_eval_count\":2,\"eval_count\":3}\n",
+		    name, tails[i]);
+		tok_feed_every_way(&c);
+	}
 }
 END_TEST
 
@@ -1076,8 +1291,9 @@ units_suite(void)
 	tcase_add_test(tc, test_metrics_label_escaping);
 	tcase_add_test(tc, test_metrics_histogram_buckets);
 	tcase_add_test(tc, test_metrics_routes_are_bounded);
-	tcase_add_test(tc, test_tokscan_any_split);
-	tcase_add_test(tc, test_tokscan_not_done);
+	tcase_add_loop_test(tc, test_tokscan_cases, 0,
+	    (int)(sizeof tok_cases / sizeof tok_cases[0]));
+	tcase_add_test(tc, test_tokscan_long_model);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -142,6 +142,7 @@ struct fake_stream {
 	long n; /* tokens, or pull progress lines */
 	long sent, total, prompt, interval_ms;
 	long error_after; /* -1: no error line */
+	int usage; /* /v1: stream_options.include_usage */
 };
 
 struct fake_req {
@@ -692,7 +693,7 @@ fake_oai_json(struct evbuffer *b, const struct fake_req *r, int chat, int chunk,
 		evbuffer_add_printf(b, "\"text\":\"%s\",\"index\":0", text);
 	evbuffer_add_printf(
 	    b, ",\"finish_reason\":%s}]", done ? "\"stop\"" : "null");
-	if (!chunk)
+	if (!chunk || prompt >= 0) /* streamed: -1, no usage */
 		evbuffer_add_printf(b,
 		    ",\"usage\":{\"prompt_tokens\":%ld,"
 		    "\"completion_tokens\":%ld,\"total_tokens\":%ld}",
@@ -734,12 +735,23 @@ fake_stream_line(const struct fake_req *r, struct evbuffer *b)
 	else if (s->kind == FS_PULL)
 		evbuffer_add_printf(
 		    b, "{\"status\":\"%s\"}\n", pull_tail[i - n - 1]);
-	else if (i > n)
+	else if (i > n + s->usage)
 		evbuffer_add_printf(b, "data: [DONE]\n\n");
+	else if (i > n) /* as Ollama: the last chunk, no choices, usage */
+		evbuffer_add_printf(b,
+		    "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%d,"
+		    "\"model\":%s,\"system_fingerprint\":\"fp_ollama\","
+		    "\"choices\":[],\"usage\":{\"prompt_tokens\":%ld,"
+		    "\"completion_tokens\":%ld,\"total_tokens\":%ld}}\n\n",
+		    s->kind == FS_OAI_CHAT ? "chatcmpl-1" : "cmpl-1",
+		    s->kind == FS_OAI_CHAT ? "chat.completion.chunk"
+		                           : "text_completion",
+		    FAKE_CREATED, r->qmodel, s->prompt, n, s->prompt + n);
 	else {
+		/* Ollama's completion chunks carry a zero usage until then. */
 		evbuffer_add(b, "data: ", 6);
 		fake_oai_json(b, r, s->kind == FS_OAI_CHAT, 1, i < n ? tok : "",
-		    i >= n, 0, 0);
+		    i >= n, s->usage && s->kind == FS_OAI_COMPL ? 0 : -1, 0);
 		evbuffer_add(b, "\n\n", 2);
 	}
 }
@@ -799,7 +811,11 @@ fake_stream_start(struct fake_conn *c, enum fake_kind kind, long n, long prompt)
 	    fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX);
 	s->error_after =
 	    fake_jnum(r->json, "fake_error_after", -1, 0, LONG_MAX / 2);
-	s->total = kind == FS_PULL ? n + 4 : oai ? n + 2 : n + 1;
+	s->usage = oai &&
+	    cJSON_IsTrue(cJSON_GetObjectItem(
+	        cJSON_GetObjectItem(r->json, "stream_options"),
+	        "include_usage"));
+	s->total = kind == FS_PULL ? n + 4 : oai ? n + 2 + s->usage : n + 1;
 	if (s->error_after >= s->total)
 		s->error_after = -1;
 	fake_send_head(c, bufferevent_get_output(c->bev), 200,
