@@ -297,6 +297,9 @@ int http_conn_read_response(
 int http_conn_wait_closed(struct http_conn *, int timeout_ms);
 /* Waits until the socket is readable (a response has begun). */
 int http_conn_wait_readable(struct http_conn *, int timeout_ms);
+/* Reads once into c->in, waiting until deadline (harness_now() seconds):
+ * 1 data, 0 EOF or reset (c->eof, c->reset), -1 timeout or error. */
+int http_conn_fill(struct http_conn *, double deadline);
 
 /* ---- hashing ---------------------------------------------------------- */
 
