@@ -803,47 +803,44 @@ FAULT_TEST(test_retry_all_attempts_fail, NULL, retry_all_attempts_fail)
  * an HTTP date are honoured, and backoff_max caps both.  Ignoring it, the
  * retry comes after 10 ms; not capping it, after 30 s.
  */
+static const struct fault_case retry_after_seconds = {
+    .name = "Retry-After: 1, want a retry after about 1 s",
+    .conf = "[retry]\nbackoff_factor = 0.01\n",
+    .fault = STATUS_FAULT(503, ",\"retry_after\":\"1\""),
+    .req = {.path = "/api/tags"},
+    .want = {.status = 200, .requests = 2, .secs = {0.95, 5.0}}};
+static const struct fault_case retry_after_capped = {
+    .name = "Retry-After: 30 with backoff_max 0.5, want a retry after about "
+            "0.5 s",
+    .conf = "[retry]\nbackoff_factor = 0.01\nbackoff_max = 0.5\n",
+    .fault = STATUS_FAULT(503, ",\"retry_after\":\"30\""),
+    .req = {.path = "/api/tags"},
+    .want = {.status = 200, .requests = 2, .secs = {0.45, 5.0}}};
+
 START_TEST(test_retry_after)
 {
+	struct fault_case date_case = {.req = {.path = "/api/tags"},
+	    .want = {.status = 200, .requests = 2, .secs = {1.5, 6.0}}};
+	struct fault_env env;
 	char date[64];
 	struct tm tm;
 	time_t t;
 
 	T_BEGIN();
-	/* A date 3 s ahead, in whole seconds: 2 to 3 s from now. */
+	fault_env_init(&env, NULL);
+	fault_run(&env, &retry_after_seconds, 1);
+
+	/* A date 3 s ahead, in whole seconds: 2 to 3 s from now.  Its
+	 * case runs on the same daemon at once. */
 	t = time(NULL) + 3;
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	{
-		const struct fault_case cases[] = {
-		    {.name = "Retry-After: 1, want a retry after about 1 s",
-		        .conf = "[retry]\nbackoff_factor = 0.01\n",
-		        .fault = STATUS_FAULT(503, ",\"retry_after\":\"1\""),
-		        .req = {.path = "/api/tags"},
-		        .want = {.status = 200,
-		            .requests = 2,
-		            .secs = {0.95, 5.0}}},
-		    {.name = harness_strf(
-		         "Retry-After: %s (2 to 3 s ahead)", date),
-		        .fault = harness_strf(
-		            STATUS_FAULT(503, ",\"retry_after\":\"%s\""), date),
-		        .req = {.path = "/api/tags"},
-		        .want = {.status = 200,
-		            .requests = 2,
-		            .secs = {1.5, 6.0}}},
-		    {.name = "Retry-After: 30 with backoff_max 0.5, want a "
-		             "retry after about 0.5 s",
-		        .conf = "[retry]\nbackoff_factor = 0.01\n"
-		                "backoff_max = 0.5\n",
-		        .fault = STATUS_FAULT(503, ",\"retry_after\":\"30\""),
-		        .req = {.path = "/api/tags"},
-		        .want = {.status = 200,
-		            .requests = 2,
-		            .secs = {0.45, 5.0}}},
-		};
+	date_case.name = harness_strf("Retry-After: %s (2 to 3 s ahead)", date);
+	date_case.fault =
+	    harness_strf(STATUS_FAULT(503, ",\"retry_after\":\"%s\""), date);
+	fault_run(&env, &date_case, 1);
 
-		FAULT_TABLE(NULL, cases);
-	}
+	fault_run(&env, &retry_after_capped, 1);
 }
 END_TEST
 
