@@ -164,14 +164,12 @@ test_assert_healthy(const struct harness_daemon *d, const char *after)
 	http_resp_free(&r);
 }
 
-/* An error of the proxy's own on a native path: {"error":"ollama-pool:
- * ..."} and nothing else, naming the upstream when one is given. */
-static void
-test_assert_native_error(const struct http_resp *r, long status,
-    const char *upstream, const char *what)
+/* Either shape of the proxy's own errors: the status, a JSON body;
+ * returns it parsed. */
+static cJSON *
+test_error_json(const struct http_resp *r, long status, const char *what)
 {
-	const char *ct, *msg;
-	cJSON *j;
+	const char *ct;
 
 	H_ASSERT(r->ok, "%s: %s", what, r->error);
 	H_ASSERT(r->status == status, "%s: status %ld, want %ld; body %.300s",
@@ -180,20 +178,40 @@ test_assert_native_error(const struct http_resp *r, long status,
 	H_ASSERT(ct != NULL && strncasecmp(ct, "application/json", 16) == 0,
 	    "%s: Content-Type %s, want application/json", what,
 	    ct ? ct : "none");
-	j = harness_json(r, what);
-	H_ASSERT(cJSON_IsObject(j) && cJSON_GetArraySize(j) == 1,
-	    "%s: want an object with only \"error\": %s", what, r->body.data);
-	msg = harness_jstr(j, "error");
+	return harness_json(r, what);
+}
+
+/* The message of such an error (field names it): it says it is the
+ * proxy's, and names the upstream when one is given. */
+static void
+test_error_message(const struct http_resp *r, const char *msg,
+    const char *field, const char *upstream, const char *what)
+{
 	H_ASSERT(msg != NULL &&
 	        strncmp(msg, PROXY_PREFIX, strlen(PROXY_PREFIX)) == 0 &&
 	        strlen(msg) > strlen(PROXY_PREFIX),
-	    "%s: \"error\" must be a string starting \"%s\": %s", what,
+	    "%s: %s must be a string starting \"%s\": %s", what, field,
 	    PROXY_PREFIX, r->body.data);
 	if (upstream != NULL)
 		H_ASSERT(strstr(msg, upstream) != NULL,
 		    "%s: the message does "
 		    "not name the upstream %s: %s",
 		    what, upstream, msg);
+}
+
+/* An error of the proxy's own on a native path: {"error":"ollama-pool:
+ * ..."} and nothing else, naming the upstream when one is given. */
+static void
+test_assert_native_error(const struct http_resp *r, long status,
+    const char *upstream, const char *what)
+{
+	cJSON *j;
+
+	j = test_error_json(r, status, what);
+	H_ASSERT(cJSON_IsObject(j) && cJSON_GetArraySize(j) == 1,
+	    "%s: want an object with only \"error\": %s", what, r->body.data);
+	test_error_message(
+	    r, harness_jstr(j, "error"), "\"error\"", upstream, what);
 	cJSON_Delete(j);
 }
 
@@ -204,33 +222,16 @@ test_assert_openai_error(const struct http_resp *r, long status,
     const char *type, const char *upstream, const char *what)
 {
 	const cJSON *e;
-	const char *ct, *msg;
 	cJSON *j;
 
-	H_ASSERT(r->ok, "%s: %s", what, r->error);
-	H_ASSERT(r->status == status, "%s: status %ld, want %ld; body %.300s",
-	    what, r->status, status, r->body.data);
-	ct = http_header_get(r, "Content-Type");
-	H_ASSERT(ct != NULL && strncasecmp(ct, "application/json", 16) == 0,
-	    "%s: Content-Type %s, want application/json", what,
-	    ct ? ct : "none");
-	j = harness_json(r, what);
+	j = test_error_json(r, status, what);
 	e = cJSON_GetObjectItemCaseSensitive(j, "error");
 	H_ASSERT(cJSON_IsObject(j) && cJSON_GetArraySize(j) == 1 &&
 	        cJSON_IsObject(e) && cJSON_GetArraySize(e) == 4,
 	    "%s: want {\"error\":{message,type,param,code}}: %s", what,
 	    r->body.data);
-	msg = harness_jstr(e, "message");
-	H_ASSERT(msg != NULL &&
-	        strncmp(msg, PROXY_PREFIX, strlen(PROXY_PREFIX)) == 0 &&
-	        strlen(msg) > strlen(PROXY_PREFIX),
-	    "%s: error.message must start \"%s\": %s", what, PROXY_PREFIX,
-	    r->body.data);
-	if (upstream != NULL)
-		H_ASSERT(strstr(msg, upstream) != NULL,
-		    "%s: the message does "
-		    "not name the upstream %s: %s",
-		    what, upstream, msg);
+	test_error_message(
+	    r, harness_jstr(e, "message"), "error.message", upstream, what);
 	H_ASSERT(harness_jstr(e, "type") != NULL &&
 	        strcmp(harness_jstr(e, "type"), type) == 0,
 	    "%s: error.type must be \"%s\": %s", what, type, r->body.data);
