@@ -1767,9 +1767,7 @@ http_conn_sendstr(struct http_conn *c, const char *s, int timeout_ms)
 	return http_conn_send(c, s, strlen(s), timeout_ms);
 }
 
-/* Reads once, waiting up to the deadline: 1 data, 0 EOF, -1 error or
- * timeout. */
-static int
+int
 http_conn_fill(struct http_conn *c, double deadline)
 {
 	struct pollfd pfd;

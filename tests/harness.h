@@ -25,18 +25,6 @@
 #define HARNESS_PRINTFLIKE(f, a) __attribute__((format(printf, f, a)))
 #else
 #define HARNESS_PRINTFLIKE(f, a)
-/* Shared by the suites. */
-/* Deterministic bytes, different in every position that matters. */
-void harness_fill(char *, size_t, uint32_t);
-/* The body as JSON, or the test fails saying what was expected. */
-cJSON *harness_json(const struct http_resp *, const char *what);
-const char *harness_jstr(const cJSON *, const char *);
-double harness_jnum(const cJSON *, const char *);
-/* A TCase with the harness fixture and a timeout, added to s. */
-TCase *harness_tcase(Suite *, const char *, double);
-/* Runs a suite; the process's exit status. */
-int harness_main(Suite *);
-
 #endif
 
 /* How long a process gets to show it is ready, as the brief says. */
@@ -309,6 +297,9 @@ int http_conn_read_response(
 int http_conn_wait_closed(struct http_conn *, int timeout_ms);
 /* Waits until the socket is readable (a response has begun). */
 int http_conn_wait_readable(struct http_conn *, int timeout_ms);
+/* Reads once into c->in, waiting until deadline (harness_now() seconds):
+ * 1 data, 0 EOF or reset (c->eof, c->reset), -1 timeout or error. */
+int http_conn_fill(struct http_conn *, double deadline);
 
 /* ---- hashing ---------------------------------------------------------- */
 
@@ -318,7 +309,8 @@ void harness_sha256_update(struct harness_sha256 *, const void *, size_t);
 void harness_sha256_final(struct harness_sha256 *, char hex[65]);
 void harness_sha256_hex(const void *, size_t, char hex[65]);
 
-/* Shared by the suites. */
+/* ---- shared by the suites ------------------------------------------- */
+
 /* Deterministic bytes, different in every position that matters. */
 void harness_fill(char *, size_t, uint32_t);
 /* The body as JSON, or the test fails saying what was expected. */
