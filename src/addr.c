@@ -275,9 +275,10 @@ addr_format(const struct sockaddr *sa, socklen_t len, char *out, size_t outlen)
 /*
  * OLLAMA_HOST semantics: whitespace and quotes trimmed; scheme optional
  * (http); no scheme means port 11434, http:// 80 and https:// 443 unless a
- * port is given; a missing host is 127.0.0.1; a path is kept as a prefix;
- * IPv6 in brackets; 0.0.0.0 and :: mean loopback for a client.  Unlike the
- * ollama CLI, a bad port is an error rather than a silent default.
+ * port is given; a missing host is 127.0.0.1; IPv6 in brackets; 0.0.0.0
+ * and :: mean loopback for a client.  Unlike the ollama CLI, a bad port is
+ * an error rather than a silent default, and so is a path (a lone "/" is
+ * fine).
  */
 int
 addr_parse_upstream(
@@ -373,16 +374,15 @@ addr_parse_upstream(
 			    "upstream '%s': bad character in host", buf);
 	}
 
-	if (slash != NULL) {
-		len = strlen(slash);
-		while (len > 0 && slash[len - 1] == '/')
-			len--;
-		if (len >= sizeof u->prefix)
-			return addr_error(
-			    err, errlen, "upstream '%s': path too long", buf);
-		memcpy(u->prefix, slash, len);
-		u->prefix[len] = '\0';
-	}
+	/* A path would be a prefix put before every request's path: a
+	 * client's "/../x" or "/api/%2e%2e/x" would then climb out of it
+	 * wherever something in front of Ollama normalises paths, and a URL
+	 * ending in /api or /v1 would send every request to /api/api/... */
+	if (slash != NULL && strcmp(slash, "/") != 0)
+		return addr_error(err, errlen,
+		    "upstream '%s': a path (%s) is not supported: Ollama "
+		    "serves its API from /, so give scheme://host:port only",
+		    buf, slash);
 	strcpy(u->host, host);
 	u->port = port;
 	if (strchr(host, ':') != NULL)
@@ -390,7 +390,7 @@ addr_parse_upstream(
 		    u->hostport, sizeof u->hostport, "[%s]:%d", host, port);
 	else
 		snprintf(u->hostport, sizeof u->hostport, "%s:%d", host, port);
-	snprintf(u->base, sizeof u->base, "%s://%s%s",
-	    u->tls ? "https" : "http", u->hostport, u->prefix);
+	snprintf(u->base, sizeof u->base, "%s://%s", u->tls ? "https" : "http",
+	    u->hostport);
 	return 0;
 }

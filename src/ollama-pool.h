@@ -90,8 +90,7 @@ struct upstream_url {
 	int tls;
 	char host[256]; /* without brackets */
 	int port;
-	char prefix[512]; /* path prefix, no trailing slash, "" if none */
-	char base[1024]; /* scheme://host:port[prefix] */
+	char base[320]; /* scheme://host:port, never a path */
 	char hostport[300]; /* host:port as sent in Host, v6 bracketed */
 };
 int addr_parse_listen(const char *, struct listen_addr *, char *, size_t);

@@ -18,8 +18,8 @@
 /* --- addr.c ------------------------------------------------------------ */
 
 static void
-check_upstream(const char *in, int tls, const char *host, int port,
-    const char *prefix, const char *base)
+check_upstream(
+    const char *in, int tls, const char *host, int port, const char *base)
 {
 	struct upstream_url u;
 	char err[256];
@@ -29,29 +29,29 @@ check_upstream(const char *in, int tls, const char *host, int port,
 	ck_assert_int_eq(u.tls, tls);
 	ck_assert_str_eq(u.host, host);
 	ck_assert_int_eq(u.port, port);
-	ck_assert_str_eq(u.prefix, prefix);
 	ck_assert_str_eq(u.base, base);
 }
 
 START_TEST(test_upstream_ollama_host_syntax)
 {
-	check_upstream("example.com", 0, "example.com", 11434, "",
-	    "http://example.com:11434");
-	check_upstream("https://ollama.com", 1, "ollama.com", 443, "",
+	check_upstream(
+	    "example.com", 0, "example.com", 11434, "http://example.com:11434");
+	check_upstream("https://ollama.com", 1, "ollama.com", 443,
 	    "https://ollama.com:443");
-	check_upstream("http://example.com", 0, "example.com", 80, "",
+	check_upstream("http://example.com", 0, "example.com", 80,
 	    "http://example.com:80");
+	check_upstream(":5000", 0, "127.0.0.1", 5000, "http://127.0.0.1:5000");
+	check_upstream("", 0, "127.0.0.1", 11434, "http://127.0.0.1:11434");
+	/* Quotes and spaces trimmed; a lone trailing slash is no path. */
+	check_upstream("  \"http://10.0.0.2:8080/\"  ", 0, "10.0.0.2", 8080,
+	    "http://10.0.0.2:8080");
+	check_upstream("[::1]:1234", 0, "::1", 1234, "http://[::1]:1234");
+	check_upstream("http://[::1]", 0, "::1", 80, "http://[::1]:80");
+	check_upstream("http://[::1]/", 0, "::1", 80, "http://[::1]:80");
 	check_upstream(
-	    ":5000", 0, "127.0.0.1", 5000, "", "http://127.0.0.1:5000");
-	check_upstream("", 0, "127.0.0.1", 11434, "", "http://127.0.0.1:11434");
-	check_upstream("  \"http://10.0.0.2:8080/ollama/\"  ", 0, "10.0.0.2",
-	    8080, "/ollama", "http://10.0.0.2:8080/ollama");
-	check_upstream("[::1]:1234", 0, "::1", 1234, "", "http://[::1]:1234");
-	check_upstream("http://[::1]", 0, "::1", 80, "", "http://[::1]:80");
-	check_upstream(
-	    "0.0.0.0", 0, "127.0.0.1", 11434, "", "http://127.0.0.1:11434");
-	check_upstream("https://host.example:8443/a/b", 1, "host.example", 8443,
-	    "/a/b", "https://host.example:8443/a/b");
+	    "0.0.0.0", 0, "127.0.0.1", 11434, "http://127.0.0.1:11434");
+	check_upstream("https://host.example:8443/", 1, "host.example", 8443,
+	    "https://host.example:8443");
 }
 END_TEST
 
@@ -70,6 +70,33 @@ START_TEST(test_upstream_rejects_bad_input)
 		    addr_parse_upstream(bad[i], &u, err, sizeof err) == -1,
 		    "accepted '%s'", bad[i]);
 		ck_assert_msg(strlen(err) > 0, "no message for '%s'", bad[i]);
+	}
+}
+END_TEST
+
+/* A path would prefix every request: refused, saying which and why. */
+START_TEST(test_upstream_rejects_path)
+{
+	static const char *const bad[][2] = {{"http://h/api", "(/api)"},
+	    {"http://h:1/v1/", "(/v1/)"}, {"https://h/ollama", "(/ollama)"},
+	    {"h:11434/x/../y", "(/x/../y)"}, {"http://h//", "(//)"},
+	    {"[::1]:80/api", "(/api)"}};
+	struct upstream_url u;
+	char err[512];
+	size_t i;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		err[0] = '\0';
+		ck_assert_msg(
+		    addr_parse_upstream(bad[i][0], &u, err, sizeof err) == -1,
+		    "accepted '%s' (base %s)", bad[i][0], u.base);
+		ck_assert_msg(strstr(err, bad[i][0]) != NULL,
+		    "message does not quote '%s': %s", bad[i][0], err);
+		ck_assert_msg(strstr(err, bad[i][1]) != NULL,
+		    "message does not name the path %s: %s", bad[i][1], err);
+		ck_assert_msg(strstr(err, "not supported") != NULL &&
+		        strstr(err, "scheme://host:port") != NULL,
+		    "message does not say why and what to give: %s", err);
 	}
 }
 END_TEST
@@ -206,7 +233,7 @@ START_TEST(test_config_file_values)
 	ck_assert_msg(load_text(&cfg,
 	                  "; comment\n[server]\nlisten = 127.0.0.1:7001 "
 	                  "unix:/tmp/x.sock\nmax_buffer = 64k\n"
-	                  "[upstream]\nurl = https://gpu.example/ollama\n"
+	                  "[upstream]\nurl = https://gpu.example/\n"
 	                  "pool_maxsize = 4\npool_connections = 2\n"
 	                  "queue_max = 7\nconnect_timeout = 2.5\n"
 	                  "tls_verify = no\nca_file = /etc/my-ca.pem\n",
@@ -215,7 +242,7 @@ START_TEST(test_config_file_values)
 	ck_assert_int_eq(cfg->nlisten, 2);
 	ck_assert_str_eq(cfg->listen[1].text, "unix:/tmp/x.sock");
 	ck_assert_uint_eq(cfg->max_buffer, 65536);
-	ck_assert_str_eq(cfg->upstream.base, "https://gpu.example:443/ollama");
+	ck_assert_str_eq(cfg->upstream.base, "https://gpu.example:443");
 	ck_assert_int_eq(cfg->pool_maxsize, 4);
 	ck_assert_int_eq(cfg->pool_connections, 2);
 	ck_assert_int_eq(cfg->queue_max, 7);
@@ -254,6 +281,8 @@ START_TEST(test_config_errors_name_file_and_line)
 	    3, "unknown key 'frobnicate'");
 	check_config_error("pool_maxsize = 3\n", 1, "outside of a section");
 	check_config_error("[upstream]\nurl = ftp://x\n", 2, "scheme");
+	check_config_error(
+	    "[upstream]\n\nurl = http://h:11434/api\n", 3, "a path (/api)");
 	check_config_error("[upstream]\n[upstream\n", 2, "syntax error");
 	check_config_error("[upstream]\ntls_verify = maybe\n", 2, "yes or no");
 	check_config_error("[upstream]\npool_maxsize = 2\n"
@@ -308,6 +337,15 @@ START_TEST(test_config_overrides_win)
 	ck_assert_int_eq(
 	    load_text(&cfg, "[server]\n", &ov, err, sizeof err, NULL), -1);
 	ck_assert_msg(strncmp(err, "--upstream: ", 12) == 0, "%s", err);
+	config_free(cfg);
+
+	/* -u is refused with a path as the file's url is. */
+	ov.upstream = "http://127.0.0.1:7200/v1";
+	ck_assert_int_eq(
+	    load_text(&cfg, "[server]\n", &ov, err, sizeof err, NULL), -1);
+	ck_assert_msg(strncmp(err, "--upstream: ", 12) == 0 &&
+	        strstr(err, "a path (/v1) is not supported") != NULL,
+	    "%s", err);
 	config_free(cfg);
 }
 END_TEST
@@ -1006,6 +1044,7 @@ units_suite(void)
 	tc = tcase_create("addr");
 	tcase_add_test(tc, test_upstream_ollama_host_syntax);
 	tcase_add_test(tc, test_upstream_rejects_bad_input);
+	tcase_add_test(tc, test_upstream_rejects_path);
 	tcase_add_test(tc, test_listen_forms);
 	tcase_add_test(tc, test_listen_rejects_bad_input);
 	tcase_add_test(tc, test_upstream_loop_detection);
