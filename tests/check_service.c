@@ -1593,6 +1593,10 @@ START_TEST(test_reload_queued_while_resolving)
 	svc_reload_begin(d,
 	    svc_dns_conf(
 	        harness_strf("127.0.0.1:%d slow.test:%d", p1, p2), a, dns));
+	/* RELOADING=1 comes before the file is read: only the query shows
+	 * the first file was parsed and may be rewritten. */
+	S_ASSERT(svc_file_wait(dns->proc.log_path, "query slow.test", 5000),
+	    "slow.test was not asked for");
 	harness_write_file(d->dir, "ollama-pool.conf",
 	    svc_dns_conf(
 	        harness_strf("127.0.0.1:%d 127.0.0.1:%d", p1, p3), a, dns));
