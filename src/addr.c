@@ -77,16 +77,63 @@ addr_split(const char *s, char *host, size_t hostlen, const char **port,
 	return 0;
 }
 
+/* A numeric host (no DNS: AI_NUMERICHOST) as a socket address; -1 when
+ * it is not one. */
+static int
+addr_numeric(
+    const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct addrinfo hints, *res;
+	char portstr[8];
+
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	snprintf(portstr, sizeof portstr, "%d", port);
+	if (getaddrinfo(host, portstr, &hints, &res) != 0)
+		return -1;
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* A host name as DNS takes it: letters, digits, '-', '_' and dots between
+ * labels.  Digits and dots alone are a broken IPv4 address, not a name. */
+static int
+addr_name_ok(const char *name)
+{
+	size_t i, len = strlen(name);
+	int letter = 0;
+
+	if (len == 0 || len > 253 || name[0] == '.' || name[0] == '-' ||
+	    strstr(name, "..") != NULL)
+		return 0;
+	for (i = 0; i < len; i++) {
+		if (isalpha((unsigned char)name[i]) || name[i] == '-' ||
+		    name[i] == '_')
+			letter = 1;
+		else if (!isdigit((unsigned char)name[i]) && name[i] != '.')
+			return 0;
+	}
+	return letter;
+}
+
+/*
+ * HOST:PORT, [V6]:PORT, :PORT or unix:/path.  A numeric host is parsed at
+ * once; a name is kept in la->name and la->ss stays AF_UNSPEC until
+ * resolve.c fills it in (addr_listen_resolved): parsing never asks DNS.
+ */
 int
 addr_parse_listen(
     const char *s, struct listen_addr *la, char *err, size_t errlen)
 {
-	struct addrinfo hints, *res;
 	struct sockaddr_un *sun;
 	char host[256];
 	const char *portstr;
 	size_t portlen;
-	int port, rc;
+	int port;
 
 	memset(la, 0, sizeof *la);
 	if (strlen(s) >= sizeof la->text)
@@ -122,21 +169,38 @@ addr_parse_listen(
 	if (host[0] == '\0')
 		strcpy(host, "127.0.0.1");
 
-	memset(&hints, 0, sizeof hints);
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	rc = getaddrinfo(host, portstr, &hints, &res);
-	if (rc != 0) {
-		snprintf(err, errlen, "cannot resolve listen address '%s': %s",
-		    s, gai_strerror(rc));
-		return -1;
-	}
 	la->kind = LISTEN_TCP;
-	memcpy(&la->ss, res->ai_addr, res->ai_addrlen);
-	la->sslen = res->ai_addrlen;
-	freeaddrinfo(res);
+	la->port = port;
+	if (addr_numeric(host, port, &la->ss, &la->sslen) == 0)
+		return 0;
+	if (s[0] == '[' || !addr_name_ok(host))
+		return addr_error(err, errlen,
+		    "bad host in listen address '%s' (neither an IP address "
+		    "nor a host name)",
+		    s);
+	strcpy(la->name, host);
 	return 0;
+}
+
+/* A listen name's address, as resolve.c found it (port included). */
+void
+addr_listen_resolved(
+    struct listen_addr *la, const struct sockaddr *sa, socklen_t len)
+{
+	if (len > sizeof la->ss)
+		return;
+	memcpy(&la->ss, sa, len);
+	la->sslen = len;
+}
+
+/* One more address of an upstream host given as a name. */
+void
+addr_upstream_resolved(
+    struct upstream_url *u, const struct sockaddr *sa, socklen_t len)
+{
+	if (u->naddrs == ADDR_MAX_RESOLVED || len > sizeof u->addrs[0])
+		return;
+	memcpy(&u->addrs[u->naddrs++], sa, len);
 }
 
 static int
@@ -205,41 +269,36 @@ addr_same_host(const struct sockaddr *a, const struct sockaddr *b)
 
 /*
  * Would forwarding to this upstream send requests back to ourselves?  A
- * loop would eat every descriptor, so it is refused at startup.  Port 0
+ * loop would eat every descriptor, so it is refused.  The upstream's
+ * addresses are its numeric host, or what resolve.c found for its name
+ * (none when the name did not resolve: nothing to compare).  Port 0
  * listeners are skipped: the kernel picks a port no upstream can name.
  */
 int
 addr_upstream_is_listen(
     const struct upstream_url *u, const struct listen_addr *listen, int nlisten)
 {
-	struct addrinfo hints, *res, *ai;
-	const struct sockaddr *la;
-	char port[8];
-	int i, hit = 0;
+	const struct sockaddr *la, *ua;
+	int i, j;
 
-	memset(&hints, 0, sizeof hints);
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	snprintf(port, sizeof port, "%d", u->port);
-	if (getaddrinfo(u->host, port, &hints, &res) != 0)
+	if (u->port == 0)
 		return 0;
-	for (ai = res; ai != NULL && !hit; ai = ai->ai_next) {
-		for (i = 0; i < nlisten && !hit; i++) {
+	for (j = 0; j < u->naddrs; j++) {
+		ua = (const struct sockaddr *)&u->addrs[j];
+		for (i = 0; i < nlisten; i++) {
 			if (listen[i].kind != LISTEN_TCP)
 				continue;
 			la = (const struct sockaddr *)&listen[i].ss;
-			if (addr_sockaddr_port(la) != u->port || u->port == 0)
+			if (addr_sockaddr_port(la) != u->port)
 				continue;
-			if (addr_same_host(la, ai->ai_addr) ||
+			if (addr_same_host(la, ua) ||
 			    (addr_sockaddr_is_any(la) &&
-			        (la->sa_family == ai->ai_addr->sa_family ||
-			            addr_sockaddr_is_loopback(ai->ai_addr))))
-				hit = 1;
+			        (la->sa_family == ua->sa_family ||
+			            addr_sockaddr_is_loopback(ua))))
+				return 1;
 		}
 	}
-	freeaddrinfo(res);
-	return hit;
+	return 0;
 }
 
 void
@@ -275,9 +334,10 @@ addr_format(const struct sockaddr *sa, socklen_t len, char *out, size_t outlen)
 /*
  * OLLAMA_HOST semantics: whitespace and quotes trimmed; scheme optional
  * (http); no scheme means port 11434, http:// 80 and https:// 443 unless a
- * port is given; a missing host is 127.0.0.1; a path is kept as a prefix;
- * IPv6 in brackets; 0.0.0.0 and :: mean loopback for a client.  Unlike the
- * ollama CLI, a bad port is an error rather than a silent default.
+ * port is given; a missing host is 127.0.0.1; IPv6 in brackets; 0.0.0.0
+ * and :: mean loopback for a client.  Unlike the ollama CLI, a bad port is
+ * an error rather than a silent default, and so is a path (a lone "/" is
+ * fine).
  */
 int
 addr_parse_upstream(
@@ -286,6 +346,7 @@ addr_parse_upstream(
 	char buf[1024], host[256];
 	const char *s, *hp, *slash, *portstr;
 	size_t len, hplen, portlen;
+	socklen_t len_sa;
 	int default_port = OLLAMA_DEFAULT_PORT, have_port = 0, port = 0;
 
 	memset(u, 0, sizeof *u);
@@ -373,24 +434,27 @@ addr_parse_upstream(
 			    "upstream '%s': bad character in host", buf);
 	}
 
-	if (slash != NULL) {
-		len = strlen(slash);
-		while (len > 0 && slash[len - 1] == '/')
-			len--;
-		if (len >= sizeof u->prefix)
-			return addr_error(
-			    err, errlen, "upstream '%s': path too long", buf);
-		memcpy(u->prefix, slash, len);
-		u->prefix[len] = '\0';
-	}
+	/* A path would be a prefix put before every request's path: a
+	 * client's "/../x" or "/api/%2e%2e/x" would then climb out of it
+	 * wherever something in front of Ollama normalises paths, and a URL
+	 * ending in /api or /v1 would send every request to /api/api/... */
+	if (slash != NULL && strcmp(slash, "/") != 0)
+		return addr_error(err, errlen,
+		    "upstream '%s': a path (%s) is not supported: Ollama "
+		    "serves its API from /, so give scheme://host:port only",
+		    buf, slash);
 	strcpy(u->host, host);
 	u->port = port;
+	if (addr_numeric(host, port, &u->addrs[0], &len_sa) == 0)
+		u->naddrs = 1;
+	else
+		u->host_is_name = 1;
 	if (strchr(host, ':') != NULL)
 		snprintf(
 		    u->hostport, sizeof u->hostport, "[%s]:%d", host, port);
 	else
 		snprintf(u->hostport, sizeof u->hostport, "%s:%d", host, port);
-	snprintf(u->base, sizeof u->base, "%s://%s%s",
-	    u->tls ? "https" : "http", u->hostport, u->prefix);
+	snprintf(u->base, sizeof u->base, "%s://%s", u->tls ? "https" : "http",
+	    u->hostport);
 	return 0;
 }

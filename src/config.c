@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <event2/util.h>
 #include <ini.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@ enum setting_type {
 	SET_SIZE64,
 	SET_BOOL,
 	SET_STRING,
+	SET_RESOLVER,
 	SET_STATUSES,
 	SET_METHODS,
 };
@@ -85,6 +87,9 @@ static const struct setting settings[] = {
         "extra CA certificate file trusted for an https upstream"},
     {"upstream", "tls_verify", SET_BOOL, OFF(tls_verify), "yes", 0, 0,
         "verify the upstream's certificate and name"},
+    {"upstream", "resolver", SET_RESOLVER, OFF(resolver), "", 0, 0,
+        "DNS servers (IP[:PORT], space separated) for the names in listen "
+        "and url; empty: /etc/resolv.conf"},
     {"retry", "retries", SET_INT, OFF(retries), "3", 0, 100,
         "retries after a failed attempt; 0 turns retrying off"},
     {"retry", "backoff_factor", SET_SECONDS, OFF(backoff_factor), "0.3", 0,
@@ -218,6 +223,33 @@ config_parse_methods(uint64_t *set, const char *value, char *err, size_t errlen)
 	return 0;
 }
 
+/* IP or IP:PORT ([V6]:PORT), space separated: numbers only, since the
+ * resolver is what looks names up. */
+static int
+config_parse_resolver(char **field, const char *value, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	char *copy = xstrdup(value), *tok, *save;
+	int len;
+
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	     tok = strtok_r(NULL, " \t,", &save)) {
+		len = sizeof ss;
+		if (evutil_parse_sockaddr_port(
+		        tok, (struct sockaddr *)&ss, &len) != 0) {
+			snprintf(err, errlen,
+			    "resolver: '%s' is not IP[:PORT] or [V6]:PORT",
+			    tok);
+			free(copy);
+			return -1;
+		}
+	}
+	free(copy);
+	free(*field);
+	*field = xstrdup(value);
+	return 0;
+}
+
 static int
 config_apply(struct config *cfg, const struct setting *s, const char *value,
     int append_listen, char *err, size_t errlen)
@@ -265,6 +297,8 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return 0;
+	case SET_RESOLVER:
+		return config_parse_resolver(field, value, err, errlen);
 	case SET_STATUSES:
 		return config_parse_statuses(field, value, err, errlen);
 	case SET_METHODS:
@@ -358,7 +392,8 @@ config_free(struct config *cfg)
 	if (cfg == NULL)
 		return;
 	for (i = 0; i < NSETTINGS; i++)
-		if (settings[i].type == SET_STRING)
+		if (settings[i].type == SET_STRING ||
+		    settings[i].type == SET_RESOLVER)
 			free(*(char **)((char *)cfg + settings[i].offset));
 	free(cfg->upstream_text);
 	free(cfg->file);
@@ -425,7 +460,8 @@ config_fail(
 }
 
 /* Parses an open file (a real one, or memory for the fuzzer), applies the
- * command-line overrides, and checks the whole. */
+ * command-line overrides, and checks the whole but what needs addresses:
+ * that is config_check_addresses(), once names are resolved.  No DNS. */
 int
 config_load_fp(struct config *cfg, FILE *fp, const char *file,
     const struct config_overrides *ov, char *err, size_t errlen)
@@ -455,6 +491,9 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 		cfg->file = xstrdup(file);
 	}
 
+	cfg->listen_line =
+	    ctx.set_line[config_find("server", "listen") - settings];
+	cfg->url_line = ctx.set_line[config_find("upstream", "url") - settings];
 	if (ov != NULL) {
 		for (i = 0; i < ov->nlisten; i++)
 			if (config_apply(cfg, config_find("server", "listen"),
@@ -465,6 +504,8 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 		    config_apply(cfg, config_find("upstream", "url"),
 		        ov->upstream, 0, msg, sizeof msg) != 0)
 			return config_fail(err, errlen, "--upstream", 0, msg);
+		cfg->listen_cli = ov->nlisten > 0;
+		cfg->url_cli = ov->upstream != NULL;
 	}
 
 	if (cfg->pool_connections > cfg->pool_maxsize) {
@@ -483,6 +524,49 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 			return config_fail(err, errlen, file, line, msg);
 		}
 	}
+	return 0;
+}
+
+/* Where listen (url: 0) or url (1) was set, as a message prefix. */
+static int
+config_fail_at(const struct config *cfg, int url, char *err, size_t errlen,
+    const char *msg)
+{
+	if (url ? cfg->url_cli : cfg->listen_cli)
+		return config_fail(
+		    err, errlen, url ? "--upstream" : "--listen", 0, msg);
+	return config_fail(err, errlen, cfg->file ? cfg->file : "settings",
+	    url ? cfg->url_line : cfg->listen_line, msg);
+}
+
+/* "listen in FILE:LINE", "url from --upstream", "listen by default". */
+const char *
+config_where(const struct config *cfg, int url, char *buf, size_t len)
+{
+	const char *key = url ? "url" : "listen";
+	int line = url ? cfg->url_line : cfg->listen_line;
+
+	if (url ? cfg->url_cli : cfg->listen_cli)
+		snprintf(buf, len, "%s from %s", key,
+		    url ? "--upstream" : "--listen");
+	else if (cfg->file != NULL && line > 0)
+		snprintf(buf, len, "%s in %s:%d", key, cfg->file, line);
+	else
+		snprintf(buf, len, "%s by default", key);
+	return buf;
+}
+
+/*
+ * The checks that need addresses, run once resolve.c has looked up the
+ * names (at once when all are numeric): nothing beyond loopback unless
+ * allowed, and no upstream that is one of our own listen addresses.
+ */
+int
+config_check_addresses(const struct config *cfg, char *err, size_t errlen)
+{
+	char msg[1400];
+	int i;
+
 	for (i = 0; i < cfg->nlisten && !cfg->allow_remote; i++) {
 		if (cfg->listen[i].kind == LISTEN_TCP &&
 		    !addr_is_loopback(&cfg->listen[i])) {
@@ -491,13 +575,7 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 			    "allow_remote = yes (and client_tokens) to accept "
 			    "clients from other machines",
 			    cfg->listen[i].text);
-			line = ctx.set_line[config_find("server", "listen") -
-			    settings];
-			return config_fail(err, errlen,
-			    ov && ov->nlisten ? "--listen"
-			        : file        ? file
-			                      : "settings",
-			    ov && ov->nlisten ? 0 : line, msg);
+			return config_fail_at(cfg, 0, err, errlen, msg);
 		}
 	}
 	if (addr_upstream_is_listen(
@@ -506,12 +584,7 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 		    "upstream %s is one of our own listen addresses: requests "
 		    "would loop back to the proxy",
 		    cfg->upstream.base);
-		line = ctx.set_line[config_find("upstream", "url") - settings];
-		return config_fail(err, errlen,
-		    ov && ov->upstream ? "--upstream"
-		        : file         ? file
-		                       : "settings",
-		    ov && ov->upstream ? 0 : line, msg);
+		return config_fail_at(cfg, 1, err, errlen, msg);
 	}
 	return 0;
 }
@@ -597,6 +670,7 @@ config_print(const struct config *cfg, FILE *fp)
 			fputs(*(const int *)field ? "yes" : "no", fp);
 			break;
 		case SET_STRING:
+		case SET_RESOLVER:
 			fputs(*(char *const *)field, fp);
 			break;
 		case SET_STATUSES:

@@ -107,41 +107,19 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /*
- * SIGHUP: parse the file anew, whole, before anything changes.  A bad file
- * leaves the running settings alone.  A changed upstream gets a new pool;
- * requests in flight finish on the old one, which goes when they are done.
+ * The settings of a reload, their names resolved: check them, then apply
+ * them.  Listeners first: if a new address cannot be bound, nothing
+ * changes at all.  A changed upstream gets a new pool; requests in flight
+ * finish on the old one, which goes when they are done.
  */
-static void
-main_reload_cb(evutil_socket_t sig, short what, void *arg)
+static int
+main_reload_apply(struct config *cfg, char *err, size_t errlen)
 {
-	struct config *cfg;
 	struct upstream *up, *old;
-	char err[1024];
 
-	if (rt.stopping) {
-		log_notice("received SIGHUP while draining: ignored");
-		return;
-	}
-	sdnotify_send(
-	    "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)now_us());
-	log_notice("received SIGHUP: reloading %s",
-	    rt.config_file ? rt.config_file : "(no file: defaults)");
-	cfg = config_new_defaults();
-	if (config_load(cfg, rt.config_file, &rt.overrides, err, sizeof err) !=
-	    0) {
-		log_err("reload failed, keeping the running settings: %s", err);
-		config_free(cfg);
-		sdnotify_send("READY=1");
-		return;
-	}
-	/* Listeners first: if a new address cannot be bound, nothing
-	 * changes at all. */
-	if (listener_reconcile(cfg, err, sizeof err) != 0) {
-		log_err("reload failed, keeping the running settings: %s", err);
-		config_free(cfg);
-		sdnotify_send("READY=1");
-		return;
-	}
+	if (config_check_addresses(cfg, err, errlen) != 0 ||
+	    listener_reconcile(cfg, err, errlen) != 0)
+		return -1;
 	old = TAILQ_FIRST(&rt.upstreams);
 	if (old == NULL || old->retiring || !upstream_same_settings(old, cfg)) {
 		up = upstream_new(cfg);
@@ -154,8 +132,122 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	config_free(rt.cfg);
 	rt.cfg = cfg;
+	return 0;
+}
+
+static void main_reload_begin(void);
+
+/* A reload ended, either way: the next one queued, or READY=1. */
+static void
+main_reload_end(int ok)
+{
+	if (rt.reload_queued && !rt.stopping) {
+		rt.reload_queued = 0;
+		if (ok)
+			log_notice("reload complete; reloading again, as asked "
+			           "meanwhile");
+		main_reload_begin();
+		return;
+	}
+	rt.reload_queued = 0;
 	sdnotify_send("READY=1");
-	log_notice("reload complete");
+	if (ok)
+		log_notice("reload complete");
+}
+
+/* resolve.c is done with the reload's names. */
+static void
+main_reload_resolved(struct config *cfg, const char *error, void *arg)
+{
+	char err[1024];
+
+	if (rt.stopping) {
+		log_notice("reload abandoned: stopping");
+		config_free(cfg);
+		return;
+	}
+	if (error != NULL)
+		snprintf(err, sizeof err, "%s", error);
+	if (error != NULL || main_reload_apply(cfg, err, sizeof err) != 0) {
+		log_err("reload failed, keeping the running settings: %s", err);
+		config_free(cfg);
+		resolve_configure(rt.cfg);
+		main_reload_end(0);
+		return;
+	}
+	main_reload_end(1);
+}
+
+/* Parses the file anew, whole, before anything changes, and resolves its
+ * names off the loop; main_reload_resolved() carries on.  A bad file
+ * leaves the running settings alone. */
+static void
+main_reload_begin(void)
+{
+	struct config *cfg;
+	char err[1024];
+
+	cfg = config_new_defaults();
+	if (config_load(cfg, rt.config_file, &rt.overrides, err, sizeof err) !=
+	    0) {
+		log_err("reload failed, keeping the running settings: %s", err);
+		config_free(cfg);
+		main_reload_end(0);
+		return;
+	}
+	resolve_start(cfg, main_reload_resolved, NULL);
+}
+
+/*
+ * SIGHUP.  Names are resolved on the loop, never blocking it; a SIGHUP
+ * that comes while a reload is resolving is acknowledged (RELOADING=1)
+ * and queued: one more reload, reading the file again, follows the
+ * running one, and READY=1 comes after the last.
+ */
+static void
+main_reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+	if (rt.stopping) {
+		log_notice("received SIGHUP while draining: ignored");
+		return;
+	}
+	sdnotify_send(
+	    "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)now_us());
+	log_notice("received SIGHUP: reloading %s",
+	    rt.config_file ? rt.config_file : "(no file: defaults)");
+	if (rt.resolving != NULL) {
+		rt.reload_queued = 1;
+		log_notice("a reload is resolving names: this one follows it");
+		return;
+	}
+	main_reload_begin();
+}
+
+/* resolve.c is done with the start-up names. */
+static void
+main_startup_resolved(struct config *cfg, const char *error, void *arg)
+{
+	char *err = arg;
+
+	snprintf(err, 1024, "%s", error != NULL ? error : "");
+}
+
+/* At start-up, and for -t, the same resolution as a reload's, with the
+ * loop run until it ends.  0, or -1 with the reason in err. */
+static int
+main_resolve_startup(char *err, size_t errlen)
+{
+	char msg[1024] = "?";
+
+	resolve_init();
+	resolve_start(rt.cfg, main_startup_resolved, msg);
+	while (rt.resolving != NULL)
+		event_base_loop(rt.base, EVLOOP_ONCE);
+	if (msg[0] != '\0') {
+		snprintf(err, errlen, "%s", msg);
+		return -1;
+	}
+	return config_check_addresses(rt.cfg, err, errlen);
 }
 
 int
@@ -176,7 +268,7 @@ main(int argc, char **argv)
 	struct upstream *up;
 	const char *file = NULL;
 	char err[1024], where[512];
-	int ch, check_only = 0, verbose = 0, i;
+	int ch, check_only = 0, verbose = 0, i, rc;
 
 	while ((ch = getopt_long(argc, argv, "c:l:u:tvVh", longopts, NULL)) !=
 	    -1) {
@@ -224,17 +316,24 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	if (check_only) {
-		config_print(rt.cfg, stdout);
-		return 0;
+	rt.base = event_base_new();
+	if (rt.base == NULL)
+		fatal("cannot initialise libevent");
+	rc = main_resolve_startup(err, sizeof err);
+	if (rc != 0 || check_only) {
+		if (rc != 0)
+			fprintf(stderr, "%s\n", err);
+		else
+			config_print(rt.cfg, stdout);
+		resolve_shutdown();
+		event_base_free(rt.base);
+		config_free(rt.cfg);
+		return rc != 0 ? 1 : 0;
 	}
 
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatal("cannot initialise libcurl");
-	rt.base = event_base_new();
-	if (rt.base == NULL)
-		fatal("cannot initialise libevent");
 	TAILQ_INIT(&rt.upstreams);
 	TAILQ_INIT(&rt.listeners);
 	TAILQ_INIT(&rt.clients);
@@ -271,6 +370,7 @@ main(int argc, char **argv)
 		event_free(rt.shutdown_ev);
 	if (rt.accept_resume_ev != NULL)
 		event_free(rt.accept_resume_ev);
+	resolve_shutdown();
 	log_notice("stopped");
 	event_base_free(rt.base);
 	config_free(rt.cfg);

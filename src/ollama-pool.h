@@ -27,6 +27,7 @@
 struct bufferevent;
 struct evbuffer;
 struct evconnlistener;
+struct evdns_base;
 
 #define OP_NAME "ollama-pool"
 #define OP_ADMIN_PREFIX "/ollama-pool/"
@@ -78,24 +79,34 @@ void log_vmsg(enum log_level, const char *, va_list);
 /* Startup only: never called once the loop runs. */
 void fatal(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
 
-/* addr.c: listen addresses and upstream URLs. */
+/* addr.c: listen addresses and upstream URLs.  Parsing never asks DNS: a
+ * host given as a name is kept as one, for resolve.c to look up. */
+#define ADDR_MAX_RESOLVED 8
 enum listen_kind { LISTEN_TCP, LISTEN_UNIX };
 struct listen_addr {
 	enum listen_kind kind;
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss; /* AF_UNSPEC until name is resolved */
 	socklen_t sslen;
+	char name[256]; /* a host name to resolve; "" when numeric */
+	int port;
 	char text[ADDR_TEXT_MAX]; /* as given, for messages */
 };
 struct upstream_url {
 	int tls;
 	char host[256]; /* without brackets */
 	int port;
-	char prefix[512]; /* path prefix, no trailing slash, "" if none */
-	char base[1024]; /* scheme://host:port[prefix] */
+	char base[320]; /* scheme://host:port, never a path */
 	char hostport[300]; /* host:port as sent in Host, v6 bracketed */
+	int host_is_name; /* addrs come from resolve.c, if at all */
+	struct sockaddr_storage addrs[ADDR_MAX_RESOLVED]; /* loop check */
+	int naddrs;
 };
 int addr_parse_listen(const char *, struct listen_addr *, char *, size_t);
 int addr_parse_upstream(const char *, struct upstream_url *, char *, size_t);
+void addr_listen_resolved(
+    struct listen_addr *, const struct sockaddr *, socklen_t);
+void addr_upstream_resolved(
+    struct upstream_url *, const struct sockaddr *, socklen_t);
 int addr_is_loopback(const struct listen_addr *);
 int addr_upstream_is_listen(
     const struct upstream_url *, const struct listen_addr *, int);
@@ -118,6 +129,7 @@ struct config {
 	double stream_idle_timeout; /* 0: none */
 	char *ca_file;
 	int tls_verify;
+	char *resolver; /* DNS servers, IP[:PORT] space separated; "": system */
 
 	int retries;
 	double backoff_factor;
@@ -136,6 +148,10 @@ struct config {
 	int max_clients;
 	int allow_remote;
 	char *client_tokens; /* space separated; empty: no check */
+
+	/* Where listen and url came from, for messages after parsing. */
+	int listen_line, url_line; /* in file; 0: not set there */
+	int listen_cli, url_cli; /* from -l, -u */
 };
 struct config_overrides {
 	const char *listen[MAX_LISTEN];
@@ -148,6 +164,8 @@ int config_load(struct config *, const char *, const struct config_overrides *,
 int config_load_fp(struct config *, FILE *, const char *,
     const struct config_overrides *, char *, size_t);
 void config_free(struct config *);
+int config_check_addresses(const struct config *, char *, size_t);
+const char *config_where(const struct config *, int, char *, size_t);
 void config_print(const struct config *, FILE *);
 int config_set(
     struct config *, const char *, const char *, const char *, char *, size_t);
@@ -543,6 +561,14 @@ struct probe_waiter *probe_health(struct upstream *, probe_cb, void *);
 void probe_waiter_cancel(struct probe_waiter *);
 void probe_free(struct probe *);
 
+/* resolve.c: names looked up off the loop, with evdns (rt.dns). */
+struct resolve_job;
+typedef void (*resolve_cb)(struct config *, const char *, void *);
+void resolve_init(void);
+void resolve_configure(const struct config *);
+struct resolve_job *resolve_start(struct config *, resolve_cb, void *);
+void resolve_shutdown(void);
+
 /* sdnotify.c: systemd readiness, with stand-ins when built without it. */
 void sdnotify_send(const char *, ...) PRINTFLIKE(1, 2);
 int sdnotify_listen_fds(void);
@@ -561,6 +587,9 @@ struct runtime {
 	int socket_activated;
 	struct upstream_list upstreams;
 	struct listener_list listeners;
+	struct evdns_base *dns; /* resolve.c's, for every lookup */
+	struct resolve_job *resolving; /* at most one at a time */
+	int reload_queued; /* SIGHUP while resolving: reload again after */
 	struct client_list clients;
 	int nclients;
 	int stopping;

@@ -504,10 +504,10 @@ svc_notify_until(struct harness_daemon *d, const char *line, int timeout_ms,
 
 /* ---- the daemon's log ------------------------------------------------- */
 
-/* Waits until the log holds `needle`; 1, or 0 after timeout_ms.  inotify
- * wakes us on every write, so nothing is polled on a clock. */
+/* Waits until a log file holds `needle`; 1, or 0 after timeout_ms.
+ * inotify wakes us on every write, so nothing is polled on a clock. */
 static int
-svc_log_wait(struct harness_daemon *d, const char *needle, int timeout_ms)
+svc_file_wait(const char *path, const char *needle, int timeout_ms)
 {
 	double deadline = harness_now() + timeout_ms / 1000.0;
 	char evbuf[4096];
@@ -517,10 +517,10 @@ svc_log_wait(struct harness_daemon *d, const char *needle, int timeout_ms)
 
 	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
 	H_ASSERT(ifd >= 0, "inotify_init1: %s", strerror(errno));
-	H_ASSERT(inotify_add_watch(ifd, d->proc.log_path, IN_MODIFY) >= 0,
-	    "inotify_add_watch %s: %s", d->proc.log_path, strerror(errno));
+	H_ASSERT(inotify_add_watch(ifd, path, IN_MODIFY) >= 0,
+	    "inotify_add_watch %s: %s", path, strerror(errno));
 	for (;;) {
-		text = svc_slurp(d->proc.log_path, NULL);
+		text = svc_slurp(path, NULL);
 		found = strstr(text, needle) != NULL;
 		free(text);
 		left = (int)((deadline - harness_now()) * 1000.0);
@@ -535,6 +535,13 @@ svc_log_wait(struct harness_daemon *d, const char *needle, int timeout_ms)
 	}
 	close(ifd);
 	return found;
+}
+
+/* The same for the daemon's log. */
+static int
+svc_log_wait(struct harness_daemon *d, const char *needle, int timeout_ms)
+{
+	return svc_file_wait(d->proc.log_path, needle, timeout_ms);
 }
 
 static char *
@@ -657,6 +664,19 @@ svc_conf(int listen_port, const struct harness_fake *up, const char *extra)
 	return harness_strf("[server]\nlisten = 127.0.0.1:%d\n%s"
 	                    "[upstream]\nurl = %s\n",
 	    listen_port, extra != NULL ? extra : "", harness_upstream_of(up));
+}
+
+/* Rewrites the file and sends SIGHUP; returns once RELOADING=1 came. */
+static void
+svc_reload_begin(struct harness_daemon *d, const char *conf)
+{
+	char msg[1024];
+
+	harness_write_file(d->dir, "ollama-pool.conf", conf);
+	svc_signal(d, SIGHUP);
+	S_ASSERT(
+	    svc_notify_until(d, "RELOADING=1", 10000, msg, sizeof msg) == 1,
+	    "no RELOADING=1 after SIGHUP");
 }
 
 /* Rewrites the file and reloads; returns the datagram with RELOADING=1
@@ -1443,6 +1463,364 @@ START_TEST(test_reload_listen_bind_fails)
 }
 END_TEST
 
+/* ---- names resolved off the loop ----------------------------------------- */
+
+/* A file listening on `listen`, forwarding to up, asking dns for names. */
+static char *
+svc_dns_conf(const char *listen, const struct harness_fake *up,
+    const struct harness_fake *dns)
+{
+	return harness_strf("[server]\nlisten = %s\n[upstream]\nurl = %s\n"
+	                    "resolver = 127.0.0.1:%d\n",
+	    listen, harness_upstream_of(up), dns->port);
+}
+
+/* Takes what has arrived on c without waiting; the bytes read. */
+static size_t
+svc_conn_drain(struct http_conn *c)
+{
+	char buf[65536];
+	size_t got = 0;
+	ssize_t n;
+
+	while ((n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+		harness_buf_add(&c->in, buf, (size_t)n);
+		got += (size_t)n;
+	}
+	return got;
+}
+
+/*
+ * SIGHUP with a listen name the DNS server answers 3 s late: for those
+ * 3 s the daemon goes on serving, new requests and a stream in flight
+ * alike, and then the reload completes with the new listener.
+ */
+START_TEST(test_reload_resolves_off_the_loop)
+{
+	enum { N = 60, INTERVAL = 100 };
+	struct harness_fake *a, *dns;
+	struct harness_daemon *d;
+	struct http_conn c;
+	struct http_resp r;
+	double t0, t, worst = 0, gap = 0, last_bytes, t_ready = 0;
+	char msg[1024], *table;
+	int p1, p2, served = 0;
+
+	H_BEGIN();
+	table = harness_write_file(
+	    harness_tmpdir(), "dns.table", "slow.test 127.0.0.1 3000\n");
+	dns = fake_dns_start("dns", table);
+	a = fake_start("fakeA", "A", NULL);
+	p1 = harness_free_port();
+	p2 = harness_free_port();
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_dns_conf(harness_strf("127.0.0.1:%d", p1), a, dns)});
+	svc_stream_start(&c, p1, N, INTERVAL);
+
+	harness_write_file(d->dir, "ollama-pool.conf",
+	    svc_dns_conf(
+	        harness_strf("127.0.0.1:%d slow.test:%d", p1, p2), a, dns));
+	t0 = last_bytes = harness_now();
+	svc_signal(d, SIGHUP);
+	S_ASSERT(
+	    svc_notify_until(d, "RELOADING=1", 10000, msg, sizeof msg) == 1,
+	    "no RELOADING=1 after SIGHUP");
+	/* Until READY=1: a new request at a time, each timed, and the
+	 * stream's bytes taken as they come. */
+	while (t_ready == 0 && harness_now() - t0 < 12) {
+		t = harness_now();
+		H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
+		if (harness_now() - t > worst)
+			worst = harness_now() - t;
+		served++;
+		if (svc_conn_drain(&c) > 0) {
+			if (harness_now() - last_bytes > gap)
+				gap = harness_now() - last_bytes;
+			last_bytes = harness_now();
+		}
+		if (svc_notify_until(d, "READY=1", 100, msg, sizeof msg) == 1)
+			t_ready = harness_now();
+	}
+	S_ASSERT(t_ready > 0, "no READY=1 within 12 s of the SIGHUP");
+	S_ASSERT(t_ready - t0 >= 2.5,
+	    "READY=1 %.2f s after SIGHUP: the 3 s answer was not waited for",
+	    t_ready - t0);
+	S_ASSERT(served >= 5 && worst < 1.5,
+	    "while slow.test was resolving, %d requests were served, the "
+	    "slowest in %.2f s: the event loop was blocked",
+	    served, worst);
+	S_ASSERT(gap < 1.5,
+	    "the stream in flight stalled for %.2f s while slow.test was "
+	    "resolving",
+	    gap);
+	S_ASSERT(svc_file_wait(dns->proc.log_path, "query slow.test", 1000),
+	    "the daemon did not ask the configured resolver for slow.test");
+	S_ASSERT(svc_log_wait(d, "reload complete", 5000),
+	    "the log does not say the reload completed");
+	S_ASSERT(svc_log_wait(
+	             d, harness_strf("listening on 127.0.0.1:%d", p2), 1000),
+	    "no listener for slow.test:%d", p2);
+	H_ASSERT_STR_EQ(svc_get_name(p2, "/api/version"), "A");
+	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/tags"), "A");
+	svc_stream_finish(&c, N, "A", "stream across the reload", &r);
+	http_resp_free(&r);
+	http_conn_close(&c);
+	svc_stop_clean(d);
+}
+END_TEST
+
+/* A second SIGHUP while the first reload resolves is acknowledged and
+ * queued: the file is read again after the first, and READY=1 comes
+ * once, at the end. */
+START_TEST(test_reload_queued_while_resolving)
+{
+	struct harness_fake *a, *dns;
+	struct harness_daemon *d;
+	char msg[1024], *table;
+	int p1, p2, p3, rc;
+
+	H_BEGIN();
+	table = harness_write_file(
+	    harness_tmpdir(), "dns.table", "slow.test 127.0.0.1 3000\n");
+	dns = fake_dns_start("dns", table);
+	a = fake_start("fakeA", "A", NULL);
+	p1 = harness_free_port();
+	p2 = harness_free_port();
+	p3 = harness_free_port();
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_dns_conf(harness_strf("127.0.0.1:%d", p1), a, dns)});
+
+	svc_reload_begin(d,
+	    svc_dns_conf(
+	        harness_strf("127.0.0.1:%d slow.test:%d", p1, p2), a, dns));
+	/* RELOADING=1 comes before the file is read: only the query shows
+	 * the first file was parsed and may be rewritten. */
+	S_ASSERT(svc_file_wait(dns->proc.log_path, "query slow.test", 5000),
+	    "slow.test was not asked for");
+	harness_write_file(d->dir, "ollama-pool.conf",
+	    svc_dns_conf(
+	        harness_strf("127.0.0.1:%d 127.0.0.1:%d", p1, p3), a, dns));
+	svc_signal(d, SIGHUP);
+	/* Acknowledged at once, with no READY=1 before it. */
+	do
+		rc = svc_notify_next(d, 10000, msg, sizeof msg);
+	while (rc == 1 && !svc_has_line(msg, "RELOADING=1") &&
+	    !svc_has_line(msg, "READY=1"));
+	S_ASSERT(rc == 1 && svc_has_line(msg, "RELOADING=1"),
+	    "the second SIGHUP got %s, not RELOADING=1",
+	    rc == 1 ? msg : "nothing");
+	rc = svc_notify_until(d, "READY=1", 10000, msg, sizeof msg);
+	S_ASSERT(rc == 1, "no READY=1 after the two reloads (%d)", rc);
+	S_ASSERT(svc_log_wait(d, "this one follows it", 1000),
+	    "the second SIGHUP was not queued");
+	S_ASSERT(svc_log_wait(d, "reloading again", 1000),
+	    "the queued reload did not follow the first");
+	/* The second file won: slow.test's listener came and went. */
+	S_ASSERT(
+	    svc_log_wait(
+	        d, harness_strf("stopped listening on 127.0.0.1:%d", p2), 1000),
+	    "the first reload's listener on %d was not replaced", p2);
+	H_ASSERT_STR_EQ(svc_get_name(p3, "/api/version"), "A");
+	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
+	S_ASSERT(svc_connect_errno(p2) == ECONNREFUSED,
+	    "slow.test:%d still listens after the second reload", p2);
+	svc_stop_clean(d);
+}
+END_TEST
+
+/* SIGTERM while a reload resolves: the drain does not wait for DNS, and
+ * the abandoned lookups are ended cleanly (exit 0, nothing leaked). */
+START_TEST(test_stop_while_resolving)
+{
+	struct harness_fake *a, *dns;
+	struct harness_daemon *d;
+	double t0;
+	char *table;
+	int p1, p2;
+
+	H_BEGIN();
+	table = harness_write_file(
+	    harness_tmpdir(), "dns.table", "slow.test 127.0.0.1 5000\n");
+	dns = fake_dns_start("dns", table);
+	a = fake_start("fakeA", "A", NULL);
+	p1 = harness_free_port();
+	p2 = harness_free_port();
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_dns_conf(harness_strf("127.0.0.1:%d", p1), a, dns)});
+	svc_reload_begin(d,
+	    svc_dns_conf(
+	        harness_strf("127.0.0.1:%d slow.test:%d", p1, p2), a, dns));
+	S_ASSERT(svc_file_wait(dns->proc.log_path, "query slow.test", 5000),
+	    "slow.test was not asked for");
+	t0 = harness_now();
+	svc_stop_clean(d);
+	S_ASSERT(harness_now() - t0 < 3,
+	    "SIGTERM took %.1f s: it waited for the DNS answer",
+	    harness_now() - t0);
+	S_ASSERT(svc_log_wait(d, "stopped", 1000), "no 'stopped' in the log");
+}
+END_TEST
+
+/* Names that do not resolve refuse the reload, saying which, where and
+ * why; the running settings serve on. */
+START_TEST(test_reload_unresolvable_keeps_old)
+{
+	struct harness_fake *a, *b, *dns;
+	struct harness_daemon *d;
+	double t0, t, worst = 0;
+	char msg[1024], *table;
+	int p1, p2, rc;
+
+	H_BEGIN();
+	table = harness_write_file(harness_tmpdir(), "dns.table",
+	    "nx.test nxdomain\nsf.test servfail\ndead.test drop\n");
+	dns = fake_dns_start("dns", table);
+	a = fake_start("fakeA", "A", NULL);
+	b = fake_start("fakeB", "B", NULL);
+	p1 = harness_free_port();
+	p2 = harness_free_port();
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_dns_conf(harness_strf("127.0.0.1:%d", p1), a, dns)});
+
+	svc_reload(d,
+	    svc_dns_conf(
+	        harness_strf("127.0.0.1:%d nx.test:%d", p1, p2), b, dns),
+	    msg, sizeof msg);
+	S_ASSERT(svc_log_wait(d,
+	             harness_strf("reload failed, keeping the running "
+	                          "settings: cannot resolve 'nx.test' (listen "
+	                          "in %s:2): no such name (NXDOMAIN)",
+	                 d->conf_path),
+	             5000),
+	    "no message naming nx.test, its line and NXDOMAIN");
+	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
+	S_ASSERT(
+	    svc_connect_errno(p2) == ECONNREFUSED, "nx.test:%d listens", p2);
+
+	svc_reload(d,
+	    svc_dns_conf(
+	        harness_strf("127.0.0.1:%d sf.test:%d", p1, p2), b, dns),
+	    msg, sizeof msg);
+	S_ASSERT(svc_log_wait(d, "cannot resolve 'sf.test'", 5000) &&
+	        svc_log_wait(d, "SERVFAIL", 1000),
+	    "no message naming sf.test and its failure");
+	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
+
+	/* No answer at all: the reload gives up after its bound, serving
+	 * on meanwhile. */
+	svc_reload_begin(d,
+	    svc_dns_conf(
+	        harness_strf("127.0.0.1:%d dead.test:%d", p1, p2), b, dns));
+	t0 = harness_now();
+	rc = 0;
+	while (rc != 1 && harness_now() - t0 < 16) {
+		t = harness_now();
+		H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
+		if (harness_now() - t > worst)
+			worst = harness_now() - t;
+		rc = svc_notify_until(d, "READY=1", 500, msg, sizeof msg);
+	}
+	S_ASSERT(rc == 1,
+	    "no READY=1 within 16 s of a reload naming a name "
+	    "that never answers");
+	S_ASSERT(harness_now() - t0 >= 8, "gave up on dead.test after %.1f s",
+	    harness_now() - t0);
+	S_ASSERT(worst < 1.5, "a request took %.2f s meanwhile", worst);
+	S_ASSERT(svc_log_wait(d,
+	             harness_strf("cannot resolve 'dead.test' (listen in "
+	                          "%s:2): no answer within 10 s",
+	                 d->conf_path),
+	             1000),
+	    "no message naming dead.test and the timeout");
+	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
+
+	/* And a good file is taken afterwards. */
+	svc_reload(d, svc_dns_conf(harness_strf("127.0.0.1:%d", p1), b, dns),
+	    msg, sizeof msg);
+	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "B");
+	svc_stop_clean(d);
+}
+END_TEST
+
+/* `ollama-pool -t -c FILE`: exit status, stdout and stderr. */
+static int
+svc_check_config(const char *conf, struct harness_run *run)
+{
+	const char *argv[5];
+	char *path;
+
+	path = harness_write_file(harness_tmpdir(), "check.conf", conf);
+	argv[0] = harness_daemon_bin();
+	argv[1] = "-t";
+	argv[2] = "-c";
+	argv[3] = path;
+	argv[4] = NULL;
+	harness_run(argv, 20000, run);
+	H_ASSERT(!run->timed_out && WIFEXITED(run->wstatus),
+	    "ollama-pool -t: wait status 0x%x", run->wstatus);
+	return WEXITSTATUS(run->wstatus);
+}
+
+/* -t resolves names as start-up does: an unresolvable listen name and an
+ * upstream name that is ourselves are errors; localhost comes from
+ * /etc/hosts without asking the resolver. */
+START_TEST(test_check_config_resolves_names)
+{
+	struct harness_fake *a, *dns;
+	struct harness_run run;
+	char *table, *log;
+	int port;
+
+	H_BEGIN();
+	table = harness_write_file(harness_tmpdir(), "dns.table",
+	    "ok.test 127.0.0.1\nloop.test 127.0.0.1\nnx.test nxdomain\n");
+	dns = fake_dns_start("dns", table);
+	a = fake_start("fakeA", "A", NULL);
+	port = harness_free_port();
+
+	H_ASSERT_INT_EQ(
+	    svc_check_config(
+	        svc_dns_conf(harness_strf("ok.test:%d", port), a, dns), &run),
+	    0);
+	H_ASSERT_CONTAINS(
+	    run.out.data, harness_strf("listen = ok.test:%d", port));
+	harness_run_free(&run);
+
+	H_ASSERT_INT_EQ(
+	    svc_check_config(
+	        svc_dns_conf(harness_strf("nx.test:%d", port), a, dns), &run),
+	    1);
+	H_ASSERT_CONTAINS(run.err.data, "cannot resolve 'nx.test' (listen in ");
+	H_ASSERT_CONTAINS(run.err.data, "check.conf:2): no such name");
+	harness_run_free(&run);
+
+	H_ASSERT_INT_EQ(
+	    svc_check_config(
+	        harness_strf("[server]\nlisten = 127.0.0.1:%d\n[upstream]\n"
+	                     "url = http://loop.test:%d\n"
+	                     "resolver = 127.0.0.1:%d\n",
+	            port, port, dns->port),
+	        &run),
+	    1);
+	H_ASSERT_CONTAINS(run.err.data, "check.conf:4: upstream");
+	H_ASSERT_CONTAINS(run.err.data, "loop back to the proxy");
+	harness_run_free(&run);
+
+	H_ASSERT_INT_EQ(
+	    svc_check_config(
+	        svc_dns_conf(harness_strf("localhost:%d", port), a, dns), &run),
+	    0);
+	harness_run_free(&run);
+	log = svc_slurp(dns->proc.log_path, NULL);
+	S_ASSERT(strstr(log, "query localhost") == NULL,
+	    "localhost was asked of the resolver, not found in /etc/hosts:\n%s",
+	    log);
+	S_ASSERT(strstr(log, "query ok.test") != NULL,
+	    "ok.test was not asked of the resolver:\n%s", log);
+	free(log);
+}
+END_TEST
+
 /* ---- drain -----------------------------------------------------------------
  */
 
@@ -1918,6 +2296,13 @@ service_suite(void)
 	tcase_add_test(tc, test_reload_invalid_keeps_old);
 	tcase_add_test(tc, test_reload_rebinds_listen);
 	tcase_add_test(tc, test_reload_listen_bind_fails);
+
+	tc = svc_tcase(s, "resolve", 60);
+	tcase_add_test(tc, test_reload_resolves_off_the_loop);
+	tcase_add_test(tc, test_reload_queued_while_resolving);
+	tcase_add_test(tc, test_stop_while_resolving);
+	tcase_add_test(tc, test_reload_unresolvable_keeps_old);
+	tcase_add_test(tc, test_check_config_resolves_names);
 
 	tc = svc_tcase(s, "drain", 60);
 	tcase_add_test(tc, test_drain_finishes_stream);

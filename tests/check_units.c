@@ -13,14 +13,15 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "ollama-pool.h"
 
 /* --- addr.c ------------------------------------------------------------ */
 
 static void
-check_upstream(const char *in, int tls, const char *host, int port,
-    const char *prefix, const char *base)
+check_upstream(
+    const char *in, int tls, const char *host, int port, const char *base)
 {
 	struct upstream_url u;
 	char err[256];
@@ -30,29 +31,29 @@ check_upstream(const char *in, int tls, const char *host, int port,
 	ck_assert_int_eq(u.tls, tls);
 	ck_assert_str_eq(u.host, host);
 	ck_assert_int_eq(u.port, port);
-	ck_assert_str_eq(u.prefix, prefix);
 	ck_assert_str_eq(u.base, base);
 }
 
 START_TEST(test_upstream_ollama_host_syntax)
 {
-	check_upstream("example.com", 0, "example.com", 11434, "",
-	    "http://example.com:11434");
-	check_upstream("https://ollama.com", 1, "ollama.com", 443, "",
+	check_upstream(
+	    "example.com", 0, "example.com", 11434, "http://example.com:11434");
+	check_upstream("https://ollama.com", 1, "ollama.com", 443,
 	    "https://ollama.com:443");
-	check_upstream("http://example.com", 0, "example.com", 80, "",
+	check_upstream("http://example.com", 0, "example.com", 80,
 	    "http://example.com:80");
+	check_upstream(":5000", 0, "127.0.0.1", 5000, "http://127.0.0.1:5000");
+	check_upstream("", 0, "127.0.0.1", 11434, "http://127.0.0.1:11434");
+	/* Quotes and spaces trimmed; a lone trailing slash is no path. */
+	check_upstream("  \"http://10.0.0.2:8080/\"  ", 0, "10.0.0.2", 8080,
+	    "http://10.0.0.2:8080");
+	check_upstream("[::1]:1234", 0, "::1", 1234, "http://[::1]:1234");
+	check_upstream("http://[::1]", 0, "::1", 80, "http://[::1]:80");
+	check_upstream("http://[::1]/", 0, "::1", 80, "http://[::1]:80");
 	check_upstream(
-	    ":5000", 0, "127.0.0.1", 5000, "", "http://127.0.0.1:5000");
-	check_upstream("", 0, "127.0.0.1", 11434, "", "http://127.0.0.1:11434");
-	check_upstream("  \"http://10.0.0.2:8080/ollama/\"  ", 0, "10.0.0.2",
-	    8080, "/ollama", "http://10.0.0.2:8080/ollama");
-	check_upstream("[::1]:1234", 0, "::1", 1234, "", "http://[::1]:1234");
-	check_upstream("http://[::1]", 0, "::1", 80, "", "http://[::1]:80");
-	check_upstream(
-	    "0.0.0.0", 0, "127.0.0.1", 11434, "", "http://127.0.0.1:11434");
-	check_upstream("https://host.example:8443/a/b", 1, "host.example", 8443,
-	    "/a/b", "https://host.example:8443/a/b");
+	    "0.0.0.0", 0, "127.0.0.1", 11434, "http://127.0.0.1:11434");
+	check_upstream("https://host.example:8443/", 1, "host.example", 8443,
+	    "https://host.example:8443");
 }
 END_TEST
 
@@ -71,6 +72,33 @@ START_TEST(test_upstream_rejects_bad_input)
 		    addr_parse_upstream(bad[i], &u, err, sizeof err) == -1,
 		    "accepted '%s'", bad[i]);
 		ck_assert_msg(strlen(err) > 0, "no message for '%s'", bad[i]);
+	}
+}
+END_TEST
+
+/* A path would prefix every request: refused, saying which and why. */
+START_TEST(test_upstream_rejects_path)
+{
+	static const char *const bad[][2] = {{"http://h/api", "(/api)"},
+	    {"http://h:1/v1/", "(/v1/)"}, {"https://h/ollama", "(/ollama)"},
+	    {"h:11434/x/../y", "(/x/../y)"}, {"http://h//", "(//)"},
+	    {"[::1]:80/api", "(/api)"}};
+	struct upstream_url u;
+	char err[512];
+	size_t i;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		err[0] = '\0';
+		ck_assert_msg(
+		    addr_parse_upstream(bad[i][0], &u, err, sizeof err) == -1,
+		    "accepted '%s' (base %s)", bad[i][0], u.base);
+		ck_assert_msg(strstr(err, bad[i][0]) != NULL,
+		    "message does not quote '%s': %s", bad[i][0], err);
+		ck_assert_msg(strstr(err, bad[i][1]) != NULL,
+		    "message does not name the path %s: %s", bad[i][1], err);
+		ck_assert_msg(strstr(err, "not supported") != NULL &&
+		        strstr(err, "scheme://host:port") != NULL,
+		    "message does not say why and what to give: %s", err);
 	}
 }
 END_TEST
@@ -112,7 +140,9 @@ END_TEST
 START_TEST(test_listen_rejects_bad_input)
 {
 	static const char *bad[] = {"127.0.0.1", "127.0.0.1:70000",
-	    "unix:relative", "::1:80", "[::1]80", "host:", NULL};
+	    "unix:relative", "::1:80", "[::1]80", "host:", "[localhost]:80",
+	    "1.2.3.999:80", "exa mple:80", "-host:80", "a..b:80", "h/x:80",
+	    NULL};
 	struct listen_addr la;
 	char err[256];
 	int i;
@@ -128,9 +158,39 @@ START_TEST(test_listen_rejects_bad_input)
 }
 END_TEST
 
+/* A name is kept to be resolved later: parsing never asks DNS (a name
+ * that exists nowhere parses all the same). */
+START_TEST(test_listen_names_kept_unresolved)
+{
+	static const char *const names[][2] = {{"localhost:11435", "localhost"},
+	    {"no-such-host.invalid:80", "no-such-host.invalid"},
+	    {"_svc.example:1", "_svc.example"}, {"h1:2", "h1"}};
+	struct listen_addr la;
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+		ck_assert_msg(
+		    addr_parse_listen(names[i][0], &la, err, sizeof err) == 0,
+		    "'%s': %s", names[i][0], err);
+		ck_assert_int_eq(la.kind, LISTEN_TCP);
+		ck_assert_str_eq(la.name, names[i][1]);
+		ck_assert_str_eq(la.text, names[i][0]);
+		ck_assert_int_eq(la.ss.ss_family, AF_UNSPEC);
+		ck_assert_int_eq(la.sslen, 0);
+	}
+	ck_assert_int_eq(la.port, 2);
+	/* Numeric hosts are no names. */
+	ck_assert_int_eq(
+	    addr_parse_listen("[::1]:8080", &la, err, sizeof err), 0);
+	ck_assert_str_eq(la.name, "");
+	ck_assert_int_eq(la.ss.ss_family, AF_INET6);
+}
+END_TEST
+
 START_TEST(test_upstream_loop_detection)
 {
-	struct listen_addr la[2];
+	struct listen_addr la[2], resolved;
 	struct upstream_url u;
 	char err[256];
 
@@ -139,14 +199,105 @@ START_TEST(test_upstream_loop_detection)
 	ck_assert_int_eq(
 	    addr_parse_listen("0.0.0.0:9999", &la[1], err, sizeof err), 0);
 	addr_parse_upstream("127.0.0.1:11435", &u, err, sizeof err);
+	ck_assert(!u.host_is_name);
 	ck_assert(addr_upstream_is_listen(&u, la, 2));
-	addr_parse_upstream("localhost:11435", &u, err, sizeof err);
-	ck_assert(addr_upstream_is_listen(&u, la, 1));
 	/* A wildcard listener also answers on loopback. */
 	addr_parse_upstream("127.0.0.1:9999", &u, err, sizeof err);
 	ck_assert(addr_upstream_is_listen(&u, la, 2));
 	addr_parse_upstream("127.0.0.1:11434", &u, err, sizeof err);
 	ck_assert(!addr_upstream_is_listen(&u, la, 2));
+
+	/* A name has no address until resolve.c gives it one. */
+	addr_parse_upstream("localhost:11435", &u, err, sizeof err);
+	ck_assert(u.host_is_name);
+	ck_assert_int_eq(u.naddrs, 0);
+	ck_assert(!addr_upstream_is_listen(&u, la, 1));
+	addr_parse_listen("[::1]:11435", &resolved, err, sizeof err);
+	addr_upstream_resolved(&u, (struct sockaddr *)&resolved.ss,
+	    resolved.sslen); /* ::1, not ours */
+	ck_assert(!addr_upstream_is_listen(&u, la, 1));
+	addr_upstream_resolved(&u, (struct sockaddr *)&la[0].ss, la[0].sslen);
+	ck_assert(addr_upstream_is_listen(&u, la, 1));
+}
+END_TEST
+
+/* --- resolve.c --------------------------------------------------------- */
+
+static void
+resolved_cb(struct config *cfg, const char *error, void *arg)
+{
+	char *out = arg;
+
+	snprintf(out, 512, "%s", error != NULL ? error : "ok");
+}
+
+/* Resolves cfg's names on a loop of its own, as the daemon does. */
+static const char *
+resolve_now(struct config *cfg, char *out)
+{
+	out[0] = '\0';
+	rt.base = event_base_new();
+	resolve_init();
+	resolve_start(cfg, resolved_cb, out);
+	while (rt.resolving != NULL)
+		event_base_loop(rt.base, EVLOOP_ONCE);
+	resolve_shutdown();
+	event_base_free(rt.base);
+	rt.base = NULL;
+	return out;
+}
+
+/* /etc/hosts answers localhost before any DNS server is asked: here the
+ * resolver is a port where nothing answers. */
+START_TEST(test_resolve_hosts_file)
+{
+	struct config *cfg = config_new_defaults();
+	char err[512], out[512], text[128];
+
+	ck_assert_int_eq(config_set(cfg, "server", "listen",
+	                     "localhost:7401 127.0.0.1:7402", err, sizeof err),
+	    0);
+	ck_assert_int_eq(config_set(cfg, "upstream", "url",
+	                     "http://localhost:7401", err, sizeof err),
+	    0);
+	ck_assert_int_eq(config_set(cfg, "upstream", "resolver", "127.0.0.1:9",
+	                     err, sizeof err),
+	    0);
+	ck_assert_str_eq(resolve_now(cfg, out), "ok");
+	addr_format((struct sockaddr *)&cfg->listen[0].ss, cfg->listen[0].sslen,
+	    text, sizeof text);
+	ck_assert_str_eq(text, "127.0.0.1:7401");
+	ck_assert(addr_is_loopback(&cfg->listen[0]));
+	ck_assert_int_ge(cfg->upstream.naddrs, 1);
+	/* Resolved, the upstream is found to be ourselves. */
+	ck_assert_int_eq(config_check_addresses(cfg, err, sizeof err), -1);
+	ck_assert_msg(strstr(err, "loop back") != NULL, "%s", err);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_resolver_setting)
+{
+	static const char *const good[] = {"127.0.0.1", "127.0.0.1:5353",
+	    "[::1]:53", "::1", "10.0.0.1 10.0.0.2:54", ""};
+	static const char *const bad[] = {
+	    "dns.example", "127.0.0.1:x", "1.2.3.4:99999", "[::1"};
+	struct config *cfg = config_new_defaults();
+	char err[512];
+	size_t i;
+
+	ck_assert_str_eq(cfg->resolver, "");
+	for (i = 0; i < sizeof good / sizeof good[0]; i++)
+		ck_assert_msg(config_set(cfg, "upstream", "resolver", good[i],
+		                  err, sizeof err) == 0,
+		    "'%s': %s", good[i], err);
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_msg(config_set(cfg, "upstream", "resolver", bad[i],
+		                  err, sizeof err) == -1,
+		    "accepted '%s'", bad[i]);
+		ck_assert_msg(strstr(err, bad[i]) != NULL, "%s", err);
+	}
+	config_free(cfg);
 }
 END_TEST
 
@@ -173,6 +324,10 @@ load_text(struct config **cfgp, const char *text,
 
 	*cfgp = config_new_defaults();
 	rc = config_load(*cfgp, path, ov, err, errlen);
+	/* Then the checks the daemon makes once names are resolved; these
+	 * files have numeric addresses only. */
+	if (rc == 0)
+		rc = config_check_addresses(*cfgp, err, errlen);
 	if (pathp != NULL)
 		*pathp = path;
 	else {
@@ -207,7 +362,7 @@ START_TEST(test_config_file_values)
 	ck_assert_msg(load_text(&cfg,
 	                  "; comment\n[server]\nlisten = 127.0.0.1:7001 "
 	                  "unix:/tmp/x.sock\nmax_buffer = 64k\n"
-	                  "[upstream]\nurl = https://gpu.example/ollama\n"
+	                  "[upstream]\nurl = https://gpu.example/\n"
 	                  "pool_maxsize = 4\npool_connections = 2\n"
 	                  "queue_max = 7\nconnect_timeout = 2.5\n"
 	                  "tls_verify = no\nca_file = /etc/my-ca.pem\n",
@@ -216,7 +371,7 @@ START_TEST(test_config_file_values)
 	ck_assert_int_eq(cfg->nlisten, 2);
 	ck_assert_str_eq(cfg->listen[1].text, "unix:/tmp/x.sock");
 	ck_assert_uint_eq(cfg->max_buffer, 65536);
-	ck_assert_str_eq(cfg->upstream.base, "https://gpu.example:443/ollama");
+	ck_assert_str_eq(cfg->upstream.base, "https://gpu.example:443");
 	ck_assert_int_eq(cfg->pool_maxsize, 4);
 	ck_assert_int_eq(cfg->pool_connections, 2);
 	ck_assert_int_eq(cfg->queue_max, 7);
@@ -255,6 +410,8 @@ START_TEST(test_config_errors_name_file_and_line)
 	    3, "unknown key 'frobnicate'");
 	check_config_error("pool_maxsize = 3\n", 1, "outside of a section");
 	check_config_error("[upstream]\nurl = ftp://x\n", 2, "scheme");
+	check_config_error(
+	    "[upstream]\n\nurl = http://h:11434/api\n", 3, "a path (/api)");
 	check_config_error("[upstream]\n[upstream\n", 2, "syntax error");
 	check_config_error("[upstream]\ntls_verify = maybe\n", 2, "yes or no");
 	check_config_error("[upstream]\npool_maxsize = 2\n"
@@ -309,6 +466,15 @@ START_TEST(test_config_overrides_win)
 	ck_assert_int_eq(
 	    load_text(&cfg, "[server]\n", &ov, err, sizeof err, NULL), -1);
 	ck_assert_msg(strncmp(err, "--upstream: ", 12) == 0, "%s", err);
+	config_free(cfg);
+
+	/* -u is refused with a path as the file's url is. */
+	ov.upstream = "http://127.0.0.1:7200/v1";
+	ck_assert_int_eq(
+	    load_text(&cfg, "[server]\n", &ov, err, sizeof err, NULL), -1);
+	ck_assert_msg(strncmp(err, "--upstream: ", 12) == 0 &&
+	        strstr(err, "a path (/v1) is not supported") != NULL,
+	    "%s", err);
 	config_free(cfg);
 }
 END_TEST
@@ -1256,9 +1422,13 @@ units_suite(void)
 	tc = tcase_create("addr");
 	tcase_add_test(tc, test_upstream_ollama_host_syntax);
 	tcase_add_test(tc, test_upstream_rejects_bad_input);
+	tcase_add_test(tc, test_upstream_rejects_path);
 	tcase_add_test(tc, test_listen_forms);
 	tcase_add_test(tc, test_listen_rejects_bad_input);
+	tcase_add_test(tc, test_listen_names_kept_unresolved);
 	tcase_add_test(tc, test_upstream_loop_detection);
+	tcase_add_test(tc, test_resolve_hosts_file);
+	tcase_add_test(tc, test_resolver_setting);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("config");

@@ -637,6 +637,12 @@ harness_fake_bin(void)
 	return harness_bin("FAKE_OLLAMA_BIN", "fake-ollama");
 }
 
+const char *
+harness_fake_dns_bin(void)
+{
+	return harness_bin("FAKE_DNS_BIN", "fake-dns");
+}
+
 static const char *
 harness_bin(const char *env, const char *rel)
 {
@@ -660,40 +666,22 @@ harness_bin(const char *env, const char *rel)
 
 /* ---- the fake --------------------------------------------------------- */
 
-struct harness_fake *
-fake_start(const char *label, const char *name, const char *const *extra)
+/*
+ * Starts a fake (fake-ollama, fake-dns) that prints its port on stdout
+ * once it is ready, and reads that port.  Fails the test unless it comes
+ * within HARNESS_READY_MS.
+ */
+static void
+harness_fake_spawn(struct harness_fake *f, const char *const *argv)
 {
-	const char *argv[32];
-	struct harness_fake *f;
 	struct pollfd pfd[2];
 	char line[64];
 	size_t used = 0;
 	double deadline;
-	int pipefd[2], logfd, argc = 0, i, nfds;
+	int pipefd[2], logfd, nfds;
 	ssize_t n;
 	char *end;
 	long port;
-
-	f = calloc(1, sizeof *f);
-	if (f == NULL)
-		ck_abort_msg("out of memory");
-	harness_track(f);
-	snprintf(f->proc.label, sizeof f->proc.label, "%s",
-	    label != NULL ? label : "fake");
-	snprintf(f->name, sizeof f->name, "%s", name != NULL ? name : "");
-	f->proc.pidfd = f->proc.stdout_fd = -1;
-
-	argv[argc++] = harness_fake_bin();
-	argv[argc++] = "-l";
-	argv[argc++] = "127.0.0.1:0";
-	argv[argc++] = "-v";
-	if (name != NULL) {
-		argv[argc++] = "-n";
-		argv[argc++] = name;
-	}
-	for (i = 0; extra != NULL && extra[i] != NULL && argc < 30; i++)
-		argv[argc++] = extra[i];
-	argv[argc] = NULL;
 
 	if (pipe2(pipefd, O_CLOEXEC) != 0)
 		ck_abort_msg("pipe: %s", strerror(errno));
@@ -757,6 +745,62 @@ fake_start(const char *label, const char *name, const char *const *extra)
 		    "fake %s printed \"%s\", not a port", f->proc.label, line);
 	}
 	f->port = (int)port;
+}
+
+static struct harness_fake *
+harness_fake_new(const char *label, const char *def_label, const char *name)
+{
+	struct harness_fake *f;
+
+	f = calloc(1, sizeof *f);
+	if (f == NULL)
+		ck_abort_msg("out of memory");
+	harness_track(f);
+	snprintf(f->proc.label, sizeof f->proc.label, "%s",
+	    label != NULL ? label : def_label);
+	snprintf(f->name, sizeof f->name, "%s", name != NULL ? name : "");
+	f->proc.pidfd = f->proc.stdout_fd = -1;
+	return f;
+}
+
+struct harness_fake *
+fake_start(const char *label, const char *name, const char *const *extra)
+{
+	const char *argv[32];
+	struct harness_fake *f;
+	int argc = 0, i;
+
+	f = harness_fake_new(label, "fake", name);
+	argv[argc++] = harness_fake_bin();
+	argv[argc++] = "-l";
+	argv[argc++] = "127.0.0.1:0";
+	argv[argc++] = "-v";
+	if (name != NULL) {
+		argv[argc++] = "-n";
+		argv[argc++] = name;
+	}
+	for (i = 0; extra != NULL && extra[i] != NULL && argc < 30; i++)
+		argv[argc++] = extra[i];
+	argv[argc] = NULL;
+	harness_fake_spawn(f, argv);
+	return f;
+}
+
+struct harness_fake *
+fake_dns_start(const char *label, const char *table_path)
+{
+	const char *argv[8];
+	struct harness_fake *f;
+
+	f = harness_fake_new(label, "dns", NULL);
+	argv[0] = harness_fake_dns_bin();
+	argv[1] = "-l";
+	argv[2] = "127.0.0.1:0";
+	argv[3] = "-f";
+	argv[4] = table_path;
+	argv[5] = "-v";
+	argv[6] = NULL;
+	harness_fake_spawn(f, argv);
 	return f;
 }
 

@@ -131,6 +131,10 @@ void harness_teardown(void);
  * its port within HARNESS_READY_MS. */
 struct harness_fake *fake_start(
     const char *label, const char *name, const char *const *extra_args);
+/* Starts tests/fake-dns answering from table_path, a file the test may
+ * rewrite at any time (see fake_dns.c for its lines); f->port is its UDP
+ * port on 127.0.0.1, for `resolver = 127.0.0.1:PORT`. */
+struct harness_fake *fake_dns_start(const char *label, const char *table_path);
 void fake_stop(struct harness_fake *);
 char *fake_url(const struct harness_fake *, const char *path);
 /* Control endpoints, always asked directly, never through the daemon. */
@@ -161,10 +165,11 @@ struct harness_env {
 };
 void harness_up(struct harness_env *, const char *conf_text);
 
-/* $OLLAMA_POOL_BIN and $FAKE_OLLAMA_BIN, or the build tree's binaries
- * next to the test program when run by hand. */
+/* $OLLAMA_POOL_BIN, $FAKE_OLLAMA_BIN and $FAKE_DNS_BIN, or the build
+ * tree's binaries next to the test program when run by hand. */
 const char *harness_daemon_bin(void);
 const char *harness_fake_bin(void);
+const char *harness_fake_dns_bin(void);
 
 /* A loopback port that was free a moment ago (bind :0, read, close). */
 int harness_free_port(void);
