@@ -513,6 +513,9 @@ struct upstream {
 	struct upstream_url url;
 	CURLM *multi;
 	struct event *timer_ev;
+	struct event *trim_ev; /* lets the connection cache shrink */
+	int maxconnects; /* curl's cache cap: in flight + idle kept */
+	int peak_in_flight; /* since trim_ev last ran */
 	int pool_maxsize;
 	int pool_connections;
 	int queue_max;

@@ -158,16 +158,48 @@ upstream_check_done(struct upstream *up)
 
 /*
  * curl's MAXCONNECTS caps its whole connection cache, busy connections
- * included, so a fixed pool_connections would close a connection at the
- * end of nearly every transfer once more than that many run at once.  The
- * cap follows the transfers in flight instead: idle connections kept stay
- * at about pool_connections, busy ones are never counted against it.
+ * included, and curl closes the oldest idle connection whenever a transfer
+ * ends with the cache over it.  So the cap must cover the transfers in
+ * flight plus the pool_connections kept idle; and it must not follow every
+ * dip in the number in flight, or steady load would close and reopen
+ * connections all the time (churn).  It grows at once, and shrinks only
+ * once a second to the peak of the second before: idle connections beyond
+ * pool_connections go after the load has fallen, not while it lasts.
  */
+static void
+upstream_set_maxconnects(struct upstream *up, int in_flight)
+{
+	up->maxconnects = in_flight + up->pool_connections + 1;
+	curl_multi_setopt(
+	    up->multi, CURLMOPT_MAXCONNECTS, (long)up->maxconnects);
+}
+
+static void
+upstream_trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *up = arg;
+	struct timeval tv = {1, 0};
+
+	upstream_set_maxconnects(up, up->peak_in_flight);
+	log_debug("upstream %s: connection cache cap %d", up->url.base,
+	    up->maxconnects);
+	up->peak_in_flight = up->in_flight;
+	if (up->maxconnects > up->pool_connections + 1)
+		evtimer_add(up->trim_ev, &tv);
+}
+
 static void
 upstream_track_idle(struct upstream *up)
 {
-	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS,
-	    (long)(up->in_flight + up->pool_connections + 1));
+	struct timeval tv = {1, 0};
+
+	if (up->in_flight > up->peak_in_flight)
+		up->peak_in_flight = up->in_flight;
+	if (up->in_flight + up->pool_connections + 1 > up->maxconnects) {
+		upstream_set_maxconnects(up, up->in_flight);
+		if (!evtimer_pending(up->trim_ev, NULL))
+			evtimer_add(up->trim_ev, &tv);
+	}
 }
 
 struct upstream *
@@ -189,6 +221,7 @@ upstream_new(const struct config *cfg)
 	if (up->multi == NULL)
 		fatal("cannot initialise libcurl");
 	up->timer_ev = evtimer_new(rt.base, upstream_timeout_cb, up);
+	up->trim_ev = evtimer_new(rt.base, upstream_trim_cb, up);
 	curl_multi_setopt(
 	    up->multi, CURLMOPT_SOCKETFUNCTION, upstream_socket_cb);
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
@@ -202,7 +235,7 @@ upstream_new(const struct config *cfg)
 	 * request's connection. */
 	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
 	    (long)up->pool_maxsize + 1);
-	upstream_track_idle(up);
+	upstream_set_maxconnects(up, 0);
 	return up;
 }
 
@@ -219,6 +252,7 @@ upstream_free(struct upstream *up)
 	probe_free(up->probe);
 	curl_multi_cleanup(up->multi);
 	event_free(up->timer_ev);
+	event_free(up->trim_ev);
 	free(up->ca_file);
 	free(up);
 }

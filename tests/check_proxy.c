@@ -1158,6 +1158,46 @@ START_TEST(test_pool_sequential)
 }
 END_TEST
 
+/*
+ * A persistent pool opens its connections once.  Waves of 32 requests at
+ * once fill the 20 connections of the default pool and then drain to
+ * none; the pool must keep them for the next wave rather than close all
+ * but pool_connections (10) as the number in flight falls (curl closes
+ * the oldest idle connection whenever its cache is over its cap).
+ */
+START_TEST(test_pool_no_churn)
+{
+	enum { WAVES = 20, N = 32, MAXSIZE = 20 };
+	struct harness_env env;
+	struct http_req reqs[N];
+	struct http_resp resps[N];
+	long long used;
+	int w, i;
+
+	H_BEGIN();
+	harness_up(&env, "");
+	fake_reset(env.fake);
+	memset(reqs, 0, sizeof reqs);
+	for (i = 0; i < N; i++)
+		reqs[i].url = harness_daemon_url(env.daemon, "/api/version");
+	for (w = 0; w < WAVES; w++) {
+		http_request_many(reqs, resps, N);
+		for (i = 0; i < N; i++) {
+			H_ASSERT(resps[i].ok && resps[i].status == 200,
+			    "wave %d, request %d: %ld %s", w, i,
+			    resps[i].status, resps[i].error);
+			http_resp_free(&resps[i]);
+		}
+	}
+	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), WAVES * N);
+	used = fake_stat(env.fake, "connections_used");
+	H_ASSERT(used <= MAXSIZE,
+	    "%d waves of %d requests opened %lld upstream connections: a "
+	    "pool of %d must open them once",
+	    WAVES, N, used, MAXSIZE);
+}
+END_TEST
+
 START_TEST(test_pool_concurrent_maxsize)
 {
 	enum { N = 50, MAXSIZE = 4 };
@@ -1972,6 +2012,7 @@ proxy_suite(void)
 	tc = harness_tcase(s, "pool", 120);
 	tcase_add_test(tc, test_pool_sequential);
 	tcase_add_test(tc, test_pool_concurrent_maxsize);
+	tcase_add_test(tc, test_pool_no_churn);
 	tcase_add_test(tc, test_queue_full);
 
 	tc = harness_tcase(s, "errors", 60);
