@@ -201,6 +201,7 @@ static TAILQ_HEAD(, fake_fault) fake_faults = TAILQ_HEAD_INITIALIZER(
 static char **fake_blobs;
 static size_t fake_nblobs;
 static struct fake_header *fake_last_hdrs;
+static char *fake_last_target; /* as it arrived, query and all */
 static size_t fake_nlast;
 
 static struct {
@@ -1109,6 +1110,9 @@ fake_handle_stats(struct fake_conn *c)
 #undef N
 	cJSON_AddItemToObject(j, "last_request_headers",
 	    fake_headers_json(fake_last_hdrs, fake_nlast));
+	if (fake_last_target != NULL)
+		cJSON_AddStringToObject(
+		    j, "last_request_target", fake_last_target);
 	fake_reply_cjson(c, j);
 }
 
@@ -1132,6 +1136,8 @@ fake_handle_reset(struct fake_conn *c)
 	fake_headers_free(fake_last_hdrs, fake_nlast);
 	fake_last_hdrs = NULL;
 	fake_nlast = 0;
+	free(fake_last_target);
+	fake_last_target = NULL;
 	for (o = TAILQ_FIRST(&fake_conns); o != NULL;
 	     o = TAILQ_NEXT(o, entry)) {
 		o->used = 0;
@@ -1508,6 +1514,8 @@ fake_count_request(struct fake_conn *c)
 		if (++fake_stats.open_used > fake_stats.max_used)
 			fake_stats.max_used = fake_stats.open_used;
 	}
+	free(fake_last_target);
+	fake_last_target = fake_xstrdup(r->target);
 	fake_headers_free(fake_last_hdrs, fake_nlast);
 	fake_nlast = r->nhdrs;
 	fake_last_hdrs =
