@@ -106,8 +106,9 @@ httpreq_hex(unsigned char c)
 	return -1;
 }
 
-/* qdtext and quoted-pair's second byte (RFC 9110 5.6.4), less the
- * quote and backslash that end or escape. */
+/* The byte after a backslash in a quoted-pair (RFC 9110 5.6.4): HTAB,
+ * SP, VCHAR, obs-text.  Less '"' and '\\', which the caller takes first,
+ * it is qdtext too. */
 static int
 httpreq_is_qdtext(unsigned char c)
 {
@@ -388,6 +389,7 @@ httpreq_head_done(struct httpreq *hr)
 	if (h->chunked) {
 		hr->state = HR_CHUNK_SIZE;
 		hr->chunk_digits = 0;
+		hr->chunk_line = 0;
 		hr->body_left = 0;
 	} else if (h->content_length > 0) {
 		hr->state = HR_BODY;
