@@ -61,7 +61,7 @@ admin_health_done(void *arg, const struct probe_result *res)
 static int
 admin_only_get(struct proxy_req *req, const char *what)
 {
-	if (req->head->method == HTTP_GET || req->head->method == HTTP_HEAD)
+	if (req->head->method == METHOD_GET || req->head->method == METHOD_HEAD)
 		return 1;
 	proxy_req_fail(
 	    req, 405, 0, "%s is not allowed on %s", req->method, what);

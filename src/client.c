@@ -99,6 +99,16 @@ client_watch(struct client_conn *cc, int on)
 	}
 }
 
+/* The parser's limits are the settings' as a request begins, so a reload
+ * applies to kept-alive connections from their next request on. */
+static void
+client_parser_limits(struct httpreq_limits *lim)
+{
+	lim->max_head = rt.cfg->max_header_size;
+	lim->max_body = rt.cfg->max_body_size;
+	lim->max_fields = HTTPREQ_MAX_FIELDS;
+}
+
 static void
 client_timer_start(struct client_conn *cc, double seconds)
 {
@@ -112,6 +122,7 @@ client_timer_start(struct client_conn *cc, double seconds)
 void
 client_accept(int fd, struct sockaddr *sa, int salen)
 {
+	struct httpreq_limits lim;
 	struct client_conn *cc;
 	int one = 1;
 
@@ -134,7 +145,8 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	    rt.base, fd, EV_CLOSED | EV_PERSIST, client_closed_cb, cc);
 	addr_format(sa, salen, cc->peer, sizeof cc->peer);
 	cc->body_done = 1; /* no request, so no body still to come */
-	httpreq_init(&cc->req_parser, &client_parser_cb, cc);
+	client_parser_limits(&lim);
+	httpreq_init(&cc->req_parser, &lim, &client_parser_cb, cc);
 	bufferevent_setcb(
 	    cc->bev, client_read_cb, client_write_cb, client_event_cb, cc);
 	bufferevent_setwatermark(cc->bev, EV_READ, 0, CLIENT_READ_HIGH);
@@ -436,7 +448,10 @@ static void
 client_on_begin(void *arg)
 {
 	struct client_conn *cc = arg;
+	struct httpreq_limits lim;
 
+	client_parser_limits(&lim);
+	httpreq_set_limits(&cc->req_parser, &lim);
 	client_timer_start(cc, rt.cfg->header_timeout);
 }
 

@@ -202,12 +202,8 @@ config_parse_methods(uint64_t *set, const char *value, char *err, size_t errlen)
 	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
 	     tok = strtok_r(NULL, " \t,", &save)) {
 		found = 0;
-		for (m = 0; m < 64; m++) {
-			const char *name = http_method_str((enum http_method)m);
-
-			if (strcmp(name, "<unknown>") == 0)
-				break;
-			if (strcasecmp(name, tok) == 0) {
+		for (m = 0; m < METHOD_COUNT; m++) {
+			if (strcasecmp(httpreq_method_name(m), tok) == 0) {
 				*set |= (uint64_t)1 << m;
 				found = 1;
 			}
@@ -616,10 +612,8 @@ config_print_methods(uint64_t set, FILE *fp)
 		fputs("all", fp);
 		return;
 	}
-	for (m = 0; m < 64; m++) {
-		name = http_method_str((enum http_method)m);
-		if (strcmp(name, "<unknown>") == 0)
-			break;
+	for (m = 0; m < METHOD_COUNT; m++) {
+		name = httpreq_method_name(m);
 		if (set & ((uint64_t)1 << m))
 			fprintf(fp, "%s%s", n++ ? "," : "", name);
 	}

@@ -2,12 +2,12 @@
  * The request parser: a strict RFC 9112 reader of request heads and bodies.
  * The rest of the proxy sees only struct httpreq and its callbacks.
  *
- * Why not libhttp-parser here: Debian builds http-parser 2.9 non-strict,
- * and it then accepts chunk data longer than its declared size, bare LF
- * line ends and over-long chunk sizes.  Over connections shared by every
- * client those are request smuggling, so every byte of framing is decided
- * here, the way nginx and HAProxy decide it.  http-parser still serves for
- * absolute-form URLs and the method and status names.
+ * Over connections shared by every client any leniency in framing is
+ * request smuggling, so every byte of it is decided here, the way nginx
+ * and HAProxy decide it: chunk extensions and trailers by RFC 9112's
+ * grammar too, not skipped as "anything up to CRLF".  The method table and
+ * the request target's forms (origin and absolute) are ours as well.
+ * The limits come from the caller, so the test fake parses with it too.
  *
  * Bytes are read one state at a time, so a request may arrive split
  * anywhere; the parser pauses after each complete message, so pipelined
@@ -20,9 +20,9 @@
 
 #include "ollama-pool.h"
 
-#define HTTPREQ_MAX_HEADERS 100
 #define HTTPREQ_MAX_LINE 8192 /* request line; beyond it, 414 */
 #define HTTPREQ_MAX_CHUNK_DIGITS 16 /* 2^64 - 1 at most */
+#define HTTPREQ_MAX_CHUNK_LINE 4096 /* a chunk line's extensions; 400 */
 
 enum httpreq_state {
 	HR_START, /* before a request: empty lines allowed */
@@ -45,9 +45,36 @@ enum httpreq_state {
 	HR_CHUNK_DATA_CR,
 	HR_CHUNK_DATA_LF,
 	HR_TRAILER_START,
-	HR_TRAILER_LINE,
+	HR_TRAILER_NAME,
+	HR_TRAILER_VALUE,
 	HR_TRAILER_LF,
 	HR_TRAILER_END_LF,
+};
+
+/* Within a chunk line, after the size: RFC 9112 7.1.1,
+ * chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ). */
+enum httpreq_ext_state {
+	CE_SEMI, /* BWS seen: only more of it or ";" may follow */
+	CE_NAME_START, /* after ";": BWS, then a token */
+	CE_NAME,
+	CE_NAME_END, /* BWS after the name: "=" or ";" must follow */
+	CE_VALUE_START, /* after "=": BWS, then a token or quoted-string */
+	CE_TOKEN,
+	CE_QUOTED,
+	CE_QUOTED_PAIR, /* after a backslash in a quoted-string */
+	CE_VALUE_END, /* after a closing quote */
+};
+
+static const char *const httpreq_methods[METHOD_COUNT] = {
+    [METHOD_GET] = "GET",
+    [METHOD_HEAD] = "HEAD",
+    [METHOD_POST] = "POST",
+    [METHOD_PUT] = "PUT",
+    [METHOD_DELETE] = "DELETE",
+    [METHOD_PATCH] = "PATCH",
+    [METHOD_OPTIONS] = "OPTIONS",
+    [METHOD_CONNECT] = "CONNECT",
+    [METHOD_TRACE] = "TRACE",
 };
 
 /* RFC 9110 tchar. */
@@ -79,13 +106,32 @@ httpreq_hex(unsigned char c)
 	return -1;
 }
 
+/* The byte after a backslash in a quoted-pair (RFC 9110 5.6.4): HTAB,
+ * SP, VCHAR, obs-text.  Less '"' and '\\', which the caller takes first,
+ * it is qdtext too. */
+static int
+httpreq_is_qdtext(unsigned char c)
+{
+	return c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f);
+}
+
 void
-httpreq_init(struct httpreq *hr, const struct httpreq_cb *cb, void *arg)
+httpreq_init(struct httpreq *hr, const struct httpreq_limits *lim,
+    const struct httpreq_cb *cb, void *arg)
 {
 	memset(hr, 0, sizeof *hr);
+	hr->limits = *lim;
 	hr->cb = cb;
 	hr->arg = arg;
 	hr->state = HR_START;
+}
+
+/* New limits apply from the next byte on: the caller sets them before a
+ * request begins (a reload's take effect with the next request). */
+void
+httpreq_set_limits(struct httpreq *hr, const struct httpreq_limits *lim)
+{
+	hr->limits = *lim;
 }
 
 void
@@ -102,30 +148,75 @@ httpreq_fail(struct httpreq *hr, int status, const char *why)
 	return -1;
 }
 
-static size_t
-httpreq_max_head(void)
+const char *
+httpreq_method_name(int m)
 {
-	return rt.cfg != NULL ? rt.cfg->max_header_size : 32768;
+	return m >= 0 && m < METHOD_COUNT ? httpreq_methods[m] : NULL;
 }
 
-static uint64_t
-httpreq_max_body(void)
+/* Method names are case-sensitive (RFC 9110 9.1): enum method, or -1 for
+ * one we do not implement (501). */
+int
+httpreq_method_lookup(const char *name)
 {
-	return rt.cfg != NULL ? rt.cfg->max_body_size : 0;
+	int m;
+
+	for (m = 0; m < METHOD_COUNT; m++)
+		if (strcmp(name, httpreq_methods[m]) == 0)
+			return m;
+	return -1;
 }
 
-/* Known methods map to http-parser's enum; anything else is 501. */
+/* An absolute-form target's authority: reg-name, IP literal, port;
+ * userinfo is an error (RFC 9110 4.2.4), an empty host too (4.2.1). */
 static int
-httpreq_method(const char *name)
+httpreq_authority_ok(const char *p, size_t len)
 {
-	static const int known[] = {HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT,
-	    HTTP_DELETE, HTTP_PATCH, HTTP_OPTIONS, HTTP_CONNECT, HTTP_TRACE};
 	size_t i;
 
-	for (i = 0; i < sizeof known / sizeof known[0]; i++)
-		if (strcmp(name, http_method_str(known[i])) == 0)
-			return known[i];
-	return -1;
+	if (len == 0 || p[0] == ':')
+		return 0;
+	for (i = 0; i < len; i++)
+		if (!((p[i] >= '0' && p[i] <= '9') ||
+		        (p[i] >= 'a' && p[i] <= 'z') ||
+		        (p[i] >= 'A' && p[i] <= 'Z') ||
+		        strchr("-._~%!$&'()*+,;=:[]", p[i]) != NULL))
+			return 0;
+	return 1;
+}
+
+/*
+ * The path and query to send upstream, from an origin-form target (as it
+ * is) or an absolute-form one (http or https, any case: what follows the
+ * authority, "/" when that is empty).  The host a client names is never
+ * where the request goes.  Query bytes are kept as sent.  Returns an
+ * allocated string, or NULL for any other form (asterisk, authority).
+ */
+char *
+httpreq_target_path(const char *t, size_t len)
+{
+	size_t skip, end;
+	char *out;
+
+	if (len > 0 && t[0] == '/')
+		return xstrndup(t, len);
+	if (len >= 7 && strncasecmp(t, "http://", 7) == 0)
+		skip = 7;
+	else if (len >= 8 && strncasecmp(t, "https://", 8) == 0)
+		skip = 8;
+	else
+		return NULL;
+	for (end = skip; end < len && t[end] != '/' && t[end] != '?'; end++)
+		;
+	if (!httpreq_authority_ok(t + skip, end - skip))
+		return NULL;
+	if (end < len && t[end] == '/')
+		return xstrndup(t + end, len - end);
+	out = xmalloc(len - end + 2); /* "/" and "?query", or just "/" */
+	out[0] = '/';
+	memcpy(out + 1, t + end, len - end);
+	out[len - end + 1] = '\0';
+	return out;
 }
 
 /* Content-Length: 1*DIGIT, below 2^63; a list of equal values counts as
@@ -219,7 +310,7 @@ httpreq_check_head(struct httpreq *hr)
 	h->http_major = 1;
 	/* A higher 1.x is served as 1.1 (RFC 9110 6.2). */
 	h->http_minor = hr->version[7] == '0' ? 0 : 1;
-	h->method = httpreq_method(head_str(h, hr->method_off));
+	h->method = httpreq_method_lookup(head_str(h, hr->method_off));
 	if (h->method < 0)
 		return httpreq_fail(hr, 501, "request method not implemented");
 	h->keep_alive = h->http_minor == 1;
@@ -276,7 +367,7 @@ httpreq_check_head(struct httpreq *hr)
 	if (te && h->has_content_length)
 		return httpreq_fail(
 		    hr, 400, "both Content-Length and Transfer-Encoding");
-	if (httpreq_max_body() > 0 && h->content_length > httpreq_max_body())
+	if (hr->limits.max_body > 0 && h->content_length > hr->limits.max_body)
 		return httpreq_fail(hr, 413, "request body too large");
 	if (!h->has_content_length)
 		h->content_length = 0;
@@ -298,6 +389,7 @@ httpreq_head_done(struct httpreq *hr)
 	if (h->chunked) {
 		hr->state = HR_CHUNK_SIZE;
 		hr->chunk_digits = 0;
+		hr->chunk_line = 0;
 		hr->body_left = 0;
 	} else if (h->content_length > 0) {
 		hr->state = HR_BODY;
@@ -322,10 +414,118 @@ static ssize_t
 httpreq_body_bytes(struct httpreq *hr, const char *p, size_t n)
 {
 	hr->body_total += n;
-	if (httpreq_max_body() > 0 && hr->body_total > httpreq_max_body())
+	if (hr->limits.max_body > 0 && hr->body_total > hr->limits.max_body)
 		return httpreq_fail(hr, 413, "request body too large");
 	if (hr->cb->on_body(hr->arg, p, n) != 0)
 		return httpreq_fail(hr, 400, "request body refused");
+	return 0;
+}
+
+/* One byte of a chunk extension, by its grammar (see CE_*).  Extensions
+ * are ignored, but they count against the body's limit: a client cannot
+ * send megabytes of them for free (CVE-2024-22019 in Node). */
+static ssize_t
+httpreq_chunk_ext(struct httpreq *hr, unsigned char c)
+{
+	int ws = c == ' ' || c == '\t', tc = httpreq_is_tchar(c);
+	int end = c == '\r';
+
+	if (!end && ++hr->chunk_line > HTTPREQ_MAX_CHUNK_LINE)
+		return httpreq_fail(hr, 400, "chunk line too long");
+	if (!end && hr->limits.max_body > 0 &&
+	    ++hr->body_total > hr->limits.max_body)
+		return httpreq_fail(hr, 413, "request body too large");
+	switch (hr->ext_state) {
+	case CE_SEMI:
+		if (c == ';')
+			hr->ext_state = CE_NAME_START;
+		else if (!ws)
+			return httpreq_fail(hr, 400, "malformed chunk size");
+		return 0;
+	case CE_NAME_START:
+		if (tc)
+			hr->ext_state = CE_NAME;
+		else if (!ws)
+			return httpreq_fail(
+			    hr, 400, "chunk extension without a name");
+		return 0;
+	case CE_NAME:
+		if (tc)
+			return 0;
+		if (end) {
+			hr->state = HR_CHUNK_SIZE_LF;
+			return 0;
+		}
+		/* FALLTHROUGH */
+	case CE_NAME_END:
+		if (c == '=')
+			hr->ext_state = CE_VALUE_START;
+		else if (c == ';')
+			hr->ext_state = CE_NAME_START;
+		else if (ws)
+			hr->ext_state = CE_NAME_END;
+		else
+			break;
+		return 0;
+	case CE_VALUE_START:
+		if (c == '"')
+			hr->ext_state = CE_QUOTED;
+		else if (tc)
+			hr->ext_state = CE_TOKEN;
+		else if (!ws)
+			return httpreq_fail(
+			    hr, 400, "chunk extension without a value");
+		return 0;
+	case CE_QUOTED:
+		if (c == '"')
+			hr->ext_state = CE_VALUE_END;
+		else if (c == '\\')
+			hr->ext_state = CE_QUOTED_PAIR;
+		else if (!httpreq_is_qdtext(c))
+			break;
+		return 0;
+	case CE_QUOTED_PAIR:
+		if (!httpreq_is_qdtext(c))
+			break;
+		hr->ext_state = CE_QUOTED;
+		return 0;
+	case CE_TOKEN:
+		if (tc)
+			return 0;
+		/* FALLTHROUGH */
+	case CE_VALUE_END:
+		if (c == ';')
+			hr->ext_state = CE_NAME_START;
+		else if (ws)
+			hr->ext_state = CE_SEMI;
+		else if (end)
+			hr->state = HR_CHUNK_SIZE_LF;
+		else
+			break;
+		return 0;
+	}
+	return httpreq_fail(hr, 400, "malformed chunk extension");
+}
+
+/* One byte of a trailer line after its first: the name's tchars up to
+ * ":", then a field value (CR ends it; HR_TRAILER_LF wants the LF). */
+static ssize_t
+httpreq_trailer_byte(struct httpreq *hr, unsigned char c)
+{
+	if (hr->state == HR_TRAILER_NAME) {
+		if (c == ':')
+			hr->state = HR_TRAILER_VALUE;
+		else if (!httpreq_is_tchar(c))
+			return httpreq_fail(hr, 400,
+			    c == '\r' ? "trailer line without a colon"
+			              : "invalid byte in trailer name");
+		return 0;
+	}
+	if (c == '\r')
+		hr->state = HR_TRAILER_LF;
+	else if (!httpreq_is_value_char(c))
+		return httpreq_fail(hr, 400,
+		    c == '\n' ? "bare LF" : "invalid byte in trailer value");
 	return 0;
 }
 
@@ -346,7 +546,7 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 
 	while (i < len && !hr->paused) {
 		c = (unsigned char)data[i];
-		if (hr->in_head && ++hr->head_bytes > httpreq_max_head())
+		if (hr->in_head && ++hr->head_bytes > hr->limits.max_head)
 			return httpreq_fail(
 			    hr, 431, "request header fields too large");
 		switch (hr->state) {
@@ -396,9 +596,15 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			if (c <= 0x20 || c >= 0x7f)
 				return httpreq_fail(
 				    hr, 400, "invalid byte in request target");
+			/* RFC 9112 3.2: no fragment; curl would cut it, and
+			 * the path sent would not be the one checked. */
+			if (c == '#')
+				return httpreq_fail(hr, 400,
+				    "fragment not allowed in request target");
 			for (run = i;
 			     run < len && (unsigned char)data[run] > 0x20 &&
-			     (unsigned char)data[run] < 0x7f;
+			     (unsigned char)data[run] < 0x7f &&
+			     data[run] != '#';
 			     run++)
 				;
 			head_append(h, data + i, run - i);
@@ -407,7 +613,7 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			if (hr->head_bytes > HTTPREQ_MAX_LINE)
 				return httpreq_fail(
 				    hr, 414, "request target too long");
-			if (hr->head_bytes > httpreq_max_head())
+			if (hr->head_bytes > hr->limits.max_head)
 				return httpreq_fail(
 				    hr, 431, "request header fields too large");
 			i = run;
@@ -440,7 +646,7 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 				return httpreq_fail(hr, 400,
 				    c == '\n' ? "bare LF"
 				              : "invalid byte in header name");
-			if (h->nhdrs == HTTPREQ_MAX_HEADERS)
+			if (h->nhdrs == hr->limits.max_fields)
 				return httpreq_fail(
 				    hr, 431, "too many header fields");
 			n = head_add_header(h);
@@ -500,7 +706,7 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			head_append(h, data + i, run - i);
 			r->value_len += run - i;
 			hr->head_bytes += run - i - 1;
-			if (hr->head_bytes > httpreq_max_head())
+			if (hr->head_bytes > hr->limits.max_head)
 				return httpreq_fail(
 				    hr, 431, "request header fields too large");
 			i = run;
@@ -540,26 +746,21 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 			if (hr->chunk_digits == 0)
 				return httpreq_fail(
 				    hr, 400, "malformed chunk size");
-			if (c == ';' || c == ' ' || c == '\t')
-				hr->state = HR_CHUNK_EXT;
-			else if (c == '\r')
+			if (c == '\r') {
 				hr->state = HR_CHUNK_SIZE_LF;
-			else
-				return httpreq_fail(
-				    hr, 400, "malformed chunk size");
-			break;
+				break;
+			}
+			hr->state = HR_CHUNK_EXT;
+			hr->ext_state = CE_SEMI;
+			/* FALLTHROUGH */
 		case HR_CHUNK_EXT:
-			/* Extensions are accepted and ignored. */
-			if (c == '\r')
-				hr->state = HR_CHUNK_SIZE_LF;
-			else if (!httpreq_is_value_char(c))
-				return httpreq_fail(
-				    hr, 400, "invalid byte in chunk extension");
+			if (httpreq_chunk_ext(hr, c) < 0)
+				return -1;
 			break;
 		case HR_CHUNK_SIZE_LF:
 			if (c != '\n')
 				return httpreq_fail(hr, 400, "bare CR");
-			hr->chunk_digits = 0;
+			hr->chunk_line = hr->chunk_digits = 0;
 			hr->state =
 			    hr->body_left ? HR_CHUNK_DATA : HR_TRAILER_START;
 			break;
@@ -586,25 +787,26 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 		case HR_TRAILER_START:
 			/* Trailers are read and dropped: curl frames the body
 			 * upstream, and a trailer is no place for a header
-			 * to sneak in. */
+			 * to sneak in.  They must still be well formed:
+			 * field-name ":" OWS field-value OWS. */
 			if (c == '\r') {
 				hr->state = HR_TRAILER_END_LF;
 				break;
 			}
 			if (!httpreq_is_tchar(c))
-				return httpreq_fail(
-				    hr, 400, "malformed trailer");
-			hr->state = HR_TRAILER_LINE;
-			break;
-		case HR_TRAILER_LINE:
-			if (++hr->trailer_bytes > httpreq_max_head())
+				return httpreq_fail(hr, 400,
+				    c == ' ' || c == '\t'
+				        ? "whitespace before a trailer name"
+				        : "invalid byte in trailer name");
+			hr->state = HR_TRAILER_NAME;
+			/* FALLTHROUGH */
+		case HR_TRAILER_NAME:
+		case HR_TRAILER_VALUE:
+			if (++hr->trailer_bytes > hr->limits.max_head)
 				return httpreq_fail(
 				    hr, 431, "trailer fields too large");
-			if (c == '\r')
-				hr->state = HR_TRAILER_LF;
-			else if (!httpreq_is_value_char(c) && c != ':')
-				return httpreq_fail(
-				    hr, 400, "invalid byte in trailer");
+			if (httpreq_trailer_byte(hr, c) < 0)
+				return -1;
 			break;
 		case HR_TRAILER_LF:
 			if (c != '\n')
@@ -623,6 +825,14 @@ httpreq_feed(struct httpreq *hr, const char *data, size_t len)
 		i++;
 	}
 	return (ssize_t)i;
+}
+
+/* Stops httpreq_feed after the current byte, from inside a callback: the
+ * caller feeds the rest later, or never (the test fake's faults). */
+void
+httpreq_pause(struct httpreq *hr)
+{
+	hr->paused = 1;
 }
 
 void

@@ -22,7 +22,6 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
-#include <http_parser.h>
 
 struct bufferevent;
 struct evbuffer;
@@ -135,7 +134,7 @@ struct config {
 	double backoff_factor;
 	double backoff_max;
 	uint8_t retry_statuses[600]; /* 1 where a status is retried */
-	uint64_t retry_methods; /* bit per enum http_method */
+	uint64_t retry_methods; /* bit per enum method */
 	size_t retry_body_max;
 
 	size_t max_buffer;
@@ -182,7 +181,7 @@ struct http_head {
 	uint32_t nhdrs, hdrs_cap;
 	uint32_t nconnection; /* Connection headers among them */
 	uint32_t target, target_len;
-	int method; /* enum http_method */
+	int method; /* enum method */
 	int http_major, http_minor;
 	int keep_alive;
 	int chunked;
@@ -207,6 +206,24 @@ int headers_token_ok(const struct http_head *, const char *);
 int headers_response_keep(const struct http_head *, uint32_t);
 
 /* httpreq.c: the strict request parser, behind an interface of our own. */
+enum method {
+	METHOD_GET,
+	METHOD_HEAD,
+	METHOD_POST,
+	METHOD_PUT,
+	METHOD_DELETE,
+	METHOD_PATCH,
+	METHOD_OPTIONS,
+	METHOD_CONNECT,
+	METHOD_TRACE,
+	METHOD_COUNT
+};
+#define HTTPREQ_MAX_FIELDS 100 /* the front door's; beyond it, 431 */
+struct httpreq_limits {
+	size_t max_head; /* head bytes; beyond, 431 */
+	uint64_t max_body; /* 0: none; beyond, 413 */
+	uint32_t max_fields; /* header fields; beyond, 431 */
+};
 struct httpreq_cb {
 	void (*on_begin)(void *);
 	int (*on_head)(void *, struct http_head *);
@@ -215,9 +232,11 @@ struct httpreq_cb {
 };
 struct httpreq {
 	struct http_head head;
+	struct httpreq_limits limits;
 	const struct httpreq_cb *cb;
 	void *arg;
 	int state;
+	int ext_state; /* within a chunk extension */
 	int paused;
 	int in_head; /* a request has begun, its head is not complete */
 	size_t head_bytes;
@@ -225,16 +244,23 @@ struct httpreq {
 	char version[9];
 	int vlen;
 	uint64_t body_left; /* of the Content-Length body or the chunk */
-	uint64_t body_total;
+	uint64_t body_total; /* data and chunk extension bytes */
 	int chunk_digits;
+	size_t chunk_line; /* extension bytes of this chunk line */
 	size_t trailer_bytes;
 	int error_status; /* HTTP status to answer when parsing failed */
 	const char *error;
 };
-void httpreq_init(struct httpreq *, const struct httpreq_cb *, void *);
+void httpreq_init(struct httpreq *, const struct httpreq_limits *,
+    const struct httpreq_cb *, void *);
+void httpreq_set_limits(struct httpreq *, const struct httpreq_limits *);
 void httpreq_free(struct httpreq *);
 ssize_t httpreq_feed(struct httpreq *, const char *, size_t);
+void httpreq_pause(struct httpreq *);
 void httpreq_resume(struct httpreq *);
+const char *httpreq_method_name(int);
+int httpreq_method_lookup(const char *);
+char *httpreq_target_path(const char *, size_t);
 
 /* listener.c */
 struct listener {

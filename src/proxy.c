@@ -37,34 +37,6 @@ static double proxy_retry_after(struct proxy_req *, double);
 /* Response heads up to this size are built without allocating. */
 #define PROXY_HEAD_STACK 4096
 
-/* Takes the request target in origin form, or the path of an absolute
- * form: the host a client names is never where the request goes. */
-static char *
-proxy_target_path(const char *target, size_t len)
-{
-	struct http_parser_url u;
-	const char *p;
-	char *out;
-	size_t plen, qlen;
-
-	if (len > 0 && target[0] == '/')
-		return xstrndup(target, len);
-	http_parser_url_init(&u);
-	if (len == 0 || http_parser_parse_url(target, len, 0, &u) != 0 ||
-	    !(u.field_set & (1 << UF_SCHEMA)))
-		return NULL;
-	if (!(u.field_set & (1 << UF_PATH)))
-		return xstrdup("/");
-	p = target + u.field_data[UF_PATH].off;
-	plen = u.field_data[UF_PATH].len;
-	qlen = (u.field_set & (1 << UF_QUERY)) ? u.field_data[UF_QUERY].len + 1
-	                                       : 0;
-	out = xmalloc(plen + qlen + 1);
-	memcpy(out, p, plen + qlen);
-	out[plen + qlen] = '\0';
-	return out;
-}
-
 /*
  * How much request body is kept for sending again.  With retries off, only
  * what max_buffer holds anyway: enough for curl to resend a small request
@@ -103,14 +75,14 @@ struct proxy_req *
 proxy_req_new(struct client_conn *cc, struct http_head *h)
 {
 	struct proxy_req *req = xcalloc(1, sizeof *req);
-	const char *m = http_method_str((enum http_method)h->method);
+	const char *m = httpreq_method_name(h->method);
 
 	req->client = cc;
 	req->head = h;
 	req->state = PROXY_NEW;
 	snprintf(req->method, sizeof req->method, "%s", m);
-	req->path = proxy_target_path(head_str(h, h->target), h->target_len);
-	req->head_only = h->method == HTTP_HEAD;
+	req->path = httpreq_target_path(head_str(h, h->target), h->target_len);
+	req->head_only = h->method == METHOD_HEAD;
 	req->keep_alive = h->keep_alive != 0;
 	req->http10 = h->http_major == 1 && h->http_minor == 0;
 	req->route = req->path ? metrics_route(req->path) : ROUTE_OTHER;
@@ -120,8 +92,8 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 		req->admin = admin_is_admin_path(req->path, strlen(req->path));
 	}
 	req->post_mode = h->chunked || h->content_length > 0 ||
-	    h->method == HTTP_POST || h->method == HTTP_PUT ||
-	    h->method == HTTP_PATCH;
+	    h->method == METHOD_POST || h->method == METHOD_PUT ||
+	    h->method == METHOD_PATCH;
 	if (req->post_mode)
 		req->body = evbuffer_new();
 	else
@@ -269,8 +241,8 @@ void
 proxy_req_start(struct proxy_req *req)
 {
 	/* Before the target: CONNECT names a host:port, not a path. */
-	if (req->head->method == HTTP_CONNECT ||
-	    req->head->method == HTTP_TRACE) {
+	if (req->head->method == METHOD_CONNECT ||
+	    req->head->method == METHOD_TRACE) {
 		proxy_req_fail(
 		    req, 405, 0, "method %s is not allowed", req->method);
 		return;
@@ -358,11 +330,11 @@ proxy_req_begin_transfer(struct proxy_req *req)
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
 		    head->chunked ? (curl_off_t)-1
 		                  : (curl_off_t)head->content_length);
-		if (head->method != HTTP_POST)
+		if (head->method != METHOD_POST)
 			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 	} else if (req->head_only)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	else if (head->method != HTTP_GET)
+	else if (head->method != METHOD_GET)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 	if (req->post_mode) {
 		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, proxy_seek_cb);

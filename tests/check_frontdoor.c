@@ -785,6 +785,15 @@ static const struct refusal head_refusals[] = {
         400},
     {"http_2_0", RQ("GET /_fake/echo/6e HTTP/2.0\r\nHost: h\r\n\r\n"), 505},
     {"http_3_0", RQ("GET /_fake/echo/6f HTTP/3.0\r\nHost: h\r\n\r\n"), 505},
+    /* 7. No fragment in a target (RFC 9112 3.2): curl would cut it, and
+     * /ollama-pool#/metrics reached Ollama as /ollama-pool. */
+    {"fragment_admin_prefix",
+        RQ("GET /ollama-pool#/metrics HTTP/1.1\r\nHost: h\r\n\r\n"), 400},
+    {"fragment", RQ("GET /_fake/echo/7a#x HTTP/1.1\r\nHost: h\r\n\r\n"), 400},
+    {"fragment_after_query",
+        RQ("GET /_fake/echo/7b?q=1#x HTTP/1.1\r\nHost: h\r\n\r\n"), 400},
+    {"fragment_absolute_form",
+        RQ("GET http://h/_fake/echo/7c#x HTTP/1.1\r\nHost: h\r\n\r\n"), 400},
 };
 #define N_HEAD_REFUSALS ((int)(sizeof head_refusals / sizeof head_refusals[0]))
 
@@ -841,6 +850,12 @@ START_TEST(test_accepted_framing)
 	                      "chunked\r\n\r\n5;name=value\r\nhello\r\n"
 	                      "6;a=\"q;x\";b\r\n world\r\n0;last\r\nX-Trailer: "
 	                      "t\r\n\r\n"),
+	        "hello world", "1.1"},
+	    {"chunk_extensions_grammar",
+	        RQ(POST_ECHO("ok-ext2") "Transfer-Encoding: chunked\r\n\r\n"
+	                                "5 ; a = b\t;\tc\r\nhello\r\n"
+	                                "6;q=\"x\\\"y; z=\\\\\"\r\n world\r\n"
+	                                "0\r\nX-T: v\r\nX-Empty:\r\n\r\n"),
 	        "hello world", "1.1"},
 	    {"te_mixed_case",
 	        RQ(POST_ECHO(
@@ -903,6 +918,20 @@ static const struct refusal chunk_refusals[] = {
     {"chunk_data_longer", RQ("3\r\nabcdef\r\n0\r\n\r\n"), 400},
     {"chunk_data_holds_request", RQ("3\r\nabc" EVIL "\r\n0\r\n\r\n"), 400},
     {"chunk_data_bare_lf", RQ("5\r\nhello\n0\r\n\r\n"), 400},
+    /* Chunk extensions by RFC 9112's grammar (7.1.1). */
+    {"chunk_ext_no_value", RQ("5;a=\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_ext_no_name", RQ("5;\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_size_junk", RQ("5 junk\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_ext_name_junk", RQ("5;a b\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_ext_quote_open", RQ("5;a=\"x\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_ext_ctl", RQ("5;a\x01\r\nhello\r\n0\r\n\r\n"), 400},
+    {"chunk_ext_last_junk", RQ("5\r\nhello\r\n0 x\r\n\r\n"), 400},
+    /* Trailers are field lines (7.1.2), though dropped. */
+    {"trailer_name_space", RQ("5\r\nhello\r\n0\r\nBad Name: x\r\n\r\n"), 400},
+    {"trailer_no_colon", RQ("5\r\nhello\r\n0\r\nNoColon\r\n\r\n"), 400},
+    {"trailer_leading_space", RQ("5\r\nhello\r\n0\r\n lead: x\r\n\r\n"), 400},
+    {"trailer_name_ctl", RQ("5\r\nhello\r\n0\r\nX\x01T: v\r\n\r\n"), 400},
+    {"trailer_value_nul", RQ("5\r\nhello\r\n0\r\nX-T: a\0b\r\n\r\n"), 400},
 };
 #define N_CHUNK_REFUSALS                                                       \
 	((int)(sizeof chunk_refusals / sizeof chunk_refusals[0]))
@@ -976,6 +1005,18 @@ START_TEST(test_refused_chunks)
 		    "%s: the upstream "
 		    "did not see its request abandoned mid-body",
 		    what);
+	}
+	/* One chunk line's extensions are capped at 4 KiB. */
+	req.len = 0;
+	harness_buf_addf(&req, CHUNKED_HEAD("ext-cap") "5;a=");
+	for (i = 0; i < 5000; i++)
+		harness_buf_add(&req, "x", 1);
+	harness_buf_addf(&req, "\r\nhello\r\n0\r\n\r\n");
+	for (how = SEND_WHOLE; how <= SEND_BYTES; how++) {
+		what = harness_strf(
+		    "a 5004 byte chunk extension (%s)", send_how_name[how]);
+		refused_exchange(&f, req.data, req.len, how, 400, what);
+		front_nothing_delivered(&f, &n, what);
 	}
 	harness_buf_free(&req);
 	/* Dropped transfers took their connections with them. */
@@ -1177,6 +1218,26 @@ chunked_body_request(const char *name, size_t total, size_t piece)
 	return s;
 }
 
+/* n chunks of size bytes each, every chunk line carrying ext. */
+static const char *
+chunks_with_ext(int n, size_t size, const char *ext)
+{
+	struct harness_buf b = {NULL, 0, 0};
+	const char *s;
+	size_t k;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		harness_buf_addf(&b, "%zx%s\r\n", size, ext);
+		for (k = 0; k < size; k++)
+			harness_buf_add(&b, "e", 1);
+		harness_buf_add(&b, "\r\n", 2);
+	}
+	s = harness_strf("%s", b.data);
+	harness_buf_free(&b);
+	return s;
+}
+
 START_TEST(test_body_limit)
 {
 	struct fake_nums n, n0;
@@ -1236,6 +1297,27 @@ START_TEST(test_body_limit)
 	cJSON_Delete(j);
 	front_nothing_forwarded(&f, "the bodies within the limit, counted");
 	front_intact(&f, 1, "after the declared bodies");
+
+	/* Chunk extensions count towards the limit: 100 bytes of data
+	 * with 40 of extensions are served, with about 970 refused. */
+	req = harness_strf(CHUNKED_HEAD("ext-small") "%s0\r\n\r\n",
+	    chunks_with_ext(10, 10, ";a=b"));
+	j = front_echo(
+	    &f, req, strlen(req), "chunk extensions within the limit");
+	H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), 100);
+	cJSON_Delete(j);
+	front_nothing_forwarded(&f, "chunk extensions within the limit");
+	req = harness_strf(CHUNKED_HEAD("ext-big") "%s0\r\n\r\n",
+	    chunks_with_ext(10, 10,
+	        ";ext=\"0123456789012345678901234567890123456789"
+	        "01234567890123456789012345678901234567890123456789\""));
+	for (how = SEND_WHOLE; how <= SEND_BYTES; how++) {
+		what = harness_strf(
+		    "chunk extensions past the limit (%s)", send_how_name[how]);
+		refused_exchange(&f, req, strlen(req), how, 413, what);
+		front_nothing_delivered(&f, &n, what);
+	}
+	front_intact(&f, 0, "after the chunk extensions past the limit");
 
 	/* A chunked body growing past the limit: 413 and close.  The head
 	 * may have gone upstream (the body streams); asserted is that the
@@ -1538,6 +1620,16 @@ START_TEST(test_absolute_form)
 		const char *target;
 		const char *path;
 	} cases[3];
+	static const struct {
+		const char *target;
+		const char *path;
+	} bare[] = {
+	    {"http://x?a=1", "/?a=1"},
+	    {"HTTP://x?a=%2F&b=/c?d", "/?a=%2F&b=/c?d"},
+	    {"http://x", "/"},
+	};
+	struct http_resp r;
+	struct http_conn c;
 
 	H_BEGIN();
 	front_up(&f, "");
@@ -1566,6 +1658,26 @@ START_TEST(test_absolute_form)
 		    "%s: Host upstream: %s, "
 		    "want only %s",
 		    cases[i].target, echo_headers_text(j), want_host);
+		cJSON_Delete(j);
+	}
+	/* No path: "/", the query kept byte for byte (it was lost). */
+	for (i = 0; i < sizeof bare / sizeof bare[0]; i++) {
+		req = harness_strf(
+		    "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", bare[i].target);
+		http_conn_open(&c, f.port);
+		conn_send(&c, req, strlen(req), bare[i].target);
+		conn_response(&c, &r, bare[i].target);
+		http_conn_close(&c);
+		H_ASSERT(r.status == 200, "%s: status %ld: %.300s",
+		    bare[i].target, r.status, r.body.data);
+		http_resp_free(&r);
+		f.requests++;
+		f.delivered++;
+		j = fake_stats(f.env.fake);
+		t = harness_jstr(j, "last_request_target");
+		H_ASSERT(t != NULL && strcmp(t, bare[i].path) == 0,
+		    "%s arrived as %s, want %s", bare[i].target,
+		    t ? t : "(none)", bare[i].path);
 		cJSON_Delete(j);
 	}
 	/* The one connection it accepted is the one asking it. */

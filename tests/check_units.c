@@ -533,6 +533,9 @@ parsed_on_complete(void *arg)
 	return p->complete_continues;
 }
 
+/* The front door's defaults; a test may change them and must restore. */
+static struct httpreq_limits limits = {32768, 0, HTTPREQ_MAX_FIELDS};
+
 static const struct httpreq_cb parsed_cb = {
     .on_head = parsed_on_head,
     .on_body = parsed_on_body,
@@ -573,7 +576,7 @@ START_TEST(test_httpreq_head_in_pieces)
 	struct httpreq hr;
 
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(feed_bytewise(&hr, req), (ssize_t)strlen(req));
 	ck_assert_int_eq(p.heads, 1);
 	ck_assert_int_eq(p.completes, 1);
@@ -677,7 +680,7 @@ START_TEST(test_httpreq_strict_framing)
 
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		memset(&p, 0, sizeof p);
-		httpreq_init(&hr, &parsed_cb, &p);
+		httpreq_init(&hr, &limits, &parsed_cb, &p);
 		len = strlen(cases[i].req);
 		if (strstr(cases[i].req, "X\x01Y") == NULL)
 			ck_assert_msg(feed_bytewise(&hr, cases[i].req) == -1,
@@ -721,7 +724,7 @@ START_TEST(test_httpreq_lenient_where_allowed)
 
 	for (i = 0; i < sizeof ok / sizeof ok[0]; i++) {
 		memset(&p, 0, sizeof p);
-		httpreq_init(&hr, &parsed_cb, &p);
+		httpreq_init(&hr, &limits, &parsed_cb, &p);
 		ck_assert_msg(
 		    feed_bytewise(&hr, ok[i]) == (ssize_t)strlen(ok[i]),
 		    "case %zu refused: %d %s", i, hr.error_status, hr.error);
@@ -745,23 +748,23 @@ START_TEST(test_httpreq_length_limits)
 	size_t len;
 
 	/* A request line over 8 KiB: 414. */
-	rt.cfg->max_header_size = 65536;
+	limits.max_head = 65536;
 	len = sprintf(req, "GET /");
 	memset(req + len, 'a', 9000);
 	len += 9000;
 	len += sprintf(req + len, " HTTP/1.1\r\nHost: h\r\n\r\n");
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
 	ck_assert_int_eq(hr.error_status, 414);
 	httpreq_free(&hr);
-	rt.cfg->max_header_size = 32768;
+	limits.max_head = 32768;
 
 	/* A body over max_body_size: 413 before any of it, declared or
 	 * chunked. */
-	rt.cfg->max_body_size = 4;
+	limits.max_body = 4;
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	len = sprintf(req,
 	    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
 	    "Expect: 100-continue\r\n\r\n");
@@ -770,7 +773,7 @@ START_TEST(test_httpreq_length_limits)
 	ck_assert_int_eq(p.heads, 0);
 	httpreq_free(&hr);
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	len = sprintf(req,
 	    "POST / HTTP/1.1\r\nHost: h\r\n"
 	    "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
@@ -779,7 +782,7 @@ START_TEST(test_httpreq_length_limits)
 	ck_assert_int_eq(hr.error_status, 413);
 	ck_assert_uint_le(p.body_len, 4);
 	httpreq_free(&hr);
-	rt.cfg->max_body_size = 0;
+	limits.max_body = 0;
 	free(req);
 }
 END_TEST
@@ -793,7 +796,7 @@ START_TEST(test_httpreq_chunked_body)
 	struct httpreq hr;
 
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(
 	    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
 	ck_assert(p.head->chunked);
@@ -814,7 +817,7 @@ START_TEST(test_httpreq_pauses_between_pipelined_requests)
 	ssize_t n;
 
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	n = httpreq_feed(&hr, two, strlen(two));
 	ck_assert_int_eq(n, (ssize_t)first);
 	ck_assert(hr.paused);
@@ -846,7 +849,7 @@ START_TEST(test_httpreq_errors_carry_status)
 
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		memset(&p, 0, sizeof p);
-		httpreq_init(&hr, &parsed_cb, &p);
+		httpreq_init(&hr, &limits, &parsed_cb, &p);
 		ck_assert_msg(
 		    httpreq_feed(&hr, cases[i].req, strlen(cases[i].req)) == -1,
 		    "accepted case %zu", i);
@@ -872,24 +875,351 @@ START_TEST(test_httpreq_header_limits)
 		len += sprintf(req + len, "X-H%d: v\r\n", i);
 	len += sprintf(req + len, "\r\n");
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
 	ck_assert_int_eq(hr.error_status, 431);
 	httpreq_free(&hr);
 
 	/* More header bytes than max_header_size: 431. */
-	rt.cfg->max_header_size = 1024;
+	limits.max_head = 1024;
 	len = sprintf(req, "GET / HTTP/1.1\r\nX-Big: ");
 	memset(req + len, 'a', 2000);
 	len += 2000;
 	len += sprintf(req + len, "\r\n\r\n");
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(httpreq_feed(&hr, req, len), -1);
 	ck_assert_int_eq(hr.error_status, 431);
 	httpreq_free(&hr);
-	rt.cfg->max_header_size = 32768;
+	limits.max_head = 32768;
 	free(req);
+}
+END_TEST
+
+/* Feeds len bytes at once or one by one; -1 on refusal, else the bytes
+ * taken before the parser paused or ran out. */
+static ssize_t
+feed_case(struct httpreq *hr, const char *data, size_t len, int bytewise)
+{
+	size_t i;
+	ssize_t n;
+
+	if (!bytewise)
+		return httpreq_feed(hr, data, len);
+	for (i = 0; i < len; i++) {
+		n = httpreq_feed(hr, data + i, 1);
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+	}
+	return (ssize_t)i;
+}
+
+#define CHUNKED_HEAD                                                           \
+	"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+#define BODY13 "hello, world!" /* 0xd bytes */
+/* A case given by its bytes, which may hold a NUL. */
+#define RQ(s) s, sizeof(s) - 1
+
+/* One request: 0 wants it served whole with body (when not NULL),
+ * otherwise the status it is refused with. */
+static void
+check_one_request(
+    const char *name, const char *req, size_t len, int status, const char *body)
+{
+	struct parsed p;
+	struct httpreq hr;
+	ssize_t n;
+	int bytewise;
+
+	for (bytewise = 0; bytewise <= 1; bytewise++) {
+		memset(&p, 0, sizeof p);
+		httpreq_init(&hr, &limits, &parsed_cb, &p);
+		n = feed_case(&hr, req, len, bytewise);
+		if (status == 0) {
+			ck_assert_msg(n == (ssize_t)len && p.completes == 1,
+			    "%s (%s): refused: %d %s", name,
+			    bytewise ? "bytewise" : "whole", hr.error_status,
+			    hr.error ? hr.error : "");
+			if (body != NULL)
+				ck_assert_msg(p.body_len == strlen(body) &&
+				        memcmp(p.body, body, p.body_len) == 0,
+				    "%s: body %.*s", name, (int)p.body_len,
+				    p.body);
+		} else {
+			ck_assert_msg(n == -1, "%s (%s): accepted", name,
+			    bytewise ? "bytewise" : "whole");
+			ck_assert_msg(hr.error_status == status,
+			    "%s (%s): status %d, want %d (%s)", name,
+			    bytewise ? "bytewise" : "whole", hr.error_status,
+			    status, hr.error);
+			ck_assert_int_eq(p.completes, 0);
+		}
+		httpreq_free(&hr);
+	}
+}
+
+/*
+ * Chunk lines and trailers by RFC 9112's grammar (7.1.1, 7.1.2):
+ * chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ), the name
+ * a token, the value a token or quoted-string; a trailer a field line.
+ * Today's lenient "anything up to CRLF" accepted every refused case.
+ */
+START_TEST(test_httpreq_chunk_grammar)
+{
+	static const struct {
+		const char *name;
+		const char *body;
+		size_t len;
+		int status;
+	} cases[] = {
+	    {"ext name", RQ("d;a\r\n" BODY13 "\r\n0\r\n\r\n"), 0},
+	    {"ext with BWS", RQ("d ; a = b\r\n" BODY13 "\r\n0\r\n\r\n"), 0},
+	    {"ext tabs", RQ("d\t;\ta\t=\tb\r\n" BODY13 "\r\n0\r\n\r\n"), 0},
+	    {"ext quoted, escaped quote",
+	        RQ("d;a=\"x\\\"y\"\r\n" BODY13 "\r\n0\r\n\r\n"), 0},
+	    {"ext quoted, ; and = inside",
+	        RQ("d;a=\"q;x=y \\\\\"\r\n" BODY13 "\r\n0\r\n\r\n"), 0},
+	    {"ext list", RQ("d;a=1;b;c=\"\" ;d\r\n" BODY13 "\r\n0;e\r\n\r\n"),
+	        0},
+	    {"trailer", RQ("d\r\n" BODY13 "\r\n0\r\nX-T: v\r\n\r\n"), 0},
+	    {"trailers, empty value",
+	        RQ("d\r\n" BODY13 "\r\n0\r\nX-T: v\r\nX-E:\r\n\r\n"), 0},
+	    {"ext value missing", RQ("d;a=\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext value missing before ;",
+	        RQ("d;a=;b\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext name missing", RQ("d;\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext name missing, value", RQ("d;=b\r\n" BODY13 "\r\n0\r\n\r\n"),
+	        400},
+	    {"size then junk", RQ("d junk\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"size then space", RQ("d \r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext name then junk", RQ("d;a b\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext value then junk", RQ("d;a=b c\r\n" BODY13 "\r\n0\r\n\r\n"),
+	        400},
+	    {"ext name not a token", RQ("d;a@b\r\n" BODY13 "\r\n0\r\n\r\n"),
+	        400},
+	    {"ext quoted unterminated",
+	        RQ("d;a=\"x\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext quoted then junk",
+	        RQ("d;a=\"x\"y\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext quoted control byte",
+	        RQ("d;a=\"x\x01\"\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext quoted-pair of a control byte",
+	        RQ("d;a=\"x\\\x7f\"\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext NUL", RQ("d;a\0\r\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"ext bare LF", RQ("d;a\n" BODY13 "\r\n0\r\n\r\n"), 400},
+	    {"trailer name with space",
+	        RQ("d\r\n" BODY13 "\r\n0\r\nBad Name: x\r\n\r\n"), 400},
+	    {"trailer without colon",
+	        RQ("d\r\n" BODY13 "\r\n0\r\nNoColon\r\n\r\n"), 400},
+	    {"trailer leading space",
+	        RQ("d\r\n" BODY13 "\r\n0\r\n lead: x\r\n\r\n"), 400},
+	    {"trailer name control byte",
+	        RQ("d\r\n" BODY13 "\r\n0\r\nX\x01T: v\r\n\r\n"), 400},
+	    {"trailer space before colon",
+	        RQ("d\r\n" BODY13 "\r\n0\r\nX-T : v\r\n\r\n"), 400},
+	    {"trailer value NUL",
+	        RQ("d\r\n" BODY13 "\r\n0\r\nX-T: a\0b\r\n\r\n"), 400},
+	    {"trailer value bare CR",
+	        RQ("d\r\n" BODY13 "\r\n0\r\nX-T: a\rb\r\n\r\n"), 400},
+	    {"trailer bare LF", RQ("d\r\n" BODY13 "\r\n0\r\nX-T: v\n\r\n"),
+	        400},
+	};
+	char req[512];
+	size_t i, hl = strlen(CHUNKED_HEAD);
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		ck_assert_uint_lt(hl + cases[i].len, sizeof req);
+		memcpy(req, CHUNKED_HEAD, hl);
+		memcpy(req + hl, cases[i].body, cases[i].len);
+		check_one_request(cases[i].name, req, hl + cases[i].len,
+		    cases[i].status, BODY13);
+	}
+}
+END_TEST
+
+/* The extensions of one chunk line are capped (4 KiB: 400), and count
+ * against max_body_size (413), so they cannot stream on for free. */
+START_TEST(test_httpreq_chunk_ext_limits)
+{
+	size_t hl = strlen(CHUNKED_HEAD), len;
+	char *req = malloc(hl + (2 << 20) + 64);
+
+	ck_assert_ptr_nonnull(req);
+	/* Within the cap: served. */
+	len = sprintf(req, CHUNKED_HEAD "d;a=");
+	memset(req + len, 'x', 4000);
+	len += 4000;
+	len += sprintf(req + len, "\r\n" BODY13 "\r\n0\r\n\r\n");
+	check_one_request("a 4004 byte extension", req, len, 0, BODY13);
+	/* Over it: 400. */
+	len = sprintf(req, CHUNKED_HEAD "d;a=");
+	memset(req + len, 'x', 5000);
+	len += 5000;
+	len += sprintf(req + len, "\r\n" BODY13 "\r\n0\r\n\r\n");
+	check_one_request("a 5004 byte extension", req, len, 400, NULL);
+	/* A quoted value counts the same. */
+	len = sprintf(req, CHUNKED_HEAD "d;a=\"");
+	memset(req + len, ' ', 5000);
+	len += 5000;
+	len += sprintf(req + len, "\"\r\n" BODY13 "\r\n0\r\n\r\n");
+	check_one_request("a 5006 byte quoted extension", req, len, 400, NULL);
+
+	/* Extensions push the body over max_body_size: 413, though the
+	 * data alone (about 100 bytes) is within it. */
+	limits.max_body = 1000;
+	len = sprintf(req, CHUNKED_HEAD);
+	while (len < hl + 3000)
+		len += sprintf(req + len, "1;abcdefghij=klmnopqrst\r\nx\r\n");
+	len += sprintf(req + len, "0\r\n\r\n");
+	check_one_request("extensions over max_body_size", req, len, 413, NULL);
+	/* "d;" and 2 MiB of extension: refused long before its end. */
+	len = sprintf(req, CHUNKED_HEAD "d;");
+	memset(req + len, 'a', 2 << 20);
+	len += 2 << 20;
+	len += sprintf(req + len, "\r\n" BODY13 "\r\n0\r\n\r\n");
+	check_one_request("d; and 2 MiB", req, len, 413, NULL);
+	limits.max_body = 0;
+	check_one_request("d; and 2 MiB, no body limit", req, len, 400, NULL);
+	free(req);
+}
+END_TEST
+
+/* RFC 9112 3.2: a request target has no fragment.  curl would cut it, so
+ * the admin prefix check would see another path than the one sent. */
+START_TEST(test_httpreq_target_fragment)
+{
+	static const char *refused[] = {
+	    "GET /ollama-pool#/metrics HTTP/1.1\r\nHost: h\r\n\r\n",
+	    "GET /api/tags#x HTTP/1.1\r\nHost: h\r\n\r\n",
+	    "GET /a?b=1#c HTTP/1.1\r\nHost: h\r\n\r\n",
+	    "GET http://x/#f HTTP/1.1\r\nHost: h\r\n\r\n",
+	    "GET # HTTP/1.1\r\nHost: h\r\n\r\n",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		check_one_request(
+		    refused[i], refused[i], strlen(refused[i]), 400, NULL);
+	check_one_request("a query is no fragment",
+	    RQ("GET /a?b=%23c HTTP/1.1\r\nHost: h\r\n\r\n"), 0, NULL);
+}
+END_TEST
+
+/* Origin form is sent as it is; absolute form loses its scheme and
+ * authority only, its query kept byte for byte; other forms: none. */
+START_TEST(test_httpreq_target_path)
+{
+	static const struct {
+		const char *target;
+		const char *path; /* NULL: refused (400) */
+	} cases[] = {
+	    {"/", "/"},
+	    {"/api/chat?x=1&y=%20", "/api/chat?x=1&y=%20"},
+	    {"http://x?a=1", "/?a=1"},
+	    {"http://x", "/"},
+	    {"http://x/", "/"},
+	    {"http://x?", "/?"},
+	    {"http://x/p?q=1&r", "/p?q=1&r"},
+	    {"HTTP://Other.Host:1234/api/ps?x=1", "/api/ps?x=1"},
+	    {"https://x/v1/models", "/v1/models"},
+	    {"hTtPs://[::1]:8443?z", "/?z"},
+	    {"http://x//two?/q", "//two?/q"},
+	    {"*", NULL},
+	    {"other.host:443", NULL},
+	    {"ftp://x/p", NULL},
+	    {"http:/x/p", NULL},
+	    {"http:x", NULL},
+	    {"http://", NULL},
+	    {"http:///p", NULL},
+	    {"http://?q", NULL},
+	    {"http://:80/p", NULL},
+	    {"http://user@x/p", NULL},
+	    {"http://x\"y/p", NULL},
+	    {"httpx://x/p", NULL},
+	    {"", NULL},
+	};
+	size_t i;
+	char *p;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		p = httpreq_target_path(
+		    cases[i].target, strlen(cases[i].target));
+		if (cases[i].path == NULL)
+			ck_assert_msg(
+			    p == NULL, "'%s' gave '%s'", cases[i].target, p);
+		else
+			ck_assert_msg(
+			    p != NULL && strcmp(p, cases[i].path) == 0,
+			    "'%s' gave '%s', want '%s'", cases[i].target,
+			    p ? p : "(refused)", cases[i].path);
+		free(p);
+	}
+}
+END_TEST
+
+/* Our method table: the nine we know, by their exact (case-sensitive)
+ * names; anything else is 501.  retry_methods takes the same names. */
+START_TEST(test_httpreq_methods)
+{
+	static const struct {
+		const char *name;
+		int method;
+	} known[] = {
+	    {"GET", METHOD_GET},
+	    {"HEAD", METHOD_HEAD},
+	    {"POST", METHOD_POST},
+	    {"PUT", METHOD_PUT},
+	    {"DELETE", METHOD_DELETE},
+	    {"PATCH", METHOD_PATCH},
+	    {"OPTIONS", METHOD_OPTIONS},
+	    {"CONNECT", METHOD_CONNECT},
+	    {"TRACE", METHOD_TRACE},
+	};
+	static const char *unknown[] = {
+	    "BREW", "PROPFIND", "get", "Post", "GETS", "PURGE"};
+	struct config *cfg = config_new_defaults();
+	struct parsed p;
+	struct httpreq hr;
+	char req[128], err[256];
+	size_t i;
+
+	ck_assert_int_eq(METHOD_COUNT, 9);
+	for (i = 0; i < sizeof known / sizeof known[0]; i++) {
+		ck_assert_str_eq(
+		    httpreq_method_name(known[i].method), known[i].name);
+		ck_assert_int_eq(
+		    httpreq_method_lookup(known[i].name), known[i].method);
+		snprintf(req, sizeof req, "%s / HTTP/1.1\r\nHost: h\r\n\r\n",
+		    known[i].name);
+		check_one_request(known[i].name, req, strlen(req), 0, NULL);
+		memset(&p, 0, sizeof p);
+		httpreq_init(&hr, &limits, &parsed_cb, &p);
+		ck_assert_int_eq(
+		    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
+		ck_assert_int_eq(p.head->method, known[i].method);
+		httpreq_free(&hr);
+	}
+	ck_assert_ptr_null(httpreq_method_name(-1));
+	ck_assert_ptr_null(httpreq_method_name(METHOD_COUNT));
+	for (i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+		ck_assert_int_eq(httpreq_method_lookup(unknown[i]), -1);
+		snprintf(req, sizeof req, "%s / HTTP/1.1\r\nHost: h\r\n\r\n",
+		    unknown[i]);
+		check_one_request(unknown[i], req, strlen(req), 501, NULL);
+	}
+
+	ck_assert_int_eq(config_set(cfg, "retry", "retry_methods",
+	                     "get, Post,DELETE", err, sizeof err),
+	    0);
+	ck_assert_uint_eq(cfg->retry_methods,
+	    (1u << METHOD_GET) | (1u << METHOD_POST) | (1u << METHOD_DELETE));
+	ck_assert_int_eq(config_set(cfg, "retry", "retry_methods",
+	                     "GET,PROPFIND", err, sizeof err),
+	    -1);
+	ck_assert_msg(strstr(err, "'PROPFIND'") != NULL, "%s", err);
+	config_free(cfg);
 }
 END_TEST
 
@@ -933,7 +1263,7 @@ START_TEST(test_headers_to_curl_filters_hop_by_hop)
 	struct curl_slist *l;
 
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(
 	    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
 	l = headers_to_curl(p.head, 1, 0);
@@ -968,7 +1298,7 @@ START_TEST(test_headers_client_tokens)
 	struct curl_slist *l;
 
 	memset(&p, 0, sizeof p);
-	httpreq_init(&hr, &parsed_cb, &p);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(
 	    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
 	ck_assert(headers_token_ok(p.head, "other s3cret"));
@@ -1449,6 +1779,11 @@ units_suite(void)
 	tcase_add_test(tc, test_httpreq_strict_framing);
 	tcase_add_test(tc, test_httpreq_lenient_where_allowed);
 	tcase_add_test(tc, test_httpreq_length_limits);
+	tcase_add_test(tc, test_httpreq_chunk_grammar);
+	tcase_add_test(tc, test_httpreq_chunk_ext_limits);
+	tcase_add_test(tc, test_httpreq_target_fragment);
+	tcase_add_test(tc, test_httpreq_target_path);
+	tcase_add_test(tc, test_httpreq_methods);
 	tcase_add_test(tc, test_headers_to_curl_filters_hop_by_hop);
 	tcase_add_test(tc, test_headers_connection_names_any_length);
 	tcase_add_test(tc, test_headers_token_lists);
@@ -1475,7 +1810,7 @@ main(void)
 	int failed;
 
 	log_init(-5);
-	rt.cfg = config_new_defaults(); /* the parser reads its limits here */
+	rt.cfg = config_new_defaults(); /* for the config and header tests */
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

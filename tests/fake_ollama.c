@@ -2,7 +2,9 @@
  * fake-ollama: a fake Ollama HTTP server for the integration tests.
  *
  * evhttp would buffer request bodies and hide the connection, so requests
- * are parsed with http_parser on a plain bufferevent: bodies stream through
+ * are parsed with the proxy's own strict parser (src/httpreq.c, with Go's
+ * limits instead of the front door's) on a plain bufferevent: bodies
+ * stream through
  * (multi-GiB blob uploads stay small in memory), answers can go out before
  * the body is read, and faults can act on the connection itself.  Output is
  * deterministic (no Date header, fixed timestamps and durations) so the
@@ -42,8 +44,9 @@
 #include <event2/util.h>
 
 #include <cjson/cJSON.h>
-#include <http_parser.h>
 #include <openssl/evp.h>
+
+#include "ollama-pool.h"
 
 #ifndef __unused
 #define __unused __attribute__((__unused__))
@@ -154,7 +157,6 @@ struct fake_req {
 	char *path; /* percent-decoded, without the query */
 	struct fake_header *hdrs;
 	size_t nhdrs;
-	int last_was_value;
 
 	int head, chunked, keep_alive, expect_continue;
 	int headers_done, msg_done, dispatched, stop_parse, close_action;
@@ -187,7 +189,7 @@ struct fake_conn {
 	struct bufferevent *bev;
 	struct event *timer; /* one delay at a time, of timer_kind */
 	enum fake_timer timer_kind;
-	http_parser parser;
+	struct httpreq parser;
 	int used, lingering;
 	struct fake_req req; /* one request at a time */
 };
@@ -201,6 +203,7 @@ static TAILQ_HEAD(, fake_fault) fake_faults = TAILQ_HEAD_INITIALIZER(
 static char **fake_blobs;
 static size_t fake_nblobs;
 static struct fake_header *fake_last_hdrs;
+static char *fake_last_target; /* as it arrived, query and all */
 static size_t fake_nlast;
 
 static struct {
@@ -313,15 +316,14 @@ fake_xevbuffer(void)
 	return b;
 }
 
-/* http_parser may hand over a URL or a header in several pieces. */
-static void
-fake_strappend(char **s, const char *at, size_t len)
+static char *
+fake_xstrndup(const char *s, size_t n)
 {
-	size_t old = *s != NULL ? strlen(*s) : 0;
+	char *d;
 
-	*s = fake_xrealloc(*s, old + len + 1);
-	memcpy(*s + old, at, len);
-	(*s)[old + len] = '\0';
+	if ((d = strndup(s, n)) == NULL)
+		abort();
+	return d;
 }
 
 /* Go's encoding/json matches keys case-insensitively, as cJSON does here. */
@@ -439,6 +441,7 @@ fake_conn_free(struct fake_conn *c, int reset)
 	bufferevent_free(c->bev);
 	event_free(c->timer);
 	fake_req_clear(&c->req);
+	httpreq_free(&c->parser);
 	free(c);
 }
 
@@ -459,11 +462,8 @@ fake_conn_linger(struct fake_conn *c)
 static void
 fake_stop_reading(struct fake_conn *c)
 {
-	enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-
 	c->req.stop_parse = 1;
-	if (err == HPE_OK || err == HPE_PAUSED) /* else it asserts */
-		http_parser_pause(&c->parser, 1);
+	httpreq_pause(&c->parser);
 	bufferevent_disable(c->bev, EV_READ);
 }
 
@@ -475,7 +475,7 @@ fake_send_head(struct fake_conn *c, struct evbuffer *b, int status,
 {
 	struct fake_req *r = &c->req;
 	int http11 = r->major == 1 && r->minor >= 1;
-	const char *text = http_status_str((enum http_status)status);
+	const char *text = response_reason(status);
 
 	if (clen == FAKE_CL_STREAM) {
 		if (http11)
@@ -485,7 +485,7 @@ fake_send_head(struct fake_conn *c, struct evbuffer *b, int status,
 	}
 	if (status == 413)
 		text = "Request Entity Too Large"; /* Go's wording */
-	if (strcmp(text, "<unknown>") == 0)
+	if (text[0] == '\0')
 		evbuffer_add_printf(b, "HTTP/1.%d %d status code %d\r\n",
 		    http11, status, status);
 	else
@@ -508,7 +508,7 @@ fake_send_head(struct fake_conn *c, struct evbuffer *b, int status,
 	evbuffer_add(b, "\r\n", 2);
 	r->resp_started = 1;
 	fake_log("%s %s -> %d",
-	    r->headers_done ? http_method_str(r->method) : "-",
+	    r->headers_done ? httpreq_method_name(r->method) : "-",
 	    r->target ? r->target : "-", status);
 }
 
@@ -1054,7 +1054,7 @@ fake_handle_blob(struct fake_conn *c)
 
 	if (!r->digest_ok)
 		fake_reply_error(c, 400, "invalid digest format", NULL);
-	else if (r->method == HTTP_HEAD)
+	else if (r->method == METHOD_HEAD)
 		fake_reply_empty(c, fake_blob_known(r->digest) ? 200 : 404);
 	else if (r->blob_wait || fake_blob_known(r->digest))
 		fake_reply_empty(c, 200);
@@ -1094,7 +1094,7 @@ fake_handle_echo(struct fake_conn *c)
 	cJSON *j = cJSON_CreateObject();
 	char hex[65], ver[32];
 
-	cJSON_AddStringToObject(j, "method", http_method_str(r->method));
+	cJSON_AddStringToObject(j, "method", httpreq_method_name(r->method));
 	cJSON_AddStringToObject(j, "target", r->target);
 	snprintf(ver, sizeof ver, "%u.%u", r->major, r->minor);
 	cJSON_AddStringToObject(j, "version", ver);
@@ -1128,6 +1128,9 @@ fake_handle_stats(struct fake_conn *c)
 #undef N
 	cJSON_AddItemToObject(j, "last_request_headers",
 	    fake_headers_json(fake_last_hdrs, fake_nlast));
+	if (fake_last_target != NULL)
+		cJSON_AddStringToObject(
+		    j, "last_request_target", fake_last_target);
 	fake_reply_cjson(c, j);
 }
 
@@ -1151,6 +1154,8 @@ fake_handle_reset(struct fake_conn *c)
 	fake_headers_free(fake_last_hdrs, fake_nlast);
 	fake_last_hdrs = NULL;
 	fake_nlast = 0;
+	free(fake_last_target);
+	fake_last_target = NULL;
 	for (o = TAILQ_FIRST(&fake_conns); o != NULL;
 	     o = TAILQ_NEXT(o, entry)) {
 		o->used = 0;
@@ -1423,7 +1428,7 @@ static const struct {
 	uint64_t methods;
 	enum fake_route route;
 } fake_routes[] = {
-#define M(m) (1ull << HTTP_##m)
+#define M(m) (1ull << METHOD_##m)
     {"/", 0, M(GET) | M(HEAD), R_ROOT},
     {"/api/version", 0, M(GET) | M(HEAD), R_VERSION},
     {"/api/tags", 0, M(GET) | M(HEAD), R_TAGS},
@@ -1538,6 +1543,8 @@ fake_count_request(struct fake_conn *c)
 		if (++fake_stats.open_used > fake_stats.max_used)
 			fake_stats.max_used = fake_stats.open_used;
 	}
+	free(fake_last_target);
+	fake_last_target = fake_xstrdup(r->target);
 	fake_headers_free(fake_last_hdrs, fake_nlast);
 	fake_nlast = r->nhdrs;
 	fake_last_hdrs =
@@ -1548,42 +1555,30 @@ fake_count_request(struct fake_conn *c)
 	}
 }
 
-static int
-fake_on_url(http_parser *p, const char *at, size_t len)
+/* The head as the parser left it, copied: it is reused for the next
+ * request while this one's answer may still refer to it. */
+static void
+fake_copy_head(struct fake_req *r, const struct http_head *h)
 {
-	struct fake_conn *c = p->data;
+	size_t i;
 
-	fake_strappend(&c->req.target, at, len);
-	return 0;
-}
-
-static int
-fake_on_header_field(http_parser *p, const char *at, size_t len)
-{
-	struct fake_req *r = &((struct fake_conn *)p->data)->req;
-
-	if (r->nhdrs == 0 || r->last_was_value) {
-		r->hdrs =
-		    fake_xrealloc(r->hdrs, (r->nhdrs + 1) * sizeof *r->hdrs);
-		r->hdrs[r->nhdrs].name = NULL;
-		r->hdrs[r->nhdrs].value = NULL;
-		r->nhdrs++;
-		r->last_was_value = 0;
+	r->target = fake_xstrndup(head_str(h, h->target), h->target_len);
+	r->hdrs = fake_xrealloc(NULL, (h->nhdrs + 1) * sizeof *r->hdrs);
+	for (i = 0; i < h->nhdrs; i++) {
+		r->hdrs[i].name = fake_xstrndup(
+		    h->buf + h->hdrs[i].name, h->hdrs[i].name_len);
+		r->hdrs[i].value = fake_xstrndup(
+		    h->buf + h->hdrs[i].value, h->hdrs[i].value_len);
 	}
-	fake_strappend(&r->hdrs[r->nhdrs - 1].name, at, len);
-	return 0;
-}
-
-static int
-fake_on_header_value(http_parser *p, const char *at, size_t len)
-{
-	struct fake_req *r = &((struct fake_conn *)p->data)->req;
-
-	if (r->nhdrs > 0) {
-		fake_strappend(&r->hdrs[r->nhdrs - 1].value, at, len);
-		r->last_was_value = 1;
-	}
-	return 0;
+	r->nhdrs = h->nhdrs;
+	r->method = (unsigned)h->method;
+	r->major = (unsigned)h->http_major;
+	r->minor = (unsigned)h->http_minor;
+	r->head = h->method == METHOD_HEAD;
+	r->chunked = h->chunked;
+	r->keep_alive = h->keep_alive;
+	/* Only "100-continue" gets this far (417 otherwise), on 1.1. */
+	r->expect_continue = h->expect_continue && h->http_minor >= 1;
 }
 
 /*
@@ -1611,32 +1606,18 @@ fake_blob_early(struct fake_conn *c, int has_body, uint64_t clen)
 }
 
 static int
-fake_on_headers_complete(http_parser *p)
+fake_on_head(void *arg, struct http_head *h)
 {
-	struct fake_conn *c = p->data;
+	struct fake_conn *c = arg;
 	struct fake_req *r = &c->req;
 	int has_body;
-	size_t i;
 	char *path;
 
 	r->headers_done = 1;
-	r->method = p->method;
-	r->major = p->http_major;
-	r->minor = p->http_minor;
-	r->head = p->method == HTTP_HEAD;
-	r->chunked = (p->flags & F_CHUNKED) != 0;
-	r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
-	has_body = r->chunked ||
-	    (p->content_length != ULLONG_MAX && p->content_length > 0);
-	for (i = 0; i < r->nhdrs; i++)
-		if (strcasecmp(r->hdrs[i].name, "Expect") == 0 &&
-		    r->hdrs[i].value != NULL &&
-		    strcasecmp(r->hdrs[i].value, "100-continue") == 0)
-			r->expect_continue = r->major == 1 && r->minor >= 1;
+	fake_copy_head(r, h);
+	has_body = h->chunked || h->content_length > 0;
 
 	/* Routes match the decoded path, as Gin's do. */
-	if (r->target == NULL)
-		r->target = fake_xstrdup("");
 	path = fake_xstrdup(r->target);
 	path[strcspn(path, "?#")] = '\0';
 	if ((r->path = evhttp_uridecode(path, 0, NULL)) == NULL)
@@ -1649,12 +1630,12 @@ fake_on_headers_complete(http_parser *p)
 		fake_count_request(c);
 		fake_fault_take(r);
 	}
-	fake_log("%s %s%s", http_method_str(r->method), r->target,
+	fake_log("%s %s%s", httpreq_method_name(r->method), r->target,
 	    r->fault.action != FA_NONE ? " (fault)" : "");
 
 	if (r->fault.action == FA_CLOSE || r->fault.action == FA_RESET) {
 		r->close_action = r->fault.action;
-		http_parser_pause(p, 1);
+		httpreq_pause(&c->parser);
 		return 0;
 	}
 	if (r->fault.action == FA_STATUS || r->route == R_NOTFOUND ||
@@ -1663,15 +1644,15 @@ fake_on_headers_complete(http_parser *p)
 	else if (fake_route_json(r->route))
 		r->body_mode = FB_JSON;
 	else if (r->route == R_ECHO ||
-	    (r->route == R_BLOB && r->method == HTTP_POST))
+	    (r->route == R_BLOB && r->method == METHOD_POST))
 		r->body_mode = FB_HASH;
 	if (r->route == R_BLOB)
 		r->digest_ok = fake_digest_parse(
 		    r->path + strlen("/api/blobs/"), r->digest);
-	if (r->route == R_BLOB && r->method == HTTP_POST && r->digest_ok &&
+	if (r->route == R_BLOB && r->method == METHOD_POST && r->digest_ok &&
 	    fake_blob_known(r->digest) &&
 	    (r->fault.action == FA_NONE || r->fault.action == FA_DIE_AFTER)) {
-		fake_blob_early(c, has_body, p->content_length);
+		fake_blob_early(c, has_body, h->content_length);
 		return 0;
 	}
 	if (r->body_mode == FB_JSON)
@@ -1685,15 +1666,15 @@ fake_on_headers_complete(http_parser *p)
 	if (r->fault.action == FA_SLOW_READ) {
 		/* Back to the loop, so the body is metered from its start. */
 		r->slow_resume = 1;
-		http_parser_pause(p, 1);
+		httpreq_pause(&c->parser);
 	}
 	return 0;
 }
 
 static int
-fake_on_body(http_parser *p, const char *at, size_t len)
+fake_on_body(void *arg, const char *at, size_t len)
 {
-	struct fake_conn *c = p->data;
+	struct fake_conn *c = arg;
 	struct fake_req *r = &c->req;
 
 	r->body_bytes += len;
@@ -1716,42 +1697,45 @@ fake_on_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* One request at a time: the parser pauses here, and the next request
+ * waits until this one is answered. */
 static int
-fake_on_message_complete(http_parser *p)
+fake_on_complete(void *arg)
 {
-	struct fake_conn *c = p->data;
+	struct fake_conn *c = arg;
 
 	c->req.msg_done = 1;
-	/* One request at a time: the next waits until this one is answered. */
-	http_parser_pause(p, 1);
 	return 0;
 }
 
-static const http_parser_settings fake_settings = {
-    .on_url = fake_on_url,
-    .on_header_field = fake_on_header_field,
-    .on_header_value = fake_on_header_value,
-    .on_headers_complete = fake_on_headers_complete,
+static const struct httpreq_cb fake_parser_cb = {
+    .on_head = fake_on_head,
     .on_body = fake_on_body,
-    .on_message_complete = fake_on_message_complete,
+    .on_complete = fake_on_complete,
 };
 
+/* Go's limits: a 1 MiB head, any number of fields, any body size. */
+static const struct httpreq_limits fake_limits = {1 << 20, 0, 1u << 20};
+
+/* Go answers a malformed request with its status and a plain text body,
+ * "400 Bad Request", and closes. */
 static void
-fake_bad_request(struct fake_conn *c, enum http_errno err)
+fake_bad_request(struct fake_conn *c)
 {
 	struct fake_req *r = &c->req;
+	int status = c->parser.error_status;
+	char *text;
 
-	fake_log("bad request: %s", http_errno_description(err));
+	fake_log("bad request: %d %s", status, c->parser.error);
 	r->keep_alive = 0;
 	fake_stop_reading(c);
 	if (r->resp_started)
 		return;
 	if (r->major == 0)
 		r->major = r->minor = 1; /* not parsed yet */
-	if (err == HPE_HEADER_OVERFLOW)
-		fake_reply_text(c, 431, "431 Request Header Fields Too Large");
-	else
-		fake_reply_text(c, 400, "400 Bad Request");
+	text = fake_xasprintf("%d %s", status, response_reason(status));
+	fake_reply_text(c, status, text);
+	free(text);
 }
 
 /*
@@ -1765,8 +1749,8 @@ fake_conn_progress(struct fake_conn *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct evbuffer_iovec v;
-	enum http_errno err;
-	size_t len, n;
+	size_t len;
+	ssize_t n;
 
 	while (!c->lingering) {
 		if (r->resp_queued && evbuffer_get_length(out) == 0) {
@@ -1784,7 +1768,7 @@ fake_conn_progress(struct fake_conn *c)
 			}
 			if (r->msg_done) {
 				fake_req_clear(r);
-				http_parser_pause(&c->parser, 0);
+				httpreq_resume(&c->parser);
 			}
 		}
 		if (r->msg_done || r->stop_parse)
@@ -1804,23 +1788,21 @@ fake_conn_progress(struct fake_conn *c)
 				len = r->slow_budget;
 			r->slow_budget -= len; /* all of it, bar errors */
 		}
-		n = http_parser_execute(
-		    &c->parser, &fake_settings, v.iov_base, len);
-		evbuffer_drain(in, n);
+		n = httpreq_feed(&c->parser, v.iov_base, len);
+		if (n < 0) {
+			fake_bad_request(c);
+			continue;
+		}
+		evbuffer_drain(in, (size_t)n);
 		if (r->close_action) {
 			fake_log("%s instead of answering",
 			    r->close_action == FA_RESET ? "reset" : "close");
 			fake_conn_free(c, r->close_action == FA_RESET);
 			return;
 		}
-		err = HTTP_PARSER_ERRNO(&c->parser);
-		if (err != HPE_OK && err != HPE_PAUSED) {
-			fake_bad_request(c, err);
-			continue;
-		}
 		if (r->slow_resume) {
 			r->slow_resume = 0;
-			http_parser_pause(&c->parser, 0);
+			httpreq_resume(&c->parser);
 		}
 		if (r->msg_done && !r->dispatched) {
 			r->dispatched = 1;
@@ -1830,7 +1812,7 @@ fake_conn_progress(struct fake_conn *c)
 			}
 			fake_dispatch(c);
 		}
-		if (n == 0 && err == HPE_OK)
+		if (n == 0 && !c->parser.paused)
 			return; /* cannot happen; never spin */
 	}
 }
@@ -1932,8 +1914,7 @@ fake_accept(struct evconnlistener *l __unused, evutil_socket_t fd,
 	c->timer = evtimer_new(fake_base, fake_conn_timer, c);
 	if (c->bev == NULL || c->timer == NULL)
 		abort();
-	http_parser_init(&c->parser, HTTP_REQUEST);
-	c->parser.data = c;
+	httpreq_init(&c->parser, &fake_limits, &fake_parser_cb, c);
 	bufferevent_setcb(
 	    c->bev, fake_conn_read, fake_conn_write, fake_conn_event, c);
 	/* Bounds what a pipelining peer can queue while we answer. */

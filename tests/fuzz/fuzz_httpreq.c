@@ -19,6 +19,32 @@ struct fuzz_state {
 	int complete;
 };
 
+/* What goes upstream is a path: it starts with "/", holds no fragment, and
+ * is the end of the target (the query kept byte for byte), after the "/"
+ * an absolute form without a path gets. */
+static void
+fuzz_target(const char *t, size_t len)
+{
+	char *path = httpreq_target_path(t, len);
+	size_t plen;
+
+	if (strchr(t, '#') != NULL || memchr(t, '\0', len) != NULL)
+		abort(); /* the parser refuses both */
+	if (path == NULL)
+		return;
+	plen = strlen(path);
+	if (path[0] != '/' || plen == 0)
+		abort();
+	if (t[0] == '/' && (plen != len || memcmp(path, t, len) != 0))
+		abort();
+	/* "/p?q" is the target's last bytes; "/?q" is "/" and them. */
+	if (t[0] != '/' &&
+	    (plen > len ||
+	        memcmp(path + 1, t + len - (plen - 1), plen - 1) != 0))
+		abort();
+	free(path);
+}
+
 static int
 fuzz_on_head(void *arg, struct http_head *h)
 {
@@ -33,6 +59,7 @@ fuzz_on_head(void *arg, struct http_head *h)
 			abort();
 	curl_slist_free_all(l);
 	headers_token_ok(h, "token-a token-b");
+	fuzz_target(head_str(h, h->target), h->target_len);
 	return 0;
 }
 
@@ -67,16 +94,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	static const struct httpreq_limits lim = {32768, 1 << 20, 100};
 	struct fuzz_state st;
 	struct httpreq hr;
 	size_t cut;
 	ssize_t n;
 
-	if (rt.cfg == NULL) {
-		log_init(-5);
-		rt.cfg = config_new_defaults();
-		rt.cfg->max_body_size = 1 << 20;
-	}
 	if (size == 0)
 		return 0;
 	cut = data[0] % size;
@@ -85,7 +108,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (cut > size)
 		cut = size;
 	memset(&st, 0, sizeof st);
-	httpreq_init(&hr, &fuzz_cb, &st);
+	httpreq_init(&hr, &lim, &fuzz_cb, &st);
 	n = httpreq_feed(&hr, (const char *)data, cut);
 	if (n >= 0 && (size_t)n == cut)
 		httpreq_feed(&hr, (const char *)data + cut, size - cut);
