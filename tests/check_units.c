@@ -1339,7 +1339,7 @@ START_TEST(test_headers_connection_names_any_length)
 		    "%s: secret\r\nX-Kept: 1\r\n\r\n",
 		    name, name);
 		memset(&p, 0, sizeof p);
-		httpreq_init(&hr, &parsed_cb, &p);
+		httpreq_init(&hr, &limits, &parsed_cb, &p);
 		ck_assert_int_eq(httpreq_feed(&hr, req, n), n);
 		l = headers_to_curl(p.head, 0, 0);
 		strcat(name, ":");
