@@ -1572,31 +1572,55 @@ END_TEST
 /* A second SIGHUP while the first reload resolves is acknowledged and
  * queued: the file is read again after the first, and READY=1 comes
  * once, at the end. */
-START_TEST(test_reload_queued_while_resolving)
-{
+/* A daemon on port p1 in front of fake A, in the middle of a reload that
+ * adds a listener on slow.test:p2, whose DNS answer takes delay_ms: the
+ * query has been asked, and the answer is yet to come. */
+struct slow_reload {
 	struct harness_fake *a, *dns;
 	struct harness_daemon *d;
-	char msg[1024], *table;
+	int p1, p2;
+};
+
+static void
+svc_slow_reload_begin(struct slow_reload *sr, int delay_ms)
+{
+	char *table;
+
+	table = harness_write_file(harness_tmpdir(), "dns.table",
+	    harness_strf("slow.test 127.0.0.1 %d\n", delay_ms));
+	sr->dns = fake_dns_start("dns", table);
+	sr->a = fake_start("fakeA", "A", NULL);
+	sr->p1 = harness_free_port();
+	sr->p2 = harness_free_port();
+	sr->d = svc_start(&(struct svc_opts){
+	    .conf = svc_dns_conf(
+	        harness_strf("127.0.0.1:%d", sr->p1), sr->a, sr->dns)});
+	svc_reload_begin(sr->d,
+	    svc_dns_conf(
+	        harness_strf("127.0.0.1:%d slow.test:%d", sr->p1, sr->p2),
+	        sr->a, sr->dns));
+	/* RELOADING=1 comes before the file is read: only the query shows
+	 * the file was parsed. */
+	S_ASSERT(svc_file_wait(sr->dns->proc.log_path, "query slow.test", 5000),
+	    "slow.test was not asked for");
+}
+
+START_TEST(test_reload_queued_while_resolving)
+{
+	struct slow_reload sr;
+	struct harness_fake *a, *dns;
+	struct harness_daemon *d;
+	char msg[1024];
 	int p1, p2, p3, rc;
 
 	H_BEGIN();
-	table = harness_write_file(
-	    harness_tmpdir(), "dns.table", "slow.test 127.0.0.1 3000\n");
-	dns = fake_dns_start("dns", table);
-	a = fake_start("fakeA", "A", NULL);
-	p1 = harness_free_port();
-	p2 = harness_free_port();
+	svc_slow_reload_begin(&sr, 3000);
+	a = sr.a;
+	dns = sr.dns;
+	d = sr.d;
+	p1 = sr.p1;
+	p2 = sr.p2;
 	p3 = harness_free_port();
-	d = svc_start(&(struct svc_opts){
-	    .conf = svc_dns_conf(harness_strf("127.0.0.1:%d", p1), a, dns)});
-
-	svc_reload_begin(d,
-	    svc_dns_conf(
-	        harness_strf("127.0.0.1:%d slow.test:%d", p1, p2), a, dns));
-	/* RELOADING=1 comes before the file is read: only the query shows
-	 * the first file was parsed and may be rewritten. */
-	S_ASSERT(svc_file_wait(dns->proc.log_path, "query slow.test", 5000),
-	    "slow.test was not asked for");
 	harness_write_file(d->dir, "ollama-pool.conf",
 	    svc_dns_conf(
 	        harness_strf("127.0.0.1:%d 127.0.0.1:%d", p1, p3), a, dns));
@@ -1632,26 +1656,13 @@ END_TEST
  * the abandoned lookups are ended cleanly (exit 0, nothing leaked). */
 START_TEST(test_stop_while_resolving)
 {
-	struct harness_fake *a, *dns;
+	struct slow_reload sr;
 	struct harness_daemon *d;
 	double t0;
-	char *table;
-	int p1, p2;
 
 	H_BEGIN();
-	table = harness_write_file(
-	    harness_tmpdir(), "dns.table", "slow.test 127.0.0.1 5000\n");
-	dns = fake_dns_start("dns", table);
-	a = fake_start("fakeA", "A", NULL);
-	p1 = harness_free_port();
-	p2 = harness_free_port();
-	d = svc_start(&(struct svc_opts){
-	    .conf = svc_dns_conf(harness_strf("127.0.0.1:%d", p1), a, dns)});
-	svc_reload_begin(d,
-	    svc_dns_conf(
-	        harness_strf("127.0.0.1:%d slow.test:%d", p1, p2), a, dns));
-	S_ASSERT(svc_file_wait(dns->proc.log_path, "query slow.test", 5000),
-	    "slow.test was not asked for");
+	svc_slow_reload_begin(&sr, 5000);
+	d = sr.d;
 	t0 = harness_now();
 	svc_stop_clean(d);
 	S_ASSERT(harness_now() - t0 < 3,
