@@ -6,8 +6,11 @@
  */
 #include "config.h"
 
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <event2/util.h>
 #include <ini.h>
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "ollama-pool.h"
 
@@ -46,6 +50,7 @@ struct setting {
 };
 
 #define OFF(f) offsetof(struct config, f)
+#define CONFIG_TOKENS_FILE_MAX (1024 * 1024)
 
 static const struct setting settings[] = {
     {"server", "listen", SET_LISTEN, OFF(listen), DEFAULT_LISTEN, 0, 0,
@@ -857,6 +862,37 @@ config_fail(
 	return -1;
 }
 
+/* A regular file of at most 1 MiB: never a FIFO that would block the
+ * loop, nor a device that never ends. */
+static FILE *
+config_tokens_open(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	FILE *fp;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		snprintf(
+		    err, errlen, "cannot open '%s': %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > CONFIG_TOKENS_FILE_MAX) {
+		snprintf(err, errlen,
+		    "'%s' is not a regular file of at most %d bytes", path,
+		    CONFIG_TOKENS_FILE_MAX);
+		close(fd);
+		return NULL;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL) {
+		snprintf(
+		    err, errlen, "cannot read '%s': %s", path, strerror(errno));
+		close(fd);
+	}
+	return fp;
+}
+
 /* Reads the tokens of path, one a line (blank lines and # comments
  * skipped, blanks around a token trimmed), into cfg.  Never quotes a
  * token: a message names the line. */
@@ -864,16 +900,13 @@ static int
 config_tokens_read(
     struct config *cfg, const char *path, char *err, size_t errlen)
 {
-	FILE *fp = fopen(path, "r");
 	char *line = NULL, *p, *all = NULL, *next;
 	size_t cap = 0, len;
 	int lineno = 0, n = 0, rc = -1;
+	FILE *fp;
 
-	if (fp == NULL) {
-		snprintf(
-		    err, errlen, "cannot open '%s': %s", path, strerror(errno));
+	if ((fp = config_tokens_open(path, err, errlen)) == NULL)
 		return -1;
-	}
 	while (getline(&line, &cap, fp) >= 0) {
 		lineno++;
 		for (p = line; isspace((unsigned char)*p); p++)

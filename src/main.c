@@ -144,16 +144,18 @@ static void main_reload_begin(void);
 static void
 main_report_errors(const struct config_errors *e, int reload)
 {
-	int i;
+	int i, total = e->n + e->more;
 
-	if (reload && e->n == 1 && e->more == 0)
+	if (reload && total == 1) {
 		log_err("reload failed, keeping the running settings: %s",
 		    e->line[0]);
-	else if (reload)
+		return;
+	}
+	if (reload)
 		log_err("reload failed, keeping the running settings: %d "
 		        "error%s",
-		    e->n + e->more, log_plural(e->n + e->more));
-	for (i = 0; i < e->n && !(reload && e->n == 1 && e->more == 0); i++)
+		    total, log_plural(total));
+	for (i = 0; i < e->n; i++)
 		if (reload)
 			log_err("%s", e->line[i]);
 		else

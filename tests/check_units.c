@@ -5,6 +5,8 @@
  */
 #include "config.h"
 
+#include <sys/stat.h>
+
 #include <check.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -965,6 +967,29 @@ START_TEST(test_config_tokens_file)
 		free(text);
 	}
 	unsetenv("CREDENTIALS_DIRECTORY");
+
+	/* A FIFO would block the loop, a device never end: refused at
+	 * once. */
+	ck_assert_int_ge(asprintf(&tokpath, "%s/fifo", dir), 0);
+	ck_assert_int_eq(mkfifo(tokpath, 0600), 0);
+	for (i = 0; i < 2; i++) {
+		FILE *fp = fopen(conf, "w");
+
+		ck_assert_ptr_nonnull(fp);
+		fprintf(fp, "[server]\nclient_tokens_file = %s\n",
+		    i == 0 ? "fifo" : "/dev/zero");
+		fclose(fp);
+		cfg = config_new_defaults();
+		ck_assert_int_eq(config_load(cfg, conf, NULL, &errs), -1);
+		join_errors(&errs, err, sizeof err);
+		ck_assert_msg(strstr(err,
+		                  "is not a regular file of at most "
+		                  "1048576 bytes") != NULL,
+		    "%s", err);
+		config_free(cfg);
+	}
+	unlink(tokpath);
+	free(tokpath);
 	unlink(conf);
 	free(conf);
 	rmdir(dir);
