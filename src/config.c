@@ -6,15 +6,21 @@
  */
 #include "config.h"
 
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <event2/util.h>
 #include <ini.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "ollama-pool.h"
 
@@ -27,6 +33,7 @@ enum setting_type {
 	SET_SIZE64,
 	SET_BOOL,
 	SET_STRING,
+	SET_SECRET, /* a string -t never prints: it shows *** */
 	SET_RESOLVER,
 	SET_STATUSES,
 	SET_METHODS,
@@ -43,6 +50,7 @@ struct setting {
 };
 
 #define OFF(f) offsetof(struct config, f)
+#define CONFIG_TOKENS_FILE_MAX (1024 * 1024)
 
 static const struct setting settings[] = {
     {"server", "listen", SET_LISTEN, OFF(listen), DEFAULT_LISTEN, 0, 0,
@@ -63,8 +71,12 @@ static const struct setting settings[] = {
         "most client connections open at once"},
     {"server", "allow_remote", SET_BOOL, OFF(allow_remote), "no", 0, 0,
         "allow listening on addresses other than loopback"},
-    {"server", "client_tokens", SET_STRING, OFF(client_tokens), "", 0, 0,
+    {"server", "client_tokens", SET_SECRET, OFF(client_tokens_key), "", 0, 0,
         "bearer tokens clients must send, space separated"},
+    {"server", "client_tokens_file", SET_STRING, OFF(client_tokens_file), "", 0,
+        0,
+        "file of more bearer tokens, one a line; relative to "
+        "$CREDENTIALS_DIRECTORY when set, else to this file's folder"},
     {"server", "idle_timeout", SET_SECONDS, OFF(idle_timeout), "75", 0.001,
         86400, "seconds a kept-alive client may sit idle"},
     {"upstream", "url", SET_URL, OFF(upstream), DEFAULT_UPSTREAM, 0, 0,
@@ -109,12 +121,210 @@ struct config_load_ctx {
 	struct config *cfg;
 	const char *file;
 	FILE *fp;
+	struct config_errors *errs;
 	int line;
 	int listen_seen;
-	int error_line;
-	char error[512];
+	int pending; /* text holds a line inih has not answered for yet */
+	int handled; /* inih passed the current line to the handler */
+	int bad_section; /* in an unknown [section], named at its header */
+	char text[512]; /* the current line, as read */
 	int set_line[NSETTINGS];
+	unsigned char failed[NSETTINGS]; /* its value was refused */
 };
+
+static void PRINTFLIKE(4, 5) config_error(
+    struct config_errors *e, const char *file, int line, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	int i, at = line > 0 ? line : INT_MAX;
+
+	if (e->n == CONFIG_ERRORS_MAX) {
+		e->more++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	/* In line order: the checks across keys come after the parse. */
+	for (i = e->n; i > 0 && e->at[i - 1] > at; i--) {
+		e->line[i] = e->line[i - 1];
+		e->at[i] = e->at[i - 1];
+	}
+	e->at[i] = at;
+	e->n++;
+	if (line > 0)
+		xasprintf(&e->line[i], "%s:%d: %s", file, line, msg);
+	else
+		xasprintf(&e->line[i], "%s: %s", file, msg);
+}
+
+void
+config_errors_free(struct config_errors *e)
+{
+	int i;
+
+	for (i = 0; i < e->n; i++)
+		free(e->line[i]);
+	memset(e, 0, sizeof *e);
+}
+
+/* Optimal string alignment distance, ignoring case: the edits (insert,
+ * delete, substitute, swap two neighbours) that turn a into b. */
+int
+config_distance(const char *a, const char *b)
+{
+	enum { MAXLEN = 64 };
+	int rows[3][MAXLEN + 1], *d2 = rows[0], *d1 = rows[1], *d = rows[2];
+	int i, j, cost, *t;
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la > MAXLEN || lb > MAXLEN)
+		return MAXLEN;
+	for (j = 0; j <= (int)lb; j++)
+		d1[j] = j;
+	for (i = 1; i <= (int)la; i++) {
+		d[0] = i;
+		for (j = 1; j <= (int)lb; j++) {
+			cost = tolower((unsigned char)a[i - 1]) !=
+			    tolower((unsigned char)b[j - 1]);
+			d[j] = d1[j - 1] + cost;
+			if (d1[j] + 1 < d[j])
+				d[j] = d1[j] + 1;
+			if (d[j - 1] + 1 < d[j])
+				d[j] = d[j - 1] + 1;
+			if (i > 1 && j > 1 &&
+			    tolower((unsigned char)a[i - 1]) ==
+			        tolower((unsigned char)b[j - 2]) &&
+			    tolower((unsigned char)a[i - 2]) ==
+			        tolower((unsigned char)b[j - 1]) &&
+			    d2[j - 2] + 1 < d[j])
+				d[j] = d2[j - 2] + 1;
+		}
+		t = d2;
+		d2 = d1;
+		d1 = d;
+		d = t;
+	}
+	return d1[lb];
+}
+
+/* How far name is from known, or -1 when too far to be a slip: at most
+ * two edits, and at most one in three characters. */
+static int
+config_near(const char *name, const char *known)
+{
+	size_t len =
+	    strlen(name) > strlen(known) ? strlen(name) : strlen(known);
+	int d = config_distance(name, known);
+
+	return d <= 2 && (size_t)d * 3 <= len ? d : -1;
+}
+
+/* The sections, in the table's order, as "[server], [upstream], ...". */
+static const char *
+config_section_list(char *buf, size_t len)
+{
+	size_t i, n = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < NSETTINGS; i++)
+		if (i == 0 ||
+		    strcmp(settings[i].section, settings[i - 1].section) != 0)
+			n += snprintf(buf + n, n < len ? len - n : 0, "%s[%s]",
+			    i ? ", " : "", settings[i].section);
+	return buf;
+}
+
+static int
+config_section_known(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NSETTINGS; i++)
+		if (strcasecmp(settings[i].section, name) == 0)
+			return 1;
+	return 0;
+}
+
+/* "[upstrem]": named once, with the nearest known section and the list;
+ * the keys under it are then passed over in silence. */
+static void
+config_section_start(struct config_load_ctx *ctx, const char *name)
+{
+	const char *best = NULL;
+	char list[256];
+	size_t i;
+	int d, bestd = 99;
+
+	ctx->bad_section = !config_section_known(name);
+	if (!ctx->bad_section)
+		return;
+	for (i = 0; i < NSETTINGS; i++) {
+		d = config_near(name, settings[i].section);
+		if (d >= 0 && d < bestd) {
+			bestd = d;
+			best = settings[i].section;
+		}
+	}
+	config_error(ctx->errs, ctx->file, ctx->line,
+	    "unknown section [%s]%s%s%s; known sections: %s", name,
+	    best ? " (did you mean [" : "", best ? best : "", best ? "]?)" : "",
+	    config_section_list(list, sizeof list));
+}
+
+/* An unknown key, with the nearest known one: in this section first, a
+ * key of another section next ("did you mean pool_maxsize in
+ * [upstream]?"). */
+static void
+config_unknown_key(
+    struct config_load_ctx *ctx, const char *section, const char *key)
+{
+	const struct setting *best = NULL;
+	size_t i;
+	int d, bestd = 99, same;
+
+	for (i = 0; i < NSETTINGS; i++) {
+		d = config_near(key, settings[i].key);
+		same = strcasecmp(settings[i].section, section) == 0;
+		if (d >= 0 && (d < bestd || (d == bestd && same))) {
+			bestd = d;
+			best = &settings[i];
+		}
+	}
+	if (best == NULL)
+		config_error(ctx->errs, ctx->file, ctx->line,
+		    "unknown key '%s' in section [%s]", key, section);
+	else if (strcasecmp(best->section, section) == 0)
+		config_error(ctx->errs, ctx->file, ctx->line,
+		    "unknown key '%s' in section [%s] (did you mean %s?)", key,
+		    section, best->key);
+	else
+		config_error(ctx->errs, ctx->file, ctx->line,
+		    "unknown key '%s' in section [%s] (did you mean %s in "
+		    "[%s]?)",
+		    key, section, best->key, best->section);
+}
+
+/* A key before any [section]: say where it belongs, when it is known. */
+static void
+config_outside_key(struct config_load_ctx *ctx, const char *key)
+{
+	char list[256];
+	size_t i;
+
+	for (i = 0; i < NSETTINGS; i++)
+		if (strcasecmp(settings[i].key, key) == 0) {
+			config_error(ctx->errs, ctx->file, ctx->line,
+			    "key '%s' outside of a section (it belongs under "
+			    "[%s])",
+			    key, settings[i].section);
+			return;
+		}
+	config_error(ctx->errs, ctx->file, ctx->line,
+	    "key '%s' outside of a section (put it under one of %s)", key,
+	    config_section_list(list, sizeof list));
+}
 
 static const struct setting *
 config_find(const char *section, const char *key)
@@ -162,6 +372,139 @@ config_parse_number(const char *value, double *out, int allow_suffix)
 	if (*end != '\0')
 		return -1;
 	*out = v;
+	return 0;
+}
+
+/*
+ * A duration: seconds (30, 0.25), or a number with a unit, ms, s, m or h
+ * (250ms, 10s, 1.5m, 2h; a space may come before it).  Digits and one
+ * point only: no sign, exponent or hex.
+ */
+int
+config_parse_duration(const char *value, double *out)
+{
+	static const struct {
+		const char *unit;
+		double mul, div;
+	} units[] = {{"ms", 1, 1000}, {"s", 1, 1}, {"m", 60, 1}, {"h", 3600, 1},
+	    {"", 1, 1}};
+	const char *p = value;
+	char *end;
+	size_t n, i, rest;
+	double v;
+
+	while (isspace((unsigned char)*p))
+		p++;
+	n = strspn(p, "0123456789.");
+	errno = 0;
+	v = strtod(p, &end);
+	if (n == 0 || end != p + n || errno != 0 || !isfinite(v))
+		return -1;
+	for (p = end; isspace((unsigned char)*p); p++)
+		;
+	for (rest = strlen(p); rest > 0 && isspace((unsigned char)p[rest - 1]);)
+		rest--;
+	for (i = 0; i < sizeof units / sizeof units[0]; i++)
+		if (rest == strlen(units[i].unit) &&
+		    strncasecmp(p, units[i].unit, rest) == 0) {
+			*out = v * units[i].mul / units[i].div;
+			return 0;
+		}
+	return -1;
+}
+
+/* The fewest decimals that read back as v: 0.3, 86400, 0.00001. */
+static const char *
+config_format_exact(double v, char *buf, size_t len)
+{
+	int prec;
+
+	for (prec = 0; prec < 17; prec++) {
+		snprintf(buf, len, "%.*f", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	return buf;
+}
+
+/* Whole, for a duration (at most days, so a long long holds it). */
+static int
+config_whole(double v)
+{
+	return v == (double)(long long)v;
+}
+
+/* The simplest exact form of a duration for messages: 24h, 1.5m, 30s,
+ * 250ms. */
+const char *
+config_format_duration(double v, char *buf, size_t len)
+{
+	char num[64];
+
+	if (v == 0)
+		snprintf(buf, len, "0");
+	else if (config_whole(v / 3600))
+		snprintf(buf, len, "%sh",
+		    config_format_exact(v / 3600, num, sizeof num));
+	else if (config_whole(v / 60))
+		snprintf(buf, len, "%sm",
+		    config_format_exact(v / 60, num, sizeof num));
+	else if (v < 1 && config_whole(v * 1000))
+		snprintf(buf, len, "%sms",
+		    config_format_exact(v * 1000, num, sizeof num));
+	else
+		snprintf(
+		    buf, len, "%ss", config_format_exact(v, num, sizeof num));
+	return buf;
+}
+
+/* A number for an int, size or duration setting, within its bounds. */
+static int
+config_apply_number(const struct setting *s, void *field, const char *value,
+    char *err, size_t errlen)
+{
+	char lo[64], hi[64];
+	double v;
+	int bad;
+
+	if (s->type == SET_SECONDS)
+		bad = config_parse_duration(value, &v) != 0;
+	else
+		bad = config_parse_number(value, &v,
+		          s->type == SET_SIZE || s->type == SET_SIZE64) != 0 ||
+		    v != floor(v);
+	if (bad) {
+		snprintf(err, errlen, "%s must be %s, not '%s'", s->key,
+		    s->type == SET_SECONDS
+		        ? "a duration: seconds (30, 0.5) or a number with ms, "
+		          "s, m or h (250ms, 10s, 1.5m, 2h)"
+		        : s->type == SET_SIZE || s->type == SET_SIZE64
+		        ? "a size (e.g. 64k, 1m)"
+		        : "a whole number",
+		    value);
+		return -1;
+	}
+	if (v < s->min || v > s->max) {
+		if (s->type == SET_SECONDS)
+			snprintf(err, errlen,
+			    "%s must be between %s and %s, not '%s'", s->key,
+			    config_format_duration(s->min, lo, sizeof lo),
+			    config_format_duration(s->max, hi, sizeof hi),
+			    value);
+		else
+			snprintf(err, errlen,
+			    "%s must be between %g and %g, not '%s'", s->key,
+			    s->min, s->max, value);
+		return -1;
+	}
+	if (s->type == SET_INT)
+		*(int *)field = (int)v;
+	else if (s->type == SET_SIZE)
+		*(size_t *)field = (size_t)v;
+	else if (s->type == SET_SIZE64)
+		*(uint64_t *)field = (uint64_t)v;
+	else
+		*(double *)field = v;
 	return 0;
 }
 
@@ -252,8 +595,6 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 {
 	void *field = (char *)cfg + s->offset;
 	char *copy, *tok, *save;
-	double v;
-	int n;
 
 	switch (s->type) {
 	case SET_LISTEN:
@@ -290,6 +631,7 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 		cfg->upstream_text = xstrdup(value);
 		return 0;
 	case SET_STRING:
+	case SET_SECRET:
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return 0;
@@ -318,37 +660,23 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 	case SET_SECONDS:
 	case SET_SIZE:
 	case SET_SIZE64:
-		if (config_parse_number(value, &v,
-		        s->type == SET_SIZE || s->type == SET_SIZE64) != 0 ||
-		    (s->type != SET_SECONDS && v != floor(v))) {
-			snprintf(err, errlen, "%s must be %s, not '%s'", s->key,
-			    s->type == SET_SECONDS ? "a number of seconds"
-			        : s->type == SET_SIZE || s->type == SET_SIZE64
-			        ? "a size (e.g. 64k, 1m)"
-			        : "a whole number",
-			    value);
-			return -1;
-		}
-		if (v < s->min || v > s->max) {
-			n = snprintf(err, errlen,
-			    "%s must be between %g and %g", s->key, s->min,
-			    s->max);
-			if (n > 0 && (size_t)n < errlen)
-				snprintf(
-				    err + n, errlen - n, ", not '%s'", value);
-			return -1;
-		}
-		if (s->type == SET_INT)
-			*(int *)field = (int)v;
-		else if (s->type == SET_SIZE)
-			*(size_t *)field = (size_t)v;
-		else if (s->type == SET_SIZE64)
-			*(uint64_t *)field = (uint64_t)v;
-		else
-			*(double *)field = v;
-		return 0;
+		return config_apply_number(s, field, value, err, errlen);
 	}
 	return -1;
+}
+
+/* client_tokens is what the proxy checks: the key's tokens and those
+ * read from client_tokens_file, together. */
+static void
+config_tokens_join(struct config *cfg)
+{
+	const char *key = cfg->client_tokens_key ? cfg->client_tokens_key : "";
+	const char *read =
+	    cfg->client_tokens_read ? cfg->client_tokens_read : "";
+
+	free(cfg->client_tokens);
+	xasprintf(&cfg->client_tokens, "%s%s%s", key,
+	    key[0] != '\0' && read[0] != '\0' ? " " : "", read);
 }
 
 int
@@ -356,13 +684,16 @@ config_set(struct config *cfg, const char *section, const char *key,
     const char *value, char *err, size_t errlen)
 {
 	const struct setting *s = config_find(section, key);
+	int rc;
 
 	if (s == NULL) {
 		snprintf(err, errlen, "unknown key '%s' in section [%s]", key,
 		    section);
 		return -1;
 	}
-	return config_apply(cfg, s, value, 0, err, errlen);
+	rc = config_apply(cfg, s, value, 0, err, errlen);
+	config_tokens_join(cfg);
+	return rc;
 }
 
 struct config *
@@ -377,6 +708,7 @@ config_new_defaults(void)
 		        sizeof err) != 0)
 			fatal("bad built-in default for %s: %s",
 			    settings[i].key, err);
+	config_tokens_join(cfg);
 	return cfg;
 }
 
@@ -389,23 +721,97 @@ config_free(struct config *cfg)
 		return;
 	for (i = 0; i < NSETTINGS; i++)
 		if (settings[i].type == SET_STRING ||
+		    settings[i].type == SET_SECRET ||
 		    settings[i].type == SET_RESOLVER)
 			free(*(char **)((char *)cfg + settings[i].offset));
+	free(cfg->client_tokens);
+	free(cfg->client_tokens_path);
+	free(cfg->client_tokens_read);
 	free(cfg->upstream_text);
 	free(cfg->file);
 	free(cfg);
 }
 
-/* inih reads through us so every handler call knows its line number. */
+/* inih's find_chars_or_comment(): the first ']' of a section line, or
+ * where a ';' after a blank starts a comment. */
+static const char *
+config_section_end(const char *p)
+{
+	int was_space = 0;
+
+	while (*p != '\0' && *p != ']' && !(was_space && *p == ';')) {
+		was_space = isspace((unsigned char)*p);
+		p++;
+	}
+	return p;
+}
+
+/*
+ * inih has taken a line: it called the handler for a value, or it said
+ * nothing.  Then the line is blank, a comment, a [section] (checked
+ * here) or a syntax error (inih keeps only the first of those; we name
+ * every one).
+ */
+static void
+config_line_done(struct config_load_ctx *ctx)
+{
+	const char *p = ctx->text, *end;
+	char name[128];
+
+	if (!ctx->pending || ctx->handled) {
+		ctx->pending = 0;
+		return;
+	}
+	ctx->pending = 0;
+	if (ctx->line == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+		p += 3;
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p == '\0' || *p == ';' || *p == '#')
+		return;
+	if (*p == '[' && *(end = config_section_end(p + 1)) == ']') {
+		snprintf(name, sizeof name, "%.*s", (int)(end - p - 1), p + 1);
+		config_section_start(ctx, name);
+		return;
+	}
+	config_error(ctx->errs, ctx->file, ctx->line, "%s",
+	    *p == '[' ? "syntax error: a section header needs its ']', as in "
+	                "[server]"
+	              : "syntax error: expected '[section]' or 'key = value'");
+}
+
+/*
+ * inih reads through us: we number the lines, keep each one's text to
+ * check what inih passed over, and refuse a line too long for its buffer
+ * instead of letting it come in two pieces.
+ */
 static char *
 config_reader(char *str, int num, void *stream)
 {
 	struct config_load_ctx *ctx = stream;
-	char *line = fgets(str, num, ctx->fp);
+	size_t len;
+	int c;
 
-	if (line != NULL)
-		ctx->line++;
-	return line;
+	config_line_done(ctx);
+	if (fgets(str, num, ctx->fp) == NULL)
+		return NULL;
+	ctx->line++;
+	len = strlen(str);
+	if (len > 0 && str[len - 1] != '\n' && (c = getc(ctx->fp)) != EOF &&
+	    c != '\n') {
+		while (c != EOF && c != '\n')
+			c = getc(ctx->fp);
+		config_error(ctx->errs, ctx->file, ctx->line,
+		    "line longer than %d characters (a long listen may be "
+		    "split over several listen lines)",
+		    num - 1);
+		str[0] = '\0';
+		return str;
+	}
+	snprintf(ctx->text, sizeof ctx->text, "%s", str);
+	ctx->pending = 1;
+	ctx->handled = 0;
+	return str;
 }
 
 static int
@@ -415,32 +821,29 @@ config_handler(
 	struct config_load_ctx *ctx = user;
 	const struct setting *s;
 	char err[400];
-	int rc;
+	size_t i;
 
-	if (ctx->error_line != 0)
-		return 1;
+	ctx->handled = 1;
+	if (ctx->bad_section)
+		return 1; /* named once, at its header */
 	if (section[0] == '\0') {
-		snprintf(err, sizeof err,
-		    "key '%s' outside of a section (put it under [server], "
-		    "[upstream] or [retry])",
-		    key);
-		rc = -1;
-	} else if ((s = config_find(section, key)) == NULL) {
-		snprintf(err, sizeof err, "unknown key '%s' in section [%s]",
-		    key, section);
-		rc = -1;
-	} else {
-		rc = config_apply(ctx->cfg, s, value,
-		    s->type == SET_LISTEN && ctx->listen_seen, err, sizeof err);
-		if (s->type == SET_LISTEN)
-			ctx->listen_seen = 1;
-		ctx->set_line[s - settings] = ctx->line;
+		config_outside_key(ctx, key);
+		return 1;
 	}
-	if (rc != 0) {
-		ctx->error_line = ctx->line;
-		snprintf(ctx->error, sizeof ctx->error, "%s", err);
-		return 0;
+	if ((s = config_find(section, key)) == NULL) {
+		config_unknown_key(ctx, section, key);
+		return 1;
 	}
+	i = (size_t)(s - settings);
+	if (config_apply(ctx->cfg, s, value,
+	        s->type == SET_LISTEN && ctx->listen_seen, err,
+	        sizeof err) != 0) {
+		config_error(ctx->errs, ctx->file, ctx->line, "%s", err);
+		ctx->failed[i] = 1;
+	}
+	if (s->type == SET_LISTEN)
+		ctx->listen_seen = 1;
+	ctx->set_line[i] = ctx->line;
 	return 1;
 }
 
@@ -455,72 +858,218 @@ config_fail(
 	return -1;
 }
 
+/* A regular file of at most 1 MiB: never a FIFO that would block the
+ * loop, nor a device that never ends. */
+static FILE *
+config_tokens_open(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	FILE *fp;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		snprintf(
+		    err, errlen, "cannot open '%s': %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > CONFIG_TOKENS_FILE_MAX) {
+		snprintf(err, errlen,
+		    "'%s' is not a regular file of at most %d bytes", path,
+		    CONFIG_TOKENS_FILE_MAX);
+		close(fd);
+		return NULL;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL) {
+		snprintf(
+		    err, errlen, "cannot read '%s': %s", path, strerror(errno));
+		close(fd);
+	}
+	return fp;
+}
+
+/* Reads the tokens of path, one a line (blank lines and # comments
+ * skipped, blanks around a token trimmed), into cfg.  Never quotes a
+ * token: a message names the line. */
+static int
+config_tokens_read(
+    struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	char *line = NULL, *p, *all = NULL, *next;
+	size_t cap = 0, len;
+	int lineno = 0, n = 0, rc = -1;
+	FILE *fp;
+
+	if ((fp = config_tokens_open(path, err, errlen)) == NULL)
+		return -1;
+	while (getline(&line, &cap, fp) >= 0) {
+		lineno++;
+		for (p = line; isspace((unsigned char)*p); p++)
+			;
+		for (len = strlen(p);
+		     len > 0 && isspace((unsigned char)p[len - 1]);)
+			p[--len] = '\0';
+		if (*p == '\0' || *p == '#')
+			continue;
+		if (strcspn(p, " \t,") != len) {
+			snprintf(err, errlen,
+			    "'%s' line %d: a token cannot hold blanks or "
+			    "commas",
+			    path, lineno);
+			goto out;
+		}
+		xasprintf(&next, "%s%s%s", all ? all : "", all ? " " : "", p);
+		free(all);
+		all = next;
+		n++;
+	}
+	if (ferror(fp))
+		snprintf(
+		    err, errlen, "cannot read '%s': %s", path, strerror(errno));
+	else if (n == 0)
+		snprintf(err, errlen,
+		    "'%s' holds no token (one a line; blank lines and # "
+		    "comments are skipped)",
+		    path);
+	else {
+		free(cfg->client_tokens_read);
+		cfg->client_tokens_read = all;
+		cfg->client_tokens_nread = n;
+		all = NULL;
+		rc = 0;
+	}
+out:
+	free(all);
+	free(line);
+	fclose(fp);
+	return rc;
+}
+
+/*
+ * client_tokens_file, read at every load, so a reload takes a changed
+ * file.  A relative path is taken in $CREDENTIALS_DIRECTORY (systemd's
+ * LoadCredential=) when that is set, else next to the configuration.
+ */
+static void
+config_tokens_load(struct config_load_ctx *ctx)
+{
+	struct config *cfg = ctx->cfg;
+	size_t i =
+	    (size_t)(config_find("server", "client_tokens_file") - settings);
+	const char *name = cfg->client_tokens_file, *dir;
+	const char *how = "";
+	char err[1200];
+	int dlen;
+
+	if (name[0] == '\0' || ctx->failed[i]) {
+		config_tokens_join(cfg);
+		return;
+	}
+	free(cfg->client_tokens_path);
+	dir = getenv("CREDENTIALS_DIRECTORY");
+	if (name[0] == '/')
+		cfg->client_tokens_path = xstrdup(name);
+	else if (dir != NULL && dir[0] != '\0') {
+		xasprintf(&cfg->client_tokens_path, "%s/%s", dir, name);
+		how = ", in $CREDENTIALS_DIRECTORY";
+	} else {
+		dir = strrchr(ctx->file, '/');
+		dlen = dir != NULL ? (int)(dir - ctx->file) + 1 : 0;
+		xasprintf(
+		    &cfg->client_tokens_path, "%.*s%s", dlen, ctx->file, name);
+		how = ", next to this file ($CREDENTIALS_DIRECTORY is unset)";
+	}
+	if (config_tokens_read(cfg, cfg->client_tokens_path, err, sizeof err) !=
+	    0)
+		config_error(ctx->errs, ctx->file, ctx->set_line[i],
+		    "client_tokens_file = %s%s: %s", name, how, err);
+	config_tokens_join(cfg);
+}
+
+/* pool_connections may not exceed pool_maxsize, when both were set. */
+static void
+config_check_pool(struct config_load_ctx *ctx)
+{
+	struct config *cfg = ctx->cfg;
+	size_t conns =
+	    (size_t)(config_find("upstream", "pool_connections") - settings);
+	size_t max =
+	    (size_t)(config_find("upstream", "pool_maxsize") - settings);
+
+	if (cfg->pool_connections <= cfg->pool_maxsize || ctx->failed[conns] ||
+	    ctx->failed[max])
+		return;
+	/* The default idle count follows a smaller pool; only an explicit
+	 * contradiction is an error. */
+	if (ctx->set_line[conns] == 0)
+		cfg->pool_connections = cfg->pool_maxsize;
+	else
+		config_error(ctx->errs, ctx->file, ctx->set_line[conns],
+		    "pool_connections (%d) cannot exceed pool_maxsize (%d)",
+		    cfg->pool_connections, cfg->pool_maxsize);
+}
+
+static void
+config_apply_overrides(struct config *cfg, const struct config_overrides *ov,
+    struct config_errors *errs)
+{
+	char msg[1400];
+	int i;
+
+	for (i = 0; i < ov->nlisten; i++)
+		if (config_apply(cfg, config_find("server", "listen"),
+		        ov->listen[i], i > 0, msg, sizeof msg) != 0)
+			config_error(errs, "--listen", 0, "%s", msg);
+	if (ov->upstream != NULL &&
+	    config_apply(cfg, config_find("upstream", "url"), ov->upstream, 0,
+	        msg, sizeof msg) != 0)
+		config_error(errs, "--upstream", 0, "%s", msg);
+	cfg->listen_cli = ov->nlisten > 0;
+	cfg->url_cli = ov->upstream != NULL;
+}
+
 /* Parses an open file (a real one, or memory for the fuzzer), applies the
  * command-line overrides, and checks the whole but what needs addresses:
- * that is config_check_addresses(), once names are resolved.  No DNS. */
+ * that is config_check_addresses(), once names are resolved.  No DNS.
+ * Every error found goes to errs (reset first); -1 when there is one. */
 int
 config_load_fp(struct config *cfg, FILE *fp, const char *file,
-    const struct config_overrides *ov, char *err, size_t errlen)
+    const struct config_overrides *ov, struct config_errors *errs)
 {
 	struct config_load_ctx ctx;
-	char msg[1400];
-	int i, rc, line;
+	int rc;
 
+	memset(errs, 0, sizeof *errs);
 	memset(&ctx, 0, sizeof ctx);
 	ctx.cfg = cfg;
 	ctx.file = file;
+	ctx.errs = errs;
 	if (fp != NULL) {
 		ctx.fp = fp;
 		rc =
 		    ini_parse_stream(config_reader, &ctx, config_handler, &ctx);
-		if (rc < 0)
-			return config_fail(
-			    err, errlen, file, 0, "cannot read file");
-		if (rc > 0 && (ctx.error_line == 0 || rc < ctx.error_line))
-			return config_fail(err, errlen, file, rc,
+		config_line_done(&ctx);
+		if (ferror(fp))
+			config_error(errs, file, 0, "cannot read file: %s",
+			    strerror(errno));
+		else if (rc < 0)
+			config_error(errs, file, 0, "cannot read file");
+		else if (rc > 0 && errs->n == 0)
+			config_error(errs, file, rc,
 			    "syntax error: expected '[section]' or 'key = "
 			    "value'");
-		if (ctx.error_line != 0)
-			return config_fail(
-			    err, errlen, file, ctx.error_line, ctx.error);
 		free(cfg->file);
 		cfg->file = xstrdup(file);
 	}
-
 	cfg->listen_line =
 	    ctx.set_line[config_find("server", "listen") - settings];
 	cfg->url_line = ctx.set_line[config_find("upstream", "url") - settings];
-	if (ov != NULL) {
-		for (i = 0; i < ov->nlisten; i++)
-			if (config_apply(cfg, config_find("server", "listen"),
-			        ov->listen[i], i > 0, msg, sizeof msg) != 0)
-				return config_fail(
-				    err, errlen, "--listen", 0, msg);
-		if (ov->upstream != NULL &&
-		    config_apply(cfg, config_find("upstream", "url"),
-		        ov->upstream, 0, msg, sizeof msg) != 0)
-			return config_fail(err, errlen, "--upstream", 0, msg);
-		cfg->listen_cli = ov->nlisten > 0;
-		cfg->url_cli = ov->upstream != NULL;
-	}
-
-	if (cfg->pool_connections > cfg->pool_maxsize) {
-		line =
-		    ctx.set_line[config_find("upstream", "pool_connections") -
-		        settings];
-		/* The default idle count follows a smaller pool; only an
-		 * explicit contradiction is an error. */
-		if (line == 0)
-			cfg->pool_connections = cfg->pool_maxsize;
-		else {
-			snprintf(msg, sizeof msg,
-			    "pool_connections (%d) cannot exceed pool_maxsize "
-			    "(%d)",
-			    cfg->pool_connections, cfg->pool_maxsize);
-			return config_fail(err, errlen, file, line, msg);
-		}
-	}
-	return 0;
+	if (ov != NULL)
+		config_apply_overrides(cfg, ov, errs);
+	config_check_pool(&ctx);
+	config_tokens_load(&ctx);
+	return errs->n > 0 ? -1 : 0;
 }
 
 /* Where listen (url: 0) or url (1) was set, as a message prefix. */
@@ -587,16 +1136,17 @@ config_check_addresses(const struct config *cfg, char *err, size_t errlen)
 
 int
 config_load(struct config *cfg, const char *file,
-    const struct config_overrides *ov, char *err, size_t errlen)
+    const struct config_overrides *ov, struct config_errors *errs)
 {
 	FILE *fp = NULL;
 	int rc;
 
+	memset(errs, 0, sizeof *errs);
 	if (file != NULL && (fp = fopen(file, "r")) == NULL) {
-		snprintf(err, errlen, "%s: %s", file, strerror(errno));
+		config_error(errs, file, 0, "%s", strerror(errno));
 		return -1;
 	}
-	rc = config_load_fp(cfg, fp, file, ov, err, errlen);
+	rc = config_load_fp(cfg, fp, file, ov, errs);
 	if (fp != NULL)
 		fclose(fp);
 	return rc;
@@ -625,6 +1175,7 @@ config_print(const struct config *cfg, FILE *fp)
 	const char *section = "";
 	const struct setting *s;
 	const void *field;
+	char num[64];
 	size_t i;
 	int j, n;
 
@@ -651,7 +1202,9 @@ config_print(const struct config *cfg, FILE *fp)
 			fprintf(fp, "%d", *(const int *)field);
 			break;
 		case SET_SECONDS:
-			fprintf(fp, "%g", *(const double *)field);
+			fputs(config_format_exact(
+			          *(const double *)field, num, sizeof num),
+			    fp);
 			break;
 		case SET_SIZE:
 			fprintf(fp, "%zu", *(const size_t *)field);
@@ -667,6 +1220,9 @@ config_print(const struct config *cfg, FILE *fp)
 		case SET_RESOLVER:
 			fputs(*(char *const *)field, fp);
 			break;
+		case SET_SECRET:
+			fputs(**(char *const *)field != '\0' ? "***" : "", fp);
+			break;
 		case SET_STATUSES:
 			for (j = 100, n = 0; j < 600; j++)
 				if (((const uint8_t *)field)[j])
@@ -677,5 +1233,11 @@ config_print(const struct config *cfg, FILE *fp)
 			break;
 		}
 		fputc('\n', fp);
+		if (field == (const void *)&cfg->client_tokens_file &&
+		    cfg->client_tokens_path != NULL)
+			fprintf(fp, "# %d token%s read from %s\n",
+			    cfg->client_tokens_nread,
+			    log_plural(cfg->client_tokens_nread),
+			    cfg->client_tokens_path);
 	}
 }

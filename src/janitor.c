@@ -26,9 +26,10 @@ janitor_status(void)
 	}
 	up = TAILQ_FIRST(&rt.upstreams);
 	snprintf(status, sizeof status,
-	    "%d clients, %d in flight, %d queued; upstream %s, %ld "
-	    "connections open%s",
-	    rt.nclients, in_flight, queued, up ? up->url.base : "-", conns,
+	    "%d client%s, %d in flight, %d queued; upstream %s, %ld "
+	    "connection%s open%s",
+	    rt.nclients, log_plural(rt.nclients), in_flight, queued,
+	    up ? up->url.base : "-", conns, log_plural(conns),
 	    rt.stopping ? "; draining" : "");
 	if (strcmp(status, rt.status_line) == 0)
 		return;

@@ -49,9 +49,10 @@ listener_error_cb(struct evconnlistener *evl, void *arg)
 		return;
 	}
 	if (!rt.accept_paused)
-		log_warn("accept on %s: %s; pausing accepts while %d "
-		         "connections are served",
-		    l->bound, strerror(e), rt.nclients);
+		log_warn("accept on %s: %s; pausing accepts while serving %d "
+		         "connection%s",
+		    l->bound, strerror(e), rt.nclients,
+		    log_plural(rt.nclients));
 	listener_pause();
 	if (rt.accept_resume_ev == NULL)
 		rt.accept_resume_ev =

@@ -26,6 +26,12 @@ log_enabled(enum log_level lvl)
 	return lvl <= rt.log_level;
 }
 
+const char *
+log_plural(long long n)
+{
+	return n == 1 ? "" : "s";
+}
+
 void
 log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 {

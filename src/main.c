@@ -127,8 +127,10 @@ main_reload_apply(struct config *cfg, char *err, size_t errlen)
 		if (!old->retiring)
 			upstream_retire(old);
 		TAILQ_INSERT_HEAD(&rt.upstreams, up, entry);
-		log_notice("now forwarding to %s with a pool of %d connections",
-		    up->url.base, up->pool_maxsize);
+		log_notice(
+		    "now forwarding to %s with a pool of %d connection%s",
+		    up->url.base, up->pool_maxsize,
+		    log_plural(up->pool_maxsize));
 	}
 	config_free(rt.cfg);
 	rt.cfg = cfg;
@@ -136,6 +138,33 @@ main_reload_apply(struct config *cfg, char *err, size_t errlen)
 }
 
 static void main_reload_begin(void);
+
+/* Every error of a file, one a line: on stderr at start and for -t, in
+ * the log (each at error level) for a reload. */
+static void
+main_report_errors(const struct config_errors *e, int reload)
+{
+	int i, total = e->n + e->more;
+
+	if (reload && total == 1) {
+		log_err("reload failed, keeping the running settings: %s",
+		    e->line[0]);
+		return;
+	}
+	if (reload)
+		log_err("reload failed, keeping the running settings: %d "
+		        "error%s",
+		    total, log_plural(total));
+	for (i = 0; i < e->n; i++)
+		if (reload)
+			log_err("%s", e->line[i]);
+		else
+			fprintf(stderr, "%s\n", e->line[i]);
+	if (e->more > 0 && reload)
+		log_err("... and %d more", e->more);
+	else if (e->more > 0)
+		fprintf(stderr, "... and %d more\n", e->more);
+}
 
 /* A reload ended, either way: the next one queued, or READY=1. */
 static void
@@ -184,13 +213,13 @@ main_reload_resolved(struct config *cfg, const char *error, void *arg)
 static void
 main_reload_begin(void)
 {
+	struct config_errors errs;
 	struct config *cfg;
-	char err[1024];
 
 	cfg = config_new_defaults();
-	if (config_load(cfg, rt.config_file, &rt.overrides, err, sizeof err) !=
-	    0) {
-		log_err("reload failed, keeping the running settings: %s", err);
+	if (config_load(cfg, rt.config_file, &rt.overrides, &errs) != 0) {
+		main_report_errors(&errs, 1);
+		config_errors_free(&errs);
 		config_free(cfg);
 		main_reload_end(0);
 		return;
@@ -264,6 +293,7 @@ main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct config_overrides *ov = &rt.overrides;
+	struct config_errors errs;
 	struct event *sigev[3];
 	struct upstream *up;
 	const char *file = NULL;
@@ -312,8 +342,10 @@ main(int argc, char **argv)
 	rt.config_file = file;
 	rt.metrics.start_time = time(NULL);
 	rt.cfg = config_new_defaults();
-	if (config_load(rt.cfg, file, ov, err, sizeof err) != 0) {
-		fprintf(stderr, "%s\n", err);
+	if (config_load(rt.cfg, file, ov, &errs) != 0) {
+		main_report_errors(&errs, 0);
+		config_errors_free(&errs);
+		config_free(rt.cfg);
 		return 1;
 	}
 	rt.base = event_base_new();
@@ -349,8 +381,8 @@ main(int argc, char **argv)
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigev[i], NULL);
 
-	log_notice("forwarding to %s with a pool of %d connections",
-	    up->url.base, up->pool_maxsize);
+	log_notice("forwarding to %s with a pool of %d connection%s",
+	    up->url.base, up->pool_maxsize, log_plural(up->pool_maxsize));
 	sdnotify_send("READY=1\nSTATUS=listening on %s, upstream %s",
 	    listener_summary(where, sizeof where), up->url.base);
 	janitor_start();

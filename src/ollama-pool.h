@@ -66,6 +66,8 @@ void log_init(int verbosity);
 int log_enabled(enum log_level);
 void log_msg(enum log_level, const char *, ...) PRINTFLIKE(2, 3);
 void log_vmsg(enum log_level, const char *, va_list);
+/* "s" unless n is 1, for "%d request%s". */
+const char *log_plural(long long);
 #define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_LVL_NOTICE, __VA_ARGS__)
@@ -146,7 +148,13 @@ struct config {
 	double shutdown_timeout;
 	int max_clients;
 	int allow_remote;
-	char *client_tokens; /* space separated; empty: no check */
+	char *client_tokens; /* every token accepted, space separated: the
+	                      * key's and client_tokens_file's; "": no check */
+	char *client_tokens_key; /* as the client_tokens key gives them */
+	char *client_tokens_file; /* as given; "": none */
+	char *client_tokens_path; /* the file read, NULL when none */
+	char *client_tokens_read; /* its tokens, space separated */
+	int client_tokens_nread;
 
 	/* Where listen and url came from, for messages after parsing. */
 	int listen_line, url_line; /* in file; 0: not set there */
@@ -157,11 +165,24 @@ struct config_overrides {
 	int nlisten;
 	const char *upstream;
 };
+/* What a load found wrong, in line order, each "FILE:LINE: message";
+ * beyond CONFIG_ERRORS_MAX they are only counted. */
+#define CONFIG_ERRORS_MAX 50
+struct config_errors {
+	char *line[CONFIG_ERRORS_MAX];
+	int at[CONFIG_ERRORS_MAX]; /* the line each is about */
+	int n; /* in line[] */
+	int more; /* found beyond them */
+};
+void config_errors_free(struct config_errors *);
 struct config *config_new_defaults(void);
 int config_load(struct config *, const char *, const struct config_overrides *,
-    char *, size_t);
+    struct config_errors *);
 int config_load_fp(struct config *, FILE *, const char *,
-    const struct config_overrides *, char *, size_t);
+    const struct config_overrides *, struct config_errors *);
+int config_parse_duration(const char *, double *);
+const char *config_format_duration(double, char *, size_t);
+int config_distance(const char *, const char *);
 void config_free(struct config *);
 int config_check_addresses(const struct config *, char *, size_t);
 const char *config_where(const struct config *, int, char *, size_t);

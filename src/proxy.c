@@ -267,9 +267,11 @@ proxy_req_start(struct proxy_req *req)
 	req->t_queued_us = now_us();
 	if (upstream_submit(req->up, req) != 0) {
 		proxy_req_fail(req, 503, 1,
-		    "queue full: %d requests already wait for one of the %d "
-		    "connections to upstream %s",
-		    req->up->queued, req->up->pool_maxsize, req->up->url.base);
+		    "queue full: %d request%s already waiting for the %d "
+		    "connection%s to upstream %s",
+		    req->up->queued, log_plural(req->up->queued),
+		    req->up->pool_maxsize, log_plural(req->up->pool_maxsize),
+		    req->up->url.base);
 		return;
 	}
 	/* Accepted (running or queued): only now is the body invited. */

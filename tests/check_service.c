@@ -1832,6 +1832,237 @@ START_TEST(test_check_config_resolves_names)
 }
 END_TEST
 
+/* ---- configuration errors and client_tokens_file ------------------------ */
+
+/* The lines of text that hold needle. */
+static int
+svc_count_lines_with(const char *text, const char *needle)
+{
+	const char *p, *end;
+	int n = 0;
+
+	for (p = text; p != NULL && *p != '\0'; p = end + (*end != '\0')) {
+		end = p + strcspn(p, "\n");
+		n += strstr(harness_strf("%.*s", (int)(end - p), p), needle) !=
+		    NULL;
+	}
+	return n;
+}
+
+/* -t names every error of a file, each on its own line with its line
+ * number, and exits 1; a good file prints with its secrets masked, the
+ * tokens file by path (here in $CREDENTIALS_DIRECTORY), never its
+ * content. */
+START_TEST(test_check_config_every_error_and_masked)
+{
+	struct harness_run run;
+	char *creds;
+
+	H_BEGIN();
+	H_ASSERT_INT_EQ(svc_check_config("[server]\nmax_buffr = 2m\n"
+	                                 "header_timeout = 10x\n"
+	                                 "[upstrem]\npool_maxsize = 3\n"
+	                                 "[upstream]\npool_maxsize = 0\n",
+	                    &run),
+	    1);
+	/* Four lines, no more. */
+	H_ASSERT_INT_EQ(svc_count_lines_with(run.err.data, "check.conf:"), 4);
+	H_ASSERT_INT_EQ(svc_count_lines_with(run.err.data, ""), 4);
+	H_ASSERT_CONTAINS(run.err.data,
+	    "check.conf:2: unknown key 'max_buffr' in section [server] (did "
+	    "you mean max_buffer?)\n");
+	H_ASSERT_CONTAINS(
+	    run.err.data, "check.conf:3: header_timeout must be a duration");
+	H_ASSERT_CONTAINS(run.err.data,
+	    "check.conf:4: unknown section [upstrem] (did you mean "
+	    "[upstream]?); known sections: [server], [upstream], [retry]\n");
+	H_ASSERT_CONTAINS(
+	    run.err.data, "check.conf:7: pool_maxsize must be between 1");
+	H_ASSERT_INT_EQ(run.out.len, 0);
+	harness_run_free(&run);
+
+	creds = harness_tmpdir();
+	harness_write_file(creds, "client-tokens", "# ours\ntok-file-1\n");
+	setenv("CREDENTIALS_DIRECTORY", creds, 1);
+	H_ASSERT_INT_EQ(svc_check_config("[server]\nclient_tokens = tok-key\n"
+	                                 "client_tokens_file = client-tokens\n"
+	                                 "header_timeout = 1.5m\n",
+	                    &run),
+	    0);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	H_ASSERT_CONTAINS(run.out.data, "\nclient_tokens = ***\n");
+	H_ASSERT_CONTAINS(
+	    run.out.data, "\nclient_tokens_file = client-tokens\n");
+	H_ASSERT_CONTAINS(run.out.data,
+	    harness_strf("\n# 1 token read from %s/client-tokens\n", creds));
+	H_ASSERT_CONTAINS(run.out.data, "\nheader_timeout = 90\n");
+	H_ASSERT(strstr(run.out.data, "tok-") == NULL &&
+	        strstr(run.err.data, "tok-") == NULL,
+	    "-t shows a token:\n%s%s", run.out.data, run.err.data);
+	harness_run_free(&run);
+}
+END_TEST
+
+/* A reload of a file with two errors logs both, with their lines, and
+ * the running settings go on serving. */
+START_TEST(test_reload_logs_every_error)
+{
+	struct harness_fake *a, *b;
+	struct harness_daemon *d;
+	char msg[1024];
+	int port;
+
+	H_BEGIN();
+	a = fake_start("fakeA", "A", NULL);
+	b = fake_start("fakeB", "B", NULL);
+	port = harness_free_port();
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(port, a, NULL)});
+	svc_reload(d,
+	    harness_strf("[server]\nlisten = 127.0.0.1:%d\nidle_timeout = "
+	                 "soon\n[upstream]\nurl = %s\npool_maxsise = 4\n",
+	        port, harness_upstream_of(b)),
+	    msg, sizeof msg);
+	S_ASSERT(
+	    svc_log_wait(d,
+	        "reload failed, keeping the running settings: 2 errors", 5000),
+	    "the log does not count the errors");
+	S_ASSERT(svc_log_wait(d,
+	             harness_strf(
+	                 "%s:3: idle_timeout must be a duration", d->conf_path),
+	             1000),
+	    "the log does not name %s:3", d->conf_path);
+	S_ASSERT(svc_log_wait(d,
+	             harness_strf("%s:6: unknown key 'pool_maxsise' in section "
+	                          "[upstream] (did you mean pool_maxsize?)",
+	                 d->conf_path),
+	             1000),
+	    "the log does not name %s:6", d->conf_path);
+	H_ASSERT(harness_proc_alive(&d->proc), "a bad file killed the daemon");
+	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
+	svc_stop_clean(d);
+}
+END_TEST
+
+/* GET path with "Authorization: Bearer token" (no header for NULL);
+ * the status. */
+static long
+svc_get_with_token(int port, const char *path, const char *token)
+{
+	const char *hdrs[2] = {NULL, NULL};
+	struct http_resp r;
+	long status;
+
+	if (token != NULL)
+		hdrs[0] = harness_strf("Authorization: Bearer %s", token);
+	http_request(
+	    &(struct http_req){.url = svc_url(port, path), .headers = hdrs},
+	    &r);
+	H_ASSERT(r.ok, "GET %s: %s", path, r.error);
+	status = r.status;
+	http_resp_free(&r);
+	return status;
+}
+
+/* Which of the tokens are let in (200) and which refused (401), as
+ * "tok=code" pairs, for one message. */
+static void
+svc_check_tokens(int port, const char *const *in, const char *const *out)
+{
+	size_t i;
+	long st;
+
+	for (i = 0; in[i] != NULL; i++) {
+		st = svc_get_with_token(port, "/api/tags", in[i]);
+		S_ASSERT(st == 200, "token %s: %ld, want 200", in[i], st);
+	}
+	for (i = 0; out[i] != NULL; i++) {
+		st = svc_get_with_token(
+		    port, "/api/tags", out[i][0] != '\0' ? out[i] : NULL);
+		S_ASSERT(st == 401, "token '%s': %ld, want 401", out[i], st);
+	}
+}
+
+/* client_tokens_file = client-tokens, loaded by systemd's LoadCredential=
+ * into $CREDENTIALS_DIRECTORY: its tokens and the key's are let in,
+ * others refused; a reload reads the file again. */
+START_TEST(test_tokens_file_in_credentials)
+{
+	struct harness_fake *a;
+	struct harness_daemon *d;
+	char msg[1024], *creds, *conf;
+	int port;
+
+	H_BEGIN();
+	a = fake_start("fakeA", "A", NULL);
+	port = harness_free_port();
+	creds = harness_tmpdir();
+	harness_write_file(creds, "client-tokens",
+	    "# tokens of the apps\n\n  tok-one  \ntok-two\n");
+	conf = svc_conf(port, a,
+	    "client_tokens = tok-key\nclient_tokens_file = client-tokens\n");
+	d = svc_start(&(struct svc_opts){.conf = conf,
+	    .env = (const char *const[]){
+	        harness_strf("CREDENTIALS_DIRECTORY=%s", creds), NULL}});
+	svc_check_tokens(port,
+	    (const char *const[]){"tok-one", "tok-two", "tok-key", NULL},
+	    (const char *const[]){"tok-three", "tok-on", "", NULL});
+	/* Health stays open. */
+	H_ASSERT_INT_EQ(
+	    svc_get_with_token(port, "/ollama-pool/health", NULL), 200);
+
+	harness_write_file(creds, "client-tokens", "tok-three\n");
+	svc_reload(d, conf, msg, sizeof msg);
+	S_ASSERT(svc_log_wait(d, "reload complete", 5000),
+	    "the reload did not complete");
+	svc_check_tokens(port,
+	    (const char *const[]){"tok-three", "tok-key", NULL},
+	    (const char *const[]){"tok-one", "tok-two", NULL});
+
+	/* A file gone refuses the reload, naming the line and the path
+	 * tried; the tokens read before stay. */
+	unlink(harness_strf("%s/client-tokens", creds));
+	svc_reload(d, conf, msg, sizeof msg);
+	S_ASSERT(
+	    svc_log_wait(d,
+	        harness_strf("%s:4: client_tokens_file = client-tokens, in "
+	                     "$CREDENTIALS_DIRECTORY: cannot open "
+	                     "'%s/client-tokens': No such file",
+	            d->conf_path, creds),
+	        5000),
+	    "the log does not say which file is missing");
+	svc_check_tokens(port, (const char *const[]){"tok-three", NULL},
+	    (const char *const[]){"tok-one", NULL});
+	S_ASSERT(strstr(svc_log(d), "tok-") == NULL, "the log shows a token");
+	svc_stop_clean(d);
+}
+END_TEST
+
+/* Without $CREDENTIALS_DIRECTORY a relative client_tokens_file is taken
+ * next to the configuration file, here from a reload on. */
+START_TEST(test_tokens_file_next_to_config)
+{
+	struct harness_fake *a;
+	struct harness_daemon *d;
+	char msg[1024];
+	int port;
+
+	H_BEGIN();
+	unsetenv("CREDENTIALS_DIRECTORY");
+	a = fake_start("fakeA", "A", NULL);
+	port = harness_free_port();
+	d = svc_start(&(struct svc_opts){.conf = svc_conf(port, a, NULL)});
+	H_ASSERT_INT_EQ(svc_get_with_token(port, "/api/tags", NULL), 200);
+	harness_write_file(d->dir, "client-tokens", "tok-near\n");
+	svc_reload(d, svc_conf(port, a, "client_tokens_file = client-tokens\n"),
+	    msg, sizeof msg);
+	S_ASSERT(svc_log_wait(d, "reload complete", 5000),
+	    "the reload did not complete");
+	svc_check_tokens(port, (const char *const[]){"tok-near", NULL},
+	    (const char *const[]){"tok-far", "", NULL});
+	svc_stop_clean(d);
+}
+END_TEST
+
 /* ---- drain -----------------------------------------------------------------
  */
 
@@ -2314,6 +2545,12 @@ service_suite(void)
 	tcase_add_test(tc, test_stop_while_resolving);
 	tcase_add_test(tc, test_reload_unresolvable_keeps_old);
 	tcase_add_test(tc, test_check_config_resolves_names);
+
+	tc = svc_tcase(s, "config", 60);
+	tcase_add_test(tc, test_check_config_every_error_and_masked);
+	tcase_add_test(tc, test_reload_logs_every_error);
+	tcase_add_test(tc, test_tokens_file_in_credentials);
+	tcase_add_test(tc, test_tokens_file_next_to_config);
 
 	tc = svc_tcase(s, "drain", 60);
 	tcase_add_test(tc, test_drain_finishes_stream);

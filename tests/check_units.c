@@ -5,6 +5,8 @@
  */
 #include "config.h"
 
+#include <sys/stat.h>
+
 #include <check.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -315,15 +317,31 @@ write_temp(const char *text)
 	return path;
 }
 
+/* Every error of a load, one a line, into err. */
+static void
+join_errors(struct config_errors *errs, char *err, size_t errlen)
+{
+	size_t n = 0;
+	int i;
+
+	err[0] = '\0';
+	for (i = 0; i < errs->n; i++)
+		n += snprintf(err + n, n < errlen ? errlen - n : 0, "%s%s",
+		    i ? "\n" : "", errs->line[i]);
+	config_errors_free(errs);
+}
+
 static int
 load_text(struct config **cfgp, const char *text,
     const struct config_overrides *ov, char *err, size_t errlen, char **pathp)
 {
+	struct config_errors errs;
 	char *path = write_temp(text);
 	int rc;
 
 	*cfgp = config_new_defaults();
-	rc = config_load(*cfgp, path, ov, err, errlen);
+	rc = config_load(*cfgp, path, ov, &errs);
+	join_errors(&errs, err, errlen);
 	/* Then the checks the daemon makes once names are resolved; these
 	 * files have numeric addresses only. */
 	if (rc == 0)
@@ -482,14 +500,500 @@ END_TEST
 START_TEST(test_config_missing_file)
 {
 	struct config *cfg = config_new_defaults();
+	struct config_errors errs;
 	char err[512];
 
 	ck_assert_int_eq(
-	    config_load(cfg, "/nonexistent/op.conf", NULL, err, sizeof err),
-	    -1);
+	    config_load(cfg, "/nonexistent/op.conf", NULL, &errs), -1);
+	join_errors(&errs, err, sizeof err);
 	ck_assert_str_eq(
 	    err, "/nonexistent/op.conf: No such file or directory");
+	/* A directory opens, but does not read. */
+	ck_assert_int_eq(config_load(cfg, "/tmp", NULL, &errs), -1);
+	join_errors(&errs, err, sizeof err);
+	ck_assert_str_eq(err, "/tmp: cannot read file: Is a directory");
 	config_free(cfg);
+}
+END_TEST
+
+/* Loads text and checks its errors are exactly want, one "LINE: needle"
+ * each, in line order ("0: ..." for one about the file as a whole). */
+static void
+check_all_errors(const char *text, const char *const *want)
+{
+	struct config *cfg;
+	char err[8192], *path, *line, *save, *prefix;
+	int n = 0, wline;
+
+	ck_assert_int_eq(
+	    load_text(&cfg, text, NULL, err, sizeof err, &path), -1);
+	for (line = strtok_r(err, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save), n++) {
+		ck_assert_msg(want[n] != NULL, "unexpected error: %s", line);
+		wline = atoi(want[n]);
+		if (wline > 0)
+			ck_assert_int_ge(
+			    asprintf(&prefix, "%s:%d: ", path, wline), 0);
+		else
+			ck_assert_int_ge(asprintf(&prefix, "%s: ", path), 0);
+		ck_assert_msg(strncmp(line, prefix, strlen(prefix)) == 0,
+		    "want prefix '%s', got '%s'", prefix, line);
+		ck_assert_msg(strstr(line, strchr(want[n], ' ') + 1) != NULL,
+		    "want '%s' in '%s'", strchr(want[n], ' ') + 1, line);
+		free(prefix);
+	}
+	ck_assert_msg(want[n] == NULL, "missing error: %s", want[n]);
+	unlink(path);
+	free(path);
+	config_free(cfg);
+}
+
+/* Every error in a file is named, each with its line; an unknown section
+ * once, at its header, not again for each key under it. */
+START_TEST(test_config_every_error_reported)
+{
+	static const struct {
+		const char *text;
+		const char *want[8];
+	} cases[] = {
+	    {"[server]\nmax_clients = many\n[upstream]\nurl = ftp://x\n"
+	     "[retry]\nretries = 1000\n",
+	        {"2: max_clients must be a whole number", "4: scheme",
+	            "6: retries must be between 0 and 100", NULL}},
+	    {"[server]\nheader_timeout = soon\njunk line\n[retry\n"
+	     "[upstrem]\npool_maxsize = 3\nurl = x\n",
+	        {"2: header_timeout must be a duration",
+	            "3: syntax error: expected '[section]' or 'key = value'",
+	            "4: a section header needs its ']'",
+	            "5: unknown section [upstrem] (did you mean [upstream]?); "
+	            "known sections: [server], [upstream], [retry]",
+	            NULL}},
+	    /* The check across keys comes in line order. */
+	    {"[upstream]\npool_maxsize = 2\npool_connections = 5\n"
+	     "tls_verify = maybe\n",
+	        {"3: cannot exceed", "4: yes or no", NULL}},
+	    /* Nor is it made with a value that was refused. */
+	    {"[upstream]\npool_maxsize = x\npool_connections = 50\n",
+	        {"2: pool_maxsize must be a whole number", NULL}},
+	    {"pool_maxsize = 3\nfrob = 1\n[server]\n",
+	        {"1: outside of a section (it belongs under [upstream])",
+	            "2: outside of a section (put it under one of [server], "
+	            "[upstream], [retry])",
+	            NULL}},
+	    {"[nope]\na = 1\nb = 2\n[nope]\nc = 3\n",
+	        {"1: unknown section [nope]; known sections: [server]",
+	            "4: unknown section [nope];", NULL}},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		check_all_errors(cases[i].text, cases[i].want);
+}
+END_TEST
+
+/* A line too long for the parser's buffer is named, at its own line,
+ * instead of coming in pieces that shift every later line. */
+START_TEST(test_config_long_line)
+{
+	static const char *const want[] = {
+	    "2: line longer than", "4: pool_maxsize must be", NULL};
+	char text[1024];
+	int n, i;
+
+	n = snprintf(text, sizeof text, "[server]\nlisten =");
+	for (i = 0; i < 20; i++)
+		n += snprintf(
+		    text + n, sizeof text - n, " 127.0.0.1:%d", 7000 + i);
+	snprintf(text + n, sizeof text - n, "\n[upstream]\npool_maxsize = x\n");
+	check_all_errors(text, want);
+}
+END_TEST
+
+/* Sixty errors: fifty are kept and the rest counted. */
+START_TEST(test_config_errors_capped)
+{
+	struct config_errors errs;
+	struct config *cfg = config_new_defaults();
+	char text[4096], *path;
+	int n = 0, i;
+
+	n = snprintf(text, sizeof text, "[server]\n");
+	for (i = 0; i < 60; i++)
+		n += snprintf(text + n, sizeof text - n, "max_clients = x\n");
+	path = write_temp(text);
+	ck_assert_int_eq(config_load(cfg, path, NULL, &errs), -1);
+	ck_assert_int_eq(errs.n, CONFIG_ERRORS_MAX);
+	ck_assert_int_eq(errs.more, 60 - CONFIG_ERRORS_MAX);
+	config_errors_free(&errs);
+	unlink(path);
+	free(path);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_config_distance)
+{
+	static const struct {
+		const char *a, *b;
+		int d;
+	} cases[] = {
+	    {"", "", 0},
+	    {"listen", "listen", 0},
+	    {"LISTEN", "listen", 0},
+	    {"lisen", "listen", 1},
+	    {"litsen", "listen", 1}, /* a swap is one edit */
+	    {"max_buffr", "max_buffer", 1},
+	    {"pool_maxsise", "pool_maxsize", 1},
+	    {"retires", "retries", 1},
+	    {"upstrem", "upstream", 1},
+	    {"abc", "", 3},
+	    {"kitten", "sitting", 3},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		ck_assert_msg(
+		    config_distance(cases[i].a, cases[i].b) == cases[i].d,
+		    "%s/%s: %d, want %d", cases[i].a, cases[i].b,
+		    config_distance(cases[i].a, cases[i].b), cases[i].d);
+		ck_assert_int_eq(
+		    config_distance(cases[i].b, cases[i].a), cases[i].d);
+	}
+}
+END_TEST
+
+/* A near miss gets the nearest key, in its section or another; a far one
+ * gets none. */
+START_TEST(test_config_suggestions)
+{
+	static const struct {
+		const char *text;
+		const char *want; /* NULL: no suggestion */
+	} cases[] = {
+	    {"[server]\nmax_buffr = 1m\n", "(did you mean max_buffer?)"},
+	    {"[server]\nMAX_CLEINTS = 1\n", "(did you mean max_clients?)"},
+	    {"[upstream]\npool_maxsise = 2\n", "(did you mean pool_maxsize?)"},
+	    {"[server]\npool_maxsize = 2\n",
+	        "(did you mean pool_maxsize in [upstream]?)"},
+	    {"[upstream]\nretires = 2\n", "(did you mean retries in [retry]?)"},
+	    {"[retry]\nbackof_max = 2\n", "(did you mean backoff_max?)"},
+	    {"[server]\nfrobnicate = 1\n", NULL},
+	    {"[server]\nmax = 1\n", NULL},
+	    {"[upstream]\nurl2 = x\n", "(did you mean url?)"},
+	    {"[upstream]\nuri = x\n", "(did you mean url?)"},
+	    {"[upstream]\nu = x\n", NULL},
+	    {"[Upstrem]\n", "(did you mean [upstream]?)"},
+	    {"[serve]\n", "(did you mean [server]?)"},
+	    {"[retyr]\n", "(did you mean [retry]?)"},
+	    {"[logging]\n", NULL},
+	};
+	struct config *cfg;
+	char err[1024];
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		ck_assert_int_eq(
+		    load_text(&cfg, cases[i].text, NULL, err, sizeof err, NULL),
+		    -1);
+		if (cases[i].want != NULL)
+			ck_assert_msg(strstr(err, cases[i].want) != NULL,
+			    "%s: want '%s' in '%s'", cases[i].text,
+			    cases[i].want, err);
+		else
+			ck_assert_msg(strstr(err, "did you mean") == NULL,
+			    "%s: no suggestion wanted: '%s'", cases[i].text,
+			    err);
+		config_free(cfg);
+	}
+}
+END_TEST
+
+START_TEST(test_config_durations)
+{
+	static const struct {
+		const char *in;
+		double want;
+	} good[] = {
+	    {"10", 10},
+	    {"0.25", 0.25},
+	    {".5", 0.5},
+	    {"5.", 5},
+	    {"10s", 10},
+	    {"10S", 10},
+	    {"10 s", 10},
+	    {"1.5m", 90},
+	    {"250ms", 0.25},
+	    {"1ms", 0.001},
+	    {"2h", 7200},
+	    {"0", 0},
+	    {"0s", 0},
+	    {"  30  ", 30},
+	};
+	static const char *const bad[] = {"10x", "s", "-1s", "-1", "", "1.2.3",
+	    "1e3", "0x10", "inf", "nan", "10 ss", "1h30m", "5 m s", "+5s",
+	    "ms"};
+	static const struct {
+		double v;
+		const char *want;
+	} forms[] = {
+	    {0, "0"},
+	    {0.001, "1ms"},
+	    {0.25, "250ms"},
+	    {0.3, "300ms"},
+	    {1.5, "1.5s"},
+	    {30, "30s"},
+	    {90, "90s"},
+	    {120, "2m"},
+	    {3600, "1h"},
+	    {86400, "24h"},
+	    {1.0005, "1.0005s"},
+	};
+	struct config *cfg = config_new_defaults();
+	char err[512], buf[64];
+	double v;
+	size_t i;
+
+	for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+		ck_assert_msg(config_parse_duration(good[i].in, &v) == 0,
+		    "refused '%s'", good[i].in);
+		ck_assert_msg(v == good[i].want, "'%s': %g, want %g",
+		    good[i].in, v, good[i].want);
+	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_msg(config_parse_duration(bad[i], &v) == -1,
+		    "accepted '%s'", bad[i]);
+		/* The message names the key and the forms accepted. */
+		ck_assert_int_eq(config_set(cfg, "upstream", "connect_timeout",
+		                     bad[i], err, sizeof err),
+		    -1);
+		ck_assert_msg(
+		    strstr(err, "connect_timeout must be a duration") &&
+		        strstr(err, "250ms, 10s, 1.5m, 2h"),
+		    "%s", err);
+	}
+	for (i = 0; i < sizeof forms / sizeof forms[0]; i++)
+		ck_assert_str_eq(
+		    config_format_duration(forms[i].v, buf, sizeof buf),
+		    forms[i].want);
+	/* Bounds are said as durations. */
+	ck_assert_int_eq(config_set(cfg, "upstream", "connect_timeout", "2h",
+	                     err, sizeof err),
+	    -1);
+	ck_assert_str_eq(err,
+	    "connect_timeout must be between 1ms and 1h, "
+	    "not '2h'");
+	ck_assert_int_eq(
+	    config_set(cfg, "server", "idle_timeout", "1.5m", err, sizeof err),
+	    0);
+	ck_assert(cfg->idle_timeout == 90);
+	config_free(cfg);
+}
+END_TEST
+
+/* config_print(), as -t shows it. */
+static char *
+print_config(const struct config *cfg)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&out, &len);
+
+	ck_assert_ptr_nonnull(fp);
+	config_print(cfg, fp);
+	fclose(fp);
+	return out;
+}
+
+/* Secrets never show; durations print as exact plain seconds. */
+START_TEST(test_config_print_masks_secrets)
+{
+	struct config *cfg;
+	char err[512], *out;
+
+	out = print_config(cfg = config_new_defaults());
+	ck_assert_msg(strstr(out, "\nclient_tokens = \n") != NULL, "%s", out);
+	free(out);
+	config_free(cfg);
+
+	ck_assert_msg(load_text(&cfg,
+	                  "[server]\nclient_tokens = hunter2 tok-b\n"
+	                  "header_timeout = 250ms\nidle_timeout = 1.5m\n"
+	                  "[retry]\nbackoff_factor = 1.0005\n",
+	                  NULL, err, sizeof err, NULL) == 0,
+	    "%s", err);
+	ck_assert_str_eq(cfg->client_tokens, "hunter2 tok-b");
+	out = print_config(cfg);
+	ck_assert_msg(
+	    strstr(out, "\nclient_tokens = ***\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "hunter2") == NULL, "%s", out);
+	ck_assert_msg(strstr(out, "tok-b") == NULL, "%s", out);
+	ck_assert_msg(
+	    strstr(out, "\nheader_timeout = 0.25\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "\nidle_timeout = 90\n") != NULL, "%s", out);
+	ck_assert_msg(
+	    strstr(out, "\nbackoff_factor = 1.0005\n") != NULL, "%s", out);
+	free(out);
+	config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_log_plural)
+{
+	static const struct {
+		long long n;
+		const char *want;
+	} cases[] = {{0, "s"}, {1, ""}, {2, "s"}, {-1, "s"}, {1000, "s"}};
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		ck_assert_str_eq(log_plural(cases[i].n), cases[i].want);
+}
+END_TEST
+
+/* text with the first from replaced by to, malloc'd. */
+static char *
+subst(const char *text, const char *from, const char *to)
+{
+	const char *p = strstr(text, from);
+	char *out;
+
+	if (p == NULL)
+		return strdup(text);
+	ck_assert_int_ge(asprintf(&out, "%.*s%s%s", (int)(p - text), text, to,
+	                     p + strlen(from)),
+	    0);
+	return out;
+}
+
+/* client_tokens_file: the file's tokens join the key's; a relative path
+ * is taken in $CREDENTIALS_DIRECTORY when set, else next to the
+ * configuration; every failure names the key's line and the path tried,
+ * never a token. */
+START_TEST(test_config_tokens_file)
+{
+	static const struct {
+		const char *key; /* client_tokens_file = */
+		const char *tokens; /* the file's text; NULL: no file */
+		int creds; /* in $CREDENTIALS_DIRECTORY, not next to conf */
+		const char *want; /* client_tokens, or the error's tail */
+		int ok;
+	} cases[] = {
+	    {"tokens", "# ours\n\n  tok-a  \n\ttok-b\n", 0,
+	        "key-tok tok-a tok-b", 1},
+	    {"tokens", "tok-c\n", 1, "key-tok tok-c", 1},
+	    {"tokens", NULL, 0,
+	        "tokens, next to this file ($CREDENTIALS_DIRECTORY is unset): "
+	        "cannot open '@D/tokens': No such file or directory",
+	        0},
+	    {"tokens", NULL, 1,
+	        "tokens, in $CREDENTIALS_DIRECTORY: cannot open "
+	        "'@C/tokens': No such file or directory",
+	        0},
+	    {"tokens", "# none\n\n", 0, "'@D/tokens' holds no token", 0},
+	    {"tokens", "ok\nnot ok\n", 0,
+	        "'@D/tokens' line 2: a token cannot hold blanks or commas", 0},
+	    {"tokens", "a,b\n", 0, "line 1: a token cannot hold", 0},
+	};
+	struct config_errors errs;
+	struct config *cfg;
+	char dir[] = "/tmp/op-unit-tokens-XXXXXX",
+	     creds[] = "/tmp/op-unit-creds-XXXXXX";
+	char *conf, *tokpath, *text, *want, *out, err[2048];
+	size_t i;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_ptr_nonnull(mkdtemp(creds));
+	ck_assert_int_ge(asprintf(&conf, "%s/op.conf", dir), 0);
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		if (cases[i].creds)
+			setenv("CREDENTIALS_DIRECTORY", creds, 1);
+		else
+			unsetenv("CREDENTIALS_DIRECTORY");
+		ck_assert_int_ge(
+		    asprintf(&tokpath, "%s/%s", cases[i].creds ? creds : dir,
+		        cases[i].key),
+		    0);
+		unlink(tokpath);
+		if (cases[i].tokens != NULL) {
+			FILE *fp = fopen(tokpath, "w");
+
+			ck_assert_ptr_nonnull(fp);
+			fputs(cases[i].tokens, fp);
+			fclose(fp);
+		}
+		ck_assert_int_ge(asprintf(&text,
+		                     "[server]\nclient_tokens = key-tok\n"
+		                     "client_tokens_file = %s\n",
+		                     cases[i].key),
+		    0);
+		{
+			FILE *fp = fopen(conf, "w");
+
+			ck_assert_ptr_nonnull(fp);
+			fputs(text, fp);
+			fclose(fp);
+		}
+		cfg = config_new_defaults();
+		ck_assert_int_eq(
+		    config_load(cfg, conf, NULL, &errs), cases[i].ok ? 0 : -1);
+		join_errors(&errs, err, sizeof err);
+		if (cases[i].ok) {
+			ck_assert_str_eq(cfg->client_tokens, cases[i].want);
+			ck_assert_str_eq(cfg->client_tokens_path, tokpath);
+			out = print_config(cfg);
+			ck_assert_msg(strstr(out, "tok-") == NULL, "%s", out);
+			ck_assert_msg(
+			    strstr(out, "\nclient_tokens_file = tokens\n") !=
+			        NULL,
+			    "%s", out);
+			free(out);
+		} else {
+			/* @D and @C stand for the folders. */
+			want = subst(cases[i].want, "@D", dir);
+			out = subst(want, "@C", creds);
+			free(want);
+			want = out;
+			ck_assert_msg(strncmp(err, conf, strlen(conf)) == 0 &&
+			        strncmp(err + strlen(conf), ":3: ", 4) == 0,
+			    "want %s:3: in '%s'", conf, err);
+			ck_assert_msg(strstr(err, want) != NULL,
+			    "want '%s' in '%s'", want, err);
+			ck_assert_msg(strstr(err, "not ok") == NULL, "%s", err);
+			free(want);
+		}
+		config_free(cfg);
+		unlink(tokpath);
+		free(tokpath);
+		free(text);
+	}
+	unsetenv("CREDENTIALS_DIRECTORY");
+
+	/* A FIFO would block the loop, a device never end: refused at
+	 * once. */
+	ck_assert_int_ge(asprintf(&tokpath, "%s/fifo", dir), 0);
+	ck_assert_int_eq(mkfifo(tokpath, 0600), 0);
+	for (i = 0; i < 2; i++) {
+		FILE *fp = fopen(conf, "w");
+
+		ck_assert_ptr_nonnull(fp);
+		fprintf(fp, "[server]\nclient_tokens_file = %s\n",
+		    i == 0 ? "fifo" : "/dev/zero");
+		fclose(fp);
+		cfg = config_new_defaults();
+		ck_assert_int_eq(config_load(cfg, conf, NULL, &errs), -1);
+		join_errors(&errs, err, sizeof err);
+		ck_assert_msg(strstr(err,
+		                  "is not a regular file of at most "
+		                  "1048576 bytes") != NULL,
+		    "%s", err);
+		config_free(cfg);
+	}
+	unlink(tokpath);
+	free(tokpath);
+	unlink(conf);
+	free(conf);
+	rmdir(dir);
+	rmdir(creds);
 }
 END_TEST
 
@@ -1768,6 +2272,15 @@ units_suite(void)
 	tcase_add_test(tc, test_config_idle_default_follows_small_pool);
 	tcase_add_test(tc, test_config_overrides_win);
 	tcase_add_test(tc, test_config_missing_file);
+	tcase_add_test(tc, test_config_every_error_reported);
+	tcase_add_test(tc, test_config_long_line);
+	tcase_add_test(tc, test_config_errors_capped);
+	tcase_add_test(tc, test_config_distance);
+	tcase_add_test(tc, test_config_suggestions);
+	tcase_add_test(tc, test_config_durations);
+	tcase_add_test(tc, test_config_print_masks_secrets);
+	tcase_add_test(tc, test_log_plural);
+	tcase_add_test(tc, test_config_tokens_file);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("headers");

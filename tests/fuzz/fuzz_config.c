@@ -1,6 +1,6 @@
 /*
  * libFuzzer target: the configuration parser, fed whole files from memory.
- * A file either loads or is refused with a message that names the problem.
+ * A file either loads or is refused with messages that each say where.
  */
 #include "config.h"
 
@@ -15,9 +15,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	struct config_errors errs;
 	struct config *cfg;
-	char err[1024];
 	FILE *fp;
+	int i;
 
 	if (size == 0)
 		return 0;
@@ -26,10 +27,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (fp == NULL)
 		return 0;
 	cfg = config_new_defaults();
-	err[0] = '\0';
-	if (config_load_fp(cfg, fp, "fuzz.conf", NULL, err, sizeof err) != 0 &&
-	    strncmp(err, "fuzz.conf", 9) != 0)
-		abort(); /* a refusal must say where */
+	if (config_load_fp(cfg, fp, "fuzz.conf", NULL, &errs) != 0 &&
+	    errs.n == 0)
+		abort(); /* a refusal says why */
+	for (i = 0; i < errs.n; i++)
+		if (strncmp(errs.line[i], "fuzz.conf", 9) != 0)
+			abort(); /* and where */
+	config_errors_free(&errs);
 	fclose(fp);
 	config_free(cfg);
 	return 0;
