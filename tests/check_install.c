@@ -106,18 +106,22 @@ inst_files(const char *dir)
 	return out;
 }
 
-/* A path as a man page writes it: every hyphen a \-. */
+/* A path as the man pages write it: not hyphenated (\%), every hyphen a
+ * \-, and a break point (\:) after every slash but a leading one. */
 static char *
 inst_roff(const char *path)
 {
 	struct harness_buf b = {NULL, 0, 0};
+	const char *p;
 	char *s;
 
-	harness_buf_add(&b, "", 0);
-	for (; *path != '\0'; path++) {
-		if (*path == '-')
+	harness_buf_add(&b, "\\%", 2);
+	for (p = path; *p != '\0'; p++) {
+		if (*p == '-')
 			harness_buf_add(&b, "\\", 1);
-		harness_buf_add(&b, path, 1);
+		harness_buf_add(&b, p, 1);
+		if (*p == '/' && p > path && p[-1] != '/')
+			harness_buf_add(&b, "\\:", 2);
 	}
 	s = harness_strf("%s", b.data);
 	harness_buf_free(&b);
@@ -189,9 +193,8 @@ inst_check_file(const char *dest, const struct inst_file *f)
 	H_ASSERT(text != NULL, "%s: %s", path, strerror(errno));
 	inst_no_placeholder(path, text);
 	for (i = 0; i < 2 && f->names[i] != NULL; i++) {
-		want = harness_strf("%s/", inst_env(f->names[i]));
-		if (f->roff)
-			want = inst_roff(want);
+		want = f->roff ? inst_roff(inst_env(f->names[i]))
+		               : harness_strf("%s/", inst_env(f->names[i]));
 		H_ASSERT(strstr(text, want) != NULL, "%s does not name %s (%s)",
 		    path, want, f->names[i]);
 	}
