@@ -22,7 +22,9 @@ main_usage(int status)
 	fprintf(fp,
 	    "usage: " OP_NAME " [-c FILE] [-l ADDR]... [-u URL] [-t] [-v] "
 	    "[-V] [-h]\n"
-	    "  -c, --config FILE      read settings from FILE (INI)\n"
+	    "  -c, --config FILE      read settings from FILE (INI); the "
+	    "service reads\n"
+	    "                         " SYSCONFDIR "/ollama-pool.conf\n"
 	    "  -l, --listen ADDR      accept clients on ADDR: HOST:PORT, "
 	    "[V6]:PORT,\n"
 	    "                         :PORT (loopback) or unix:/path; "

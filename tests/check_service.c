@@ -144,7 +144,7 @@ svc_need(const char *name, const char *package)
 	return p;
 }
 
-/* The source tree, for the unit templates and the manual pages. */
+/* The source tree, for the unit templates. */
 static const char *
 svc_top_srcdir(void)
 {
@@ -171,6 +171,27 @@ svc_top_srcdir(void)
 	}
 	ck_abort_msg("TOP_SRCDIR is not set (make check sets it)");
 	return NULL;
+}
+
+/* The build tree, for what the build makes from templates: the manual
+ * pages. */
+static const char *
+svc_top_builddir(void)
+{
+	const char *v = getenv("TOP_BUILDDIR");
+	char exe[4096], *slash;
+	ssize_t n;
+
+	if (v != NULL && *v != '\0')
+		return v;
+	/* Run by hand: the test program sits in the build tree's tests/. */
+	n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n <= 0)
+		ck_abort_msg("TOP_BUILDDIR is not set (make check sets it)");
+	exe[n] = '\0';
+	if ((slash = strrchr(exe, '/')) != NULL)
+		*slash = '\0';
+	return harness_strf("%s/..", exe);
 }
 
 struct svc_opts {
@@ -710,6 +731,17 @@ svc_read_src(const char *rel)
 	return path;
 }
 
+/* A file the build made, as svc_read_src() reads the source tree's. */
+static char *
+svc_read_built(const char *rel)
+{
+	char *path = harness_strf("%s/%s", svc_top_builddir(), rel);
+	char *text = harness_read_file(path, NULL);
+
+	H_ASSERT(text != NULL, "%s: %s", path, strerror(errno));
+	return text;
+}
+
 /* Replaces every occurrence of from by to. */
 static char *
 svc_subst(const char *text, const char *from, const char *to)
@@ -922,7 +954,7 @@ START_TEST(test_units_verify)
 	        strcmp(v, "sockets.target") == 0,
 	    "socket WantedBy=%s", v);
 
-	/* Every man: page the units name is in the tree. */
+	/* Every man: page the units name is built. */
 	doc = harness_strf(
 	    "%s", svc_unit_value(svc, "Documentation", v, sizeof v) ? v : "");
 	doc = harness_strf("%s %s", doc,
@@ -934,7 +966,7 @@ START_TEST(test_units_verify)
 		page = harness_strf("%.*s", (int)strcspn(p + 4, " "), p + 4);
 		page = svc_subst(page, "(", ".");
 		page = svc_subst(page, ")", "");
-		svc_read_src(harness_strf("man/%s", page));
+		svc_read_built(harness_strf("man/%s", page));
 	}
 }
 END_TEST
@@ -1010,7 +1042,7 @@ START_TEST(test_man_pages)
 		argv[2] = "-Tutf8";
 		argv[3] = "-ww";
 		argv[4] = "-z";
-		argv[5] = harness_strf("%s/%s", svc_top_srcdir(), pages[i]);
+		argv[5] = harness_strf("%s/%s", svc_top_builddir(), pages[i]);
 		argv[6] = NULL;
 		harness_run(argv, 30000, &run);
 		H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
@@ -1022,7 +1054,7 @@ START_TEST(test_man_pages)
 
 	/* Every key the daemon knows (its -t output lists the whole table)
 	 * is documented in its section of ollama-pool.conf(5). */
-	conf5 = svc_read_src("man/ollama-pool.conf.5");
+	conf5 = svc_read_built("man/ollama-pool.conf.5");
 	argv[0] = harness_daemon_bin();
 	argv[1] = "-t";
 	argv[2] = NULL;
@@ -1063,7 +1095,7 @@ START_TEST(test_man_pages)
 	H_ASSERT(nkeys >= 20, "-t printed only %d keys", nkeys);
 
 	/* The daemon's page names what the issue asks it to. */
-	eight = svc_read_src("man/ollama-pool.8");
+	eight = svc_read_built("man/ollama-pool.8");
 	H_ASSERT_CONTAINS(eight, ".SH SYNOPSIS");
 	H_ASSERT_CONTAINS(eight, ".SH OPTIONS");
 	H_ASSERT_CONTAINS(eight, ".SH SIGNALS");

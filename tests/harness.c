@@ -600,6 +600,34 @@ harness_write_file(const char *dir, const char *name, const char *text)
 	return path;
 }
 
+char *
+harness_read_file(const char *path, size_t *lenp)
+{
+	struct harness_buf b = {NULL, 0, 0};
+	char buf[8192];
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	harness_buf_add(&b, "", 0);
+	while (
+	    (n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+		if (n > 0)
+			harness_buf_add(&b, buf, (size_t)n);
+	}
+	close(fd);
+	if (n < 0) {
+		harness_buf_free(&b);
+		return NULL;
+	}
+	if (lenp != NULL)
+		*lenp = b.len;
+	harness_track(b.data);
+	return b.data;
+}
+
 int
 harness_free_port(void)
 {

@@ -193,6 +193,9 @@ int harness_proc_maps_contains(pid_t, const char *what);
 int harness_proc_alive(struct harness_proc *);
 /* Writes a file in the daemon's temp dir; returns its path. */
 char *harness_write_file(const char *dir, const char *name, const char *text);
+/* A file's whole text (test-lifetime, NUL-terminated; its length in *lenp
+ * when not NULL), or NULL when it cannot be read. */
+char *harness_read_file(const char *path, size_t *lenp);
 char *harness_tmpdir(void);
 
 /* ---- HTTP ------------------------------------------------------------- */
