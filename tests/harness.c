@@ -466,14 +466,15 @@ harness_teardown(void)
 			    (int)p->pid, WEXITSTATUS(p->wstatus));
 		}
 	}
+	/* The logs are dumped while the processes' records still exist. */
+	if (problems[0] != '\0')
+		harness_failed();
 	harness_rmdirs();
 	for (i = 0; i < harness_nallocs; i++)
 		free(harness_allocs[i]);
 	harness_nallocs = 0;
-	if (problems[0] != '\0') {
-		harness_failed();
+	if (problems[0] != '\0')
 		ck_abort_msg("%s", problems);
-	}
 	harness_nprocs = 0;
 }
 
