@@ -1,6 +1,7 @@
 /*
- * The proxy's own endpoints under /ollama-pool/.  That prefix is never
- * forwarded, so nothing a client sends there can reach Ollama.
+ * The proxy's own endpoints under /ollama-pool/ on the client port, and at
+ * /health, /metrics and /stats on the admin listener.  That prefix is
+ * never forwarded, so nothing a client sends there can reach Ollama.
  */
 #include "config.h"
 
@@ -58,52 +59,84 @@ admin_health_done(void *arg, const struct probe_result *res)
 	admin_respond_json(req, res->ok ? 200 : 503, root);
 }
 
-static int
-admin_only_get(struct proxy_req *req, const char *what)
+static void
+admin_health(struct proxy_req *req)
 {
-	if (req->head->method == METHOD_GET || req->head->method == METHOD_HEAD)
-		return 1;
-	proxy_req_fail(
-	    req, 405, 0, "%s is not allowed on %s", req->method, what);
-	return 0;
+	req->up = upstream_select(req);
+	req->probe = probe_health(req->up, admin_health_done, req);
+}
+
+static void
+admin_metrics(struct proxy_req *req)
+{
+	struct evbuffer *buf = evbuffer_new();
+	size_t len;
+
+	metrics_render(buf);
+	len = evbuffer_get_length(buf);
+	proxy_req_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+	    (const char *)evbuffer_pullup(buf, -1), len);
+	evbuffer_free(buf);
+}
+
+static void
+admin_stats(struct proxy_req *req)
+{
+	char *text = metrics_stats_json();
+
+	proxy_req_respond(req, 200, ADMIN_JSON, text, strlen(text));
+	cJSON_free(text);
+}
+
+static const struct admin_endpoint {
+	const char *name;
+	void (*handle)(struct proxy_req *);
+} admin_endpoints[] = {
+    {"health", admin_health},
+    {"metrics", admin_metrics},
+    {"stats", admin_stats},
+};
+
+/* The endpoints under prefix: "/ollama-pool/" on the client port, "/" on
+ * the admin listener.  GET and HEAD only; a query is ignored. */
+static void
+admin_dispatch(struct proxy_req *req, const char *prefix)
+{
+	const struct admin_endpoint *e;
+	const char *path = req->path;
+	size_t i, len = strcspn(path, "?"), plen = strlen(prefix);
+
+	for (i = 0; i < sizeof admin_endpoints / sizeof admin_endpoints[0];
+	     i++) {
+		e = &admin_endpoints[i];
+		if (len != plen + strlen(e->name) ||
+		    memcmp(path, prefix, plen) != 0 ||
+		    memcmp(path + plen, e->name, len - plen) != 0)
+			continue;
+		if (req->head->method != METHOD_GET &&
+		    req->head->method != METHOD_HEAD) {
+			proxy_req_fail(req, 405, 0, "%s is not allowed on %s%s",
+			    req->method, prefix, e->name);
+			return;
+		}
+		e->handle(req);
+		return;
+	}
+	proxy_req_fail(req, 404, 0,
+	    "no endpoint %.*s (try %shealth, %smetrics or %sstats)", (int)len,
+	    path, prefix, prefix, prefix);
 }
 
 void
 admin_handle(struct proxy_req *req)
 {
-	const char *path = req->path;
-	size_t len = strcspn(path, "?");
-	struct evbuffer *buf;
-	char *text;
+	admin_dispatch(req, OP_ADMIN_PREFIX);
+}
 
-	if (len == 19 && memcmp(path, "/ollama-pool/health", 19) == 0) {
-		if (!admin_only_get(req, "/ollama-pool/health"))
-			return;
-		req->up = upstream_select(req);
-		req->probe = probe_health(req->up, admin_health_done, req);
-		return;
-	}
-	if (len == 20 && memcmp(path, "/ollama-pool/metrics", 20) == 0) {
-		if (!admin_only_get(req, "/ollama-pool/metrics"))
-			return;
-		buf = evbuffer_new();
-		metrics_render(buf);
-		len = evbuffer_get_length(buf);
-		proxy_req_respond(req, 200,
-		    "text/plain; version=0.0.4; charset=utf-8",
-		    (const char *)evbuffer_pullup(buf, -1), len);
-		evbuffer_free(buf);
-		return;
-	}
-	if (len == 18 && memcmp(path, "/ollama-pool/stats", 18) == 0) {
-		if (!admin_only_get(req, "/ollama-pool/stats"))
-			return;
-		text = metrics_stats_json();
-		proxy_req_respond(req, 200, ADMIN_JSON, text, strlen(text));
-		cJSON_free(text);
-		return;
-	}
-	proxy_req_fail(req, 404, 0,
-	    "no endpoint %.*s (try %shealth, %smetrics or %sstats)", (int)len,
-	    path, OP_ADMIN_PREFIX, OP_ADMIN_PREFIX, OP_ADMIN_PREFIX);
+/* The admin listener: /health, /metrics and /stats, the paths scrapers
+ * and probes expect, and nothing else. */
+void
+admin_handle_plain(struct proxy_req *req)
+{
+	admin_dispatch(req, "/");
 }

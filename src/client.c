@@ -119,8 +119,10 @@ client_timer_start(struct client_conn *cc, double seconds)
 	evtimer_add(cc->timer_ev, &tv);
 }
 
+/* admin: accepted on the admin listener, whose requests proxy.c serves
+ * from admin.c only. */
 void
-client_accept(int fd, struct sockaddr *sa, int salen)
+client_accept(int fd, struct sockaddr *sa, int salen, int admin)
 {
 	struct httpreq_limits lim;
 	struct client_conn *cc;
@@ -145,6 +147,7 @@ client_accept(int fd, struct sockaddr *sa, int salen)
 	    rt.base, fd, EV_CLOSED | EV_PERSIST, client_closed_cb, cc);
 	addr_format(sa, salen, cc->peer, sizeof cc->peer);
 	cc->body_done = 1; /* no request, so no body still to come */
+	cc->admin = admin;
 	client_parser_limits(&lim);
 	httpreq_init(&cc->req_parser, &lim, &client_parser_cb, cc);
 	bufferevent_setcb(

@@ -26,6 +26,7 @@
 
 enum setting_type {
 	SET_LISTEN,
+	SET_ADMIN_LISTEN,
 	SET_URL,
 	SET_INT,
 	SET_SECONDS,
@@ -55,6 +56,9 @@ struct setting {
 static const struct setting settings[] = {
     {"server", "listen", SET_LISTEN, OFF(listen), DEFAULT_LISTEN, 0, 0,
         "addresses to accept clients on, space separated"},
+    {"server", "admin_listen", SET_ADMIN_LISTEN, OFF(admin_listen), "", 0, 0,
+        "one address serving /metrics, /health and /stats without a token; "
+        "empty: none"},
     {"server", "max_header_size", SET_SIZE, OFF(max_header_size), "32k", 1024,
         1048576, "largest request head accepted"},
     {"server", "max_body_size", SET_SIZE64, OFF(max_body_size), "0", 0, 1e18,
@@ -589,6 +593,31 @@ config_parse_resolver(char **field, const char *value, char *err, size_t errlen)
 	return 0;
 }
 
+/* One address, like a listen one, or empty for none. */
+static int
+config_parse_admin_listen(
+    struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	char msg[400];
+
+	memset(&cfg->admin_listen, 0, sizeof cfg->admin_listen);
+	cfg->has_admin_listen = 0;
+	if (value[strspn(value, " \t")] == '\0')
+		return 0;
+	if (value[strcspn(value, " \t,")] != '\0') {
+		snprintf(err, errlen,
+		    "admin_listen takes one address, not '%s'", value);
+		return -1;
+	}
+	if (addr_parse_listen(value, &cfg->admin_listen, msg, sizeof msg) !=
+	    0) {
+		snprintf(err, errlen, "admin_listen: %s", msg);
+		return -1;
+	}
+	cfg->has_admin_listen = 1;
+	return 0;
+}
+
 static int
 config_apply(struct config *cfg, const struct setting *s, const char *value,
     int append_listen, char *err, size_t errlen)
@@ -624,6 +653,8 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 			return -1;
 		}
 		return 0;
+	case SET_ADMIN_LISTEN:
+		return config_parse_admin_listen(cfg, value, err, errlen);
 	case SET_URL:
 		if (addr_parse_upstream(value, field, err, errlen) != 0)
 			return -1;
@@ -1065,6 +1096,8 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 	cfg->listen_line =
 	    ctx.set_line[config_find("server", "listen") - settings];
 	cfg->url_line = ctx.set_line[config_find("upstream", "url") - settings];
+	cfg->admin_listen_line =
+	    ctx.set_line[config_find("server", "admin_listen") - settings];
 	if (ov != NULL)
 		config_apply_overrides(cfg, ov, errs);
 	config_check_pool(&ctx);
@@ -1072,33 +1105,95 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 	return errs->n > 0 ? -1 : 0;
 }
 
-/* Where listen (url: 0) or url (1) was set, as a message prefix. */
+/* The file line, and the flag if any, that set an address key
+ * (enum config_where_key). */
+static int
+config_key_line(const struct config *cfg, int key, const char **flag)
+{
+	*flag = NULL;
+	if (key == CONFIG_WHERE_ADMIN_LISTEN)
+		return cfg->admin_listen_line;
+	if (key == CONFIG_WHERE_URL) {
+		if (cfg->url_cli)
+			*flag = "--upstream";
+		return cfg->url_line;
+	}
+	if (cfg->listen_cli)
+		*flag = "--listen";
+	return cfg->listen_line;
+}
+
+/* Where listen (url: 0), url (1) or admin_listen (2) was set, as a
+ * message prefix. */
 static int
 config_fail_at(const struct config *cfg, int url, char *err, size_t errlen,
     const char *msg)
 {
-	if (url ? cfg->url_cli : cfg->listen_cli)
-		return config_fail(
-		    err, errlen, url ? "--upstream" : "--listen", 0, msg);
-	return config_fail(err, errlen, cfg->file ? cfg->file : "settings",
-	    url ? cfg->url_line : cfg->listen_line, msg);
+	const char *flag;
+	int line = config_key_line(cfg, url, &flag);
+
+	if (flag != NULL)
+		return config_fail(err, errlen, flag, 0, msg);
+	return config_fail(
+	    err, errlen, cfg->file ? cfg->file : "settings", line, msg);
 }
 
 /* "listen in FILE:LINE", "url from --upstream", "listen by default". */
 const char *
 config_where(const struct config *cfg, int url, char *buf, size_t len)
 {
-	const char *key = url ? "url" : "listen";
-	int line = url ? cfg->url_line : cfg->listen_line;
+	const char *key = url == CONFIG_WHERE_ADMIN_LISTEN ? "admin_listen"
+	    : url                                          ? "url"
+	                                                   : "listen";
+	const char *flag;
+	int line = config_key_line(cfg, url, &flag);
 
-	if (url ? cfg->url_cli : cfg->listen_cli)
-		snprintf(buf, len, "%s from %s", key,
-		    url ? "--upstream" : "--listen");
+	if (flag != NULL)
+		snprintf(buf, len, "%s from %s", key, flag);
 	else if (cfg->file != NULL && line > 0)
 		snprintf(buf, len, "%s in %s:%d", key, cfg->file, line);
 	else
 		snprintf(buf, len, "%s by default", key);
 	return buf;
+}
+
+/* admin_listen: loopback unless allowed, and an address of its own. */
+static int
+config_check_admin_listen(const struct config *cfg, char *err, size_t errlen)
+{
+	const struct listen_addr *a = &cfg->admin_listen;
+	char msg[1400];
+	int i;
+
+	if (!cfg->has_admin_listen)
+		return 0;
+	if (a->kind == LISTEN_TCP && !cfg->allow_remote &&
+	    !addr_is_loopback(a)) {
+		snprintf(msg, sizeof msg,
+		    "admin_listen address %s is not loopback: set "
+		    "allow_remote = yes to serve metrics and health to other "
+		    "machines (without a token)",
+		    a->text);
+		return config_fail_at(
+		    cfg, CONFIG_WHERE_ADMIN_LISTEN, err, errlen, msg);
+	}
+	for (i = 0; i < cfg->nlisten; i++)
+		if (a->sslen > 0 && cfg->listen[i].sslen == a->sslen &&
+		    memcmp(&cfg->listen[i].ss, &a->ss, a->sslen) == 0) {
+			snprintf(msg, sizeof msg,
+			    "admin_listen address %s is also a listen "
+			    "address: give it one of its own",
+			    a->text);
+			return config_fail_at(
+			    cfg, CONFIG_WHERE_ADMIN_LISTEN, err, errlen, msg);
+		}
+	if (addr_upstream_is_listen(&cfg->upstream, a, 1)) {
+		snprintf(msg, sizeof msg,
+		    "upstream %s is our own admin_listen address",
+		    cfg->upstream.base);
+		return config_fail_at(cfg, CONFIG_WHERE_URL, err, errlen, msg);
+	}
+	return 0;
 }
 
 /*
@@ -1131,7 +1226,7 @@ config_check_addresses(const struct config *cfg, char *err, size_t errlen)
 		    cfg->upstream.base);
 		return config_fail_at(cfg, 1, err, errlen, msg);
 	}
-	return 0;
+	return config_check_admin_listen(cfg, err, errlen);
 }
 
 int
@@ -1190,6 +1285,10 @@ config_print(const struct config *cfg, FILE *fp)
 		}
 		fprintf(fp, "%s = ", s->key);
 		switch (s->type) {
+		case SET_ADMIN_LISTEN:
+			if (cfg->has_admin_listen)
+				fputs(cfg->admin_listen.text, fp);
+			break;
 		case SET_LISTEN:
 			for (j = 0; j < cfg->nlisten; j++)
 				fprintf(fp, "%s%s", j ? " " : "",

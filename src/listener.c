@@ -1,6 +1,8 @@
 /*
  * Listening sockets: TCP and unix, each on an evconnlistener feeding
- * client_accept().
+ * client_accept().  A listener is a client one (listen) or the admin one
+ * (admin_listen), whose connections are served /metrics, /health and
+ * /stats only; the kind goes with every connection it accepts.
  */
 #include "config.h"
 
@@ -29,7 +31,9 @@ static void
 listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
-	client_accept(fd, sa, salen);
+	struct listener *l = arg;
+
+	client_accept(fd, sa, salen, l->admin);
 }
 
 /*
@@ -134,7 +138,12 @@ listener_start(struct listener *l, char *err, size_t errlen)
 	}
 	evconnlistener_set_error_cb(l->evl, listener_error_cb);
 	TAILQ_INSERT_TAIL(&rt.listeners, l, entry);
-	log_notice("listening on %s", l->bound);
+	if (l->admin)
+		log_notice("listening on %s for /metrics, /health and /stats "
+		           "(admin)",
+		    l->bound);
+	else
+		log_notice("listening on %s", l->bound);
 	return 0;
 }
 
@@ -142,12 +151,12 @@ listener_start(struct listener *l, char *err, size_t errlen)
  * ones: the socket unit owns the addresses, and connections that arrive
  * while we restart wait in its backlog instead of being refused. */
 static int
-listener_inherit(int n, char *err, size_t errlen)
+listener_inherit(int n, char **names, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	struct listener *l;
-	int fd, val;
+	int fd, val, nadmin = 0;
 
 	for (fd = 3; fd < 3 + n; fd++) {
 		len = sizeof val;
@@ -164,6 +173,10 @@ listener_inherit(int n, char *err, size_t errlen)
 		l = xcalloc(1, sizeof *l);
 		l->fd = fd;
 		l->inherited = 1;
+		/* FileDescriptorName=admin in its socket unit. */
+		l->admin = names != NULL && names[fd - 3] != NULL &&
+		    strcmp(names[fd - 3], "admin") == 0;
+		nadmin += l->admin;
 		len = sizeof ss;
 		if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
 			memcpy(&l->addr.ss, &ss, len);
@@ -186,15 +199,32 @@ listener_inherit(int n, char *err, size_t errlen)
 	log_notice("using %d socket%s passed by systemd; the listen setting "
 	           "is ignored",
 	    n, n == 1 ? "" : "s");
+	if (nadmin > 0)
+		log_notice("the socket named admin is the admin listener; the "
+		           "admin_listen setting is ignored");
+	return 0;
+}
+
+/* An admin listener systemd passed: it replaces admin_listen. */
+static int
+listener_admin_inherited(void)
+{
+	struct listener *l;
+
+	TAILQ_FOREACH(l, &rt.listeners, entry)
+	if (l->inherited && l->admin)
+		return 1;
 	return 0;
 }
 
 static int
-listener_open_one(const struct listen_addr *la, char *err, size_t errlen)
+listener_open_one(
+    const struct listen_addr *la, int admin, char *err, size_t errlen)
 {
 	struct listener *l = xcalloc(1, sizeof *l);
 
 	l->addr = *la;
+	l->admin = admin;
 	if (listener_bind(l, err, errlen) != 0 ||
 	    listener_start(l, err, errlen) != 0) {
 		free(l);
@@ -203,17 +233,22 @@ listener_open_one(const struct listen_addr *la, char *err, size_t errlen)
 	return 0;
 }
 
+/* Under socket activation the client sockets are systemd's; the admin
+ * listener is too when one is named admin, else we open admin_listen. */
 int
 listener_open_all(const struct config *cfg, char *err, size_t errlen)
 {
-	int i, n = sdnotify_listen_fds();
+	char **names = NULL;
+	int i, rc = 0, n = sdnotify_listen_fds(&names);
 
 	if (n > 0)
-		return listener_inherit(n, err, errlen);
-	for (i = 0; i < cfg->nlisten; i++)
-		if (listener_open_one(&cfg->listen[i], err, errlen) != 0)
-			return -1;
-	return 0;
+		rc = listener_inherit(n, names, err, errlen);
+	sdnotify_names_free(names);
+	for (i = 0; n == 0 && rc == 0 && i < cfg->nlisten; i++)
+		rc = listener_open_one(&cfg->listen[i], 0, err, errlen);
+	if (rc == 0 && cfg->has_admin_listen && !listener_admin_inherited())
+		rc = listener_open_one(&cfg->admin_listen, 1, err, errlen);
+	return rc;
 }
 
 static void
@@ -223,7 +258,8 @@ listener_close(struct listener *l)
 	evconnlistener_free(l->evl);
 	if (l->addr.kind == LISTEN_UNIX && !l->inherited)
 		unlink(((struct sockaddr_un *)&l->addr.ss)->sun_path);
-	log_notice("stopped listening on %s", l->bound);
+	log_notice(
+	    "stopped listening on %s%s", l->bound, l->admin ? " (admin)" : "");
 	free(l);
 }
 
@@ -233,29 +269,59 @@ listener_same(const struct listen_addr *a, const struct listen_addr *b)
 	return a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0;
 }
 
+/* The addresses a configuration asks us to listen on, and their kinds:
+ * none of the client ones under socket activation, no admin one when
+ * systemd passed it. */
+struct listener_want {
+	const struct listen_addr *addr;
+	int admin;
+	struct listener *have; /* already listening there */
+};
+
+static int
+listener_wanted(const struct config *cfg, struct listener_want *w)
+{
+	int i, n = 0;
+
+	for (i = 0; !rt.socket_activated && i < cfg->nlisten; i++) {
+		w[n].addr = &cfg->listen[i];
+		w[n++].admin = 0;
+	}
+	if (cfg->has_admin_listen && !listener_admin_inherited()) {
+		w[n].addr = &cfg->admin_listen;
+		w[n++].admin = 1;
+	}
+	return n;
+}
+
 /*
  * After a reload: open the addresses the new settings added, then close
  * the ones they dropped; those in both keep their sockets, so no
- * connection is refused.  If any new address cannot be bound, nothing
- * changes and -1 comes back with the reason: the reload must then keep
- * the running settings, rather than leave the proxy listening nowhere.
+ * connection is refused, and take the kind the new settings give them
+ * (an address may move between listen and admin_listen).  If any new
+ * address cannot be bound, nothing changes and -1 comes back with the
+ * reason: the reload must then keep the running settings, rather than
+ * leave the proxy listening nowhere.  Sockets systemd passed stay as
+ * they are.
  */
 int
 listener_reconcile(const struct config *cfg, char *err, size_t errlen)
 {
-	struct listener *l, *next, *fresh[MAX_LISTEN];
-	int i, nfresh = 0, found;
+	struct listener_want want[MAX_LISTEN + 1];
+	struct listener *l, *next, *fresh[MAX_LISTEN + 1];
+	int i, n, nfresh = 0, found;
 
-	if (rt.socket_activated)
-		return 0;
-	for (i = 0; i < cfg->nlisten; i++) {
-		found = 0;
+	n = listener_wanted(cfg, want);
+	for (i = 0; i < n; i++) {
+		want[i].have = NULL;
 		TAILQ_FOREACH(l, &rt.listeners, entry)
-		found |= listener_same(&l->addr, &cfg->listen[i]);
-		if (found)
+		if (!l->inherited && listener_same(&l->addr, want[i].addr))
+			want[i].have = l;
+		if (want[i].have != NULL)
 			continue;
 		l = xcalloc(1, sizeof *l);
-		l->addr = cfg->listen[i];
+		l->addr = *want[i].addr;
+		l->admin = want[i].admin;
 		if (listener_bind(l, err, errlen) != 0) {
 			free(l);
 			while (nfresh > 0) {
@@ -268,11 +334,18 @@ listener_reconcile(const struct config *cfg, char *err, size_t errlen)
 	}
 	for (l = TAILQ_FIRST(&rt.listeners); l != NULL; l = next) {
 		next = TAILQ_NEXT(l, entry);
-		for (i = 0, found = 0; i < cfg->nlisten && !found; i++)
-			found = listener_same(&l->addr, &cfg->listen[i]);
+		for (i = 0, found = l->inherited; i < n && !found; i++)
+			found = want[i].have == l;
 		if (!found)
 			listener_close(l);
 	}
+	for (i = 0; i < n; i++)
+		if (want[i].have != NULL &&
+		    want[i].have->admin != want[i].admin) {
+			want[i].have->admin = want[i].admin;
+			log_notice("%s is now %s listener", want[i].have->bound,
+			    want[i].admin ? "the admin" : "a client");
+		}
 	for (i = 0; i < nfresh; i++)
 		if (listener_start(fresh[i], err, errlen) != 0) {
 			log_err("reload: %s", err);
@@ -292,7 +365,8 @@ listener_close_all(void)
 		listener_close(l);
 }
 
-/* "127.0.0.1:11435, unix:/run/x.sock" for status lines. */
+/* "127.0.0.1:11435, unix:/run/x.sock, admin 127.0.0.1:9100" for status
+ * lines. */
 const char *
 listener_summary(char *buf, size_t len)
 {
@@ -302,8 +376,8 @@ listener_summary(char *buf, size_t len)
 	buf[0] = '\0';
 	TAILQ_FOREACH(l, &rt.listeners, entry)
 	{
-		n += snprintf(buf + n, n < len ? len - n : 0, "%s%s",
-		    n ? ", " : "", l->bound);
+		n += snprintf(buf + n, n < len ? len - n : 0, "%s%s%s",
+		    n ? ", " : "", l->admin ? "admin " : "", l->bound);
 		if (n >= len)
 			break;
 	}

@@ -58,6 +58,13 @@ main_warn_exposure(void)
 			    "socket %s passed by systemd is not loopback: set "
 			    "allow_remote = yes to accept remote clients",
 			    l->bound);
+		if (l->admin) {
+			log_warn("admin listener on %s, beyond loopback: "
+			         "anyone who can reach it can read the "
+			         "metrics and health (no token is asked there)",
+			    l->bound);
+			continue;
+		}
 		log_warn("listening on %s, beyond loopback: %s", l->bound,
 		    rt.cfg->client_tokens[0]
 		        ? "clients must present a bearer token"
@@ -388,6 +395,8 @@ main(int argc, char **argv)
 	sdnotify_send("READY=1\nSTATUS=listening on %s, upstream %s",
 	    listener_summary(where, sizeof where), up->url.base);
 	janitor_start();
+	/* Says plainly whether Ollama answers; never holds READY=1. */
+	probe_startup(up);
 
 	event_base_dispatch(rt.base);
 

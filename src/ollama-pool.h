@@ -155,9 +155,12 @@ struct config {
 	char *client_tokens_path; /* the file read, NULL when none */
 	char *client_tokens_read; /* its tokens, space separated */
 	int client_tokens_nread;
+	struct listen_addr admin_listen; /* /metrics, /health, /stats */
+	int has_admin_listen; /* 0: no admin listener */
 
 	/* Where listen and url came from, for messages after parsing. */
 	int listen_line, url_line; /* in file; 0: not set there */
+	int admin_listen_line;
 	int listen_cli, url_cli; /* from -l, -u */
 };
 struct config_overrides {
@@ -185,6 +188,12 @@ const char *config_format_duration(double, char *, size_t);
 int config_distance(const char *, const char *);
 void config_free(struct config *);
 int config_check_addresses(const struct config *, char *, size_t);
+/* Which address key config_where() names. */
+enum config_where_key {
+	CONFIG_WHERE_LISTEN,
+	CONFIG_WHERE_URL,
+	CONFIG_WHERE_ADMIN_LISTEN
+};
 const char *config_where(const struct config *, int, char *, size_t);
 void config_print(const struct config *, FILE *);
 int config_set(
@@ -289,6 +298,7 @@ struct listener {
 	struct listen_addr addr;
 	int fd;
 	int inherited;
+	int admin; /* serves /metrics, /health, /stats only, no token */
 	char bound[ADDR_TEXT_MAX];
 	TAILQ_ENTRY(listener) entry;
 };
@@ -320,10 +330,11 @@ struct client_conn {
 	int expect_pending; /* Expect: 100-continue, not yet answered */
 	int lingering; /* closed for writing, dropping what still comes */
 	size_t discarded; /* body bytes dropped after an early answer */
+	int admin; /* accepted on the admin listener */
 	TAILQ_ENTRY(client_conn) entry;
 };
 TAILQ_HEAD(client_list, client_conn);
-void client_accept(int, struct sockaddr *, int);
+void client_accept(int, struct sockaddr *, int, int);
 void client_free(struct client_conn *);
 void client_close_all(void);
 void client_close_idle(void);
@@ -540,6 +551,7 @@ int response_status_has_body(int);
 /* admin.c: the /ollama-pool/ endpoints, never forwarded. */
 int admin_is_admin_path(const char *, size_t);
 void admin_handle(struct proxy_req *);
+void admin_handle_plain(struct proxy_req *);
 
 /* upstream.c: one Ollama backend, its curl multi and its pool.  Several
  * backends will be a list of these; one upstream is the special case. */
@@ -574,6 +586,7 @@ struct upstream {
 	int queued;
 	int refs; /* requests holding it */
 	int retiring; /* replaced by a reload: no new requests */
+	int unreachable; /* the start-up check failed; until it answers */
 	long conns_open; /* upstream connections open now */
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
@@ -610,6 +623,8 @@ struct probe_waiter;
 struct probe_waiter *probe_health(struct upstream *, probe_cb, void *);
 void probe_waiter_cancel(struct probe_waiter *);
 void probe_free(struct probe *);
+void probe_startup(struct upstream *);
+void probe_reachable(struct upstream *, const char *);
 
 /* resolve.c: names looked up off the loop, with evdns (rt.dns). */
 struct resolve_job;
@@ -621,7 +636,8 @@ void resolve_shutdown(void);
 
 /* sdnotify.c: systemd readiness, with stand-ins when built without it. */
 void sdnotify_send(const char *, ...) PRINTFLIKE(1, 2);
-int sdnotify_listen_fds(void);
+int sdnotify_listen_fds(char ***);
+void sdnotify_names_free(char **);
 uint64_t sdnotify_watchdog_usec(void);
 
 /* janitor.c: periodic work: status line and watchdog. */

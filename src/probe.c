@@ -5,6 +5,14 @@
  * and share it, and an answer younger than PROBE_FRESH_US is given again
  * without asking.  The probe itself is a small GET that holds no request
  * slot (upstream.c), so probes never delay a request.
+ *
+ * At start-up one more probe says plainly whether Ollama answers: its
+ * version, or a warning naming the URL and the error.  An upstream that
+ * does not answer is asked again, 1 s later and then twice as long each
+ * time up to 30 s, until it answers (or a request or health probe gets
+ * an answer first); that is logged once, and the asking stops.  This
+ * check is its own GET, not the shared health probe: it neither waits
+ * for nor fills the health answer.
  */
 #include "config.h"
 
@@ -20,6 +28,10 @@
 /* How long an answer is given again without asking: short enough that a
  * backend going down shows within a second. */
 #define PROBE_FRESH_US 1000000
+/* The start-up check of an upstream that does not answer: asked again
+ * after 1 s, then twice as long each time, up to 30 s. */
+#define PROBE_RECHECK_FIRST_S 1
+#define PROBE_RECHECK_MAX_S 30
 
 struct probe_waiter {
 	struct probe *p;
@@ -34,7 +46,23 @@ struct probe {
 	struct probe_result last;
 	uint64_t last_us; /* when last was had; 0: never */
 	TAILQ_HEAD(, probe_waiter) waiters;
+	struct upstream_fetch *check; /* the start-up check in flight */
+	struct event *recheck_ev; /* asks again while unreachable */
+	int recheck_s; /* the next wait */
 };
+
+static struct probe *
+probe_get(struct upstream *up)
+{
+	struct probe *p = up->probe;
+
+	if (p == NULL) {
+		p = up->probe = xcalloc(1, sizeof *p);
+		p->up = up;
+		TAILQ_INIT(&p->waiters);
+	}
+	return p;
+}
 
 static void
 probe_read_answer(struct probe_result *res, long status, const char *body,
@@ -74,6 +102,8 @@ probe_done(
 	p->fetch = NULL;
 	probe_read_answer(&p->last, status, body, err, latency);
 	p->last_us = now_us();
+	if (status != 0 && p->up->unreachable)
+		probe_reachable(p->up, "it answered a health probe");
 	while ((w = TAILQ_FIRST(&p->waiters)) != NULL) {
 		TAILQ_REMOVE(&p->waiters, w, entry);
 		w->cb(w->arg, &p->last);
@@ -90,15 +120,10 @@ probe_done(
 struct probe_waiter *
 probe_health(struct upstream *up, probe_cb cb, void *arg)
 {
-	struct probe *p = up->probe;
+	struct probe *p = probe_get(up);
 	struct probe_waiter *w;
 	struct probe_result res;
 
-	if (p == NULL) {
-		p = up->probe = xcalloc(1, sizeof *p);
-		p->up = up;
-		TAILQ_INIT(&p->waiters);
-	}
 	if (p->fetch == NULL && p->last_us != 0 &&
 	    now_us() - p->last_us < PROBE_FRESH_US) {
 		cb(arg, &p->last);
@@ -139,5 +164,110 @@ probe_free(struct probe *p)
 		return;
 	if (p->fetch != NULL)
 		upstream_fetch_cancel(p->fetch);
+	if (p->check != NULL)
+		upstream_fetch_cancel(p->check);
+	if (p->recheck_ev != NULL)
+		event_free(p->recheck_ev);
 	free(p);
+}
+
+static void probe_check_start(struct probe *);
+
+/* The start-up check's answer, or its failure. */
+static void
+probe_check_done(
+    void *arg, long status, const char *body, const char *err, double latency)
+{
+	struct probe *p = arg;
+	struct upstream *up = p->up;
+	struct probe_result res;
+	struct timeval tv = {0, 0};
+	char how[128];
+
+	p->check = NULL;
+	probe_read_answer(&res, status, body, err, latency);
+	if (status == 0) {
+		if (!up->unreachable)
+			log_warn(
+			    "upstream %s is unreachable: %s; requests will "
+			    "fail until it answers",
+			    up->url.base, res.reason);
+		else
+			log_debug("upstream %s is still unreachable: %s",
+			    up->url.base, res.reason);
+		up->unreachable = 1;
+		tv.tv_sec = p->recheck_s;
+		p->recheck_s = p->recheck_s * 2 > PROBE_RECHECK_MAX_S
+		    ? PROBE_RECHECK_MAX_S
+		    : p->recheck_s * 2;
+		evtimer_add(p->recheck_ev, &tv);
+		return;
+	}
+	if (up->unreachable) {
+		if (res.ok && res.version[0] != '\0')
+			snprintf(
+			    how, sizeof how, "it is Ollama %s", res.version);
+		else
+			snprintf(how, sizeof how,
+			    "GET /api/version answered %ld", status);
+		probe_reachable(up, how);
+	} else if (res.ok && res.version[0] != '\0')
+		log_notice(
+		    "upstream %s is Ollama %s", up->url.base, res.version);
+	else if (res.ok)
+		log_notice("upstream %s answers GET /api/version, with no "
+		           "version in it",
+		    up->url.base);
+	else
+		log_warn("upstream %s answers, but %s: is it Ollama?",
+		    up->url.base, res.reason);
+}
+
+static void
+probe_recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+	probe_check_start(arg);
+}
+
+static void
+probe_check_start(struct probe *p)
+{
+	p->check = upstream_fetch_start(
+	    p->up, "/api/version", PROBE_TIMEOUT_MS, probe_check_done, p);
+	if (p->check == NULL)
+		probe_check_done(p, 0, "", "cannot start a probe", 0);
+}
+
+/* Once, at start-up: does the upstream answer?  Never waits for it. */
+void
+probe_startup(struct upstream *up)
+{
+	struct probe *p = probe_get(up);
+
+	if (p->recheck_ev == NULL)
+		p->recheck_ev = evtimer_new(rt.base, probe_recheck_cb, p);
+	p->recheck_s = PROBE_RECHECK_FIRST_S;
+	if (p->check == NULL)
+		probe_check_start(p);
+}
+
+/* The upstream the start-up check found unreachable answered (how says
+ * what): said once, and the checking stops. */
+void
+probe_reachable(struct upstream *up, const char *how)
+{
+	struct probe *p = up->probe;
+
+	if (!up->unreachable)
+		return;
+	up->unreachable = 0;
+	log_notice("upstream %s is reachable now: %s", up->url.base, how);
+	if (p == NULL)
+		return;
+	if (p->recheck_ev != NULL)
+		evtimer_del(p->recheck_ev);
+	if (p->check != NULL) {
+		upstream_fetch_cancel(p->check);
+		p->check = NULL;
+	}
 }

@@ -86,11 +86,17 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 	req->keep_alive = h->keep_alive != 0;
 	req->http10 = h->http_major == 1 && h->http_minor == 0;
 	req->route = req->path ? metrics_route(req->path) : ROUTE_OTHER;
-	tokscan_init(&req->tokens, proxy_tokscan_mode(req->route));
 	if (req->path != NULL) {
 		req->openai = strncmp(req->path, "/v1/", 4) == 0;
 		req->admin = admin_is_admin_path(req->path, strlen(req->path));
 	}
+	/* On the admin listener every path is ours, none Ollama's. */
+	if (cc->admin) {
+		req->route = ROUTE_ADMIN;
+		req->openai = 0;
+		req->admin = 1;
+	}
+	tokscan_init(&req->tokens, proxy_tokscan_mode(req->route));
 	req->post_mode = h->chunked || h->content_length > 0 ||
 	    h->method == METHOD_POST || h->method == METHOD_PUT ||
 	    h->method == METHOD_PATCH;
@@ -250,6 +256,11 @@ proxy_req_start(struct proxy_req *req)
 	if (req->path == NULL) {
 		proxy_req_fail(req, 400, 0,
 		    "request target must be a path such as /api/generate");
+		return;
+	}
+	/* The admin listener asks no token: scrapers and probes call it. */
+	if (req->client->admin) {
+		admin_handle_plain(req);
 		return;
 	}
 	if (rt.cfg->client_tokens[0] != '\0' &&
@@ -877,6 +888,9 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 	curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &req->new_conns);
 	req->handle = NULL;
 	upstream_handle_release(h);
+	/* An answer: the upstream the start-up check missed is there. */
+	if (req->status != 0 && req->up->unreachable)
+		probe_reachable(req->up, "it answered a request");
 
 	if (req->state == PROXY_DONE)
 		return;

@@ -1,7 +1,8 @@
 /*
- * Names looked up off the event loop with libevent's evdns: listen hosts
- * given as names, and the upstream's host for the loop check.  Parsing
- * (addr.c, config.c) never asks DNS; this file fills in what it left.
+ * Names looked up off the event loop with libevent's evdns: listen and
+ * admin_listen hosts given as names, and the upstream's host for the loop
+ * check.  Parsing (addr.c, config.c) never asks DNS; this file fills in
+ * what it left.
  *
  * One evdns_base, rt.dns, lives as long as the process.  Each resolution
  * first points it at the settings being resolved: their `resolver`, or
@@ -12,10 +13,10 @@
  *
  * Bounds: RESOLVE_ATTEMPT_S per attempt, RESOLVE_ATTEMPTS attempts, and
  * RESOLVE_TIMEOUT_S for the whole resolution, after which what is still
- * unanswered is cancelled.  A listen name that does not resolve fails the
- * resolution; an upstream name that does not resolve only skips the loop
- * check, since curl looks it up again for every new connection.  At most
- * one resolution runs at a time (rt.resolving).
+ * unanswered is cancelled.  A listen (or admin_listen) name that does not
+ * resolve fails the resolution; an upstream name that does not resolve
+ * only skips the loop check, since curl looks it up again for every new
+ * connection.  At most one resolution runs at a time (rt.resolving).
  */
 #include "config.h"
 
@@ -37,13 +38,15 @@
 #define RESOLVE_ATTEMPTS "3" /* 15 s: the overall bound comes first */
 #define RESOLVE_RESOLV_CONF "/etc/resolv.conf"
 #define RESOLVE_HOSTS "/etc/hosts"
-#define RESOLVE_MAX (MAX_LISTEN + 1)
+#define RESOLVE_MAX (MAX_LISTEN + 2)
+#define RESOLVE_UPSTREAM (-1) /* lookup.listen: the upstream's host */
+#define RESOLVE_ADMIN (-2) /* lookup.listen: admin_listen */
 
 struct resolve_lookup {
 	struct resolve_job *job;
 	struct evdns_getaddrinfo_request *req; /* NULL once answered */
 	const char *name;
-	int listen; /* index into cfg->listen; -1: the upstream's host */
+	int listen; /* index into cfg->listen, or RESOLVE_UPSTREAM, _ADMIN */
 	int error; /* EVUTIL_EAI_*; 0 when resolved */
 };
 
@@ -118,12 +121,14 @@ resolve_answer_cb(int result, struct evutil_addrinfo *res, void *arg)
 	/* Hosts-file entries of the other family only: no address. */
 	l->error = result == 0 && res == NULL ? EVUTIL_EAI_NODATA : result;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		if (l->listen < 0)
+		if (l->listen == RESOLVE_UPSTREAM)
 			addr_upstream_resolved(&job->cfg->upstream, ai->ai_addr,
 			    (socklen_t)ai->ai_addrlen);
 		else {
 			/* The first address, as getaddrinfo() gave it. */
-			addr_listen_resolved(&job->cfg->listen[l->listen],
+			addr_listen_resolved(l->listen == RESOLVE_ADMIN
+			        ? &job->cfg->admin_listen
+			        : &job->cfg->listen[l->listen],
 			    ai->ai_addr, (socklen_t)ai->ai_addrlen);
 			break;
 		}
@@ -210,7 +215,7 @@ resolve_outcome(const struct resolve_job *job, char *buf, size_t len)
 		l = &job->lookups[i];
 		if (l->error == 0)
 			continue;
-		if (l->listen < 0) {
+		if (l->listen == RESOLVE_UPSTREAM) {
 			log_notice(
 			    "cannot resolve upstream host '%s' (%s): %s; "
 			    "not checked for a loop to ourselves",
@@ -222,7 +227,11 @@ resolve_outcome(const struct resolve_job *job, char *buf, size_t len)
 		if (failed == NULL) {
 			snprintf(buf, len, "cannot resolve '%s' (%s): %s",
 			    l->name,
-			    config_where(job->cfg, 0, where, sizeof where),
+			    config_where(job->cfg,
+			        l->listen == RESOLVE_ADMIN
+			            ? CONFIG_WHERE_ADMIN_LISTEN
+			            : CONFIG_WHERE_LISTEN,
+			        where, sizeof where),
 			    resolve_reason(job, l->error));
 			failed = buf;
 		}
@@ -279,8 +288,12 @@ resolve_start(struct config *cfg, resolve_cb cb, void *arg)
 		if (cfg->listen[i].name[0] != '\0')
 			resolve_lookup(
 			    job, cfg->listen[i].name, cfg->listen[i].port, i);
+	if (cfg->has_admin_listen && cfg->admin_listen.name[0] != '\0')
+		resolve_lookup(job, cfg->admin_listen.name,
+		    cfg->admin_listen.port, RESOLVE_ADMIN);
 	if (cfg->upstream.host_is_name)
-		resolve_lookup(job, cfg->upstream.host, cfg->upstream.port, -1);
+		resolve_lookup(job, cfg->upstream.host, cfg->upstream.port,
+		    RESOLVE_UPSTREAM);
 	job->starting = 0;
 	if (job->pending == 0)
 		event_active(job->done_ev, EV_TIMEOUT, 0);

@@ -72,27 +72,74 @@ sdnotify_send(const char *fmt, ...)
 	sdnotify_raw(msg);
 }
 
-/* How many listening sockets systemd passed us, from fd 3 on. */
+#ifndef HAVE_LIBSYSTEMD
+/* LISTEN_FDNAMES: names separated by colons, one per descriptor. */
+static char **
+sdnotify_split_names(const char *list, int n)
+{
+	char **names = xcalloc((size_t)n + 1, sizeof *names);
+	const char *p = list;
+	size_t len;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		len = p != NULL ? strcspn(p, ":") : 0;
+		names[i] = xstrndup(p != NULL ? p : "", len);
+		if (p != NULL)
+			p = p[len] == ':' ? p + len + 1 : NULL;
+	}
+	return names;
+}
+#endif
+
+/* How many listening sockets systemd passed us, from fd 3 on, and their
+ * names (FileDescriptorName=, "unknown" when unnamed) into *names, a
+ * NULL-terminated array for sdnotify_names_free(), when names is not
+ * NULL. */
 int
-sdnotify_listen_fds(void)
+sdnotify_listen_fds(char ***names)
 {
 #ifdef HAVE_LIBSYSTEMD
-	int n = sd_listen_fds(1);
+	char **got = NULL;
+	int n = sd_listen_fds_with_names(1, &got);
 
-	return n > 0 ? n : 0;
+	if (n <= 0) {
+		sdnotify_names_free(got);
+		got = NULL;
+		n = 0;
+	}
+	if (names != NULL)
+		*names = got;
+	else
+		sdnotify_names_free(got);
+	return n;
 #else
 	const char *fds = getenv("LISTEN_FDS");
 	int n;
 
+	if (names != NULL)
+		*names = NULL;
 	if (fds == NULL || getenv("LISTEN_PID") == NULL ||
 	    !sdnotify_env_for_us("LISTEN_PID"))
 		return 0;
 	n = atoi(fds);
+	if (n > 0 && names != NULL)
+		*names = sdnotify_split_names(getenv("LISTEN_FDNAMES"), n);
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDNAMES");
 	return n > 0 ? n : 0;
 #endif
+}
+
+void
+sdnotify_names_free(char **names)
+{
+	char **p;
+
+	for (p = names; p != NULL && *p != NULL; p++)
+		free(*p);
+	free(names);
 }
 
 /* The watchdog interval systemd expects pings within, 0 when off. */

@@ -244,12 +244,13 @@ upstream_free(struct upstream *up)
 {
 	struct up_handle *h;
 
+	/* First: a probe in flight gives its handle back to the list. */
+	probe_free(up->probe);
 	while ((h = SLIST_FIRST(&up->free_handles)) != NULL) {
 		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
 		curl_easy_cleanup(h->easy);
 		free(h);
 	}
-	probe_free(up->probe);
 	curl_multi_cleanup(up->multi);
 	event_free(up->timer_ev);
 	event_free(up->trim_ev);

@@ -1635,6 +1635,7 @@ START_TEST(test_retry_status)
 
 	H_BEGIN();
 	harness_up(&env, "[retry]\nbackoff_factor = 0.01\n");
+	fake_reset(env.fake); /* the start-up check's GET */
 	fake_fault(env.fake,
 	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":1,\"path\":\"/api/tags\"}");
@@ -1690,8 +1691,9 @@ START_TEST(test_retry_connect_failed)
 	H_ASSERT_VAL(&p, 1, "ollama_pool_requests_total", "method", "GET",
 	    "route", "/api/tags", "code", "502");
 	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_requests_total");
-	/* A socket per attempt, none left open. */
-	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_connections_opened_total");
+	/* A socket per attempt and one for the start-up check, none left
+	 * open. */
+	H_ASSERT_VAL(&p, 3, "ollama_pool_upstream_connections_opened_total");
 	H_ASSERT_VAL(&p, 0, "ollama_pool_upstream_connections_open");
 	H_ASSERT_VAL(
 	    &p, 1, "ollama_pool_request_seconds_count", "route", "/api/tags");
@@ -1710,10 +1712,13 @@ START_TEST(test_retry_connection_reset)
 	struct prom p;
 
 	H_BEGIN();
-	harness_up(&env, "[retry]\nbackoff_factor = 0.01\n");
-	/* The first request on a fresh connection, so that libcurl's own
-	 * replay of a request on a stale reused connection is not what
-	 * answers it. */
+	/* Every request on a fresh connection (pool_connections = 0: not
+	 * even the start-up check's is kept), so that libcurl's own replay
+	 * of a request on a stale reused connection is not what answers
+	 * it. */
+	harness_up(&env,
+	    "[upstream]\npool_connections = 0\n"
+	    "[retry]\nbackoff_factor = 0.01\n");
 	fake_fault(env.fake,
 	    "{\"action\":\"reset\",\"count\":1,"
 	    "\"path\":\"/api/tags\"}");
@@ -1726,7 +1731,8 @@ START_TEST(test_retry_connection_reset)
 	H_ASSERT_VAL(
 	    &p, 0, "ollama_pool_retries_total", "reason", "connect_failed");
 	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_requests_total");
-	H_ASSERT_VAL(&p, 2, "ollama_pool_upstream_connections_opened_total");
+	/* The start-up check's, and one per attempt. */
+	H_ASSERT_VAL(&p, 3, "ollama_pool_upstream_connections_opened_total");
 	H_ASSERT_VAL(&p, 1, "ollama_pool_requests_total", "method", "GET",
 	    "route", "/api/tags", "code", "200");
 	prom_free(&p);
@@ -1811,6 +1817,7 @@ START_TEST(test_cancel_queued)
 
 	H_BEGIN();
 	harness_up(&env, "[upstream]\npool_maxsize = 1\n");
+	fake_reset(env.fake); /* the start-up check's GET */
 	/* A holds the only slot, waiting for its first byte. */
 	raw_send(&a, env.daemon->port, "POST", "/api/generate",
 	    "{\"model\":\"" MODEL "\",\"prompt\":\"a\","
@@ -1853,6 +1860,7 @@ START_TEST(test_cancel_backoff)
 
 	H_BEGIN();
 	harness_up(&env, "[retry]\nbackoff_factor = 30\nbackoff_max = 60\n");
+	fake_reset(env.fake); /* the start-up check's GET */
 	fake_fault(env.fake,
 	    "{\"action\":\"status\",\"status\":503,"
 	    "\"count\":1,\"path\":\"/api/tags\"}");

@@ -942,23 +942,25 @@ FAULT_TEST(test_retry_connection_refused, test_unused_upstream(),
 /*
  * The upstream closes, or resets, the connection without answering: that
  * is retried and the client gets the second attempt's 200.  Each case is
- * the first request of a fresh daemon, so its connection is new and
- * libcurl's own retry of a dead reused connection cannot be what saves
- * it; and with retries = 0 the same close is a 502.
+ * the first request of a fresh daemon that keeps no idle connection (not
+ * even the start-up check's), so its connection is new and libcurl's own
+ * retry of a dead reused connection cannot be what saves it; and with
+ * retries = 0 the same close is a 502.
  */
+#define RETRY_FRESH_CONNS "[upstream]\npool_connections = 0\n"
 static const struct fault_case retry_upstream_closed[] = {
     {.name = "upstream close before answering a GET",
-        .conf = "[retry]\nbackoff_factor = 0.01\n",
+        .conf = RETRY_FRESH_CONNS "[retry]\nbackoff_factor = 0.01\n",
         .fault = "{\"action\":\"close\"}",
         .req = {.path = "/api/tags"},
         .want = {.status = 200, .requests = 2}},
     {.name = "upstream reset before answering a POST",
-        .conf = "[retry]\nbackoff_factor = 0.01\n",
+        .conf = RETRY_FRESH_CONNS "[retry]\nbackoff_factor = 0.01\n",
         .fault = "{\"action\":\"reset\"}",
         .req = {.path = "/api/generate", .json = GEN_WHOLE},
         .want = {.status = 200, .requests = 2}},
     {.name = "upstream close with retries = 0",
-        .conf = "[retry]\nretries = 0\n",
+        .conf = RETRY_FRESH_CONNS "[retry]\nretries = 0\n",
         .fault = "{\"action\":\"close\"}",
         .req = {.path = "/api/tags"},
         .want = {.status = 502,

@@ -1193,6 +1193,95 @@ START_TEST(test_socket_activation)
 }
 END_TEST
 
+/* GET on a fresh connection without a token: the status. */
+static long
+svc_get_status(int port, const char *path)
+{
+	struct http_resp r;
+	long status;
+
+	http_get(svc_url(port, path), &r);
+	S_ASSERT(r.ok, "GET %s on port %d: %s", path, port, r.error);
+	status = r.status;
+	http_resp_free(&r);
+	return status;
+}
+
+/*
+ * The admin listener under socket activation: a socket named admin
+ * (FileDescriptorName=admin in its socket unit) is it, and admin_listen
+ * is ignored; without one, the daemon opens admin_listen itself beside
+ * systemd's sockets, and a reload moves it.
+ */
+START_TEST(test_socket_activation_admin)
+{
+	struct harness_fake *fake;
+	struct harness_daemon *d;
+	const char *extra;
+	char msg[1024];
+	int port, aport, own, moved;
+
+	H_BEGIN();
+	fake = fake_start("fake", "A", NULL);
+	port = harness_free_port();
+	aport = harness_free_port();
+	own = harness_free_port();
+	moved = harness_free_port();
+	extra = harness_strf(
+	    "client_tokens = tok\nadmin_listen = 127.0.0.1:%d\n", own);
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(harness_free_port(), fake, extra),
+	    .args = (const char *const[]){"-v", NULL},
+	    .activate =
+	        (const char *const[]){"-l", harness_strf("127.0.0.1:%d", port),
+	            "-l", harness_strf("127.0.0.1:%d", aport),
+	            "--fdname=ollama-pool.socket:admin", NULL},
+	    .no_wait_ready = 1});
+	S_ASSERT(
+	    svc_log_wait(d,
+	        harness_strf("Listening on 127.0.0.1:%d as 4", aport), 10000),
+	    "systemd-socket-activate did not listen");
+	/* The first connection, on the admin socket, starts the daemon. */
+	H_ASSERT_INT_EQ(svc_get_status(aport, "/metrics"), 200);
+	S_ASSERT(svc_notify_until(d, "READY=1", 10000, msg, sizeof msg) == 1,
+	    "no READY=1 from the activated daemon");
+	S_ASSERT(svc_log_wait(d,
+	             "the socket named admin is the admin listener; the "
+	             "admin_listen setting is ignored",
+	             1000),
+	    "the log does not say which socket is the admin listener");
+	H_ASSERT_INT_EQ(svc_get_status(aport, "/health"), 200);
+	H_ASSERT_INT_EQ(svc_get_status(aport, "/api/tags"), 404);
+	H_ASSERT_INT_EQ(svc_get_status(port, "/ollama-pool/metrics"), 401);
+	H_ASSERT_INT_EQ(svc_connect_errno(own), ECONNREFUSED);
+	svc_stop_clean(d);
+
+	/* One socket passed: admin_listen is ours to open, and to move. */
+	d = svc_start(&(struct svc_opts){
+	    .conf = svc_conf(harness_free_port(), fake, extra),
+	    .args = (const char *const[]){"-v", NULL},
+	    .activate = (const char *const[]){"-l",
+	        harness_strf("127.0.0.1:%d", port), NULL},
+	    .no_wait_ready = 1});
+	S_ASSERT(
+	    svc_log_wait(
+	        d, harness_strf("Listening on 127.0.0.1:%d as 3", port), 10000),
+	    "systemd-socket-activate did not listen");
+	H_ASSERT_INT_EQ(svc_get_status(port, "/ollama-pool/health"), 200);
+	S_ASSERT(svc_notify_until(d, "READY=1", 10000, msg, sizeof msg) == 1,
+	    "no READY=1 from the activated daemon");
+	H_ASSERT_INT_EQ(svc_get_status(own, "/stats"), 200);
+	svc_reload(d,
+	    svc_conf(harness_free_port(), fake,
+	        harness_strf("admin_listen = 127.0.0.1:%d\n", moved)),
+	    msg, sizeof msg);
+	H_ASSERT_INT_EQ(svc_connect_errno(own), ECONNREFUSED);
+	H_ASSERT_INT_EQ(svc_get_status(moved, "/metrics"), 200);
+	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
+	svc_stop_clean(d);
+}
+END_TEST
+
 /* ---- the notify protocol ----------------------------------------------- */
 
 START_TEST(test_notify_protocol)
@@ -2560,6 +2649,7 @@ service_suite(void)
 
 	tc = svc_tcase(s, "activation", 60);
 	tcase_add_test(tc, test_socket_activation);
+	tcase_add_test(tc, test_socket_activation_admin);
 
 	tc = svc_tcase(s, "notify", 60);
 	tcase_add_test(tc, test_notify_protocol);

@@ -6,6 +6,7 @@
 #endif
 
 #include <sys/types.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -297,6 +298,100 @@ harness_failed(void)
 	harness_dumping = 0;
 }
 
+/* ---- process logs ----------------------------------------------------- */
+
+/* The log file as it is now, NUL-terminated; the caller frees it. */
+static char *
+harness_log_read(const struct harness_proc *p)
+{
+	struct harness_buf b = {0};
+	char chunk[65536];
+	ssize_t n;
+	int fd;
+
+	harness_buf_add(&b, "", 0);
+	fd = open(p->log_path, O_RDONLY | O_CLOEXEC);
+	while (fd >= 0 && (n = read(fd, chunk, sizeof chunk)) > 0)
+		harness_buf_add(&b, chunk, (size_t)n);
+	if (fd >= 0)
+		close(fd);
+	return b.data;
+}
+
+char *
+harness_log_text(const struct harness_proc *p)
+{
+	char *text = harness_log_read(p);
+
+	harness_track(text);
+	return text;
+}
+
+int
+harness_log_count(const struct harness_proc *p, const char *needle)
+{
+	char *text = harness_log_read(p);
+	const char *t = text;
+	int n = 0;
+
+	while ((t = strstr(t, needle)) != NULL) {
+		n++;
+		t += strlen(needle);
+	}
+	free(text);
+	return n;
+}
+
+/* The first of needles the log holds, by index; -1 when none. */
+static int
+harness_log_find(const struct harness_proc *p, const char *const *needles)
+{
+	char *text = harness_log_read(p);
+	int i;
+
+	for (i = 0; needles[i] != NULL; i++)
+		if (strstr(text, needles[i]) != NULL)
+			break;
+	free(text);
+	return needles[i] != NULL ? i : -1;
+}
+
+int
+harness_log_wait_any(
+    struct harness_proc *p, const char *const *needles, int timeout_ms)
+{
+	double deadline = harness_now() + timeout_ms / 1000.0;
+	char evbuf[4096];
+	struct pollfd pfd;
+	int ifd, found;
+
+	/* inotify wakes us on every write: nothing is polled on a clock. */
+	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (ifd < 0 || inotify_add_watch(ifd, p->log_path, IN_MODIFY) < 0)
+		ck_abort_msg("inotify on %s: %s", p->log_path, strerror(errno));
+	for (;;) {
+		found = harness_log_find(p, needles);
+		if (found >= 0 || harness_ms_left(deadline) == 0)
+			break;
+		pfd.fd = ifd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		poll(&pfd, 1, harness_ms_left(deadline));
+		while (read(ifd, evbuf, sizeof evbuf) > 0)
+			;
+	}
+	close(ifd);
+	return found;
+}
+
+int
+harness_log_wait(struct harness_proc *p, const char *needle, int timeout_ms)
+{
+	const char *needles[2] = {needle, NULL};
+
+	return harness_log_wait_any(p, needles, timeout_ms) == 0;
+}
+
 /* ---- setup and teardown ----------------------------------------------- */
 
 void
@@ -371,14 +466,15 @@ harness_teardown(void)
 			    (int)p->pid, WEXITSTATUS(p->wstatus));
 		}
 	}
+	/* The logs are dumped while the processes' records still exist. */
+	if (problems[0] != '\0')
+		harness_failed();
 	harness_rmdirs();
 	for (i = 0; i < harness_nallocs; i++)
 		free(harness_allocs[i]);
 	harness_nallocs = 0;
-	if (problems[0] != '\0') {
-		harness_failed();
+	if (problems[0] != '\0')
 		ck_abort_msg("%s", problems);
-	}
 	harness_nprocs = 0;
 }
 
@@ -909,6 +1005,14 @@ fake_reset(const struct harness_fake *f)
 
 /* ---- the daemon ------------------------------------------------------- */
 
+const char *const harness_startup_verdicts[] = {
+    " is Ollama ",
+    " is unreachable: ",
+    " answers GET /api/version",
+    " answers, but ",
+    NULL,
+};
+
 /* 1 when the datagram holds the given line (e.g. READY=1). */
 static int
 harness_notify_has(const char *msg, size_t len, const char *want)
@@ -1050,6 +1154,15 @@ harness_daemon_start(
 		harness_failed();
 		ck_abort_msg(
 		    "daemon sent no READY=1 within %d ms", HARNESS_READY_MS);
+	}
+	/* Then the start-up check's verdict on the upstream, so that what a
+	 * test counts on the fake or in the daemon never races with it. */
+	if (harness_log_wait_any(
+	        &d->proc, harness_startup_verdicts, HARNESS_READY_MS) < 0) {
+		harness_failed();
+		ck_abort_msg("daemon logged no verdict on its upstream within "
+		             "%d ms",
+		    HARNESS_READY_MS);
 	}
 	return d;
 }

@@ -146,7 +146,10 @@ void fake_fault(const struct harness_fake *, const char *json);
 
 /* Starts the daemon as `ollama-pool -c CONF -l 127.0.0.1:PORT -u UPSTREAM
  * -v EXTRA...` with CONF holding conf_text, and waits for READY=1 on the
- * notify socket.  upstream NULL leaves -u out. */
+ * notify socket, then for the start-up check's verdict on the upstream in
+ * its log (one of harness_startup_verdicts).  upstream NULL leaves -u
+ * out. */
+extern const char *const harness_startup_verdicts[];
 struct harness_daemon *harness_daemon_start(
     const char *conf_text, const char *upstream, const char *const *extra_args);
 /* SIGTERM, then SIGKILL after 5 s; returns the wait status. */
@@ -191,6 +194,15 @@ int harness_proc_fd_count(pid_t);
 /* 1 when a line of /proc/PID/maps mentions what (e.g. "libasan"). */
 int harness_proc_maps_contains(pid_t, const char *what);
 int harness_proc_alive(struct harness_proc *);
+/* A process's log as it is now (test-lifetime string); how often it holds
+ * needle; waiting (inotify, no clock) until it holds needle, 1, or 0
+ * after timeout_ms; or any of needles (NULL-terminated), its index or
+ * -1. */
+char *harness_log_text(const struct harness_proc *);
+int harness_log_count(const struct harness_proc *, const char *needle);
+int harness_log_wait(struct harness_proc *, const char *needle, int timeout_ms);
+int harness_log_wait_any(
+    struct harness_proc *, const char *const *needles, int timeout_ms);
 /* Writes a file in the daemon's temp dir; returns its path. */
 char *harness_write_file(const char *dir, const char *name, const char *text);
 /* A file's whole text (test-lifetime, NUL-terminated; its length in *lenp
