@@ -607,9 +607,10 @@ proxy_commit_head(struct proxy_req *req)
 		    r->value_len);
 		proxy_head_put(&head, &head_len, &head_cap, "\r\n", 2);
 	}
-	n = snprintf(
-	    line, sizeof line, "X-Request-Id: %s\r\n", req->request_id);
-	proxy_head_put(&head, &head_len, &head_cap, line, n);
+	proxy_head_put(&head, &head_len, &head_cap, "X-Request-Id: ", 14);
+	proxy_head_put(&head, &head_len, &head_cap, req->request_id,
+	    strlen(req->request_id));
+	proxy_head_put(&head, &head_len, &head_cap, "\r\n", 2);
 	if (req->resp_chunked)
 		proxy_head_put(&head, &head_len, &head_cap,
 		    "Transfer-Encoding: chunked\r\n", 28);

@@ -504,37 +504,11 @@ svc_notify_until(struct harness_daemon *d, const char *line, int timeout_ms,
 
 /* ---- the daemon's log ------------------------------------------------- */
 
-/* Waits until a log file holds `needle`; 1, or 0 after timeout_ms.
- * inotify wakes us on every write, so nothing is polled on a clock. */
+/* Waits until a log file holds `needle`; 1, or 0 after timeout_ms. */
 static int
 svc_file_wait(const char *path, const char *needle, int timeout_ms)
 {
-	double deadline = harness_now() + timeout_ms / 1000.0;
-	char evbuf[4096];
-	struct pollfd pfd;
-	char *text;
-	int ifd, found, left;
-
-	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-	H_ASSERT(ifd >= 0, "inotify_init1: %s", strerror(errno));
-	H_ASSERT(inotify_add_watch(ifd, path, IN_MODIFY) >= 0,
-	    "inotify_add_watch %s: %s", path, strerror(errno));
-	for (;;) {
-		text = svc_slurp(path, NULL);
-		found = strstr(text, needle) != NULL;
-		free(text);
-		left = (int)((deadline - harness_now()) * 1000.0);
-		if (found || left <= 0)
-			break;
-		pfd.fd = ifd;
-		pfd.events = POLLIN;
-		pfd.revents = 0;
-		poll(&pfd, 1, left);
-		while (read(ifd, evbuf, sizeof evbuf) > 0)
-			;
-	}
-	close(ifd);
-	return found;
+	return harness_file_wait(path, needle, timeout_ms);
 }
 
 /* The same for the daemon's log. */

@@ -6,6 +6,7 @@
 #endif
 
 #include <sys/types.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -582,6 +583,69 @@ harness_tmpdir(void)
 	if (harness_ndirs < HARNESS_MAX_DIRS)
 		harness_dirs[harness_ndirs++] = harness_xstrdup(dir);
 	return dir;
+}
+
+char *
+harness_slurp(const char *path, size_t *lenp)
+{
+	struct harness_buf b = {NULL, 0, 0};
+	char buf[8192];
+	ssize_t n;
+	int fd;
+
+	harness_buf_add(&b, "", 0);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		while ((n = read(fd, buf, sizeof buf)) > 0)
+			harness_buf_add(&b, buf, (size_t)n);
+		close(fd);
+	}
+	if (lenp != NULL)
+		*lenp = b.len;
+	return b.data;
+}
+
+int
+harness_file_wait(const char *path, const char *needle, int timeout_ms)
+{
+	double deadline = harness_now() + timeout_ms / 1000.0;
+	char evbuf[4096], *dir, *slash, *text;
+	struct pollfd pfd;
+	int ifd, found, left, wd;
+
+	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (ifd < 0)
+		ck_abort_msg("inotify_init1: %s", strerror(errno));
+	wd = inotify_add_watch(ifd, path, IN_MODIFY);
+	if (wd < 0) {
+		dir = harness_strf("%s", path);
+		slash = strrchr(dir, '/');
+		if (slash != NULL)
+			*slash = '\0';
+		if (inotify_add_watch(ifd, slash != NULL ? dir : ".",
+		        IN_MODIFY | IN_CREATE | IN_MOVED_TO) < 0)
+			ck_abort_msg(
+			    "inotify_add_watch %s: %s", path, strerror(errno));
+	}
+	for (;;) {
+		text = harness_slurp(path, NULL);
+		found = strstr(text, needle) != NULL;
+		free(text);
+		left = harness_ms_left(deadline);
+		if (found || left <= 0)
+			break;
+		pfd.fd = ifd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		poll(&pfd, 1, left);
+		while (read(ifd, evbuf, sizeof evbuf) > 0)
+			;
+		/* Created meanwhile: watch the file itself from now on. */
+		if (wd < 0)
+			wd = inotify_add_watch(ifd, path, IN_MODIFY);
+	}
+	close(ifd);
+	return found;
 }
 
 char *

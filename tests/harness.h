@@ -191,6 +191,12 @@ int harness_proc_fd_count(pid_t);
 /* 1 when a line of /proc/PID/maps mentions what (e.g. "libasan"). */
 int harness_proc_maps_contains(pid_t, const char *what);
 int harness_proc_alive(struct harness_proc *);
+/* A whole file, NUL-terminated, malloc()ed ("" when it cannot be read). */
+char *harness_slurp(const char *path, size_t *lenp);
+/* Waits until the file holds `needle`: 1, or 0 after timeout_ms.  inotify
+ * wakes it on every write (on the directory while the file does not exist
+ * yet), so nothing is polled on a clock. */
+int harness_file_wait(const char *path, const char *needle, int timeout_ms);
 /* Writes a file in the daemon's temp dir; returns its path. */
 char *harness_write_file(const char *dir, const char *name, const char *text);
 char *harness_tmpdir(void);
