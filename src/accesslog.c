@@ -228,6 +228,9 @@ accesslog_start(const struct config *cfg, char *err, size_t errlen)
 		a->path = xstrdup(path);
 	}
 	accesslog_spawn(a);
+	log_notice("access log: %s lines to %s",
+	    cfg->access_log_format == ACCESSLOG_COMBINED ? "combined" : "json",
+	    path != NULL ? path : "stderr");
 	return 0;
 }
 
