@@ -105,15 +105,21 @@ accesslog_write_all(struct accesslog *a, const char *p, size_t len)
 			for (nl = p; (nl = memchr(nl, '\n', end - nl)) != NULL;
 			     nl++)
 				lost++;
-			if (a->fd >= 0)
-				log_err("access log: write failed: %s; %" PRIu64
-				        " lines lost",
-				    n < 0 ? strerror(errno) : "nothing written",
-				    lost);
+			/* Once per run of failures: a full disk fails
+			 * every batch. */
+			if (a->fd >= 0 && !a->failing)
+				log_err("access log: write failed: %s; lines "
+				        "are lost until writing works again",
+				    n < 0 ? strerror(errno)
+				          : "nothing written");
+			a->failing = 1;
 			return lost;
 		}
 		p += n;
 	}
+	if (a->failing)
+		log_notice("access log: writing again");
+	a->failing = 0;
 	return 0;
 }
 

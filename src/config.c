@@ -280,6 +280,23 @@ config_parse_access_log(
 }
 
 static int
+config_parse_access_format(
+    int *field, const char *value, char *err, size_t errlen)
+{
+	if (strcasecmp(value, "json") == 0)
+		*field = ACCESSLOG_JSON;
+	else if (strcasecmp(value, "combined") == 0)
+		*field = ACCESSLOG_COMBINED;
+	else {
+		snprintf(err, errlen,
+		    "access_log_format must be json or combined, not '%s'",
+		    value);
+		return -1;
+	}
+	return 0;
+}
+
+static int
 config_apply(struct config *cfg, const struct setting *s, const char *value,
     int append_listen, char *err, size_t errlen)
 {
@@ -335,18 +352,7 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 	case SET_ACCESS_LOG:
 		return config_parse_access_log(field, value, err, errlen);
 	case SET_ACCESS_FORMAT:
-		if (strcasecmp(value, "json") == 0)
-			*(int *)field = ACCESSLOG_JSON;
-		else if (strcasecmp(value, "combined") == 0)
-			*(int *)field = ACCESSLOG_COMBINED;
-		else {
-			snprintf(err, errlen,
-			    "access_log_format must be json or combined, not "
-			    "'%s'",
-			    value);
-			return -1;
-		}
-		return 0;
+		return config_parse_access_format(field, value, err, errlen);
 	case SET_BOOL:
 		if (strcasecmp(value, "yes") == 0 ||
 		    strcasecmp(value, "true") == 0 ||

@@ -454,6 +454,7 @@ struct accesslog {
 	char *path; /* a file; NULL with to_stderr, or off */
 	int to_stderr;
 	int fd; /* the writer's own */
+	int failing; /* the writer's: warned about failed writes */
 	int dropping; /* loop thread: warned about this run of drops */
 };
 int accesslog_start(const struct config *, char *, size_t);

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -360,8 +361,7 @@ START_TEST(test_log_times)
 }
 END_TEST
 
-/* ---- the access log, field by field ---------------------------------------
- */
+/* ---- the access log, field by field -------------------------------------- */
 
 /* One request of the table: sent as given, checked as wanted. */
 struct ops_case {
@@ -767,8 +767,57 @@ START_TEST(test_access_dropped)
 }
 END_TEST
 
-/* ---- request ids ----------------------------------------------------------
+/*
+ * The settings: a relative path or an unknown format is refused with its
+ * file and line by -t, and a file that cannot be opened stops the start.
  */
+START_TEST(test_access_settings)
+{
+	static const struct {
+		const char *conf, *want;
+		int check_only;
+	} cases[] = {
+	    {"[server]\naccess_log = logs/access.log\n",
+	        ":2: access_log must be off, stderr or an absolute path, not "
+	        "'logs/access.log'",
+	        1},
+	    {"[server]\naccess_log_format = xml\n",
+	        ":2: access_log_format must be json or combined, not 'xml'", 1},
+	    {"[server]\naccess_log = /nonexistent-dir/access.log\n",
+	        "access_log: cannot open /nonexistent-dir/access.log: No such "
+	        "file or directory",
+	        0},
+	};
+	struct harness_run run;
+	const char *argv[8];
+	char *conf;
+	size_t i;
+
+	H_BEGIN();
+	for (i = 0; i < N_CASES(cases); i++) {
+		conf = harness_write_file(
+		    harness_tmpdir(), "ollama-pool.conf", cases[i].conf);
+		argv[0] = harness_daemon_bin();
+		argv[1] = "-c";
+		argv[2] = conf;
+		argv[3] = cases[i].check_only ? "-t" : "-l";
+		argv[4] = cases[i].check_only
+		    ? NULL
+		    : harness_strf("127.0.0.1:%d", harness_free_port());
+		argv[5] = NULL;
+		harness_run(argv, 10000, &run);
+		H_ASSERT(!run.timed_out && WIFEXITED(run.wstatus) &&
+		        WEXITSTATUS(run.wstatus) == 1 &&
+		        strstr(run.err.data ? run.err.data : "",
+		            cases[i].want) != NULL,
+		    "%s: status 0x%x, stderr %s; want exit 1 and %s",
+		    cases[i].conf, run.wstatus, run.err.data, cases[i].want);
+		harness_run_free(&run);
+	}
+}
+END_TEST
+
+/* ---- request ids --------------------------------------------------------- */
 
 /* The X-Request-Id headers the fake's echo saw. */
 static size_t
@@ -880,8 +929,7 @@ START_TEST(test_request_ids)
 }
 END_TEST
 
-/* ---- Via and loops --------------------------------------------------------
- */
+/* ---- Via and loops ------------------------------------------------------- */
 
 /* The name a daemon gives itself in Via, from its start-up line. */
 static char *
@@ -1038,6 +1086,7 @@ ops_suite(void)
 	tcase_add_test(tc, test_access_combined);
 	tcase_add_test(tc, test_access_reopen);
 	tcase_add_test(tc, test_access_dropped);
+	tcase_add_test(tc, test_access_settings);
 
 	tc = harness_tcase(s, "ids", 60);
 	tcase_add_test(tc, test_request_ids);
