@@ -219,8 +219,10 @@ ops_check_line(const cJSON *j, const struct ops_exchange *x,
 {
 	double t = ops_parse_time(harness_jstr(j, "time"));
 	double dur = ops_num(j, "duration_ms"), ttfb;
+	char *text = cJSON_PrintUnformatted(j);
 
-	fprintf(stderr, "%s: %s\n", what, cJSON_PrintUnformatted(j));
+	fprintf(stderr, "%s: %s\n", what, text);
+	cJSON_free(text);
 	H_ASSERT(t >= x->t0 - 0.002 && t <= x->t1 + 0.002,
 	    "%s: time %s (%.3f) outside the exchange, %.3f to %.3f", what,
 	    harness_jstr(j, "time"), t, x->t0, x->t1);
