@@ -178,9 +178,11 @@ client_free(struct client_conn *cc)
 {
 	if (cc->req != NULL) {
 		if (!cc->resp_done)
-			log_info("client %s went away during %s %s", cc->peer,
-			    cc->req->method,
-			    cc->req->path ? cc->req->path : "-");
+			log_info("client %s went away during %s %s (request "
+			         "%s)",
+			    cc->peer, cc->req->method,
+			    cc->req->path ? cc->req->path : "-",
+			    cc->req->request_id);
 		proxy_req_cancel(cc->req);
 	}
 	TAILQ_REMOVE(&rt.clients, cc, entry);
@@ -365,6 +367,46 @@ client_closed_cb(evutil_socket_t fd, short what, void *arg)
 	cc->closed_watched = 0;
 }
 
+/*
+ * Answers a request that never got as far as a complete head, so has no
+ * proxy_req: with an id (the client's, if it sent a sane one already),
+ * counted under "other", and in the access log with what was seen of it.
+ */
+static void
+client_refuse(struct client_conn *cc, struct response_opts *o, const char *msg,
+    enum access_end end)
+{
+	struct httpreq *hr = &cc->req_parser;
+	struct http_head *h = hr->in_head ? &hr->head : NULL;
+	char rid[REQID_MAX + 1];
+	struct access_rec r;
+	size_t sent;
+
+	reqid_assign(h, rid, sizeof rid);
+	o->request_id = rid;
+	metrics_count_request("other", ROUTE_OTHER, o->status);
+	sent = response_error(client_output(cc), o, msg);
+	if (!accesslog_enabled())
+		return;
+	memset(&r, 0, sizeof r);
+	r.client = cc->peer;
+	if (h != NULL && h->target_len > 0) {
+		r.method = head_str(h, hr->method_off);
+		r.path = head_str(h, h->target);
+		r.path_len = h->target_len;
+		r.http10 = hr->vlen == 8 && hr->version[7] == '0';
+		r.user_agent = head_get(h, "user-agent", NULL);
+		r.referer = head_get(h, "referer", NULL);
+	}
+	r.status = o->status;
+	r.bytes_out = sent;
+	r.duration = h != NULL ? (now_us() - cc->t_begin_us) / 1e6 : 0;
+	r.ttfb = r.duration;
+	r.request_id = rid;
+	r.end = end;
+	accesslog_write(&r);
+}
+
 static void
 client_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -395,9 +437,9 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	log_info("client %s: request head not complete within %g s", cc->peer,
 	    rt.cfg->header_timeout);
-	metrics_count_request("other", ROUTE_OTHER, 408);
-	response_error(client_output(cc), &o,
-	    "request headers not received in time (header_timeout)");
+	client_refuse(cc, &o,
+	    "request headers not received in time (header_timeout)",
+	    END_TIMEOUT);
 	cc->closing = 1;
 	bufferevent_disable(cc->bev, EV_READ);
 	client_schedule(cc);
@@ -434,13 +476,13 @@ client_reject(struct client_conn *cc, int status, const char *why)
 	if (cc->req != NULL) {
 		/* The body broke its framing: answer through the request
 		 * (or, once its answer began, just close). */
+		cc->req->end = END_REFUSED;
 		proxy_req_fail(cc->req, status, 0, "%s", msg);
 		cc->closing = 1;
 		return;
 	}
 	/* No head worth a route: counted under "other". */
-	metrics_count_request("other", ROUTE_OTHER, status);
-	response_error(client_output(cc), &o, msg);
+	client_refuse(cc, &o, msg, END_REFUSED);
 	cc->closing = 1;
 	client_schedule(cc);
 }
@@ -455,6 +497,7 @@ client_on_begin(void *arg)
 
 	client_parser_limits(&lim);
 	httpreq_set_limits(&cc->req_parser, &lim);
+	cc->t_begin_us = now_us();
 	client_timer_start(cc, rt.cfg->header_timeout);
 }
 

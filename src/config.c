@@ -38,6 +38,8 @@ enum setting_type {
 	SET_RESOLVER,
 	SET_STATUSES,
 	SET_METHODS,
+	SET_ACCESS_LOG,
+	SET_ACCESS_FORMAT,
 };
 
 struct setting {
@@ -83,6 +85,11 @@ static const struct setting settings[] = {
         "$CREDENTIALS_DIRECTORY when set, else to this file's folder"},
     {"server", "idle_timeout", SET_SECONDS, OFF(idle_timeout), "75", 0.001,
         86400, "seconds a kept-alive client may sit idle"},
+    {"server", "access_log", SET_ACCESS_LOG, OFF(access_log), "off", 0, 0,
+        "one line per request: off, stderr, or an absolute file path "
+        "(reopened on SIGUSR1)"},
+    {"server", "access_log_format", SET_ACCESS_FORMAT, OFF(access_log_format),
+        "json", 0, 0, "json (one object per line) or combined (Apache's)"},
     {"upstream", "url", SET_URL, OFF(upstream), DEFAULT_UPSTREAM, 0, 0,
         "the Ollama server, in OLLAMA_HOST syntax"},
     {"upstream", "pool_maxsize", SET_INT, OFF(pool_maxsize), "20", 1, 10000,
@@ -618,6 +625,45 @@ config_parse_admin_listen(
 	return 0;
 }
 
+/* off, stderr, or an absolute path: a daemon's working directory is not
+ * where anyone looks for its log. */
+static int
+config_parse_access_log(
+    char **field, const char *value, char *err, size_t errlen)
+{
+	if (strcasecmp(value, "off") == 0 || strcasecmp(value, "no") == 0)
+		value = "off";
+	else if (strcasecmp(value, "stderr") == 0)
+		value = "stderr";
+	else if (value[0] != '/') {
+		snprintf(err, errlen,
+		    "access_log must be off, stderr or an absolute path, not "
+		    "'%s'",
+		    value);
+		return -1;
+	}
+	free(*field);
+	*field = xstrdup(value);
+	return 0;
+}
+
+static int
+config_parse_access_format(
+    int *field, const char *value, char *err, size_t errlen)
+{
+	if (strcasecmp(value, "json") == 0)
+		*field = ACCESSLOG_JSON;
+	else if (strcasecmp(value, "combined") == 0)
+		*field = ACCESSLOG_COMBINED;
+	else {
+		snprintf(err, errlen,
+		    "access_log_format must be json or combined, not '%s'",
+		    value);
+		return -1;
+	}
+	return 0;
+}
+
 static int
 config_apply(struct config *cfg, const struct setting *s, const char *value,
     int append_listen, char *err, size_t errlen)
@@ -672,6 +718,10 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 		return config_parse_statuses(field, value, err, errlen);
 	case SET_METHODS:
 		return config_parse_methods(field, value, err, errlen);
+	case SET_ACCESS_LOG:
+		return config_parse_access_log(field, value, err, errlen);
+	case SET_ACCESS_FORMAT:
+		return config_parse_access_format(field, value, err, errlen);
 	case SET_BOOL:
 		if (strcasecmp(value, "yes") == 0 ||
 		    strcasecmp(value, "true") == 0 ||
@@ -753,7 +803,8 @@ config_free(struct config *cfg)
 	for (i = 0; i < NSETTINGS; i++)
 		if (settings[i].type == SET_STRING ||
 		    settings[i].type == SET_SECRET ||
-		    settings[i].type == SET_RESOLVER)
+		    settings[i].type == SET_RESOLVER ||
+		    settings[i].type == SET_ACCESS_LOG)
 			free(*(char **)((char *)cfg + settings[i].offset));
 	free(cfg->client_tokens);
 	free(cfg->client_tokens_path);
@@ -1317,10 +1368,17 @@ config_print(const struct config *cfg, FILE *fp)
 			break;
 		case SET_STRING:
 		case SET_RESOLVER:
+		case SET_ACCESS_LOG:
 			fputs(*(char *const *)field, fp);
 			break;
 		case SET_SECRET:
 			fputs(**(char *const *)field != '\0' ? "***" : "", fp);
+			break;
+		case SET_ACCESS_FORMAT:
+			fputs(*(const int *)field == ACCESSLOG_COMBINED
+			        ? "combined"
+			        : "json",
+			    fp);
 			break;
 		case SET_STATUSES:
 			for (j = 100, n = 0; j < 600; j++)

@@ -191,6 +191,8 @@ headers_named_by_connection(
  * URL (Ollama answers 403 to a Host it does not trust) and frames the body
  * itself.  Empty "Name:" entries switch off headers curl would add of its
  * own accord, so the upstream sees what the client sent and no more.
+ * X-Request-Id and Via are left out too: reqid_to_curl() adds the ones
+ * the proxy sends in their place.
  */
 struct curl_slist *
 headers_to_curl(const struct http_head *h, int post_mode, int drop_auth)
@@ -212,6 +214,9 @@ headers_to_curl(const struct http_head *h, int post_mode, int drop_auth)
 		    (r->name_len == 14 &&
 		        strncasecmp(name, "content-length", 14) == 0) ||
 		    (r->name_len == 6 && strncasecmp(name, "expect", 6) == 0) ||
+		    (r->name_len == 12 &&
+		        strncasecmp(name, "x-request-id", 12) == 0) ||
+		    (r->name_len == 3 && strncasecmp(name, "via", 3) == 0) ||
 		    (drop_auth && r->name_len == 13 &&
 		        strncasecmp(name, "authorization", 13) == 0))
 			continue;

@@ -1,15 +1,36 @@
 /*
  * Logging to stderr.  Under systemd (JOURNAL_STREAM set) each line carries
- * a <N> priority prefix so the journal files it at the right level.
+ * a <N> priority prefix so the journal files it at the right level, and
+ * no time (the journal stamps it); elsewhere each line starts with an
+ * RFC 3339 UTC time to the millisecond.
  */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ollama-pool.h"
+
+/* "2026-12-01T07:41:10.123Z": RFC 3339, UTC, milliseconds.  At least
+ * LOG_TIME_MAX bytes; safe from any thread. */
+size_t
+log_format_time(char *out, size_t len, const struct timespec *ts)
+{
+	struct tm tm;
+	size_t n;
+
+	if (gmtime_r(&ts->tv_sec, &tm) == NULL ||
+	    (n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm)) == 0) {
+		snprintf(out, len, "-");
+		return strlen(out);
+	}
+	n += snprintf(
+	    out + n, len - n, ".%03ldZ", (long)(ts->tv_nsec / 1000000));
+	return n < len ? n : len - 1;
+}
 
 void
 log_init(int verbosity)
@@ -40,16 +61,21 @@ log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 	    [LOG_LVL_NOTICE] = "notice",
 	    [LOG_LVL_INFO] = "info",
 	    [LOG_LVL_DEBUG] = "debug"};
-	char line[2048];
+	char line[2048], when[LOG_TIME_MAX];
+	struct timespec ts;
 	int n;
 
 	if (lvl > rt.log_level)
 		return;
 	if (rt.log_journal)
 		n = snprintf(line, sizeof line, "<%d>", (int)lvl);
-	else
+	else {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		log_format_time(when, sizeof when, &ts);
 		n = snprintf(line, sizeof line,
-		    OP_NAME "[%ld]: %s: ", (long)getpid(), names[lvl]);
+		    "%s " OP_NAME "[%ld]: %s: ", when, (long)getpid(),
+		    names[lvl]);
+	}
 	if (n < 0)
 		return;
 	vsnprintf(line + n, sizeof line - n - 1, fmt, ap);

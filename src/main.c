@@ -143,6 +143,7 @@ main_reload_apply(struct config *cfg, char *err, size_t errlen)
 	}
 	config_free(rt.cfg);
 	rt.cfg = cfg;
+	accesslog_configure(rt.cfg);
 	return 0;
 }
 
@@ -261,6 +262,13 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
 	main_reload_begin();
 }
 
+/* SIGUSR1: logrotate moved the access log away; the writer reopens it. */
+static void
+main_reopen_cb(evutil_socket_t sig, short what, void *arg)
+{
+	accesslog_reopen();
+}
+
 /* resolve.c is done with the start-up names. */
 static void
 main_startup_resolved(struct config *cfg, const char *error, void *arg)
@@ -303,7 +311,7 @@ main(int argc, char **argv)
 	};
 	struct config_overrides *ov = &rt.overrides;
 	struct config_errors errs;
-	struct event *sigev[3];
+	struct event *sigev[4];
 	struct upstream *up;
 	const char *file = NULL;
 	char err[1024], where[512];
@@ -348,6 +356,7 @@ main(int argc, char **argv)
 	}
 
 	log_init(verbose);
+	reqid_init();
 	rt.config_file = file;
 	rt.metrics.start_time = time(NULL);
 	rt.cfg = config_new_defaults();
@@ -384,14 +393,18 @@ main(int argc, char **argv)
 	if (listener_open_all(rt.cfg, err, sizeof err) != 0)
 		fatal("%s", err);
 	main_warn_exposure();
+	if (accesslog_start(rt.cfg, err, sizeof err) != 0)
+		fatal("%s", err);
 	sigev[0] = evsignal_new(rt.base, SIGINT, main_stop_cb, NULL);
 	sigev[1] = evsignal_new(rt.base, SIGTERM, main_stop_cb, NULL);
 	sigev[2] = evsignal_new(rt.base, SIGHUP, main_reload_cb, NULL);
-	for (i = 0; i < 3; i++)
+	sigev[3] = evsignal_new(rt.base, SIGUSR1, main_reopen_cb, NULL);
+	for (i = 0; i < 4; i++)
 		evsignal_add(sigev[i], NULL);
 
 	log_notice("forwarding to %s with a pool of %d connection%s",
 	    up->url.base, up->pool_maxsize, log_plural(up->pool_maxsize));
+	log_notice("Via names this proxy %s", rt.via_name);
 	sdnotify_send("READY=1\nSTATUS=listening on %s, upstream %s",
 	    listener_summary(where, sizeof where), up->url.base);
 	janitor_start();
@@ -407,8 +420,9 @@ main(int argc, char **argv)
 		TAILQ_REMOVE(&rt.upstreams, up, entry);
 		upstream_free(up);
 	}
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < 4; i++)
 		event_free(sigev[i]);
+	accesslog_stop();
 	if (rt.shutdown_ev != NULL)
 		event_free(rt.shutdown_ev);
 	if (rt.accept_resume_ev != NULL)

@@ -413,6 +413,11 @@ metrics_render(struct evbuffer *out)
 		    "\",kind=\"completion\"} %" PRIu64 "\n",
 		    m->tokens[i].completion);
 	}
+	metrics_head(out, "ollama_pool_access_log_dropped_total", "counter",
+	    "Access log lines dropped because the disk fell behind.");
+	evbuffer_add_printf(out,
+	    "ollama_pool_access_log_dropped_total %" PRIu64 "\n",
+	    accesslog_dropped());
 	metrics_head(out, "ollama_pool_build_info", "gauge",
 	    "Always 1; the version is in the label.");
 	evbuffer_add_printf(
@@ -520,6 +525,8 @@ metrics_stats_json(void)
 		cJSON_AddNumberToObject(
 		    o, "completion", (double)m->tokens[i].completion);
 	}
+	cJSON_AddNumberToObject(
+	    root, "access_log_dropped", (double)accesslog_dropped());
 	o = cJSON_AddObjectToObject(root, "process");
 	cJSON_AddNumberToObject(o, "resident_memory_bytes", (double)g.rss);
 	cJSON_AddNumberToObject(o, "open_fds", g.fds);

@@ -14,6 +14,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,7 +63,9 @@ enum log_level {
 	LOG_LVL_INFO = 6,
 	LOG_LVL_DEBUG = 7,
 };
+#define LOG_TIME_MAX 32
 void log_init(int verbosity);
+size_t log_format_time(char *, size_t, const struct timespec *);
 int log_enabled(enum log_level);
 void log_msg(enum log_level, const char *, ...) PRINTFLIKE(2, 3);
 void log_vmsg(enum log_level, const char *, va_list);
@@ -157,6 +160,8 @@ struct config {
 	int client_tokens_nread;
 	struct listen_addr admin_listen; /* /metrics, /health, /stats */
 	int has_admin_listen; /* 0: no admin listener */
+	char *access_log; /* "off", "stderr" or an absolute path */
+	int access_log_format; /* enum accesslog_format */
 
 	/* Where listen and url came from, for messages after parsing. */
 	int listen_line, url_line; /* in file; 0: not set there */
@@ -331,6 +336,7 @@ struct client_conn {
 	int lingering; /* closed for writing, dropping what still comes */
 	size_t discarded; /* body bytes dropped after an early answer */
 	int admin; /* accepted on the admin listener */
+	uint64_t t_begin_us; /* the current request's first byte */
 	TAILQ_ENTRY(client_conn) entry;
 };
 TAILQ_HEAD(client_list, client_conn);
@@ -373,6 +379,7 @@ struct tokscan {
 void tokscan_init(struct tokscan *, enum tokscan_mode);
 void tokscan_feed(struct tokscan *, const char *, size_t);
 int tokscan_finish(struct tokscan *);
+const char *tokscan_model(const struct tokscan *);
 
 /* metrics.c: counters, histograms, Prometheus text and JSON. */
 enum route {
@@ -458,6 +465,65 @@ void metrics_write_histogram(struct evbuffer *, const char *, const char *,
 void metrics_render(struct evbuffer *);
 char *metrics_stats_json(void);
 
+/* reqid.c: request ids, and the proxy's name in Via (loop detection). */
+#define REQID_MAX 128
+void reqid_init(void);
+void reqid_make(char *, size_t);
+int reqid_sane(const char *, size_t);
+int reqid_assign(const struct http_head *, char *, size_t);
+int reqid_via_loops(const struct http_head *, char *, size_t);
+struct curl_slist *reqid_to_curl(
+    struct curl_slist *, const struct http_head *, const char *);
+
+/* accesslog.c: one line per request, written off the loop by a thread. */
+enum accesslog_format { ACCESSLOG_JSON, ACCESSLOG_COMBINED };
+enum access_end {
+	END_NONE, /* not decided yet */
+	END_COMPLETED,
+	END_CLIENT_GONE,
+	END_UPSTREAM_ERROR,
+	END_TIMEOUT,
+	END_REFUSED,
+};
+#define ACCESSLOG_QUEUE_MAX (1024 * 1024) /* bytes waiting for the disk */
+struct access_rec {
+	const char *client, *method, *path; /* NULL: unknown */
+	size_t path_len;
+	int http10;
+	int status;
+	uint64_t bytes_in, bytes_out;
+	double duration, ttfb; /* seconds; ttfb < 0: nothing was sent */
+	const char *model, *backend, *request_id, *user_agent, *referer;
+	int retries;
+	enum access_end end;
+};
+struct accesslog {
+	pthread_mutex_t mu; /* guards all below but fd */
+	pthread_cond_t cv;
+	pthread_t thread;
+	int running;
+	char *queue; /* lines for the writer */
+	size_t queue_len, queue_cap;
+	char *spare; /* the writer's empty buffer, swapped with queue */
+	size_t spare_cap;
+	size_t writing; /* bytes the writer holds now */
+	uint64_t dropped;
+	int reopen, stop;
+	char *path; /* a file; NULL with to_stderr, or off */
+	int to_stderr;
+	int fd; /* the writer's own */
+	int failing; /* the writer's: warned about failed writes */
+	int dropping; /* loop thread: warned about this run of drops */
+};
+int accesslog_start(const struct config *, char *, size_t);
+void accesslog_configure(const struct config *);
+void accesslog_reopen(void);
+void accesslog_stop(void);
+int accesslog_enabled(void);
+void accesslog_write(const struct access_rec *);
+uint64_t accesslog_dropped(void);
+const char *accesslog_end_name(enum access_end);
+
 /* proxy.c: one request's life, from head parsed to response written. */
 enum proxy_state {
 	PROXY_NEW,
@@ -514,6 +580,10 @@ struct proxy_req {
 	char method[16];
 	char *path; /* the target, for logs and routing */
 	uint64_t t_start_us, t_first_byte_us;
+	uint64_t bytes_in; /* request body bytes from the client */
+	uint8_t end; /* enum access_end, once known */
+	unsigned conn_failed : 1; /* the last attempt could not connect */
+	char request_id[REQID_MAX + 1];
 	TAILQ_ENTRY(proxy_req) queue_entry;
 };
 struct proxy_req *proxy_req_new(struct client_conn *, struct http_head *);
@@ -540,10 +610,12 @@ struct response_opts {
 	int retry_after; /* seconds, 0 for none */
 	const char *allow; /* methods, for a 405 */
 	const char *content_type;
+	const char *request_id; /* X-Request-Id, when not NULL */
 };
-void response_write(
+/* Both return the body bytes written (0 for HEAD). */
+size_t response_write(
     struct evbuffer *, const struct response_opts *, const char *, size_t);
-void response_error(
+size_t response_error(
     struct evbuffer *, const struct response_opts *, const char *);
 const char *response_reason(int);
 int response_status_has_body(int);
@@ -669,6 +741,10 @@ struct runtime {
 
 	enum log_level log_level;
 	int log_journal;
+
+	struct accesslog alog;
+	uint64_t reqid_seed, reqid_next;
+	char via_name[32]; /* ollama-pool-XXXXXXXX */
 
 	struct metrics metrics;
 };

@@ -109,6 +109,7 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 	req->replayable =
 	    !h->has_content_length || h->content_length <= proxy_replay_max();
 	req->t_start_us = now_us();
+	reqid_assign(h, req->request_id, sizeof req->request_id);
 	return req;
 }
 
@@ -132,7 +133,46 @@ proxy_req_free(struct proxy_req *req)
 	free(req);
 }
 
-/* Counts the answered request and writes its access line. */
+/* The access log's line: status is what the client was sent (499 when it
+ * left before any answer). */
+static void
+proxy_access_line(struct proxy_req *req, int status, double total)
+{
+	struct http_head *h = req->head;
+	struct access_rec r;
+
+	memset(&r, 0, sizeof r);
+	r.client = req->client->peer;
+	r.method = req->method;
+	r.path = req->path;
+	if (r.path != NULL)
+		r.path_len = strlen(r.path);
+	else { /* not a path: the target as sent */
+		r.path = head_str(h, h->target);
+		r.path_len = h->target_len;
+	}
+	r.http10 = req->http10;
+	r.status = req->end == END_CLIENT_GONE && req->resp_committed
+	    ? (int)req->status
+	    : status;
+	r.bytes_in = req->bytes_in;
+	r.bytes_out = req->resp_received;
+	r.duration = total;
+	r.ttfb = req->t_first_byte_us
+	    ? (req->t_first_byte_us - req->t_start_us) / 1e6
+	    : -1;
+	r.model = tokscan_model(&req->tokens);
+	r.backend = req->up != NULL ? req->up->url.base : NULL;
+	r.retries = req->attempts > 1 ? req->attempts - 1 : 0;
+	r.request_id = req->request_id;
+	r.user_agent = head_get(h, "user-agent", NULL);
+	r.referer = head_get(h, "referer", NULL);
+	r.end = req->end != END_NONE ? req->end : END_COMPLETED;
+	accesslog_write(&r);
+}
+
+/* Counts the answered request and writes its access lines: the access
+ * log's, and with -v today's line on stderr. */
 static void
 proxy_account(struct proxy_req *req, int status)
 {
@@ -140,6 +180,8 @@ proxy_account(struct proxy_req *req, int status)
 
 	metrics_count_request(req->method, req->route, status);
 	histogram_observe(&rt.metrics.request[req->route], total);
+	if (accesslog_enabled())
+		proxy_access_line(req, status, total);
 	if (!log_enabled(LOG_LVL_INFO))
 		return;
 	log_info("%s \"%s %s\" %d %" PRIu64 " bytes, first byte %.3f s, "
@@ -150,9 +192,10 @@ proxy_account(struct proxy_req *req, int status)
 	        ? (req->t_first_byte_us - req->t_start_us) / 1e6
 	        : 0.0,
 	    total, req->attempts, req->attempts == 1 ? "" : "s",
-	    req->attempts == 0   ? "none"
-	        : req->new_conns ? "new"
-	                         : "reused");
+	    req->attempts == 0     ? "none"
+	        : req->conn_failed ? "failed"
+	        : req->new_conns   ? "new"
+	                           : "reused");
 }
 
 /* The client left before its answer ended: count where it was. */
@@ -171,9 +214,21 @@ proxy_req_cancel(struct proxy_req *req)
 		else
 			phase = CANCEL_WAITING;
 		rt.metrics.cancelled[phase]++;
+		req->end = END_CLIENT_GONE;
 		proxy_account(req, 499); /* as Ollama logs a client gone */
 	}
 	proxy_req_free(req);
+}
+
+/* How an answer of our own ended the request, unless the caller said. */
+static enum access_end
+proxy_fail_end(const struct proxy_req *req, int status)
+{
+	if (req->end != END_NONE)
+		return req->end;
+	if (status == 408 || status == 504)
+		return END_TIMEOUT;
+	return req->attempts > 0 ? END_UPSTREAM_ERROR : END_REFUSED;
 }
 
 /* Answers with an error of our own; once a response has begun, the only
@@ -195,16 +250,18 @@ proxy_req_fail(
 	if (req->in_queue)
 		upstream_dequeue(req->up, req);
 	req->state = PROXY_DONE;
+	req->end = proxy_fail_end(req, status);
 	if (req->resp_committed) {
-		log_warn("%s %s: %s; closing the client connection",
-		    req->method, req->path, msg);
+		log_warn("%s %s: %s; closing the client connection "
+		         "(request %s)",
+		    req->method, req->path, msg, req->request_id);
 		proxy_account(req, (int)req->status);
 		client_response_done(req->client, 0);
 		return;
 	}
 	if (status >= 500)
-		log_warn("%s %s: %d %s", req->method,
-		    req->path ? req->path : "-", status, msg);
+		log_warn("%s %s: %d %s (request %s)", req->method,
+		    req->path ? req->path : "-", status, msg, req->request_id);
 	memset(&o, 0, sizeof o);
 	o.status = status;
 	/* After these the connection's framing cannot be trusted, or the
@@ -215,11 +272,14 @@ proxy_req_fail(
 	o.head_only = req->head_only;
 	o.openai = req->openai;
 	o.retry_after = retry_after;
+	o.request_id = req->request_id;
 	if (status == 405)
 		o.allow = req->admin
 		    ? "GET, HEAD"
 		    : "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
-	response_error(client_output(req->client), &o, msg);
+	req->resp_received =
+	    response_error(client_output(req->client), &o, msg);
+	req->t_first_byte_us = now_us();
 	proxy_account(req, status);
 	client_response_done(req->client, o.keep_alive);
 }
@@ -237,8 +297,12 @@ proxy_req_respond(struct proxy_req *req, int status, const char *ctype,
 	o.http10 = req->http10;
 	o.head_only = req->head_only;
 	o.content_type = ctype;
-	response_write(client_output(req->client), &o, body, len);
+	o.request_id = req->request_id;
+	req->resp_received =
+	    response_write(client_output(req->client), &o, body, len);
+	req->t_first_byte_us = now_us();
 	req->state = PROXY_DONE;
+	req->end = END_COMPLETED;
 	proxy_account(req, status);
 	client_response_done(req->client, o.keep_alive);
 }
@@ -246,6 +310,8 @@ proxy_req_respond(struct proxy_req *req, int status, const char *ctype,
 void
 proxy_req_start(struct proxy_req *req)
 {
+	char via[512];
+
 	/* Before the target: CONNECT names a host:port, not a path. */
 	if (req->head->method == METHOD_CONNECT ||
 	    req->head->method == METHOD_TRACE) {
@@ -272,6 +338,14 @@ proxy_req_start(struct proxy_req *req)
 	}
 	if (req->admin) {
 		admin_handle(req);
+		return;
+	}
+	/* Our name in Via: this request went round and came back. */
+	if (reqid_via_loops(req->head, via, sizeof via)) {
+		req->end = END_REFUSED;
+		proxy_req_fail(req, 508, 0,
+		    "request loop: Via \"%s\" already names this proxy (%s)",
+		    via, rt.via_name);
 		return;
 	}
 	req->up = upstream_select(req);
@@ -334,6 +408,7 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	curl_slist_free_all(req->hdrs);
 	req->hdrs = headers_to_curl(
 	    head, req->post_mode, rt.cfg->client_tokens[0] != '\0');
+	req->hdrs = reqid_to_curl(req->hdrs, head, req->request_id);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs);
 	if (req->post_mode) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -390,6 +465,7 @@ proxy_req_body(struct proxy_req *req, const char *data, size_t len)
 {
 	evbuffer_add(req->body, data, len);
 	rt.metrics.bytes_in += len;
+	req->bytes_in += len;
 	if (req->send_paused) {
 		req->send_paused = 0;
 		proxy_unpause(req);
@@ -427,6 +503,7 @@ proxy_finish(struct proxy_req *req)
 	if (tokscan_finish(&req->tokens))
 		metrics_count_tokens(req->tokens.model, req->tokens.prompt,
 		    req->tokens.completion);
+	req->end = END_COMPLETED;
 	proxy_account(req, (int)req->status);
 	client_response_done(req->client, req->keep_alive);
 }
@@ -502,9 +579,12 @@ proxy_commit_head(struct proxy_req *req)
 	    req->reason[0] ? req->reason : response_reason((int)req->status));
 	proxy_head_put(&head, &head_len, &head_cap, line, n);
 	for (i = 0; i < rh->nhdrs; i++) {
-		if (!headers_response_keep(rh, i))
-			continue;
 		r = &rh->hdrs[i];
+		if (!headers_response_keep(rh, i) ||
+		    (r->name_len == 12 &&
+		        strncasecmp(rh->buf + r->name, "x-request-id", 12) ==
+		            0))
+			continue;
 		proxy_head_put(&head, &head_len, &head_cap, rh->buf + r->name,
 		    r->name_len);
 		proxy_head_put(&head, &head_len, &head_cap, ": ", 2);
@@ -512,6 +592,10 @@ proxy_commit_head(struct proxy_req *req)
 		    r->value_len);
 		proxy_head_put(&head, &head_len, &head_cap, "\r\n", 2);
 	}
+	proxy_head_put(&head, &head_len, &head_cap, "X-Request-Id: ", 14);
+	proxy_head_put(&head, &head_len, &head_cap, req->request_id,
+	    strlen(req->request_id));
+	proxy_head_put(&head, &head_len, &head_cap, "\r\n", 2);
 	if (req->resp_chunked)
 		proxy_head_put(&head, &head_len, &head_cap,
 		    "Transfer-Encoding: chunked\r\n", 28);
@@ -802,8 +886,9 @@ proxy_retry(struct proxy_req *req, enum retry_reason reason, double delay,
     const char *why)
 {
 	rt.metrics.retries[reason]++;
-	log_notice("%s %s: %s; retry %d of %d in %.2f s", req->method,
-	    req->path, why, req->attempts, rt.cfg->retries, delay);
+	log_notice("%s %s: %s; retry %d of %d in %.2f s (request %s)",
+	    req->method, req->path, why, req->attempts, rt.cfg->retries, delay,
+	    req->request_id);
 	req->state = PROXY_BACKOFF;
 	req->body_off = 0;
 	req->send_paused = req->recv_paused = 0;
@@ -836,12 +921,15 @@ proxy_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case PROXY_BACKOFF:
 		req->state = PROXY_NEW;
 		req->t_queued_us = now_us();
-		if (upstream_submit(req->up, req) != 0)
+		if (upstream_submit(req->up, req) != 0) {
+			req->end = END_REFUSED;
 			proxy_req_fail(req, 503, 1,
 			    "queue full: cannot retry against upstream %s",
 			    req->up->url.base);
+		}
 		return;
 	case PROXY_RUNNING:
+		req->end = END_TIMEOUT;
 		if (!req->resp_committed) {
 			proxy_abandon_transfer(req);
 			proxy_req_fail(req, 504, 0,
@@ -886,6 +974,9 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 	snprintf(errbuf, sizeof errbuf, "%s",
 	    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
 	curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &req->new_conns);
+	req->conn_failed = rc == CURLE_COULDNT_CONNECT ||
+	    rc == CURLE_COULDNT_RESOLVE_HOST ||
+	    (rc == CURLE_OPERATION_TIMEDOUT && req->new_conns == 0);
 	req->handle = NULL;
 	upstream_handle_release(h);
 	/* An answer: the upstream the start-up check missed is there. */

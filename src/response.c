@@ -99,7 +99,7 @@ response_status_has_body(int status)
 }
 
 /* A complete response with a Content-Length body. */
-void
+size_t
 response_write(struct evbuffer *out, const struct response_opts *o,
     const char *body, size_t len)
 {
@@ -112,6 +112,8 @@ response_write(struct evbuffer *out, const struct response_opts *o,
 		evbuffer_add_printf(out, "Retry-After: %d\r\n", o->retry_after);
 	if (o->allow != NULL)
 		evbuffer_add_printf(out, "Allow: %s\r\n", o->allow);
+	if (o->request_id != NULL)
+		evbuffer_add_printf(out, "X-Request-Id: %s\r\n", o->request_id);
 	if (o->status == 401)
 		evbuffer_add_printf(
 		    out, "WWW-Authenticate: Bearer realm=\"" OP_NAME "\"\r\n");
@@ -120,16 +122,19 @@ response_write(struct evbuffer *out, const struct response_opts *o,
 	else if (o->http10)
 		evbuffer_add(out, "Connection: keep-alive\r\n", 24);
 	evbuffer_add_printf(out, "Content-Length: %zu\r\n\r\n", len);
-	if (!o->head_only)
-		evbuffer_add(out, body, len);
+	if (o->head_only)
+		return 0;
+	evbuffer_add(out, body, len);
+	return len;
 }
 
-void
+size_t
 response_error(
     struct evbuffer *out, const struct response_opts *o, const char *message)
 {
 	cJSON *root, *err;
 	char *body, *full;
+	size_t sent;
 
 	xasprintf(&full, OP_NAME ": %s", message);
 	root = cJSON_CreateObject();
@@ -149,6 +154,7 @@ response_error(
 		abort();
 	struct response_opts copy = *o;
 	copy.content_type = "application/json; charset=utf-8";
-	response_write(out, &copy, body, strlen(body));
+	sent = response_write(out, &copy, body, strlen(body));
 	cJSON_free(body);
+	return sent;
 }

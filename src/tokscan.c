@@ -562,3 +562,12 @@ tokscan_finish(struct tokscan *t)
 		tokscan_object_end(t);
 	return t->have;
 }
+
+/* The answer's top-level model, once one was read whole; NULL before. */
+const char *
+tokscan_model(const struct tokscan *t)
+{
+	if (t->model_len == 0 || t->sink == SINK_MODEL)
+		return NULL; /* none, or still being read */
+	return t->model;
+}

@@ -1323,6 +1323,7 @@ static const struct {
     {"ollama_pool_request_seconds", PT_HISTOGRAM},
     {"ollama_pool_bytes_total", PT_COUNTER},
     {"ollama_pool_tokens_total", PT_COUNTER},
+    {"ollama_pool_access_log_dropped_total", PT_COUNTER},
     {"ollama_pool_build_info", PT_GAUGE},
     {"process_start_time_seconds", PT_GAUGE},
     {"process_resident_memory_bytes", PT_GAUGE},

@@ -666,7 +666,8 @@ END_TEST
 /*
  * End-to-end headers arrive in order, with their case, values untouched;
  * hop-by-hop ones (and any the Connection header names) do not; Host is
- * the upstream's; Origin is left for Ollama to judge; nothing is added.
+ * the upstream's; Origin is left for Ollama to judge; nothing is added
+ * but the proxy's X-Request-Id and Via, last.
  */
 START_TEST(test_forward_headers)
 {
@@ -732,9 +733,15 @@ START_TEST(test_forward_headers)
 	for (i = 0; i < sizeof hop / sizeof hop[0]; i++)
 		H_ASSERT(test_hdrs_count(&h, hop[i]) == 0,
 		    "hop-by-hop %s was forwarded: %s", hop[i], got);
+	/* The proxy's own two come last, once each. */
+	H_ASSERT(h.n >= 2 && strcmp(h.name[h.n - 2], "X-Request-Id") == 0 &&
+	        strcmp(h.name[h.n - 1], "Via") == 0 &&
+	        test_hdrs_count(&h, "X-Request-Id") == 1 &&
+	        test_hdrs_count(&h, "Via") == 1,
+	    "want X-Request-Id and Via once each, last: %s", got);
 	/* Everything else, in the order sent, byte for byte. */
 	k = 0;
-	for (i = 0; i < h.n; i++) {
+	for (i = 0; i + 2 < h.n; i++) {
 		if (strcasecmp(h.name[i], "Host") == 0)
 			continue;
 		H_ASSERT(k < sizeof e2e / sizeof e2e[0],
@@ -800,15 +807,18 @@ START_TEST(test_forward_headers)
 		http_resp_free(&r);
 	}
 
-	/* A bare request: the upstream sees the Host and nothing the proxy
-	 * or libcurl made up (Accept, User-Agent, Expect...). */
+	/* A bare request: the upstream sees the Host, the proxy's own
+	 * X-Request-Id and Via, and nothing libcurl made up (Accept,
+	 * User-Agent, Expect...). */
 	j = test_echo_raw(env.daemon->port,
 	    "GET /_fake/echo/bare HTTP/1.1\r\n"
 	    "Host: client.invalid\r\n\r\n",
 	    &r);
 	test_echo_headers(j, &h);
 	got = test_hdrs_format(&h);
-	H_ASSERT(h.n == 1 && strcasecmp(h.name[0], "Host") == 0,
+	H_ASSERT(h.n == 3 && strcasecmp(h.name[0], "Host") == 0 &&
+	        strcmp(h.name[1], "X-Request-Id") == 0 &&
+	        strcmp(h.name[2], "Via") == 0,
 	    "a request with only Host arrived with %s", got);
 	cJSON_Delete(j);
 	http_resp_free(&r);

@@ -525,37 +525,11 @@ svc_notify_until(struct harness_daemon *d, const char *line, int timeout_ms,
 
 /* ---- the daemon's log ------------------------------------------------- */
 
-/* Waits until a log file holds `needle`; 1, or 0 after timeout_ms.
- * inotify wakes us on every write, so nothing is polled on a clock. */
+/* Waits until a log file holds `needle`; 1, or 0 after timeout_ms. */
 static int
 svc_file_wait(const char *path, const char *needle, int timeout_ms)
 {
-	double deadline = harness_now() + timeout_ms / 1000.0;
-	char evbuf[4096];
-	struct pollfd pfd;
-	char *text;
-	int ifd, found, left;
-
-	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-	H_ASSERT(ifd >= 0, "inotify_init1: %s", strerror(errno));
-	H_ASSERT(inotify_add_watch(ifd, path, IN_MODIFY) >= 0,
-	    "inotify_add_watch %s: %s", path, strerror(errno));
-	for (;;) {
-		text = svc_slurp(path, NULL);
-		found = strstr(text, needle) != NULL;
-		free(text);
-		left = (int)((deadline - harness_now()) * 1000.0);
-		if (found || left <= 0)
-			break;
-		pfd.fd = ifd;
-		pfd.events = POLLIN;
-		pfd.revents = 0;
-		poll(&pfd, 1, left);
-		while (read(ifd, evbuf, sizeof evbuf) > 0)
-			;
-	}
-	close(ifd);
-	return found;
+	return harness_file_wait(path, needle, timeout_ms);
 }
 
 /* The same for the daemon's log. */
@@ -2448,17 +2422,33 @@ svc_each_line(
 	return 1;
 }
 
+/* "<N>message", and no time: the journal stamps lines itself. */
 static int
 svc_journal_line(const char *p, size_t n)
 {
 	return n > 3 && p[0] == '<' && p[1] >= '0' && p[1] <= '7' &&
-	    p[2] == '>' && p[3] != '<';
+	    p[2] == '>' && p[3] != '<' &&
+	    !(n > 8 && isdigit((unsigned char)p[3]) && p[7] == '-');
 }
 
+/* "2026-12-01T07:41:10.123Z ollama-pool[PID]: ": an RFC 3339 time in
+ * UTC to the millisecond, then the name. */
 static int
 svc_plain_line(const char *p, size_t n)
 {
-	return n > 0 && p[0] != '<' && strncmp(p, "ollama-pool[", 12) == 0;
+	regex_t re;
+	char line[2048];
+	int ok;
+
+	snprintf(line, sizeof line, "%.*s", (int)n, p);
+	H_ASSERT(regcomp(&re,
+	             "^[0-9]{4}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:"
+	             "[0-6][0-9]\\.[0-9]{3}Z ollama-pool\\[[0-9]+\\]: ",
+	             REG_EXTENDED | REG_NOSUB) == 0,
+	    "regcomp");
+	ok = regexec(&re, line, 0, NULL, 0) == 0;
+	regfree(&re);
+	return ok;
 }
 
 START_TEST(test_log_journal_prefix)
@@ -2506,8 +2496,9 @@ START_TEST(test_log_journal_prefix)
 	svc_stop_clean(d);
 	log = svc_log(d);
 	S_ASSERT(svc_each_line(log, svc_plain_line, bad, sizeof bad),
-	    "a line with a prefix, or without ollama-pool[pid], and no "
-	    "JOURNAL_STREAM: \"%s\"",
+	    "a line without TIME ollama-pool[pid] (an RFC 3339 UTC time to "
+	    "the millisecond), or with a prefix, and no JOURNAL_STREAM: "
+	    "\"%s\"",
 	    bad);
 	S_ASSERT(strstr(log, "notice: listening on") != NULL,
 	    "no notice line:\n%s", log);

@@ -203,6 +203,12 @@ int harness_log_count(const struct harness_proc *, const char *needle);
 int harness_log_wait(struct harness_proc *, const char *needle, int timeout_ms);
 int harness_log_wait_any(
     struct harness_proc *, const char *const *needles, int timeout_ms);
+/* A whole file, NUL-terminated, malloc()ed ("" when it cannot be read). */
+char *harness_slurp(const char *path, size_t *lenp);
+/* Waits until the file holds `needle`: 1, or 0 after timeout_ms.  inotify
+ * wakes it on every write (on the directory while the file does not exist
+ * yet), so nothing is polled on a clock. */
+int harness_file_wait(const char *path, const char *needle, int timeout_ms);
 /* Writes a file in the daemon's temp dir; returns its path. */
 char *harness_write_file(const char *dir, const char *name, const char *text);
 /* A file's whole text (test-lifetime, NUL-terminated; its length in *lenp
