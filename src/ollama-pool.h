@@ -600,6 +600,14 @@ void proxy_req_fail(struct proxy_req *, int, int, const char *, ...)
 void proxy_req_respond(
     struct proxy_req *, int, const char *, const char *, size_t);
 
+/* retry.c: whether a failed attempt goes again, and after how long. */
+int retry_allowed(const struct config *, int, int, int);
+int retry_status(const struct config *, long);
+int retry_transient(CURLcode);
+enum retry_reason retry_reason_of(CURLcode);
+double retry_backoff(const struct config *, int);
+double retry_after(const struct config *, const char *, double);
+
 /* response.c: responses the proxy writes itself. */
 struct response_opts {
 	int status;

@@ -11,7 +11,6 @@
 #include "config.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -28,8 +27,6 @@ static int proxy_seek_cb(void *, curl_off_t, int);
 static void proxy_transfer_done(struct up_handle *, CURLcode);
 static void proxy_timer_cb(evutil_socket_t, short, void *);
 static int proxy_can_retry(const struct proxy_req *);
-static double proxy_backoff(const struct proxy_req *);
-static double proxy_retry_after(struct proxy_req *, double);
 
 /* A retried answer's body is read and dropped to keep the connection; a
  * bigger one is not worth it. */
@@ -674,13 +671,13 @@ proxy_header_cb(char *buf, size_t size, size_t nitems, void *arg)
 			req->bad_framing = 1;
 			return 0;
 		}
-		if (req->status < 600 && rt.cfg->retry_statuses[req->status] &&
-		    proxy_can_retry(req)) {
+		if (retry_status(rt.cfg, req->status) && proxy_can_retry(req)) {
 			/* Nothing goes to the client: this answer is
 			 * replaced by the next attempt's. */
 			req->retry_pending = 1;
-			req->retry_delay =
-			    proxy_retry_after(req, proxy_backoff(req));
+			req->retry_delay = retry_after(rt.cfg,
+			    head_get(rh, "retry-after", NULL),
+			    retry_backoff(rt.cfg, req->attempts));
 			return len;
 		}
 		proxy_commit_head(req);
@@ -825,60 +822,8 @@ proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 static int
 proxy_can_retry(const struct proxy_req *req)
 {
-	return req->attempts <= rt.cfg->retries &&
-	    (rt.cfg->retry_methods & ((uint64_t)1 << req->head->method)) &&
-	    (req->body == NULL || req->replayable);
-}
-
-/* Failures before any answer that another attempt may well get past. */
-static int
-proxy_retryable_error(CURLcode rc)
-{
-	switch (rc) {
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_OPERATION_TIMEDOUT: /* only connect_timeout sets it */
-	case CURLE_GOT_NOTHING:
-	case CURLE_SEND_ERROR:
-	case CURLE_RECV_ERROR:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_SEND_FAIL_REWIND:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-/* Retry n waits backoff_factor * 2^(n-1) seconds, within backoff_max. */
-static double
-proxy_backoff(const struct proxy_req *req)
-{
-	double d = rt.cfg->backoff_factor * ldexp(1.0, req->attempts - 1);
-
-	return d < rt.cfg->backoff_max ? d : rt.cfg->backoff_max;
-}
-
-/* The upstream's Retry-After (seconds or an HTTP date) wins when it asks
- * for longer, within backoff_max. */
-static double
-proxy_retry_after(struct proxy_req *req, double delay)
-{
-	const char *v = head_get(&req->client->resp_head, "retry-after", NULL);
-	struct tm tm;
-	double ra = -1;
-	char *end;
-
-	if (v == NULL)
-		return delay;
-	ra = strtod(v, &end);
-	if (end == v || *end != '\0') {
-		memset(&tm, 0, sizeof tm);
-		end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-		ra = end != NULL ? difftime(timegm(&tm), time(NULL)) : -1;
-	}
-	if (ra > delay)
-		delay = ra;
-	return delay < rt.cfg->backoff_max ? delay : rt.cfg->backoff_max;
+	return retry_allowed(rt.cfg, req->attempts, req->head->method,
+	    req->body == NULL || req->replayable);
 }
 
 static void
@@ -1000,15 +945,10 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 		proxy_retry(req, RETRY_STATUS, req->retry_delay, why);
 		return;
 	}
-	if (!req->resp_committed && rc != CURLE_OK &&
-	    proxy_retryable_error(rc) && proxy_can_retry(req)) {
-		proxy_retry(req,
-		    rc == CURLE_COULDNT_CONNECT ||
-		            rc == CURLE_COULDNT_RESOLVE_HOST ||
-		            rc == CURLE_OPERATION_TIMEDOUT
-		        ? RETRY_CONNECT
-		        : RETRY_RESET,
-		    proxy_backoff(req), errbuf);
+	if (!req->resp_committed && rc != CURLE_OK && retry_transient(rc) &&
+	    proxy_can_retry(req)) {
+		proxy_retry(req, retry_reason_of(rc),
+		    retry_backoff(rt.cfg, req->attempts), errbuf);
 		return;
 	}
 	if (req->resp_committed) {

@@ -1,0 +1,92 @@
+/*
+ * Retry policy: whether a failed attempt may go again, and after how long.
+ * The request's life (what an attempt resets, its timer) stays in proxy.c;
+ * this file only decides, from the settings and what the attempt saw.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ollama-pool.h"
+
+/* Another attempt is allowed by the settings, and can send the same
+ * request (its body, if any, is still whole in memory). */
+int
+retry_allowed(
+    const struct config *cfg, int attempts, int method, int body_replayable)
+{
+	return attempts <= cfg->retries &&
+	    (cfg->retry_methods & ((uint64_t)1 << method)) && body_replayable;
+}
+
+/* A status the settings retry. */
+int
+retry_status(const struct config *cfg, long status)
+{
+	return status >= 0 && status < 600 && cfg->retry_statuses[status];
+}
+
+/* Failures before any answer that another attempt may well get past. */
+int
+retry_transient(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_OPERATION_TIMEDOUT: /* only connect_timeout sets it */
+	case CURLE_GOT_NOTHING:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SEND_FAIL_REWIND:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* How a transient failure counts in the metrics. */
+enum retry_reason
+retry_reason_of(CURLcode rc)
+{
+	return rc == CURLE_COULDNT_CONNECT ||
+	        rc == CURLE_COULDNT_RESOLVE_HOST ||
+	        rc == CURLE_OPERATION_TIMEDOUT
+	    ? RETRY_CONNECT
+	    : RETRY_RESET;
+}
+
+/* Retry n (attempts made: n) waits backoff_factor * 2^(n-1) seconds,
+ * within backoff_max. */
+double
+retry_backoff(const struct config *cfg, int attempts)
+{
+	double d = cfg->backoff_factor * ldexp(1.0, attempts - 1);
+
+	return d < cfg->backoff_max ? d : cfg->backoff_max;
+}
+
+/* The upstream's Retry-After (seconds or an HTTP date; NULL when it sent
+ * none) wins when it asks for longer than delay, within backoff_max. */
+double
+retry_after(const struct config *cfg, const char *value, double delay)
+{
+	struct tm tm;
+	double ra;
+	char *end;
+
+	if (value == NULL)
+		return delay;
+	ra = strtod(value, &end);
+	if (end == value || *end != '\0') {
+		memset(&tm, 0, sizeof tm);
+		end = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		ra = end != NULL ? difftime(timegm(&tm), time(NULL)) : -1;
+	}
+	if (ra > delay)
+		delay = ra;
+	return delay < cfg->backoff_max ? delay : cfg->backoff_max;
+}
