@@ -188,8 +188,6 @@ int config_load(struct config *, const char *, const struct config_overrides *,
     struct config_errors *);
 int config_load_fp(struct config *, FILE *, const char *,
     const struct config_overrides *, struct config_errors *);
-int config_parse_duration(const char *, double *);
-const char *config_format_duration(double, char *, size_t);
 int config_distance(const char *, const char *);
 void config_free(struct config *);
 int config_check_addresses(const struct config *, char *, size_t);
@@ -203,6 +201,18 @@ const char *config_where(const struct config *, int, char *, size_t);
 void config_print(const struct config *, FILE *);
 int config_set(
     struct config *, const char *, const char *, const char *, char *, size_t);
+
+/* config_values.c: the values settings take, parsed one at a time. */
+int config_parse_number(const char *, double *, int);
+int config_parse_duration(const char *, double *);
+const char *config_format_duration(double, char *, size_t);
+const char *config_format_exact(double, char *, size_t);
+int config_parse_statuses(uint8_t *, const char *, char *, size_t);
+int config_parse_methods(uint64_t *, const char *, char *, size_t);
+int config_parse_resolver(char **, const char *, char *, size_t);
+int config_parse_admin_listen(struct config *, const char *, char *, size_t);
+int config_parse_access_log(char **, const char *, char *, size_t);
+int config_parse_access_format(int *, const char *, char *, size_t);
 
 /* headers.c: the request head as parsed, and hop-by-hop filtering. */
 struct header_ref {
