@@ -632,6 +632,11 @@ client_resume_cb(evutil_socket_t fd, short what, void *arg)
 		    cc->req_parser.body_left > CLIENT_DISCARD_MAX)
 			cc->closing = 1;
 		if (cc->body_done && !cc->closing) {
+			/* Idle until the next request: its head buffers are
+			 * made again then, so thousands of kept-alive clients
+			 * hold none. */
+			head_free(&cc->req_parser.head);
+			head_free(&cc->resp_head);
 			httpreq_resume(&cc->req_parser);
 			client_timer_start(cc, rt.cfg->idle_timeout);
 		}
