@@ -37,26 +37,6 @@
 #define TOKEN "tok-admin-1"
 #define PROXY_ERROR_PREFIX "{\"error\":\"ollama-pool: "
 
-/* 0 when a TCP connection to 127.0.0.1:port was accepted by the kernel,
- * else the errno of connect(). */
-static int
-admin_connect_errno(int port)
-{
-	struct sockaddr_in sin;
-	int fd, err = 0;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	H_ASSERT(fd >= 0, "socket: %s", strerror(errno));
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0)
-		err = errno;
-	close(fd);
-	return err;
-}
-
 static void
 admin_get(int port, const char *path, struct http_resp *r)
 {
@@ -272,7 +252,7 @@ START_TEST(test_admin_reload)
 	p1 = harness_free_port();
 	p2 = harness_free_port();
 	harness_up(&env, "");
-	H_ASSERT_INT_EQ(admin_connect_errno(p1), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(p1), ECONNREFUSED);
 
 	/* Added. */
 	admin_reload(env.daemon,
@@ -286,7 +266,7 @@ START_TEST(test_admin_reload)
 	    harness_strf("[server]\nadmin_listen = "
 	                 ":%d\n",
 	        p2));
-	H_ASSERT_INT_EQ(admin_connect_errno(p1), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(p1), ECONNREFUSED);
 	admin_get(p2, "/health", &r);
 	H_ASSERT_INT_EQ(r.status, 200);
 	http_resp_free(&r);
@@ -311,7 +291,7 @@ START_TEST(test_admin_reload)
 	                 p1),
 	             WAIT_MS),
 	    "an admin_listen beyond loopback was not refused");
-	H_ASSERT_INT_EQ(admin_connect_errno(p1), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(p1), ECONNREFUSED);
 	admin_get(p2, "/stats", &r);
 	H_ASSERT_INT_EQ(r.status, 200);
 	http_resp_free(&r);
@@ -323,7 +303,7 @@ START_TEST(test_admin_reload)
 	        harness_strf("stopped listening on 127.0.0.1:%d (admin)", p2),
 	        WAIT_MS),
 	    "the log does not say the admin listener closed");
-	H_ASSERT_INT_EQ(admin_connect_errno(p2), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(p2), ECONNREFUSED);
 	admin_get(env.daemon->port, "/api/tags", &r);
 	H_ASSERT_INT_EQ(r.status, 200);
 	http_resp_free(&r);

@@ -64,26 +64,6 @@
 static struct harness_daemon *svc_procs[SVC_MAX];
 static int svc_nprocs;
 
-static char *
-svc_slurp(const char *path, size_t *lenp)
-{
-	struct harness_buf b = {NULL, 0, 0};
-	char buf[8192];
-	ssize_t n;
-	int fd;
-
-	harness_buf_add(&b, "", 0);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		while ((n = read(fd, buf, sizeof buf)) > 0)
-			harness_buf_add(&b, buf, (size_t)n);
-		close(fd);
-	}
-	if (lenp != NULL)
-		*lenp = b.len;
-	return b.data;
-}
-
 /* The tail of every daemon log, printed before a failure is reported (the
  * harness prints the fakes'). */
 static void
@@ -96,7 +76,7 @@ svc_dump(void)
 	for (i = 0; i < svc_nprocs; i++) {
 		if (svc_procs[i] == NULL)
 			continue;
-		text = svc_slurp(svc_procs[i]->proc.log_path, &len);
+		text = harness_slurp(svc_procs[i]->proc.log_path, &len);
 		fprintf(stderr, "---- %s (tail of %s) ----\n%s\n",
 		    svc_procs[i]->proc.label, svc_procs[i]->proc.log_path,
 		    len > SVC_LOG_TAIL ? text + len - SVC_LOG_TAIL : text);
@@ -542,7 +522,7 @@ svc_log_wait(struct harness_daemon *d, const char *needle, int timeout_ms)
 static char *
 svc_log(struct harness_daemon *d)
 {
-	char *text = svc_slurp(d->proc.log_path, NULL), *copy;
+	char *text = harness_slurp(d->proc.log_path, NULL), *copy;
 
 	copy = harness_strf("%s", text);
 	free(text);
@@ -550,26 +530,6 @@ svc_log(struct harness_daemon *d)
 }
 
 /* ---- clients ---------------------------------------------------------- */
-
-/* 0 when a TCP connection to 127.0.0.1:port was accepted by the kernel,
- * else the errno of connect(). */
-static int
-svc_connect_errno(int port)
-{
-	struct sockaddr_in sin;
-	int fd, err = 0;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	H_ASSERT(fd >= 0, "socket: %s", strerror(errno));
-	memset(&sin, 0, sizeof sin);
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0)
-		err = errno;
-	close(fd);
-	return err;
-}
 
 static char *
 svc_url(int port, const char *path)
@@ -699,7 +659,7 @@ svc_read_src(const char *rel)
 	struct stat st;
 
 	H_ASSERT(stat(path, &st) == 0, "%s: %s", path, strerror(errno));
-	text = svc_slurp(path, NULL);
+	text = harness_slurp(path, NULL);
 	path = harness_strf("%s", text);
 	free(text);
 	return path;
@@ -1158,11 +1118,11 @@ START_TEST(test_socket_activation)
 
 	/* The configured address was never opened, and a reload that
 	 * changes it keeps the sockets systemd owns. */
-	H_ASSERT_INT_EQ(svc_connect_errno(ignored), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(ignored), ECONNREFUSED);
 	svc_reload(
 	    d, svc_conf(harness_free_port(), fake, NULL), msg, sizeof msg);
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
-	H_ASSERT_INT_EQ(svc_connect_errno(ignored), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(ignored), ECONNREFUSED);
 	svc_stop_clean(d);
 }
 END_TEST
@@ -1227,7 +1187,7 @@ START_TEST(test_socket_activation_admin)
 	H_ASSERT_INT_EQ(svc_get_status(aport, "/health"), 200);
 	H_ASSERT_INT_EQ(svc_get_status(aport, "/api/tags"), 404);
 	H_ASSERT_INT_EQ(svc_get_status(port, "/ollama-pool/metrics"), 401);
-	H_ASSERT_INT_EQ(svc_connect_errno(own), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(own), ECONNREFUSED);
 	svc_stop_clean(d);
 
 	/* One socket passed: admin_listen is ours to open, and to move. */
@@ -1249,7 +1209,7 @@ START_TEST(test_socket_activation_admin)
 	    svc_conf(harness_free_port(), fake,
 	        harness_strf("admin_listen = 127.0.0.1:%d\n", moved)),
 	    msg, sizeof msg);
-	H_ASSERT_INT_EQ(svc_connect_errno(own), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(own), ECONNREFUSED);
 	H_ASSERT_INT_EQ(svc_get_status(moved, "/metrics"), 200);
 	H_ASSERT_STR_EQ(svc_get_name(port, "/api/version"), "A");
 	svc_stop_clean(d);
@@ -1497,9 +1457,9 @@ START_TEST(test_reload_rebinds_listen)
 
 	svc_reload(d, svc_conf(p2, a, NULL), msg, sizeof msg);
 	H_ASSERT_STR_EQ(svc_get_name(p2, "/api/version"), "A");
-	S_ASSERT(svc_connect_errno(p1) == ECONNREFUSED,
+	S_ASSERT(harness_connect_errno(p1) == ECONNREFUSED,
 	    "the old address %d still accepts after the reload (%s)", p1,
-	    strerror(svc_connect_errno(p1)));
+	    strerror(harness_connect_errno(p1)));
 
 	/* Two addresses, one of them kept. */
 	p3 = harness_free_port();
@@ -1547,7 +1507,7 @@ START_TEST(test_reload_listen_bind_fails)
 	svc_reload(d, svc_conf(p2, a, NULL), msg, sizeof msg);
 	S_ASSERT(svc_log_wait(d, harness_strf("127.0.0.1:%d", p2), 5000),
 	    "the log does not name the address that could not be opened");
-	S_ASSERT(svc_connect_errno(p1) == 0,
+	S_ASSERT(harness_connect_errno(p1) == 0,
 	    "after a reload to a busy "
 	    "address the daemon listens nowhere: 127.0.0.1:%d was closed "
 	    "though 127.0.0.1:%d could not be opened (and READY=1 was sent)",
@@ -1741,7 +1701,7 @@ START_TEST(test_reload_queued_while_resolving)
 	    "the first reload's listener on %d was not replaced", p2);
 	H_ASSERT_STR_EQ(svc_get_name(p3, "/api/version"), "A");
 	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
-	S_ASSERT(svc_connect_errno(p2) == ECONNREFUSED,
+	S_ASSERT(harness_connect_errno(p2) == ECONNREFUSED,
 	    "slow.test:%d still listens after the second reload", p2);
 	svc_stop_clean(d);
 }
@@ -1800,8 +1760,8 @@ START_TEST(test_reload_unresolvable_keeps_old)
 	             5000),
 	    "no message naming nx.test, its line and NXDOMAIN");
 	H_ASSERT_STR_EQ(svc_get_name(p1, "/api/version"), "A");
-	S_ASSERT(
-	    svc_connect_errno(p2) == ECONNREFUSED, "nx.test:%d listens", p2);
+	S_ASSERT(harness_connect_errno(p2) == ECONNREFUSED,
+	    "nx.test:%d listens", p2);
 
 	svc_reload(d,
 	    svc_dns_conf(
@@ -1917,7 +1877,7 @@ START_TEST(test_check_config_resolves_names)
 	        svc_dns_conf(harness_strf("localhost:%d", port), a, dns), &run),
 	    0);
 	harness_run_free(&run);
-	log = svc_slurp(dns->proc.log_path, NULL);
+	log = harness_slurp(dns->proc.log_path, NULL);
 	S_ASSERT(strstr(log, "query localhost") == NULL,
 	    "localhost was asked of the resolver, not found in /etc/hosts:\n%s",
 	    log);
@@ -2191,7 +2151,7 @@ START_TEST(test_drain_finishes_stream)
 	             5000),
 	    "the listener was not closed");
 	/* New connections are refused while the stream goes on. */
-	H_ASSERT_INT_EQ(svc_connect_errno(port), ECONNREFUSED);
+	H_ASSERT_INT_EQ(harness_connect_errno(port), ECONNREFUSED);
 	H_ASSERT(harness_proc_alive(&d->proc),
 	    "the daemon quit with a "
 	    "stream in flight");
@@ -2262,7 +2222,7 @@ START_TEST(test_drain_ignores_reload)
 	S_ASSERT(rc != 1,
 	    "READY=1 after STOPPING=1: a SIGHUP during the "
 	    "drain was taken as a reload");
-	S_ASSERT(svc_connect_errno(port) == ECONNREFUSED,
+	S_ASSERT(harness_connect_errno(port) == ECONNREFUSED,
 	    "a SIGHUP during "
 	    "the drain reopened 127.0.0.1:%d",
 	    port);

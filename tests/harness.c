@@ -700,6 +700,26 @@ harness_slurp(const char *path, size_t *lenp)
 	return b.data;
 }
 
+/* 0 when a TCP connection to 127.0.0.1:port was accepted by the kernel,
+ * else the errno of connect(). */
+int
+harness_connect_errno(int port)
+{
+	struct sockaddr_in sin;
+	int fd, err = 0;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	H_ASSERT(fd >= 0, "socket: %s", strerror(errno));
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0)
+		err = errno;
+	close(fd);
+	return err;
+}
+
 int
 harness_file_wait(const char *path, const char *needle, int timeout_ms)
 {

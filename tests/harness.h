@@ -203,8 +203,11 @@ int harness_log_count(const struct harness_proc *, const char *needle);
 int harness_log_wait(struct harness_proc *, const char *needle, int timeout_ms);
 int harness_log_wait_any(
     struct harness_proc *, const char *const *needles, int timeout_ms);
-/* A whole file, NUL-terminated, malloc()ed ("" when it cannot be read). */
+/* A whole file, NUL-terminated, malloc()ed and the caller's to free ("" when
+ * it cannot be read); harness_read_file's text is the test's, NULL then. */
 char *harness_slurp(const char *path, size_t *lenp);
+/* 0 when 127.0.0.1:port accepts a TCP connection, else connect()'s errno. */
+int harness_connect_errno(int port);
 /* Waits until the file holds `needle`: 1, or 0 after timeout_ms.  inotify
  * wakes it on every write (on the directory while the file does not exist
  * yet), so nothing is polled on a clock. */
