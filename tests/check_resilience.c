@@ -1885,7 +1885,9 @@ test_assert_idle_closed(struct http_conn *c, const char *what)
 	el = harness_now() - t0;
 	H_ASSERT(rc == 1, "%s was %s", what,
 	    rc == 0 ? "still open after 5 s" : "sent data");
-	H_ASSERT(el >= 0.45 && el < 3.0,
+	/* The timer starts when the daemon has written the answer, a little
+	 * before the client has read it (under valgrind, some 100 ms). */
+	H_ASSERT(el >= 0.3 && el < 3.0,
 	    "%s was closed after %.3f s with idle_timeout = 0.5", what, el);
 	http_conn_close(c);
 }
