@@ -105,10 +105,10 @@ start_standin() {	# NAME PORT STATUS_PORT
 	wait_listen "$2" "$1"
 }
 
-# Connections the stand-in has accepted so far (stub_status), not
-# counting this look itself.
+# Connections the stand-in has accepted so far (stub_status), this look
+# included: between two looks, a1 - a0 - 1 were opened by others.
 standin_accepts() {	# STATUS_PORT
-	curl -s "http://127.0.0.1:$1/" | awk 'NR == 3 { print $1 - 1 }'
+	curl -s "http://127.0.0.1:$1/" | awk 'NR == 3 { print $1 }'
 }
 
 # ollama-pool's own count of upstream connections it opened.
@@ -219,7 +219,7 @@ throughput_run() {	# TARGET
 		rec 1 "$t" rps "$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")" ;;
 	esac
 	a1=$(standin_accepts "$SSP")
-	rec 1 "$t" upstream_opened $(( a1 - a0 ))
+	rec 1 "$t" upstream_opened $(( a1 - a0 - 1 ))
 	[ "$t" = pool ] && rec 1 pool pool_opened $(( $(pool_opened "${U[pool]}") - o0 ))
 }
 
