@@ -23,14 +23,23 @@
  *   benchtool streams -c HOST:PORT -n CONNS [-l LINES] [-i MS]
  *	CONNS concurrent streaming generates; prints how many completed
  *	(status 200, terminating chunk, a last line with "done":true), the
- *	most in flight at once, and the wall time.
+ *	lines delivered in all, the most in flight at once, and the wall
+ *	time.
  *   benchtool digest -s SIZE
  *	The sha256 of the SIZE-byte upload body (a fixed pseudo-random MiB
  *	repeated).
  *   benchtool upload -c HOST:PORT -s SIZE -d HEX
  *	POSTs that body chunked (1 MiB chunks, no Content-Length, as the
  *	Ollama CLI does) to /api/blobs/sha256:HEX; prints the status, bytes,
- *	seconds and MiB/s.
+ *	seconds and MiB/s, and when the answer is a sink's {"bytes":N}, N
+ *	as received= (the upload fails when N is not SIZE).
+ *   benchtool sink -p PORT
+ *	A stand-in upstream that reads every request body whole (chunked
+ *	or Content-Length) and counts its bytes: a request with a body is
+ *	answered 201 {"bytes":N}, one without 200 {"version":"0.0.0"} (so
+ *	a proxy's start-up probe passes).  Keep-alive, one thread per
+ *	connection, 256 KiB reads, no hashing: the upload's cost is the
+ *	proxy's, not the upstream's.
  *
  * SIZE takes k, m, g suffixes (powers of 1024).
  */
@@ -762,7 +771,8 @@ cmd_idle(int argc, char **argv)
 static int
 cmd_streams(int argc, char **argv)
 {
-	int opt, conns = 1000, lines = 40, ims = 50, ok, failed, mf;
+	int opt, conns = 1000, lines = 40, ims = 50, ok, failed, mf, i;
+	size_t total = 0;
 	struct mconn *c;
 	char req[1024], body[256];
 	int64_t t0;
@@ -800,8 +810,12 @@ cmd_streams(int argc, char **argv)
 		die("out of memory");
 	t0 = now_ns();
 	many(c, conns, conns, 1, &ok, &failed, &mf);
-	printf("completed=%d failed=%d max_in_flight=%d seconds=%.3f\n", ok,
-	    failed, mf, (now_ns() - t0) / 1e9);
+	for (i = 0; i < conns; i++)
+		if (c[i].L != NULL)
+			total += c[i].L->n;
+	printf("completed=%d failed=%d lines=%zu max_in_flight=%d "
+	       "seconds=%.3f\n",
+	    ok, failed, total, mf, (now_ns() - t0) / 1e9);
 	return failed != 0;
 }
 
@@ -852,6 +866,24 @@ cmd_digest(int argc, char **argv)
 	return 0;
 }
 
+struct answer {
+	char text[256];
+	size_t len;
+};
+
+/* Keeps the first bytes of an answer's body. */
+static void
+answer_body(struct resp *r, const char *p, size_t n)
+{
+	struct answer *a = r->arg;
+	size_t k = sizeof a->text - 1 - a->len;
+
+	if (k > n)
+		k = n;
+	memcpy(a->text + a->len, p, k);
+	a->len += k;
+}
+
 static int
 cmd_upload(int argc, char **argv)
 {
@@ -862,9 +894,12 @@ cmd_upload(int argc, char **argv)
 	char head[512], frame[32], buf[4096];
 	struct iovec iov[3];
 	struct resp r;
+	struct answer ans = {.len = 0};
 	ssize_t n;
 	int64_t t0;
 	double s;
+	const char *got;
+	long long received = -1;
 
 	while ((opt = getopt(argc, argv, "c:s:d:")) != -1)
 		switch (opt) {
@@ -925,7 +960,7 @@ cmd_upload(int argc, char **argv)
 	}
 	if (write_all(fd, "0\r\n\r\n", 5) < 0)
 		die("upload: write: %s", strerror(errno));
-	resp_init(&r, NULL, NULL);
+	resp_init(&r, answer_body, &ans);
 	while (r.st != R_DONE) {
 		n = read(fd, buf, sizeof buf);
 		if (n <= 0)
@@ -935,9 +970,180 @@ cmd_upload(int argc, char **argv)
 	}
 	s = (now_ns() - t0) / 1e9;
 	close(fd);
-	printf("status=%d bytes=%lld seconds=%.3f mib_per_s=%.1f\n", r.status,
+	ans.text[ans.len] = '\0';
+	printf("status=%d bytes=%lld seconds=%.3f mib_per_s=%.1f", r.status,
 	    size, s, size / 1048576.0 / s);
-	return r.status != 201;
+	got = strstr(ans.text, "\"bytes\":");
+	if (got != NULL) {
+		received = strtoll(got + 8, NULL, 10);
+		printf(" received=%lld", received);
+	}
+	printf("\n");
+	return r.status != 201 || (got != NULL && received != size);
+}
+
+/* --- sink ------------------------------------------------------------- */
+
+#define SINK_BUF (256 * 1024)
+
+static void
+sink_count(struct resp *r, const char *p, size_t n)
+{
+	(void)p;
+	*(long long *)r->arg += (long long)n;
+}
+
+/* Reads one request head into buf (have bytes there already); returns
+ * the head's length, 0 on EOF or error. */
+static size_t
+sink_head(int fd, char *buf, size_t *have)
+{
+	char *end;
+	ssize_t n;
+
+	for (;;) {
+		buf[*have] = '\0';
+		end = strstr(buf, "\r\n\r\n");
+		if (end != NULL)
+			return (size_t)(end + 4 - buf);
+		if (*have >= 65536)
+			return 0;
+		n = read(fd, buf + *have, SINK_BUF - 1 - *have);
+		if (n <= 0)
+			return 0;
+		*have += (size_t)n;
+	}
+}
+
+/* Reads the body that follows a head through the chunked or
+ * Content-Length states of the response parser, counting its bytes;
+ * leaves any bytes of the next request at the start of buf. */
+static int
+sink_body(int fd, char *buf, size_t hlen, size_t *have, long long *count)
+{
+	struct resp r;
+	char *h;
+	long long cl = 0;
+	ssize_t n;
+	size_t used;
+
+	resp_init(&r, sink_count, count);
+	h = strcasestr(buf, "\r\ncontent-length:");
+	if (h != NULL && h < buf + hlen)
+		cl = strtoll(h + 17, NULL, 10);
+	h = strcasestr(buf, "\r\ntransfer-encoding:");
+	if (h != NULL && h < buf + hlen)
+		r.st = R_CSIZE;
+	else if (cl > 0) {
+		r.st = R_CL;
+		r.left = cl;
+	} else
+		r.st = R_DONE;
+	used = hlen;
+	for (;;) {
+		/* resp_feed stops at R_DONE: what it left is the next
+		 * request's (no pipelining here, so normally nothing). */
+		if (resp_feed(&r, buf + used, *have - used) < 0)
+			return -1;
+		if (r.st == R_DONE) {
+			*have = 0;
+			return 0;
+		}
+		n = read(fd, buf, SINK_BUF - 1);
+		if (n <= 0)
+			return -1;
+		used = 0;
+		*have = (size_t)n;
+	}
+}
+
+static void *
+sink_conn(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char *buf = malloc(SINK_BUF), ans[256], body[64];
+	size_t have = 0, hlen;
+	long long count;
+	int len, blen, upload;
+
+	if (buf == NULL)
+		goto out;
+	while ((hlen = sink_head(fd, buf, &have)) > 0) {
+		upload = strncmp(buf, "GET ", 4) != 0 &&
+		    strncmp(buf, "HEAD ", 5) != 0;
+		count = 0;
+		if (sink_body(fd, buf, hlen, &have, &count) < 0)
+			break;
+		if (upload)
+			blen = snprintf(
+			    body, sizeof body, "{\"bytes\":%lld}", count);
+		else
+			blen = snprintf(
+			    body, sizeof body, "{\"version\":\"0.0.0\"}");
+		len = snprintf(ans, sizeof ans,
+		    "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+		    "Content-Length: %d\r\n\r\n%s",
+		    upload ? "201 Created" : "200 OK", blen, body);
+		if (write_all(fd, ans, (size_t)len) < 0)
+			break;
+	}
+out:
+	free(buf);
+	close(fd);
+	return NULL;
+}
+
+/* Binds a loopback listener on PORT (0: any) and prints its port. */
+static int
+listen_print(int port)
+{
+	int lfd, one = 1;
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof sa;
+
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+	    listen(lfd, 1024) < 0)
+		die("bind: %s", strerror(errno));
+	getsockname(lfd, (struct sockaddr *)&sa, &sl);
+	printf("%d\n", ntohs(sa.sin_port));
+	fflush(stdout);
+	return lfd;
+}
+
+static int
+cmd_sink(int argc, char **argv)
+{
+	int opt, lfd, fd, one = 1, port = 0;
+	pthread_t th;
+	pthread_attr_t at;
+
+	while ((opt = getopt(argc, argv, "p:")) != -1)
+		switch (opt) {
+		case 'p':
+			port = atoi(optarg);
+			break;
+		default:
+			die("sink -p PORT");
+		}
+	lfd = listen_print(port);
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&at, 256 * 1024);
+	for (;;) {
+		fd = accept(lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		if (pthread_create(&th, &at, sink_conn, (void *)(intptr_t)fd))
+			close(fd);
+	}
+	return 0;
 }
 
 int
@@ -946,7 +1152,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2)
 		die("usage: benchtool "
-		    "tsource|stream|idle|streams|digest|upload "
+		    "tsource|stream|idle|streams|digest|upload|sink "
 		    "...");
 	argv++;
 	argc--;
@@ -962,6 +1168,8 @@ main(int argc, char **argv)
 		return cmd_digest(argc, argv);
 	if (strcmp(argv[0], "upload") == 0)
 		return cmd_upload(argc, argv);
+	if (strcmp(argv[0], "sink") == 0)
+		return cmd_sink(argc, argv);
 	die("unknown command %s", argv[0]);
 	return 2;
 }

@@ -84,6 +84,11 @@ def ratio(a, b, nd=2):
     return a / b
 
 
+def parse_size(v):
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(v[-1:].lower())
+    return int(v[:-1]) * mult if mult else int(v)
+
+
 def verdict(ok):
     if ok is None:
         return "not measured"
@@ -93,21 +98,77 @@ def verdict(ok):
 rows = []   # (scenario, direct, pool, nginx, haproxy, ratios, target, met)
 chart = []  # (label, pool, nginx, haproxy) relative to direct, higher better
 
+def per_run(s, t, f, *metrics):
+    """Median over runs of f(values of one run), runs paired in order."""
+    cols = [raw.get((s, t, m)) for m in metrics]
+    if not all(cols):
+        return None
+    n = min(len(c) for c in cols)
+    v = [f(*(c[i] for c in cols)) for i in range(n)]
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+
+
 # 1. throughput
 d, p, n, h = (med("1", t, "rps") for t in ["direct"] + TARGETS)
 if p is not None:
     rph, rpn = pratio("1", "pool", "haproxy", "rps"), \
         pratio("1", "pool", "nginx", "rps")
     rows.append((
-        "1. keep-alive throughput, `/api/tags`, 50 connections (req/s)",
+        "1. keep-alive throughput, `/api/version`, 50 connections (req/s)",
         fmt(d), fmt(p), fmt(n), fmt(h),
-        "pool/HAProxy **{}**, pool/nginx **{}**".format(fmt(rph, 2),
-                                                        fmt(rpn, 2)),
-        "pool/HAProxy ≥ 1.0, pool/nginx ≥ 1.5",
-        verdict(rph is not None and rpn is not None and rph >= 1.0 and
-                rpn >= 1.5)))
+        "pool/nginx **{}**, pool/HAProxy **{}**".format(fmt(rpn, 2),
+                                                        fmt(rph, 2)),
+        "pool ≥ 0.85 × nginx",
+        verdict(rpn is not None and rpn >= 0.85)))
     chart.append(("1 throughput", *(pratio("1", t, "direct", "rps")
                                     for t in TARGETS)))
+
+# 1. the bare libcurl multi client: the ceiling of a proxy built on libcurl
+for k in meta.get("curl_inflight", "20 50").split():
+    c = med("1", "curl" + k, "rps")
+    if c is None:
+        continue
+    rows.append((
+        "1. bare libcurl multi client, {} transfers in flight on one multi "
+        "handle, straight at the stand-in (req/s; no proxy)".format(k),
+        fmt(c), "", "", "",
+        "pool/libcurl **{}**, nginx/libcurl {}, HAProxy/libcurl {}".format(
+            *(fmt(pratio("1", t, "curl" + k, "rps"), 2) for t in TARGETS)),
+        "report: the ceiling of any libcurl proxy", ""))
+
+# 1. upstream connections opened during the throughput runs
+p = med("1", "pool", "upstream_opened")
+if p is not None:
+    d, n, h = (med("1", t, "upstream_opened")
+               for t in ("direct", "nginx", "haproxy"))
+    po = raw.get(("1", "pool", "pool_opened"), [])
+    pmax = max(po) if po else None
+    rows.append((
+        "1. upstream connections opened during one throughput run (median; "
+        "accepts the stand-in counted)",
+        fmt(d) + " (wrk's own)", "{} (its metric: {})".format(
+            fmt(p), fmt(med("1", "pool", "pool_opened"))), fmt(n), fmt(h),
+        "pool's `upstream_connections_opened_total` at most {} in a run, "
+        "after a warm-up that fills the pools".format(fmt(pmax)),
+        "no connection opened once the pool is full",
+        verdict(None if pmax is None else pmax == 0)))
+
+# 1. system calls per request (strace -c during one wrk run)
+p = med("1", "pool", "sys_total")
+if p is not None:
+    def top(t, k=4):
+        calls = sorted(((statistics.median(v), m) for (sc, tt, m), v in
+                        raw.items() if sc == "1s" and tt == t),
+                       reverse=True)[:k]
+        return ", ".join("{} {:.2f}".format(m, v) for v, m in calls)
+    n, h = med("1", "nginx", "sys_total"), med("1", "haproxy", "sys_total")
+    rows.append((
+        "1. system calls per request, 50 connections (`strace -c -f`)",
+        "", fmt(p, 1), fmt(n, 1), fmt(h, 1),
+        "pool: {}; nginx: {}; HAProxy: {}".format(top("pool"), top("nginx"),
+                                                 top("haproxy")),
+        "report", ""))
 
 # 2. latency at one connection
 for m, label in (("p50_us", "p50"), ("p99_us", "p99")):
@@ -117,8 +178,8 @@ for m, label in (("p50_us", "p50"), ("p99_us", "p99")):
     op, on, oh = (diff("2", t, m) for t in TARGETS)
     tgt = met = ""
     if label == "p50":
-        tgt = "pool's p50 overhead ≤ HAProxy's"
-        met = verdict(op is not None and oh is not None and op <= oh)
+        tgt = "pool's p50 overhead ≤ nginx's + 5 µs"
+        met = verdict(op is not None and on is not None and op <= on + 5)
         chart.append(("2 latency p50", *(pratio("2", "direct", t, m)
                                          for t in TARGETS)))
     rows.append((
@@ -152,6 +213,9 @@ for m, label in (("delay_p50_us", "p50"), ("delay_p99_us", "p99")):
         continue
     op, on, oh = (diff("4", t, m) for t in TARGETS)
     tgt = met = ""
+    if label == "p50":
+        tgt = "pool's p50 overhead ≤ 30 µs"
+        met = verdict(op is not None and op <= 30)
     if label == "p99":
         tgt = "pool's p99 overhead < 1,000 µs"
         met = verdict(op is not None and op < 1000)
@@ -209,11 +273,19 @@ if p is not None:
         "", "{} ({})".format(fmt(mib(p), 1), fmt(mib(ps), 1)),
         "{} ({})".format(fmt(mib(n), 1), fmt(mib(ns), 1)),
         "{} ({})".format(fmt(mib(h), 1), fmt(mib(hs), 1)),
-        "clients served: pool {}, nginx {}, HAProxy {}; pool per client "
-        "{} KiB".format(*(fmt(v) for v in ok),
-                        fmt(None if p is None or ps is None else
-                            (p - ps) / float(idle), 2)),
+        "clients served: pool {}, nginx {}, HAProxy {}".format(
+            *(fmt(v) for v in ok)),
         "pool < 64 MiB", verdict(p < 64 * 1024)))
+    pc = [per_run("5", t, lambda i, s_, k: (i - s_) / k if k else None,
+                  "rss_idle_kib", "rss_start_kib", "idle_ok")
+          for t in TARGETS]
+    rows.append((
+        "5. memory per idle kept-alive client: (RSS with the clients − RSS "
+        "at start) / clients (KiB)",
+        "", *(fmt(v, 2) for v in pc),
+        "pool/nginx {}, pool/HAProxy {}".format(
+            fmt(ratio(pc[0], pc[1]), 2), fmt(ratio(pc[0], pc[2]), 2)),
+        "pool ≤ 1.5 KiB", verdict(None if pc[0] is None else pc[0] <= 1.5)))
 streams = meta.get("streams", "1000")
 d, p, n, h = (med("5", t, "streams_ok") for t in ["direct"] + TARGETS)
 if p is not None:
@@ -224,25 +296,53 @@ if p is not None:
         fmt(d), fmt(p), fmt(n), fmt(h),
         "most in flight at once through pool: {}".format(fmt(inflight)),
         "all complete", verdict(p == float(streams))))
+    cl = [per_run("5", t, lambda c, li: c * 1e6 / li if li else None,
+                  "stream_cpu_s", "stream_lines") for t in TARGETS]
+    if cl[0] is not None:
+        rows.append((
+            "5. CPU per streamed line, {:,} concurrent streams (µs of "
+            "utime+stime / lines delivered)".format(int(streams)),
+            "", *(fmt(v, 1) for v in cl),
+            "pool/nginx **{}**, pool/HAProxy {}; lines per run {}".format(
+                fmt(ratio(cl[0], cl[1]), 2), fmt(ratio(cl[0], cl[2]), 2),
+                fmt(med("5", "pool", "stream_lines"))),
+            "pool ≤ nginx's",
+            verdict(None if cl[1] is None else cl[0] <= cl[1])))
 
 # 6. upload
 size = meta.get("upload", "4g")
 d, p, n, h = (med("6", t, "mib_s") for t in ["direct"] + TARGETS)
 if p is not None:
     st = raw.get(("6", "pool", "status"), [])
+    nbytes = parse_size(size)
+    whole = all(v == nbytes for t in ["direct"] + TARGETS
+                for v in raw.get(("6", t, "received"), [None]))
+    rpd = pratio("6", "pool", "direct", "mib_s")
     rows.append((
-        "6. {} chunked blob upload (MiB/s)".format(size.upper() + "iB"
-                                                  if size[-1:].isalpha()
-                                                  else size),
+        "6. {} chunked blob upload into a sink that counts every byte "
+        "(MiB/s)".format(size.upper() + "iB" if size[-1:].isalpha()
+                         else size),
         fmt(d), fmt(p), fmt(n), fmt(h),
         "pool/direct **{}**, nginx/direct {}, HAProxy/direct {}; status "
-        "{}".format(fmt(pratio("6", "pool", "direct", "mib_s"), 2),
-                    fmt(pratio("6", "nginx", "direct", "mib_s"), 2),
-                    fmt(pratio("6", "haproxy", "direct", "mib_s"), 2),
-                    ",".join(str(int(x)) for x in sorted(set(st)))),
-        "pool/direct ≥ 0.5",
-        verdict(pratio("6", "pool", "direct", "mib_s") is not None and
-                pratio("6", "pool", "direct", "mib_s") >= 0.5)))
+        "{}; every byte counted: {}".format(
+            fmt(rpd, 2), fmt(pratio("6", "nginx", "direct", "mib_s"), 2),
+            fmt(pratio("6", "haproxy", "direct", "mib_s"), 2),
+            ",".join(str(int(x)) for x in sorted(set(st))),
+            "yes" if whole else "**no**"),
+        "pool/direct ≥ 0.8",
+        verdict(rpd is not None and rpd >= 0.8 and whole)))
+    gib = nbytes / float(1 << 30)
+    cd, cp, cn, ch = (med("6", t, "cpu_s") for t in ["direct"] + TARGETS)
+    if cp is not None:
+        per = lambda v: None if v is None else v / gib
+        rows.append((
+            "6. CPU seconds per GiB uploaded (utime+stime; direct: the "
+            "sink's own)",
+            fmt(per(cd), 2), fmt(per(cp), 2), fmt(per(cn), 2),
+            fmt(per(ch), 2),
+            "pool/HAProxy **{}**, pool/nginx {}".format(
+                fmt(ratio(cp, ch), 2), fmt(ratio(cp, cn), 2)),
+            "pool ≤ HAProxy's", verdict(None if ch is None else cp <= ch)))
     chart.append(("6 upload", *(pratio("6", t, "direct", "mib_s")
                                 for t in TARGETS)))
     p, n, h = (med("6", t, "hwm_kib") for t in TARGETS)
@@ -305,7 +405,7 @@ w("Every figure is the median of {runs} runs (scenario 5: {runs5}; "
 w("")
 ceil = med("1", "direct", "rps")
 if ceil is not None:
-    w("Stand-in upstream alone (nginx, one worker, fixed `/api/tags` JSON, "
+    w("Stand-in upstream alone (nginx, one worker, fixed `/api/version` JSON, "
       "wrk with 50 connections): **{} req/s**, its ceiling; the proxies' "
       "throughput below stays under it.".format(fmt(ceil)))
     w("")
@@ -335,8 +435,29 @@ w("""How each figure is made:
   `pool_maxsize = 32` (like nginx's `keepalive 32`), 1000 in scenario 5.
   Configurations: `bench/conf/`.
 - **1, 2.** wrk, one thread, 50 connections (1) or one (2, `--latency`),
-  against the stand-in upstream directly and through each proxy.
-  Overheads are proxy minus direct, per run, then the median.
+  on `/api/version` (which every proxy forwards as it is), against the
+  stand-in upstream directly and through each proxy. The stand-in (nginx
+  `return 200`) does several times the proxies' rate, so they, not it,
+  are the limit. Overheads are proxy minus direct, per run, then the
+  median.
+- **1, libcurl.** `bench/curlbench`: one multi handle, N easy handles
+  re-added as each transfer ends (so N in flight, over connections the
+  multi handle keeps), `CURLOPT_NOSIGNAL`, body dropped; against the
+  stand-in directly, in the same rounds as wrk. It does no proxying: it
+  is what a proxy built on libcurl could reach if its own side cost
+  nothing.
+- **1, connections.** The stand-in's `stub_status` `accepts` before and
+  after each throughput run (one way that counts for every proxy); for
+  ollama-pool also `ollama_pool_upstream_connections_opened_total` from
+  `/ollama-pool/metrics`. Warm-up runs fill every pool first. nginx keeps
+  at most 32 idle upstream connections (`keepalive 32`) and, by default,
+  closes one after 1,000 requests (`keepalive_requests`), so it opens
+  more under 50 concurrent clients.
+- **1, system calls.** `strace -c -f -p` on the proxy's working process
+  (nginx's worker) during one {sys} s wrk run with 50 connections, each
+  call's count over the requests wrk completed. strace slows the proxy
+  several times over, so the run is short; wrk's 50 connects (`accept4`,
+  `setsockopt`) are in the counts.
 - **3.** The far upstream is the test fake Ollama behind an nginx TLS
   terminator (a self-signed certificate made at run time) behind
   `bench/relay.py`, which delivers every byte 10 ms late each way and the
@@ -362,20 +483,25 @@ w("""How each figure is made:
   timestamps.
 - **5.** `benchtool idle` opens the clients (200 connecting at a time),
   makes one GET `/api/tags` on each and holds them; RSS is then read from
-  `/proc` (nginx: master plus worker). `benchtool streams` then runs the
+  `/proc` (nginx: master plus worker); per client is that minus the RSS
+  at start, over the clients served. `benchtool streams` then runs the
   concurrent streaming generates against the fake Ollama; a stream counts
   when it ends with status 200, the terminating chunk and a `done:true`
-  line. A fresh proxy process each run.
+  line. CPU per line is the proxy's utime+stime (`/proc/PID/stat`, all
+  its processes and threads) across that run, over the lines delivered.
+  A fresh proxy process each run.
 - **6.** `benchtool upload` POSTs a pseudo-random body chunked (1 MiB
-  chunks, no Content-Length) to `/api/blobs/sha256:<its digest>`; the fake
-  hashes the whole body and answers 201 when it matches, so every byte
-  arrived intact. A fresh fake and proxy each run; peak RSS is the
-  proxy's VmHWM after the upload.
+  chunks, no Content-Length) to `/api/blobs/sha256:...`; the upstream is
+  `benchtool sink`, which reads the whole body (256 KiB reads, one thread
+  per connection, no hashing) and answers 201 with the count of body
+  bytes, which `upload` checks against what it sent. CPU is the proxy's
+  utime+stime across the upload over the GiB moved. A fresh proxy each
+  run; peak RSS is the proxy's VmHWM after the upload.
 - **7.** A fresh proxy in front of the far upstream, waited for until it
   listens, then 11 naive calls (after an untimed call that goes to the
   fake directly and only warms the client): the first against the median
   of the other ten.
-""".format(calls=meta.get("calls")))
+""".format(calls=meta.get("calls"), sys=meta.get("sys_s", "3")))
 with open(md_path, "w") as f:
     f.write("\n".join(out))
 

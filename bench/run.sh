@@ -6,7 +6,7 @@
 # and the raw per-run figures bench/results-raw.tsv.  `make bench` runs it.
 #
 # Needs (Debian): nginx-light haproxy wrk gnuplot-nox python3-requests
-# openssl iproute2 (ss); it installs nothing itself.  Root is not needed,
+# openssl iproute2 (ss) curl strace; it installs nothing itself.  Root is not needed,
 # but 10,000 clients need `ulimit -n` of 12,000 or more (it is raised as
 # far as the hard limit allows; with less, scenario 5 uses fewer clients
 # and says so).
@@ -17,10 +17,13 @@
 #   BENCH_RUNS=N         runs per figure (median taken); 5, quick 2
 #   BENCH_WRK_SECONDS, BENCH_LAT_SECONDS, BENCH_CALLS, BENCH_IDLE,
 #   BENCH_STREAMS, BENCH_UPLOAD (size, e.g. 4g), BENCH_UPLOAD_RUNS,
+#   BENCH_CURL_INFLIGHT="20 50"   the bare libcurl client's rows
+#   BENCH_SYSCALL_SECONDS  the wrk run under strace -c (0: no syscall row)
 #   BENCH_OUT=DIR        where results go (default: this directory)
 #   BENCH_NICE=N         renice the bench and all it starts (e.g. -5 as
 #                        root) to damp noise from other work on the machine
-#   OLLAMA_POOL_BIN, FAKE_OLLAMA_BIN, BENCHTOOL_BIN   prebuilt binaries
+#   OLLAMA_POOL_BIN, FAKE_OLLAMA_BIN, BENCHTOOL_BIN, CURLBENCH_BIN
+#                        prebuilt binaries
 
 set -u -o pipefail
 
@@ -30,6 +33,7 @@ BUILD=${BENCH_BUILDDIR:-$SRC}
 POOL=${OLLAMA_POOL_BIN:-$BUILD/src/ollama-pool}
 FAKE=${FAKE_OLLAMA_BIN:-$BUILD/tests/fake-ollama}
 BT=${BENCHTOOL_BIN:-$BUILD/bench/benchtool}
+CB=${CURLBENCH_BIN:-$BUILD/bench/curlbench}
 OUT=${BENCH_OUT:-$HERE}
 PY=${PYTHON:-python3}
 CONF=$HERE/conf
@@ -38,10 +42,10 @@ CONF=$HERE/conf
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	d_runs=2 d_wrk=2 d_lat=2 d_calls=15 d_idle=2000 d_streams=200
-	d_upload=512m d_upruns=1
+	d_upload=512m d_upruns=1 d_sys=1
 else
-	d_runs=5 d_wrk=5 d_lat=4 d_calls=30 d_idle=10000 d_streams=1000
-	d_upload=4g d_upruns=3
+	d_runs=5 d_wrk=4 d_lat=3 d_calls=30 d_idle=10000 d_streams=1000
+	d_upload=4g d_upruns=3 d_sys=3
 fi
 RUNS=${BENCH_RUNS:-$d_runs}
 WRK_S=${BENCH_WRK_SECONDS:-$d_wrk}
@@ -53,20 +57,23 @@ UPLOAD=${BENCH_UPLOAD:-$d_upload}
 UPRUNS=${BENCH_UPLOAD_RUNS:-$d_upruns}
 RUNS5=$(( RUNS < 3 ? RUNS : 3 ))	# scenario 5: fresh processes each run
 SCENARIOS=${BENCH_SCENARIOS:-1 2 3 4 5 6 7}
+CURL_INFLIGHT=${BENCH_CURL_INFLIGHT:-20 50}
+SYS_S=${BENCH_SYSCALL_SECONDS:-$d_sys}
+CLK_TCK=$(getconf CLK_TCK)
 
-for tool in nginx haproxy wrk gnuplot openssl ss "$PY"; do
+for tool in nginx haproxy wrk gnuplot openssl ss curl strace "$PY"; do
 	command -v "$tool" >/dev/null 2>&1 ||
-		fail "$tool not found (apt-get install nginx-light haproxy wrk gnuplot-nox python3-requests openssl iproute2)"
+		fail "$tool not found (apt-get install nginx-light haproxy wrk gnuplot-nox python3-requests openssl iproute2 curl strace)"
 done
 "$PY" -c 'import requests' 2>/dev/null || fail "python3-requests missing"
 NGINX=$(command -v nginx)
 HAPROXY=$(command -v haproxy)
 
 # Build only what is missing, with the project's own make.
-if [ ! -x "$POOL" ] || [ ! -x "$FAKE" ] || [ ! -x "$BT" ]; then
-	say "building the daemon, the fake Ollama and benchtool"
+if [ ! -x "$POOL" ] || [ ! -x "$FAKE" ] || [ ! -x "$BT" ] || [ ! -x "$CB" ]; then
+	say "building the daemon, the fake Ollama, benchtool and curlbench"
 	make -C "$BUILD" src/ollama-pool tests/fake-ollama bench/benchtool \
-		>/dev/null || fail "make failed"
+		bench/curlbench >/dev/null || fail "make failed"
 fi
 
 # 10,000 clients plus their upstream side need descriptors.
@@ -91,10 +98,23 @@ rec() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$RAW"; }	# SCEN TARGET METRIC VALUE
 
 # --- servers ----------------------------------------------------------------
 
-start_standin() {	# NAME PORT
-	render "$CONF/standin-nginx.conf" "$TMP/$1.conf" PORT="$2"
+start_standin() {	# NAME PORT STATUS_PORT
+	render "$CONF/standin-nginx.conf" "$TMP/$1.conf" PORT="$2" \
+		STATUS_PORT="$3"
 	start "$1" "$NGINX" -p "$TMP" -e "$TMP/$1.err" -c "$TMP/$1.conf"
 	wait_listen "$2" "$1"
+}
+
+# Connections the stand-in has accepted so far (stub_status), this look
+# included: between two looks, a1 - a0 - 1 were opened by others.
+standin_accepts() {	# STATUS_PORT
+	curl -s "http://127.0.0.1:$1/" | awk 'NR == 3 { print $1 }'
+}
+
+# ollama-pool's own count of upstream connections it opened.
+pool_opened() {	# PORT
+	curl -s "http://127.0.0.1:$1/ollama-pool/metrics" |
+		awk '$1 == "ollama_pool_upstream_connections_opened_total" { print $2 }'
 }
 
 start_nginx() {	# NAME PORT UPSTREAM_HOSTPORT SCHEME
@@ -118,6 +138,21 @@ start_haproxy() {	# NAME PORT UPSTREAM_HOSTPORT NODELAY(0/1) [tls]
 pids_of() {	# NAME: the process and its children (nginx's worker)
 	local p=${PID[$1]}
 	echo "$p" $(pgrep -P "$p" 2>/dev/null)
+}
+
+cpu_ticks() {	# NAME: utime + stime (clock ticks) over the process tree
+	local p s=0 v
+	for p in $(pids_of "$1"); do
+		v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+		s=$(( s + ${v:-0} ))
+	done
+	echo "$s"
+}
+
+worker_pid() {	# NAME: the process that does the work (nginx's worker)
+	local p=${PID[$1]} w
+	w=$(pgrep -P "$p" 2>/dev/null | head -n1)
+	echo "${w:-$p}"
 }
 
 mem_kib() {	# FIELD NAME: VmRSS or VmHWM summed over the process tree
@@ -168,30 +203,82 @@ kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 
 # --- scenarios 1 and 2: the stand-in upstream ------------------------------------
 
+# One throughput run of a target: wrk (or the bare libcurl client) for
+# WRK_S seconds, with the connections the stand-in accepted meanwhile.
+throughput_run() {	# TARGET
+	local t=$1 a0 a1 o0 out
+	a0=$(standin_accepts "$SSP")
+	[ "$t" = pool ] && o0=$(pool_opened "${U[pool]}")
+	case $t in
+	curl*)
+		out=$("$CB" -u "http://127.0.0.1:$SP/api/version" -n "${t#curl}" -d "$WRK_S") ||
+			say "  curlbench $t: $out"
+		rec 1 "$t" rps "$(kv rps "$out")" ;;
+	*)
+		out=$(wrk_run "$WRK_S" 50 "http://127.0.0.1:${U[$t]}/api/version")
+		rec 1 "$t" rps "$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")" ;;
+	esac
+	a1=$(standin_accepts "$SSP")
+	rec 1 "$t" upstream_opened $(( a1 - a0 - 1 ))
+	[ "$t" = pool ] && rec 1 pool pool_opened $(( $(pool_opened "${U[pool]}") - o0 ))
+}
+
+# System calls per request: strace -c on the proxy's working process
+# during one wrk run, divided by the requests wrk counted.
+syscall_run() {	# TARGET
+	local t=$1 pid sp out req i
+	pid=$(worker_pid "$t")
+	strace -c -f -o "$TMP/strace-$t" -p "$pid" 2>"$TMP/strace-$t.err" &
+	sp=$!
+	for i in $(seq 100); do	# it says so once it has attached
+		grep -q attached "$TMP/strace-$t.err" 2>/dev/null && break
+		sleep 0.05
+	done
+	out=$(wrk_run "$SYS_S" 50 "http://127.0.0.1:${U[$t]}/api/version")
+	kill -INT "$sp"
+	wait "$sp" 2>/dev/null
+	for i in $(seq 50); do
+		grep -q ' total$' "$TMP/strace-$t" 2>/dev/null && break
+		sleep 0.1
+	done
+	req=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
+	[ -n "$req" ] && [ "$req" -gt 0 ] || { say "  syscalls via $t: no requests"; return; }
+	rec 1 "$t" sys_requests "$req"
+	awk -v t="$t" -v n="$req" '
+		/^-/ || /^%/ || NF < 5 { next }
+		{ calls = $4; name = $NF
+		  if (name == "total") printf "1\t%s\tsys_total\t%.3f\n", t, calls / n
+		  else printf "1s\t%s\t%s\t%.3f\n", t, name, calls / n }' \
+		"$TMP/strace-$t" >>"$RAW"
+}
+
 scen_local() {
-	local sp pp np hp r t url out
-	sp=$(free_port); start_standin standin "$sp"
-	pp=$(free_port); start_pool pool "$pp" "http://127.0.0.1:$sp" 32
-	np=$(free_port); start_nginx nginx "$np" "127.0.0.1:$sp" http
-	hp=$(free_port); start_haproxy haproxy "$hp" "127.0.0.1:$sp" 0
-	declare -A U=([direct]=$sp [pool]=$pp [nginx]=$np [haproxy]=$hp)
+	local pp np hp r t url out SP SSP
+	SP=$(free_port); SSP=$(free_port); start_standin standin "$SP" "$SSP"
+	pp=$(free_port); start_pool pool "$pp" "http://127.0.0.1:$SP" 32
+	np=$(free_port); start_nginx nginx "$np" "127.0.0.1:$SP" http
+	hp=$(free_port); start_haproxy haproxy "$hp" "127.0.0.1:$SP" 0
+	declare -A U=([direct]=$SP [pool]=$pp [nginx]=$np [haproxy]=$hp)
 	for t in direct pool nginx haproxy; do	# fill the pools
-		wrk_run 1 50 "http://127.0.0.1:${U[$t]}/api/tags" >/dev/null
+		wrk_run 1 50 "http://127.0.0.1:${U[$t]}/api/version" >/dev/null
 	done
 	if [[ " $SCENARIOS " == *" 1 "* ]]; then
-		say "scenario 1: keep-alive throughput, 50 connections, ${WRK_S}s x $RUNS runs"
+		say "scenario 1: keep-alive throughput on /api/version, 50 connections, and the bare libcurl client ($CURL_INFLIGHT in flight), ${WRK_S}s x $RUNS runs"
 		for r in $(seq "$RUNS"); do
-			for t in direct pool nginx haproxy; do
-				out=$(wrk_run "$WRK_S" 50 "http://127.0.0.1:${U[$t]}/api/tags")
-				rec 1 "$t" rps "$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")"
+			for t in direct pool nginx haproxy $(printf 'curl%s ' $CURL_INFLIGHT); do
+				throughput_run "$t"
 			done
 		done
+		if [ "$SYS_S" != 0 ]; then
+			say "scenario 1: system calls per request (strace -c), ${SYS_S}s each"
+			for t in pool nginx haproxy; do syscall_run "$t"; done
+		fi
 	fi
 	if [[ " $SCENARIOS " == *" 2 "* ]]; then
 		say "scenario 2: latency at one connection, ${LAT_S}s x $RUNS runs"
 		for r in $(seq "$RUNS"); do
 			for t in direct pool nginx haproxy; do
-				out=$(wrk_run "$LAT_S" 1 "http://127.0.0.1:${U[$t]}/api/tags" --latency)
+				out=$(wrk_run "$LAT_S" 1 "http://127.0.0.1:${U[$t]}/api/version" --latency)
 				rec 2 "$t" p50_us "$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
 				rec 2 "$t" p99_us "$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
 				rec 2 "$t" rps "$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")"
@@ -293,7 +380,7 @@ scen_stream() {
 # --- scenario 5: connections ------------------------------------------------------
 
 scen_conns() {
-	local fp r t port out i
+	local fp r t port out i c0 c1
 	say "scenario 5: $IDLE idle keep-alive clients and $STREAMS concurrent streams, x $RUNS5 runs"
 	start_fake s5-fake
 	fp=$FAKE_PORT
@@ -320,9 +407,13 @@ scen_conns() {
 			rec 5 "$t" rss_idle_kib "$(mem_kib VmRSS "$t")"
 			stop idle
 			sleep 0.5
+			c0=$(cpu_ticks "$t")
 			out=$("$BT" streams -c "127.0.0.1:$port" -n "$STREAMS" -l 40 -i 50)
+			c1=$(cpu_ticks "$t")
 			rec 5 "$t" streams_ok "$(kv completed "$out")"
 			rec 5 "$t" streams_inflight "$(kv max_in_flight "$out")"
+			rec 5 "$t" stream_lines "$(kv lines "$out")"
+			rec 5 "$t" stream_cpu_s "$(awk -v c=$(( c1 - c0 )) -v k="$CLK_TCK" 'BEGIN { print c / k }')"
 			stop "$t"
 		done
 	done
@@ -332,15 +423,16 @@ scen_conns() {
 # --- scenario 6: upload -------------------------------------------------------------
 
 scen_upload() {
-	local digest r t fp port out
-	say "scenario 6: $UPLOAD chunked blob upload, x $UPRUNS runs"
-	digest=$("$BT" digest -s "$UPLOAD")
+	local digest r t fp port out c0 c1
+	say "scenario 6: $UPLOAD chunked blob upload into a counting sink, x $UPRUNS runs"
+	# The sink reads and counts every byte and answers the count, which
+	# upload checks; it hashes nothing, so the proxy is the limit.
+	digest=$(printf '%064d' 0)
+	start sink "$BT" sink -p 0
+	fp=$(read_port sink)
 	for r in $(seq "$UPRUNS"); do
 		for t in direct pool nginx haproxy; do
-			# A fresh fake each time: it answers a known blob without
-			# reading the body.  A fresh proxy: a clean peak RSS.
-			start_fake s6-fake
-			fp=$FAKE_PORT
+			# A fresh proxy each time: a clean peak RSS.
 			port=$fp
 			if [ "$t" != direct ]; then
 				port=$(free_port)
@@ -350,14 +442,18 @@ scen_upload() {
 				haproxy) start_haproxy haproxy "$port" "127.0.0.1:$fp" 0 ;;
 				esac
 			fi
+			c0=$(cpu_ticks "${t/direct/sink}")
 			out=$("$BT" upload -c "127.0.0.1:$port" -s "$UPLOAD" -d "$digest") ||
 				say "  upload via $t: $out"
+			c1=$(cpu_ticks "${t/direct/sink}")
 			rec 6 "$t" mib_s "$(kv mib_per_s "$out")"
 			rec 6 "$t" status "$(kv status "$out")"
+			rec 6 "$t" received "$(kv received "$out")"
+			rec 6 "$t" cpu_s "$(awk -v c=$(( c1 - c0 )) -v k="$CLK_TCK" 'BEGIN { print c / k }')"
 			[ "$t" != direct ] && { rec 6 "$t" hwm_kib "$(mem_kib VmHWM "$t")"; stop "$t"; }
-			stop s6-fake
 		done
 	done
+	stop sink
 }
 
 # --- main -------------------------------------------------------------------------
@@ -396,6 +492,9 @@ nginx_version	$("$NGINX" -v 2>&1 | head -n1)
 haproxy_version	$("$HAPROXY" -v 2>&1 | head -n1 | cut -d' ' -f1-3)
 wrk_version	$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)
 wrk_errors	$(cat "$TMP/wrk-errors" 2>/dev/null | wc -l)
+curl_inflight	$CURL_INFLIGHT
+sys_s	$SYS_S
+curl_version	$("$CB" -V | cut -d" " -f1)
 EOF
 # results-raw.tsv: the run's settings as "#" lines, then one figure per
 # line and run; report.py can remake results.md from it alone.
