@@ -651,6 +651,8 @@ struct up_handle {
 	void *owner;
 	void (*on_done)(struct up_handle *, CURLcode);
 	int holds_slot; /* counted in in_flight */
+	int clean; /* ended well, no connection closed: no full reset */
+	unsigned long closed_at_start; /* upstream's conns_closed */
 	char errbuf[CURL_ERROR_SIZE];
 	SLIST_ENTRY(up_handle) free_entry;
 };
@@ -678,6 +680,8 @@ struct upstream {
 	int retiring; /* replaced by a reload: no new requests */
 	int unreachable; /* the start-up check failed; until it answers */
 	long conns_open; /* upstream connections open now */
+	unsigned long conns_closed; /* ever: a transfer that saw one may
+	                             * have been retried by curl */
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
 	struct probe *probe; /* health: one in flight, answers shared */

@@ -52,6 +52,7 @@ upstream_close_socket(void *arg, curl_socket_t fd)
 	struct upstream *up = arg;
 
 	up->conns_open--;
+	up->conns_closed++;
 	return close(fd);
 }
 
@@ -152,6 +153,8 @@ upstream_check_done(struct upstream *up)
 			continue;
 		rc = msg->data.result;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &h);
+		h->clean =
+		    rc == CURLE_OK && up->conns_closed == h->closed_at_start;
 		h->on_done(h, rc);
 	}
 }
@@ -369,24 +372,15 @@ upstream_start_next(struct upstream *up)
 	}
 }
 
-struct up_handle *
-upstream_handle_get(struct upstream *up, int holds_slot)
+/* What holds for every transfer of a handle, its upstream's settings:
+ * set when the handle is made (and after a full reset), never per
+ * request. */
+static void
+upstream_handle_setup(struct up_handle *h)
 {
-	struct up_handle *h = SLIST_FIRST(&up->free_handles);
-	CURL *e;
+	struct upstream *up = h->up;
+	CURL *e = h->easy;
 
-	if (h != NULL)
-		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
-	else {
-		h = xcalloc(1, sizeof *h);
-		h->up = up;
-		h->easy = curl_easy_init();
-		if (h->easy == NULL)
-			abort();
-	}
-	h->holds_slot = holds_slot;
-	h->errbuf[0] = '\0';
-	e = h->easy;
 	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, up);
@@ -411,12 +405,58 @@ upstream_handle_get(struct upstream *up, int holds_slot)
 		curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
 	if (up->pool_connections == 0)
 		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+}
+
+/*
+ * Back to curl's defaults, every option that one transfer sets (here
+ * below and in proxy_req_begin_transfer): a leftover would change the
+ * next request on this handle (a GET after a HEAD sent as a HEAD, after a
+ * DELETE as a DELETE, after a POST reading a freed request's body).
+ */
+static void
+upstream_handle_clear(CURL *e)
+{
+	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); /* no POST, no NOBODY */
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(e, CURLOPT_READFUNCTION, NULL);
+	curl_easy_setopt(e, CURLOPT_READDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, NULL);
+	curl_easy_setopt(e, CURLOPT_SEEKDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, NULL);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, NULL);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, NULL);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 0L);
+}
+
+struct up_handle *
+upstream_handle_get(struct upstream *up, int holds_slot)
+{
+	struct up_handle *h = SLIST_FIRST(&up->free_handles);
+
+	if (h != NULL)
+		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
+	else {
+		h = xcalloc(1, sizeof *h);
+		h->up = up;
+		h->easy = curl_easy_init();
+		if (h->easy == NULL)
+			abort();
+		upstream_handle_setup(h);
+	}
+	h->holds_slot = holds_slot;
+	h->clean = 0;
+	h->errbuf[0] = '\0';
 	return h;
 }
 
 int
 upstream_handle_start(struct up_handle *h)
 {
+	h->closed_at_start = h->up->conns_closed;
 	return curl_multi_add_handle(h->up->multi, h->easy) == CURLM_OK ? 0
 	                                                                : -1;
 }
@@ -432,7 +472,17 @@ upstream_handle_release(struct up_handle *h)
 	struct upstream *up = h->up;
 
 	curl_multi_remove_handle(up->multi, h->easy);
-	curl_easy_reset(h->easy);
+	/* curl_easy_reset() would cost more than the rest of a small
+	 * request's setup; but it alone zeroes curl's count of the retries
+	 * on a dead reused connection (at most 5 per handle between resets).
+	 * So a transfer that ended well without one (a retry closes the
+	 * dead connection) only has its own options undone. */
+	if (h->clean)
+		upstream_handle_clear(h->easy);
+	else {
+		curl_easy_reset(h->easy);
+		upstream_handle_setup(h);
+	}
 	h->owner = NULL;
 	h->on_done = NULL;
 	SLIST_INSERT_HEAD(&up->free_handles, h, free_entry);
