@@ -653,6 +653,8 @@ struct up_handle {
 	int holds_slot; /* counted in in_flight */
 	int clean; /* ended well, no connection closed: no full reset */
 	unsigned long closed_at_start; /* upstream's conns_closed */
+	char *url; /* the base, then the path of the request */
+	size_t url_cap;
 	char errbuf[CURL_ERROR_SIZE];
 	SLIST_ENTRY(up_handle) free_entry;
 };
@@ -662,6 +664,7 @@ struct upstream_fetch;
 struct probe;
 struct upstream {
 	struct upstream_url url;
+	size_t base_len; /* of url.base */
 	CURLM *multi;
 	struct event *timer_ev;
 	struct event *trim_ev; /* lets the connection cache shrink */
@@ -697,6 +700,7 @@ void upstream_unref(struct upstream *);
 int upstream_submit(struct upstream *, struct proxy_req *);
 void upstream_dequeue(struct upstream *, struct proxy_req *);
 struct up_handle *upstream_handle_get(struct upstream *, int);
+void upstream_handle_url(struct up_handle *, const char *);
 int upstream_handle_start(struct up_handle *);
 void upstream_handle_release(struct up_handle *);
 struct upstream_fetch *upstream_fetch_start(

@@ -386,7 +386,6 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	struct up_handle *h = upstream_handle_get(req->up, 1);
 	struct http_head *head = req->head;
 	CURL *e = h->easy;
-	char *url;
 
 	h->owner = req;
 	h->on_done = proxy_transfer_done;
@@ -399,9 +398,7 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	if (rt.cfg->first_byte_timeout > 0)
 		proxy_timer_start(req, rt.cfg->first_byte_timeout);
 
-	xasprintf(&url, "%s%s", req->up->url.base, req->path);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	free(url);
+	upstream_handle_url(h, req->path);
 	curl_slist_free_all(req->hdrs);
 	req->hdrs = headers_to_curl(
 	    head, req->post_mode, rt.cfg->client_tokens[0] != '\0');

@@ -211,6 +211,7 @@ upstream_new(const struct config *cfg)
 	struct upstream *up = xcalloc(1, sizeof *up);
 
 	up->url = cfg->upstream;
+	up->base_len = strlen(up->url.base);
 	up->pool_maxsize = cfg->pool_maxsize;
 	up->pool_connections = cfg->pool_connections;
 	up->queue_max = cfg->queue_max;
@@ -252,6 +253,7 @@ upstream_free(struct upstream *up)
 	while ((h = SLIST_FIRST(&up->free_handles)) != NULL) {
 		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
 		curl_easy_cleanup(h->easy);
+		free(h->url);
 		free(h);
 	}
 	curl_multi_cleanup(up->multi);
@@ -453,6 +455,23 @@ upstream_handle_get(struct upstream *up, int holds_slot)
 	return h;
 }
 
+/* The upstream's base and the path, built in the handle's own buffer
+ * (curl copies it): no formatting, no allocation once it is big enough. */
+void
+upstream_handle_url(struct up_handle *h, const char *path)
+{
+	size_t plen = strlen(path), need = h->up->base_len + plen + 1;
+
+	if (need > h->url_cap) {
+		h->url_cap = need < 256 ? 256 : need;
+		free(h->url);
+		h->url = xmalloc(h->url_cap);
+		memcpy(h->url, h->up->url.base, h->up->base_len);
+	}
+	memcpy(h->url + h->up->base_len, path, plen + 1);
+	curl_easy_setopt(h->easy, CURLOPT_URL, h->url);
+}
+
 int
 upstream_handle_start(struct up_handle *h)
 {
@@ -539,7 +558,6 @@ upstream_fetch_start(struct upstream *up, const char *path, long timeout_ms,
 {
 	struct upstream_fetch *f = xcalloc(1, sizeof *f);
 	CURL *e;
-	char *url;
 
 	f->cb = cb;
 	f->arg = arg;
@@ -548,9 +566,7 @@ upstream_fetch_start(struct upstream *up, const char *path, long timeout_ms,
 	f->h->owner = f;
 	f->h->on_done = upstream_fetch_done;
 	e = f->h->easy;
-	xasprintf(&url, "%s%s", up->url.base, path);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	free(url);
+	upstream_handle_url(f->h, path);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, OP_NAME "/" PACKAGE_VERSION);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_fetch_write);
