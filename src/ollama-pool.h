@@ -246,7 +246,16 @@ int head_list_has(const char *, size_t, const char *, size_t);
 int head_token_in_list(const char *, size_t, const char *);
 int headers_is_hop_by_hop(const char *, size_t);
 int headers_named_by_connection(const struct http_head *, const char *, size_t);
-struct curl_slist *headers_to_curl(const struct http_head *, int, int);
+struct hdr_list { /* curl_slist nodes and their lines, one block */
+	char *mem;
+	size_t used, cap;
+	struct curl_slist *first, *last;
+};
+size_t headers_list_room(size_t);
+char *headers_list_add(struct hdr_list *, size_t);
+void headers_list_free(struct hdr_list *);
+void headers_to_curl(
+    struct hdr_list *, const struct http_head *, int, int, const char *);
 int headers_token_ok(const struct http_head *, const char *);
 int headers_response_keep(const struct http_head *, uint32_t);
 
@@ -482,8 +491,8 @@ void reqid_make(char *, size_t);
 int reqid_sane(const char *, size_t);
 int reqid_assign(const struct http_head *, char *, size_t);
 int reqid_via_loops(const struct http_head *, char *, size_t);
-struct curl_slist *reqid_to_curl(
-    struct curl_slist *, const struct http_head *, const char *);
+size_t reqid_curl_room(const struct http_head *, const char *);
+void reqid_to_curl(struct hdr_list *, const struct http_head *, const char *);
 
 /* accesslog.c: one line per request, written off the loop by a thread. */
 enum accesslog_format { ACCESSLOG_JSON, ACCESSLOG_COMBINED };
@@ -572,7 +581,7 @@ struct proxy_req {
 
 	struct evbuffer *body; /* request body: unsent, and kept for replay */
 	size_t body_off; /* bytes of body this attempt has sent */
-	struct curl_slist *hdrs;
+	struct hdr_list hdrs; /* sent upstream */
 	struct event *timer; /* backoff, first byte or stream idle */
 	int attempts;
 	double retry_delay;

@@ -121,7 +121,7 @@ proxy_req_free(struct proxy_req *req)
 		probe_waiter_cancel(req->probe);
 	if (req->timer != NULL)
 		event_free(req->timer);
-	curl_slist_free_all(req->hdrs);
+	headers_list_free(&req->hdrs);
 	if (req->body != NULL)
 		evbuffer_free(req->body);
 	if (req->up != NULL)
@@ -399,11 +399,10 @@ proxy_req_begin_transfer(struct proxy_req *req)
 		proxy_timer_start(req, rt.cfg->first_byte_timeout);
 
 	upstream_handle_url(h, req->path);
-	curl_slist_free_all(req->hdrs);
-	req->hdrs = headers_to_curl(
-	    head, req->post_mode, rt.cfg->client_tokens[0] != '\0');
-	req->hdrs = reqid_to_curl(req->hdrs, head, req->request_id);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs);
+	headers_list_free(&req->hdrs);
+	headers_to_curl(&req->hdrs, head, req->post_mode,
+	    rt.cfg->client_tokens[0] != '\0', req->request_id);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs.first);
 	if (req->post_mode) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, proxy_read_cb);
