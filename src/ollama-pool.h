@@ -670,6 +670,7 @@ struct up_handle {
 typedef void (*upstream_fetch_cb)(
     void *, long, const char *, const char *, double);
 struct upstream_fetch;
+struct up_sock;
 struct probe;
 struct upstream {
 	struct upstream_url url;
@@ -694,6 +695,8 @@ struct upstream {
 	long conns_open; /* upstream connections open now */
 	unsigned long conns_closed; /* ever: a transfer that saw one may
 	                             * have been retried by curl */
+	struct up_sock **socks; /* by descriptor: the connections' sockets */
+	int nsocks;
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
 	struct probe *probe; /* health: one in flight, answers shared */

@@ -13,10 +13,21 @@
 
 #include "ollama-pool.h"
 
+/*
+ * A socket curl asked us to watch.  Those of the pool's connections
+ * (opened by upstream_open_socket) live in up->socks from open to close,
+ * and stay registered for reading while their connection waits in curl's
+ * cache: the next request on it asks for just that, so a request on a
+ * warm connection costs no epoll_ctl.  Any other socket curl has us watch
+ * (a resolver's) is dropped as soon as curl says.
+ */
 struct up_sock {
 	curl_socket_t fd;
 	struct event *ev;
 	struct upstream *up;
+	short kind; /* the events registered now; 0: none */
+	unsigned wanted : 1; /* curl watches it (0: idle in the cache) */
+	unsigned ours : 1; /* a connection's, in up->socks */
 };
 
 struct upstream_fetch {
@@ -30,19 +41,66 @@ struct upstream_fetch {
 
 static void upstream_check_done(struct upstream *);
 
+static void upstream_event_cb(evutil_socket_t, short, void *);
+
+static struct up_sock *
+upstream_sock_find(struct upstream *up, curl_socket_t fd)
+{
+	return fd >= 0 && fd < up->nsocks ? up->socks[fd] : NULL;
+}
+
+/* Registers exactly these events (0: none), only when they change. */
+static void
+upstream_sock_watch(struct up_sock *s, short kind)
+{
+	if (s->kind == kind)
+		return;
+	if (s->kind != 0)
+		event_del(s->ev);
+	s->kind = kind;
+	if (kind == 0)
+		return;
+	if (s->ev == NULL)
+		s->ev = event_new(rt.base, s->fd, kind, upstream_event_cb, s);
+	else
+		event_assign(s->ev, rt.base, s->fd, kind, upstream_event_cb, s);
+	event_add(s->ev, NULL);
+}
+
+static void
+upstream_sock_free(struct up_sock *s)
+{
+	if (s->ev != NULL)
+		event_free(s->ev);
+	free(s);
+}
+
 /* curl opens and closes upstream sockets through us, so we can count the
  * connections: the pool's whole point is that this count stays small. */
 static curl_socket_t
 upstream_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
 	struct upstream *up = arg;
+	struct up_sock *s;
 	curl_socket_t fd;
+	int n;
 
 	fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-	if (fd != CURL_SOCKET_BAD) {
-		up->conns_open++;
-		rt.metrics.upstream_conns_opened++;
+	if (fd == CURL_SOCKET_BAD)
+		return fd;
+	up->conns_open++;
+	rt.metrics.upstream_conns_opened++;
+	if (fd >= up->nsocks) {
+		n = fd + 16;
+		up->socks = xrealloc(up->socks, n * sizeof *up->socks);
+		memset(up->socks + up->nsocks, 0,
+		    (n - up->nsocks) * sizeof *up->socks);
+		up->nsocks = n;
 	}
+	s = up->socks[fd] = xcalloc(1, sizeof *s);
+	s->fd = fd;
+	s->up = up;
+	s->ours = 1;
 	return fd;
 }
 
@@ -50,7 +108,12 @@ static int
 upstream_close_socket(void *arg, curl_socket_t fd)
 {
 	struct upstream *up = arg;
+	struct up_sock *s = upstream_sock_find(up, fd);
 
+	if (s != NULL) { /* unregistered before the descriptor goes */
+		upstream_sock_free(s);
+		up->socks[fd] = NULL;
+	}
 	up->conns_open--;
 	up->conns_closed++;
 	return close(fd);
@@ -63,6 +126,12 @@ upstream_event_cb(evutil_socket_t fd, short kind, void *arg)
 	struct upstream *up = s->up; /* s may be gone after the call */
 	int running, action = 0;
 
+	if (!s->wanted) {
+		/* An idle connection got data or its end: stop watching it;
+		 * curl finds it dead when it next tries to reuse it. */
+		upstream_sock_watch(s, 0);
+		return;
+	}
 	if (kind & EV_READ)
 		action |= CURL_CSELECT_IN;
 	if (kind & EV_WRITE)
@@ -79,12 +148,17 @@ upstream_socket_cb(
 	struct up_sock *s = socketp;
 	short kind;
 
+	if (s == NULL)
+		s = upstream_sock_find(up, fd);
 	if (what == CURL_POLL_REMOVE) {
-		if (s != NULL) {
-			event_free(s->ev);
-			free(s);
+		if (s == NULL)
+			return 0;
+		s->wanted = 0;
+		if (!s->ours) {
+			upstream_sock_free(s);
 			curl_multi_assign(up->multi, fd, NULL);
-		}
+		} else if (s->kind != (EV_READ | EV_PERSIST))
+			upstream_sock_watch(s, 0); /* writable: would fire */
 		return 0;
 	}
 	kind = EV_PERSIST;
@@ -96,13 +170,10 @@ upstream_socket_cb(
 		s = xcalloc(1, sizeof *s);
 		s->fd = fd;
 		s->up = up;
-		s->ev = event_new(rt.base, fd, kind, upstream_event_cb, s);
 		curl_multi_assign(up->multi, fd, s);
-	} else {
-		event_del(s->ev);
-		event_assign(s->ev, rt.base, fd, kind, upstream_event_cb, s);
 	}
-	event_add(s->ev, NULL);
+	s->wanted = 1;
+	upstream_sock_watch(s, kind);
 	return 0;
 }
 
@@ -256,7 +327,8 @@ upstream_free(struct upstream *up)
 		free(h->url);
 		free(h);
 	}
-	curl_multi_cleanup(up->multi);
+	curl_multi_cleanup(up->multi); /* closes the sockets in up->socks */
+	free(up->socks);
 	event_free(up->timer_ev);
 	event_free(up->trim_ev);
 	free(up->ca_file);

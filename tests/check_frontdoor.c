@@ -1959,6 +1959,37 @@ conn_version(struct front *f, struct http_conn *c, const char *what)
  * connections it has (over its pooled upstream connection, which needs no
  * new descriptor), and take the waiting connection once one closes.
  */
+/*
+ * A pooled upstream connection stays registered for reading while it
+ * waits idle in curl's cache (upstream.c): when the upstream closes it
+ * then, the daemon must stop watching it, not wake up for its readable
+ * end over and over; and the next request still gets an answer.
+ */
+START_TEST(test_idle_upstream_close_no_spin)
+{
+	struct http_resp r;
+	struct front f;
+	long long cpu0, cpu1;
+	long hz = sysconf(_SC_CLK_TCK);
+
+	H_BEGIN();
+	front_up(&f, "[retry]\nretries = 0\n");
+	fake_stop(f.env.fake); /* closes the idle pooled connection */
+	f.env.fake = NULL;
+	cpu0 = proc_cpu_ticks(f.pid);
+	poll(NULL, 0, 1000); /* a window to measure, not a wait for */
+	cpu1 = proc_cpu_ticks(f.pid);
+	H_ASSERT((cpu1 - cpu0) * 1000 / hz <= 200,
+	    "with its idle upstream connection closed by the upstream, the "
+	    "daemon used %lld ms of CPU in one second: it spins on it",
+	    (cpu1 - cpu0) * 1000 / hz);
+	http_get(harness_daemon_url(f.d, "/api/version"), &r);
+	H_ASSERT(r.ok && r.status == 502,
+	    "after the upstream went: %ld %s, want 502", r.status, r.error);
+	http_resp_free(&r);
+}
+END_TEST
+
 START_TEST(test_descriptor_limit)
 {
 	struct http_conn c[FD_CONNS];
@@ -2441,6 +2472,7 @@ frontdoor_suite(void)
 
 	tc = harness_tcase(s, "descriptors", 60);
 	tcase_add_test(tc, test_descriptor_limit);
+	tcase_add_test(tc, test_idle_upstream_close_no_spin);
 	tcase_add_test(tc, test_max_clients);
 
 	tc = harness_tcase(s, "exposure", 60);
