@@ -97,6 +97,11 @@ upstream_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 		    (n - up->nsocks) * sizeof *up->socks);
 		up->nsocks = n;
 	}
+	/* A record left for this number: curl closed that socket without
+	 * our callback (7.88 does for a connect attempt that lost, which
+	 * only ever waited to be writable, so it is unregistered now). */
+	if (up->socks[fd] != NULL)
+		upstream_sock_free(up->socks[fd]);
 	s = up->socks[fd] = xcalloc(1, sizeof *s);
 	s->fd = fd;
 	s->up = up;
@@ -158,7 +163,10 @@ upstream_socket_cb(
 			upstream_sock_free(s);
 			curl_multi_assign(up->multi, fd, NULL);
 		} else if (s->kind != (EV_READ | EV_PERSIST))
-			upstream_sock_watch(s, 0); /* writable: would fire */
+			/* Writable would fire; and a connect attempt (only
+			 * ever watched for writing) may be closed without
+			 * our callback. */
+			upstream_sock_watch(s, 0);
 		return 0;
 	}
 	kind = EV_PERSIST;
@@ -318,6 +326,7 @@ void
 upstream_free(struct upstream *up)
 {
 	struct up_handle *h;
+	int n;
 
 	/* First: a probe in flight gives its handle back to the list. */
 	probe_free(up->probe);
@@ -328,6 +337,9 @@ upstream_free(struct upstream *up)
 		free(h);
 	}
 	curl_multi_cleanup(up->multi); /* closes the sockets in up->socks */
+	for (n = 0; n < up->nsocks; n++)
+		if (up->socks[n] != NULL) /* closed without our callback */
+			upstream_sock_free(up->socks[n]);
 	free(up->socks);
 	event_free(up->timer_ev);
 	event_free(up->trim_ev);
