@@ -186,75 +186,139 @@ headers_named_by_connection(
 }
 
 /*
- * The header list libcurl sends upstream.  Host, Content-Length and
- * Transfer-Encoding are never copied: curl writes Host from the upstream
- * URL (Ollama answers 403 to a Host it does not trust) and frames the body
- * itself.  Empty "Name:" entries switch off headers curl would add of its
- * own accord, so the upstream sees what the client sent and no more.
- * X-Request-Id and Via are left out too: reqid_to_curl() adds the ones
- * the proxy sends in their place.
+ * Lines for curl in one block together with their curl_slist nodes.  curl
+ * only reads a CURLOPT_HTTPHEADER list, never frees or keeps it past the
+ * transfer, so the block is ours to free whole: one allocation per
+ * request, where curl_slist_append() makes two per line (node and copy).
+ * The block is sized first (headers_list_room() per line), then filled.
  */
-struct curl_slist *
-headers_to_curl(const struct http_head *h, int post_mode, int drop_auth)
+size_t
+headers_list_room(size_t len)
 {
-	struct curl_slist *list = NULL, *n;
+	return sizeof(struct curl_slist) + len + 1 + sizeof(void *);
+}
+
+char *
+headers_list_add(struct hdr_list *l, size_t len)
+{
+	size_t at = (l->used + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
+	struct curl_slist *n;
+
+	if (at + sizeof *n + len + 1 > l->cap)
+		abort(); /* sized too small: a bug in the sizing */
+	n = (struct curl_slist *)(void *)(l->mem + at);
+	n->data = l->mem + at + sizeof *n;
+	n->next = NULL;
+	n->data[len] = '\0';
+	if (l->last != NULL)
+		l->last->next = n;
+	else
+		l->first = n;
+	l->last = n;
+	l->used = at + sizeof *n + len + 1;
+	return n->data;
+}
+
+static void
+headers_list_addstr(struct hdr_list *l, const char *s)
+{
+	size_t len = strlen(s);
+
+	memcpy(headers_list_add(l, len), s, len);
+}
+
+void
+headers_list_free(struct hdr_list *l)
+{
+	free(l->mem);
+	memset(l, 0, sizeof *l);
+}
+
+/* Is request header i forwarded as the client sent it? */
+static int
+headers_forwarded(const struct http_head *h, uint32_t i, int drop_auth)
+{
+	const struct header_ref *r = &h->hdrs[i];
+	const char *name = h->buf + r->name;
+
+	return !(headers_is_hop_by_hop(name, r->name_len) ||
+	    headers_named_by_connection(h, name, r->name_len) ||
+	    (r->name_len == 4 && strncasecmp(name, "host", 4) == 0) ||
+	    (r->name_len == 14 &&
+	        strncasecmp(name, "content-length", 14) == 0) ||
+	    (r->name_len == 6 && strncasecmp(name, "expect", 6) == 0) ||
+	    (r->name_len == 12 && strncasecmp(name, "x-request-id", 12) == 0) ||
+	    (r->name_len == 3 && strncasecmp(name, "via", 3) == 0) ||
+	    (drop_auth && r->name_len == 13 &&
+	        strncasecmp(name, "authorization", 13) == 0));
+}
+
+/* "Name: value"; curl drops "Name:", and "Name;" is its spelling of an
+ * empty value. */
+static void
+headers_list_copy(struct hdr_list *l, const struct http_head *h, uint32_t i)
+{
+	const struct header_ref *r = &h->hdrs[i];
+	char *line;
+
+	if (r->value_len == 0) {
+		line = headers_list_add(l, r->name_len + 1);
+		memcpy(line, h->buf + r->name, r->name_len);
+		line[r->name_len] = ';';
+		return;
+	}
+	line = headers_list_add(l, r->name_len + 2 + r->value_len);
+	memcpy(line, h->buf + r->name, r->name_len);
+	line[r->name_len] = ':';
+	line[r->name_len + 1] = ' ';
+	memcpy(line + r->name_len + 2, h->buf + r->value, r->value_len);
+}
+
+/*
+ * The header list libcurl sends upstream, into l.  Host, Content-Length
+ * and Transfer-Encoding are never copied: curl writes Host from the
+ * upstream URL (Ollama answers 403 to a Host it does not trust) and frames
+ * the body itself.  Empty "Name:" entries switch off headers curl would
+ * add of its own accord, so the upstream sees what the client sent and no
+ * more.  X-Request-Id and Via are left out too: with a request id,
+ * reqid_to_curl() adds the ones the proxy sends in their place.
+ */
+void
+headers_to_curl(struct hdr_list *l, const struct http_head *h, int post_mode,
+    int drop_auth, const char *rid)
+{
 	const struct header_ref *r;
 	int saw_accept = 0, saw_ctype = 0;
-	char stack[1024], *line;
-	size_t need;
+	size_t room = 3 * headers_list_room(sizeof "Content-Type:");
 	uint32_t i;
 
+	for (i = 0; i < h->nhdrs; i++)
+		room += headers_list_room(
+		    h->hdrs[i].name_len + 2 + h->hdrs[i].value_len);
+	if (rid != NULL)
+		room += reqid_curl_room(h, rid);
+	memset(l, 0, sizeof *l);
+	l->mem = xmalloc(room);
+	l->cap = room;
 	for (i = 0; i < h->nhdrs; i++) {
 		r = &h->hdrs[i];
-		const char *name = h->buf + r->name;
-
-		if (headers_is_hop_by_hop(name, r->name_len) ||
-		    headers_named_by_connection(h, name, r->name_len) ||
-		    (r->name_len == 4 && strncasecmp(name, "host", 4) == 0) ||
-		    (r->name_len == 14 &&
-		        strncasecmp(name, "content-length", 14) == 0) ||
-		    (r->name_len == 6 && strncasecmp(name, "expect", 6) == 0) ||
-		    (r->name_len == 12 &&
-		        strncasecmp(name, "x-request-id", 12) == 0) ||
-		    (r->name_len == 3 && strncasecmp(name, "via", 3) == 0) ||
-		    (drop_auth && r->name_len == 13 &&
-		        strncasecmp(name, "authorization", 13) == 0))
+		if (!headers_forwarded(h, i, drop_auth))
 			continue;
-		if (r->name_len == 6 && strncasecmp(name, "accept", 6) == 0)
+		if (r->name_len == 6 &&
+		    strncasecmp(h->buf + r->name, "accept", 6) == 0)
 			saw_accept = 1;
 		if (r->name_len == 12 &&
-		    strncasecmp(name, "content-type", 12) == 0)
+		    strncasecmp(h->buf + r->name, "content-type", 12) == 0)
 			saw_ctype = 1;
-		need = r->name_len + r->value_len + 3;
-		line = need <= sizeof stack ? stack : xmalloc(need);
-		memcpy(line, name, r->name_len);
-		/* curl drops "Name:"; "Name;" is its spelling of an empty
-		 * value. */
-		if (r->value_len == 0) {
-			line[r->name_len] = ';';
-			line[r->name_len + 1] = '\0';
-		} else {
-			line[r->name_len] = ':';
-			line[r->name_len + 1] = ' ';
-			memcpy(line + r->name_len + 2, h->buf + r->value,
-			    r->value_len);
-			line[r->name_len + 2 + r->value_len] = '\0';
-		}
-		n = curl_slist_append(list, line);
-		if (line != stack)
-			free(line);
-		if (n == NULL)
-			abort();
-		list = n;
+		headers_list_copy(l, h, i);
 	}
 	if (!saw_accept)
-		list = curl_slist_append(list, "Accept:");
+		headers_list_addstr(l, "Accept:");
 	if (post_mode && !saw_ctype)
-		list = curl_slist_append(list, "Content-Type:");
-	list = curl_slist_append(list, "Expect:");
-	if (list == NULL)
-		abort();
-	return list;
+		headers_list_addstr(l, "Content-Type:");
+	headers_list_addstr(l, "Expect:");
+	if (rid != NULL)
+		reqid_to_curl(l, h, rid);
 }
 
 /*

@@ -246,7 +246,16 @@ int head_list_has(const char *, size_t, const char *, size_t);
 int head_token_in_list(const char *, size_t, const char *);
 int headers_is_hop_by_hop(const char *, size_t);
 int headers_named_by_connection(const struct http_head *, const char *, size_t);
-struct curl_slist *headers_to_curl(const struct http_head *, int, int);
+struct hdr_list { /* curl_slist nodes and their lines, one block */
+	char *mem;
+	size_t used, cap;
+	struct curl_slist *first, *last;
+};
+size_t headers_list_room(size_t);
+char *headers_list_add(struct hdr_list *, size_t);
+void headers_list_free(struct hdr_list *);
+void headers_to_curl(
+    struct hdr_list *, const struct http_head *, int, int, const char *);
 int headers_token_ok(const struct http_head *, const char *);
 int headers_response_keep(const struct http_head *, uint32_t);
 
@@ -482,8 +491,8 @@ void reqid_make(char *, size_t);
 int reqid_sane(const char *, size_t);
 int reqid_assign(const struct http_head *, char *, size_t);
 int reqid_via_loops(const struct http_head *, char *, size_t);
-struct curl_slist *reqid_to_curl(
-    struct curl_slist *, const struct http_head *, const char *);
+size_t reqid_curl_room(const struct http_head *, const char *);
+void reqid_to_curl(struct hdr_list *, const struct http_head *, const char *);
 
 /* accesslog.c: one line per request, written off the loop by a thread. */
 enum accesslog_format { ACCESSLOG_JSON, ACCESSLOG_COMBINED };
@@ -572,7 +581,7 @@ struct proxy_req {
 
 	struct evbuffer *body; /* request body: unsent, and kept for replay */
 	size_t body_off; /* bytes of body this attempt has sent */
-	struct curl_slist *hdrs;
+	struct hdr_list hdrs; /* sent upstream */
 	struct event *timer; /* backoff, first byte or stream idle */
 	int attempts;
 	double retry_delay;
@@ -651,15 +660,21 @@ struct up_handle {
 	void *owner;
 	void (*on_done)(struct up_handle *, CURLcode);
 	int holds_slot; /* counted in in_flight */
+	int clean; /* ended well, no connection closed: no full reset */
+	unsigned long closed_at_start; /* upstream's conns_closed */
+	char *url; /* the base, then the path of the request */
+	size_t url_cap;
 	char errbuf[CURL_ERROR_SIZE];
 	SLIST_ENTRY(up_handle) free_entry;
 };
 typedef void (*upstream_fetch_cb)(
     void *, long, const char *, const char *, double);
 struct upstream_fetch;
+struct up_sock;
 struct probe;
 struct upstream {
 	struct upstream_url url;
+	size_t base_len; /* of url.base */
 	CURLM *multi;
 	struct event *timer_ev;
 	struct event *trim_ev; /* lets the connection cache shrink */
@@ -678,6 +693,10 @@ struct upstream {
 	int retiring; /* replaced by a reload: no new requests */
 	int unreachable; /* the start-up check failed; until it answers */
 	long conns_open; /* upstream connections open now */
+	unsigned long conns_closed; /* ever: a transfer that saw one may
+	                             * have been retried by curl */
+	struct up_sock **socks; /* by descriptor: the connections' sockets */
+	int nsocks;
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
 	struct probe *probe; /* health: one in flight, answers shared */
@@ -693,6 +712,7 @@ void upstream_unref(struct upstream *);
 int upstream_submit(struct upstream *, struct proxy_req *);
 void upstream_dequeue(struct upstream *, struct proxy_req *);
 struct up_handle *upstream_handle_get(struct upstream *, int);
+void upstream_handle_url(struct up_handle *, const char *);
 int upstream_handle_start(struct up_handle *);
 void upstream_handle_release(struct up_handle *);
 struct upstream_fetch *upstream_fetch_start(

@@ -121,7 +121,7 @@ proxy_req_free(struct proxy_req *req)
 		probe_waiter_cancel(req->probe);
 	if (req->timer != NULL)
 		event_free(req->timer);
-	curl_slist_free_all(req->hdrs);
+	headers_list_free(&req->hdrs);
 	if (req->body != NULL)
 		evbuffer_free(req->body);
 	if (req->up != NULL)
@@ -386,7 +386,6 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	struct up_handle *h = upstream_handle_get(req->up, 1);
 	struct http_head *head = req->head;
 	CURL *e = h->easy;
-	char *url;
 
 	h->owner = req;
 	h->on_done = proxy_transfer_done;
@@ -399,14 +398,11 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	if (rt.cfg->first_byte_timeout > 0)
 		proxy_timer_start(req, rt.cfg->first_byte_timeout);
 
-	xasprintf(&url, "%s%s", req->up->url.base, req->path);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	free(url);
-	curl_slist_free_all(req->hdrs);
-	req->hdrs = headers_to_curl(
-	    head, req->post_mode, rt.cfg->client_tokens[0] != '\0');
-	req->hdrs = reqid_to_curl(req->hdrs, head, req->request_id);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs);
+	upstream_handle_url(h, req->path);
+	headers_list_free(&req->hdrs);
+	headers_to_curl(&req->hdrs, head, req->post_mode,
+	    rt.cfg->client_tokens[0] != '\0', req->request_id);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs.first);
 	if (req->post_mode) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, proxy_read_cb);

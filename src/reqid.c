@@ -157,41 +157,57 @@ reqid_via_loops(const struct http_head *h, char *via, size_t vialen)
 	return 0;
 }
 
-/*
- * Adds what the proxy says upstream about itself to the list
- * headers_to_curl() made (which drops the client's X-Request-Id and Via):
- * the request id, and Via with the client's elements first, then ours.
- */
-struct curl_slist *
-reqid_to_curl(
-    struct curl_slist *list, const struct http_head *h, const char *rid)
+/* Our Via: the client's elements first, then ours; its length alone when
+ * out is NULL. */
+static size_t
+reqid_via_line(const struct http_head *h, char *out)
 {
 	const struct header_ref *r;
-	size_t need = 32 + strlen(rid) + strlen(rt.via_name), len;
-	char *line;
+	size_t len = 5, nlen = strlen(rt.via_name);
 	uint32_t k;
 
-	for (k = 0; k < h->nhdrs; k++)
-		need += h->hdrs[k].value_len + 2;
-	line = xmalloc(need);
-	snprintf(line, need, "X-Request-Id: %s", rid);
-	if ((list = curl_slist_append(list, line)) == NULL)
-		abort();
-	len = (size_t)snprintf(line, need, "Via: ");
+	if (out != NULL)
+		memcpy(out, "Via: ", 5);
 	for (k = 0; k < h->nhdrs; k++) {
 		r = &h->hdrs[k];
 		if (r->name_len != 3 ||
 		    strncasecmp(h->buf + r->name, "via", 3) != 0 ||
 		    r->value_len == 0)
 			continue;
-		memcpy(line + len, h->buf + r->value, r->value_len);
-		len += r->value_len;
-		memcpy(line + len, ", ", 2);
-		len += 2;
+		if (out != NULL) {
+			memcpy(out + len, h->buf + r->value, r->value_len);
+			memcpy(out + len + r->value_len, ", ", 2);
+		}
+		len += r->value_len + 2;
 	}
-	snprintf(line + len, need - len, "1.1 %s", rt.via_name);
-	if ((list = curl_slist_append(list, line)) == NULL)
-		abort();
-	free(line);
-	return list;
+	if (out != NULL) {
+		memcpy(out + len, "1.1 ", 4);
+		memcpy(out + len + 4, rt.via_name, nlen);
+	}
+	return len + 4 + nlen;
+}
+
+/* What reqid_to_curl() adds, for sizing the list. */
+size_t
+reqid_curl_room(const struct http_head *h, const char *rid)
+{
+	return headers_list_room(14 + strlen(rid)) +
+	    headers_list_room(reqid_via_line(h, NULL));
+}
+
+/*
+ * Adds what the proxy says upstream about itself to the list
+ * headers_to_curl() made (which drops the client's X-Request-Id and Via):
+ * the request id, and Via with the client's elements first, then ours.
+ */
+void
+reqid_to_curl(struct hdr_list *l, const struct http_head *h, const char *rid)
+{
+	size_t rlen = strlen(rid);
+	char *line;
+
+	line = headers_list_add(l, 14 + rlen);
+	memcpy(line, "X-Request-Id: ", 14);
+	memcpy(line + 14, rid, rlen);
+	reqid_via_line(h, headers_list_add(l, reqid_via_line(h, NULL)));
 }

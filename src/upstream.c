@@ -13,10 +13,21 @@
 
 #include "ollama-pool.h"
 
+/*
+ * A socket curl asked us to watch.  Those of the pool's connections
+ * (opened by upstream_open_socket) live in up->socks from open to close,
+ * and stay registered for reading while their connection waits in curl's
+ * cache: the next request on it asks for just that, so a request on a
+ * warm connection costs no epoll_ctl.  Any other socket curl has us watch
+ * (a resolver's) is dropped as soon as curl says.
+ */
 struct up_sock {
 	curl_socket_t fd;
 	struct event *ev;
 	struct upstream *up;
+	short kind; /* the events registered now; 0: none */
+	unsigned wanted : 1; /* curl watches it (0: idle in the cache) */
+	unsigned ours : 1; /* a connection's, in up->socks */
 };
 
 struct upstream_fetch {
@@ -30,19 +41,71 @@ struct upstream_fetch {
 
 static void upstream_check_done(struct upstream *);
 
+static void upstream_event_cb(evutil_socket_t, short, void *);
+
+static struct up_sock *
+upstream_sock_find(struct upstream *up, curl_socket_t fd)
+{
+	return fd >= 0 && fd < up->nsocks ? up->socks[fd] : NULL;
+}
+
+/* Registers exactly these events (0: none), only when they change. */
+static void
+upstream_sock_watch(struct up_sock *s, short kind)
+{
+	if (s->kind == kind)
+		return;
+	if (s->kind != 0)
+		event_del(s->ev);
+	s->kind = kind;
+	if (kind == 0)
+		return;
+	if (s->ev == NULL)
+		s->ev = event_new(rt.base, s->fd, kind, upstream_event_cb, s);
+	else
+		event_assign(s->ev, rt.base, s->fd, kind, upstream_event_cb, s);
+	event_add(s->ev, NULL);
+}
+
+static void
+upstream_sock_free(struct up_sock *s)
+{
+	if (s->ev != NULL)
+		event_free(s->ev);
+	free(s);
+}
+
 /* curl opens and closes upstream sockets through us, so we can count the
  * connections: the pool's whole point is that this count stays small. */
 static curl_socket_t
 upstream_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
 	struct upstream *up = arg;
+	struct up_sock *s;
 	curl_socket_t fd;
+	int n;
 
 	fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-	if (fd != CURL_SOCKET_BAD) {
-		up->conns_open++;
-		rt.metrics.upstream_conns_opened++;
+	if (fd == CURL_SOCKET_BAD)
+		return fd;
+	up->conns_open++;
+	rt.metrics.upstream_conns_opened++;
+	if (fd >= up->nsocks) {
+		n = fd + 16;
+		up->socks = xrealloc(up->socks, n * sizeof *up->socks);
+		memset(up->socks + up->nsocks, 0,
+		    (n - up->nsocks) * sizeof *up->socks);
+		up->nsocks = n;
 	}
+	/* A record left for this number: curl closed that socket without
+	 * our callback (7.88 does for a connect attempt that lost, which
+	 * only ever waited to be writable, so it is unregistered now). */
+	if (up->socks[fd] != NULL)
+		upstream_sock_free(up->socks[fd]);
+	s = up->socks[fd] = xcalloc(1, sizeof *s);
+	s->fd = fd;
+	s->up = up;
+	s->ours = 1;
 	return fd;
 }
 
@@ -50,8 +113,14 @@ static int
 upstream_close_socket(void *arg, curl_socket_t fd)
 {
 	struct upstream *up = arg;
+	struct up_sock *s = upstream_sock_find(up, fd);
 
+	if (s != NULL) { /* unregistered before the descriptor goes */
+		upstream_sock_free(s);
+		up->socks[fd] = NULL;
+	}
 	up->conns_open--;
+	up->conns_closed++;
 	return close(fd);
 }
 
@@ -62,6 +131,12 @@ upstream_event_cb(evutil_socket_t fd, short kind, void *arg)
 	struct upstream *up = s->up; /* s may be gone after the call */
 	int running, action = 0;
 
+	if (!s->wanted) {
+		/* An idle connection got data or its end: stop watching it;
+		 * curl finds it dead when it next tries to reuse it. */
+		upstream_sock_watch(s, 0);
+		return;
+	}
 	if (kind & EV_READ)
 		action |= CURL_CSELECT_IN;
 	if (kind & EV_WRITE)
@@ -78,12 +153,20 @@ upstream_socket_cb(
 	struct up_sock *s = socketp;
 	short kind;
 
+	if (s == NULL)
+		s = upstream_sock_find(up, fd);
 	if (what == CURL_POLL_REMOVE) {
-		if (s != NULL) {
-			event_free(s->ev);
-			free(s);
+		if (s == NULL)
+			return 0;
+		s->wanted = 0;
+		if (!s->ours) {
+			upstream_sock_free(s);
 			curl_multi_assign(up->multi, fd, NULL);
-		}
+		} else if (s->kind != (EV_READ | EV_PERSIST))
+			/* Writable would fire; and a connect attempt (only
+			 * ever watched for writing) may be closed without
+			 * our callback. */
+			upstream_sock_watch(s, 0);
 		return 0;
 	}
 	kind = EV_PERSIST;
@@ -95,13 +178,10 @@ upstream_socket_cb(
 		s = xcalloc(1, sizeof *s);
 		s->fd = fd;
 		s->up = up;
-		s->ev = event_new(rt.base, fd, kind, upstream_event_cb, s);
 		curl_multi_assign(up->multi, fd, s);
-	} else {
-		event_del(s->ev);
-		event_assign(s->ev, rt.base, fd, kind, upstream_event_cb, s);
 	}
-	event_add(s->ev, NULL);
+	s->wanted = 1;
+	upstream_sock_watch(s, kind);
 	return 0;
 }
 
@@ -152,6 +232,8 @@ upstream_check_done(struct upstream *up)
 			continue;
 		rc = msg->data.result;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &h);
+		h->clean =
+		    rc == CURLE_OK && up->conns_closed == h->closed_at_start;
 		h->on_done(h, rc);
 	}
 }
@@ -208,6 +290,7 @@ upstream_new(const struct config *cfg)
 	struct upstream *up = xcalloc(1, sizeof *up);
 
 	up->url = cfg->upstream;
+	up->base_len = strlen(up->url.base);
 	up->pool_maxsize = cfg->pool_maxsize;
 	up->pool_connections = cfg->pool_connections;
 	up->queue_max = cfg->queue_max;
@@ -243,15 +326,21 @@ void
 upstream_free(struct upstream *up)
 {
 	struct up_handle *h;
+	int n;
 
 	/* First: a probe in flight gives its handle back to the list. */
 	probe_free(up->probe);
 	while ((h = SLIST_FIRST(&up->free_handles)) != NULL) {
 		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
 		curl_easy_cleanup(h->easy);
+		free(h->url);
 		free(h);
 	}
-	curl_multi_cleanup(up->multi);
+	curl_multi_cleanup(up->multi); /* closes the sockets in up->socks */
+	for (n = 0; n < up->nsocks; n++)
+		if (up->socks[n] != NULL) /* closed without our callback */
+			upstream_sock_free(up->socks[n]);
+	free(up->socks);
 	event_free(up->timer_ev);
 	event_free(up->trim_ev);
 	free(up->ca_file);
@@ -369,24 +458,15 @@ upstream_start_next(struct upstream *up)
 	}
 }
 
-struct up_handle *
-upstream_handle_get(struct upstream *up, int holds_slot)
+/* What holds for every transfer of a handle, its upstream's settings:
+ * set when the handle is made (and after a full reset), never per
+ * request. */
+static void
+upstream_handle_setup(struct up_handle *h)
 {
-	struct up_handle *h = SLIST_FIRST(&up->free_handles);
-	CURL *e;
+	struct upstream *up = h->up;
+	CURL *e = h->easy;
 
-	if (h != NULL)
-		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
-	else {
-		h = xcalloc(1, sizeof *h);
-		h->up = up;
-		h->easy = curl_easy_init();
-		if (h->easy == NULL)
-			abort();
-	}
-	h->holds_slot = holds_slot;
-	h->errbuf[0] = '\0';
-	e = h->easy;
 	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, up);
@@ -411,12 +491,75 @@ upstream_handle_get(struct upstream *up, int holds_slot)
 		curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
 	if (up->pool_connections == 0)
 		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+}
+
+/*
+ * Back to curl's defaults, every option that one transfer sets (here
+ * below and in proxy_req_begin_transfer): a leftover would change the
+ * next request on this handle (a GET after a HEAD sent as a HEAD, after a
+ * DELETE as a DELETE, after a POST reading a freed request's body).
+ */
+static void
+upstream_handle_clear(CURL *e)
+{
+	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); /* no POST, no NOBODY */
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(e, CURLOPT_READFUNCTION, NULL);
+	curl_easy_setopt(e, CURLOPT_READDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, NULL);
+	curl_easy_setopt(e, CURLOPT_SEEKDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, NULL);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, NULL);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, NULL);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 0L);
+}
+
+struct up_handle *
+upstream_handle_get(struct upstream *up, int holds_slot)
+{
+	struct up_handle *h = SLIST_FIRST(&up->free_handles);
+
+	if (h != NULL)
+		SLIST_REMOVE_HEAD(&up->free_handles, free_entry);
+	else {
+		h = xcalloc(1, sizeof *h);
+		h->up = up;
+		h->easy = curl_easy_init();
+		if (h->easy == NULL)
+			abort();
+		upstream_handle_setup(h);
+	}
+	h->holds_slot = holds_slot;
+	h->clean = 0;
+	h->errbuf[0] = '\0';
 	return h;
+}
+
+/* The upstream's base and the path, built in the handle's own buffer
+ * (curl copies it): no formatting, no allocation once it is big enough. */
+void
+upstream_handle_url(struct up_handle *h, const char *path)
+{
+	size_t plen = strlen(path), need = h->up->base_len + plen + 1;
+
+	if (need > h->url_cap) {
+		h->url_cap = need < 256 ? 256 : need;
+		free(h->url);
+		h->url = xmalloc(h->url_cap);
+		memcpy(h->url, h->up->url.base, h->up->base_len);
+	}
+	memcpy(h->url + h->up->base_len, path, plen + 1);
+	curl_easy_setopt(h->easy, CURLOPT_URL, h->url);
 }
 
 int
 upstream_handle_start(struct up_handle *h)
 {
+	h->closed_at_start = h->up->conns_closed;
 	return curl_multi_add_handle(h->up->multi, h->easy) == CURLM_OK ? 0
 	                                                                : -1;
 }
@@ -432,7 +575,17 @@ upstream_handle_release(struct up_handle *h)
 	struct upstream *up = h->up;
 
 	curl_multi_remove_handle(up->multi, h->easy);
-	curl_easy_reset(h->easy);
+	/* curl_easy_reset() would cost more than the rest of a small
+	 * request's setup; but it alone zeroes curl's count of the retries
+	 * on a dead reused connection (at most 5 per handle between resets).
+	 * So a transfer that ended well without one (a retry closes the
+	 * dead connection) only has its own options undone. */
+	if (h->clean)
+		upstream_handle_clear(h->easy);
+	else {
+		curl_easy_reset(h->easy);
+		upstream_handle_setup(h);
+	}
 	h->owner = NULL;
 	h->on_done = NULL;
 	SLIST_INSERT_HEAD(&up->free_handles, h, free_entry);
@@ -489,7 +642,6 @@ upstream_fetch_start(struct upstream *up, const char *path, long timeout_ms,
 {
 	struct upstream_fetch *f = xcalloc(1, sizeof *f);
 	CURL *e;
-	char *url;
 
 	f->cb = cb;
 	f->arg = arg;
@@ -498,9 +650,7 @@ upstream_fetch_start(struct upstream *up, const char *path, long timeout_ms,
 	f->h->owner = f;
 	f->h->on_done = upstream_fetch_done;
 	e = f->h->easy;
-	xasprintf(&url, "%s%s", up->url.base, path);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	free(url);
+	upstream_handle_url(f->h, path);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, OP_NAME "/" PACKAGE_VERSION);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_fetch_write);

@@ -1474,6 +1474,81 @@ END_TEST
 
 /* ---- 10: methods and Upgrade --------------------------------------------- */
 
+/*
+ * The upstream's easy handles are reused and only the options one request
+ * set are undone, not all of curl's (upstream.c): nothing of a request may
+ * reach the next one on the same handle, which one request after another
+ * gets.  Each first request leaves its mark (a HEAD's no-body, a method, a
+ * body to read, a health probe's User-Agent and timeout); the plain GET
+ * after it must reach the upstream as a plain GET.
+ */
+static const struct reuse_case {
+	const char *name;
+	const char *first;
+	int first_head; /* its answer has no body */
+} reuse_cases[] = {
+    {"after_head", "HEAD /_fake/echo/1 HTTP/1.1\r\nHost: h\r\n\r\n", 1},
+    {"after_delete", "DELETE /_fake/echo/1 HTTP/1.1\r\nHost: h\r\n\r\n", 0},
+    {"after_options", "OPTIONS /_fake/echo/1 HTTP/1.1\r\nHost: h\r\n\r\n", 0},
+    {"after_post",
+        "POST /_fake/echo/1 HTTP/1.1\r\nHost: h\r\n"
+        "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+        0},
+    {"after_put_chunked",
+        "PUT /_fake/echo/1 HTTP/1.1\r\nHost: h\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        0},
+    {"after_patch",
+        "PATCH /_fake/echo/1 HTTP/1.1\r\nHost: h\r\n"
+        "Content-Length: 5\r\n\r\nhello",
+        0},
+    {"after_health_probe",
+        "GET /ollama-pool/health HTTP/1.1\r\nHost: h\r\n\r\n", 0},
+};
+
+START_TEST(test_handle_reuse)
+{
+	const struct reuse_case *tc = &reuse_cases[_i];
+	static const char get[] =
+	    "GET /_fake/echo/2 HTTP/1.1\r\nHost: h\r\n\r\n";
+	struct http_resp r;
+	struct http_conn c;
+	struct front f;
+	long long before;
+	cJSON *j;
+
+	harness_begin(harness_strf("handle_reuse_%s", tc->name));
+	front_up(&f, "");
+	http_conn_open(&c, f.port);
+	before = fake_stat(f.env.fake, "requests");
+	conn_send(&c, tc->first, strlen(tc->first), tc->name);
+	H_ASSERT(http_conn_read_response(&c, tc->first_head, IO_MS, &r) == 0 &&
+	        r.status == 200,
+	    "%s: the first request: %ld %s", tc->name, r.status, r.error);
+	http_resp_free(&r);
+	/* The health probe too went upstream, on a handle of the pool. */
+	H_ASSERT_INT_EQ(fake_stat(f.env.fake, "requests"), before + 1);
+	conn_send(&c, get, strlen(get), tc->name);
+	conn_response(&c, &r, tc->name);
+	H_ASSERT(r.status == 200, "%s: the GET after it answered %ld: %.300s",
+	    tc->name, r.status, r.body.data);
+	j = harness_json(&r, tc->name);
+	H_ASSERT_STR_EQ(harness_jstr(j, "method"), "GET");
+	H_ASSERT_STR_EQ(harness_jstr(j, "target"), "/_fake/echo/2");
+	H_ASSERT_INT_EQ(harness_jnum(j, "body_bytes"), 0);
+	H_ASSERT(echo_header(j, "Content-Length", NULL) +
+	            echo_header(j, "Transfer-Encoding", NULL) +
+	            echo_header(j, "Content-Type", NULL) +
+	            echo_header(j, "User-Agent", NULL) ==
+	        0,
+	    "%s: the GET carried a header of the request before: %s", tc->name,
+	    echo_headers_text(j));
+	cJSON_Delete(j);
+	http_resp_free(&r);
+	http_conn_close(&c);
+}
+END_TEST
+
 START_TEST(test_methods_and_upgrade)
 {
 	static const struct refusal refused[] = {
@@ -1884,6 +1959,37 @@ conn_version(struct front *f, struct http_conn *c, const char *what)
  * connections it has (over its pooled upstream connection, which needs no
  * new descriptor), and take the waiting connection once one closes.
  */
+/*
+ * A pooled upstream connection stays registered for reading while it
+ * waits idle in curl's cache (upstream.c): when the upstream closes it
+ * then, the daemon must stop watching it, not wake up for its readable
+ * end over and over; and the next request still gets an answer.
+ */
+START_TEST(test_idle_upstream_close_no_spin)
+{
+	struct http_resp r;
+	struct front f;
+	long long cpu0, cpu1;
+	long hz = sysconf(_SC_CLK_TCK);
+
+	H_BEGIN();
+	front_up(&f, "[retry]\nretries = 0\n");
+	fake_stop(f.env.fake); /* closes the idle pooled connection */
+	f.env.fake = NULL;
+	cpu0 = proc_cpu_ticks(f.pid);
+	poll(NULL, 0, 1000); /* a window to measure, not a wait for */
+	cpu1 = proc_cpu_ticks(f.pid);
+	H_ASSERT((cpu1 - cpu0) * 1000 / hz <= 200,
+	    "with its idle upstream connection closed by the upstream, the "
+	    "daemon used %lld ms of CPU in one second: it spins on it",
+	    (cpu1 - cpu0) * 1000 / hz);
+	http_get(harness_daemon_url(f.d, "/api/version"), &r);
+	H_ASSERT(r.ok && r.status == 502,
+	    "after the upstream went: %ld %s, want 502", r.status, r.error);
+	http_resp_free(&r);
+}
+END_TEST
+
 START_TEST(test_descriptor_limit)
 {
 	struct http_conn c[FD_CONNS];
@@ -2357,6 +2463,8 @@ frontdoor_suite(void)
 
 	tc = harness_tcase(s, "routing", 60);
 	tcase_add_test(tc, test_methods_and_upgrade);
+	tcase_add_loop_test(tc, test_handle_reuse, 0,
+	    sizeof reuse_cases / sizeof reuse_cases[0]);
 	tcase_add_test(tc, test_connect_authority_form);
 	tcase_add_test(tc, test_absolute_form);
 	tcase_add_test(tc, test_host_is_upstreams);
@@ -2364,6 +2472,7 @@ frontdoor_suite(void)
 
 	tc = harness_tcase(s, "descriptors", 60);
 	tcase_add_test(tc, test_descriptor_limit);
+	tcase_add_test(tc, test_idle_upstream_close_no_spin);
 	tcase_add_test(tc, test_max_clients);
 
 	tc = harness_tcase(s, "exposure", 60);

@@ -971,6 +971,36 @@ static const struct fault_case retry_upstream_closed[] = {
 FAULT_TEST(test_retry_upstream_closed, NULL, retry_upstream_closed)
 
 /*
+ * A pooled connection the upstream closes as the next request arrives:
+ * libcurl sends that request again on a new connection by itself (with
+ * retries = 0 nothing of ours does), but at most 5 times between resets
+ * of its handle.  Handles are reused without a full reset after a clean
+ * transfer, so that count must still start afresh for each request: the
+ * eighth in a row on one handle goes through like the first.
+ */
+START_TEST(test_retry_dead_reused_connections)
+{
+	struct harness_env env;
+	struct http_resp r;
+	int i;
+
+	T_BEGIN();
+	harness_up(&env, "[retry]\nretries = 0\n");
+	fake_reset(env.fake); /* the start-up check's GET */
+	for (i = 0; i < 8; i++) {
+		fake_fault(env.fake, "{\"action\":\"close\"}");
+		http_get(harness_daemon_url(env.daemon, "/api/tags"), &r);
+		H_ASSERT(r.ok && r.status == 200,
+		    "request %d, its pooled connection closed: %ld %.200s",
+		    i + 1, r.status, r.body.data);
+		http_resp_free(&r);
+	}
+	/* Each was sent twice: on the dead connection, then a new one. */
+	H_ASSERT_INT_EQ(fake_stat(env.fake, "requests"), 16);
+}
+END_TEST
+
+/*
  * The upstream dies after two lines of a stream.  Those lines reached the
  * client, so a retry would send it a second stream glued to the first:
  * the client must see the stream cut short instead, and the fake only one
@@ -2029,6 +2059,7 @@ resilience_suite(void)
 	tcase_add_test(tc, test_retry_backoff_max);
 	tcase_add_test(tc, test_retry_connection_refused);
 	tcase_add_test(tc, test_retry_upstream_closed);
+	tcase_add_test(tc, test_retry_dead_reused_connections);
 	tcase_add_test(tc, test_retry_not_after_bytes);
 	tcase_add_test(tc, test_retry_body_replayed);
 	tcase_add_test(tc, test_retry_body_too_big);

@@ -1764,13 +1764,19 @@ START_TEST(test_headers_to_curl_filters_hop_by_hop)
 	                          "Content-Length: 2\r\n\r\n{}";
 	struct parsed p;
 	struct httpreq hr;
+	struct hdr_list hl;
 	struct curl_slist *l;
 
 	memset(&p, 0, sizeof p);
 	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(
 	    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
-	l = headers_to_curl(p.head, 1, 0);
+	headers_to_curl(&hl, p.head, 1, 0, "rid-1");
+	l = hl.first;
+	/* The list is one block: every line inside it, the last ending it. */
+	ck_assert(hl.last->next == NULL && hl.used <= hl.cap);
+	ck_assert(slist_has(l, "X-Request-Id: rid-1"));
+	ck_assert(slist_has_prefix(l, "Via: 1.1 "));
 	ck_assert(slist_has(l, "Authorization: Bearer t"));
 	ck_assert(slist_has(l, "Origin: http://app.example"));
 	ck_assert(slist_has(l, "Content-Type: application/json"));
@@ -1788,7 +1794,7 @@ START_TEST(test_headers_to_curl_filters_hop_by_hop)
 	ck_assert(!slist_has_prefix(l, "X-Hop"));
 	ck_assert(!slist_has_prefix(l, "Content-Length"));
 	ck_assert(!slist_has_prefix(l, "Expect: 100"));
-	curl_slist_free_all(l);
+	headers_list_free(&hl);
 	httpreq_free(&hr);
 }
 END_TEST
@@ -1799,7 +1805,7 @@ START_TEST(test_headers_client_tokens)
 	                          "Authorization: Bearer s3cret\r\n\r\n";
 	struct parsed p;
 	struct httpreq hr;
-	struct curl_slist *l;
+	struct hdr_list hl;
 
 	memset(&p, 0, sizeof p);
 	httpreq_init(&hr, &limits, &parsed_cb, &p);
@@ -1812,12 +1818,12 @@ START_TEST(test_headers_client_tokens)
 	ck_assert(!headers_token_ok(p.head, "S3CRET"));
 	ck_assert(!headers_token_ok(p.head, ""));
 	/* Our token is ours: it does not go upstream. */
-	l = headers_to_curl(p.head, 0, 1);
-	ck_assert(!slist_has_prefix(l, "Authorization"));
-	curl_slist_free_all(l);
-	l = headers_to_curl(p.head, 0, 0);
-	ck_assert(slist_has(l, "Authorization: Bearer s3cret"));
-	curl_slist_free_all(l);
+	headers_to_curl(&hl, p.head, 0, 1, NULL);
+	ck_assert(!slist_has_prefix(hl.first, "Authorization"));
+	headers_list_free(&hl);
+	headers_to_curl(&hl, p.head, 0, 0, NULL);
+	ck_assert(slist_has(hl.first, "Authorization: Bearer s3cret"));
+	headers_list_free(&hl);
 	httpreq_free(&hr);
 }
 END_TEST
@@ -1829,7 +1835,7 @@ START_TEST(test_headers_connection_names_any_length)
 	static const size_t lens[] = {1, 127, 128, 129, 1000, 8000};
 	struct parsed p;
 	struct httpreq hr;
-	struct curl_slist *l;
+	struct hdr_list hl;
 	char name[8002], req[20000];
 	size_t i;
 	int n;
@@ -1845,13 +1851,13 @@ START_TEST(test_headers_connection_names_any_length)
 		memset(&p, 0, sizeof p);
 		httpreq_init(&hr, &limits, &parsed_cb, &p);
 		ck_assert_int_eq(httpreq_feed(&hr, req, n), n);
-		l = headers_to_curl(p.head, 0, 0);
+		headers_to_curl(&hl, p.head, 0, 0, NULL);
 		strcat(name, ":");
-		ck_assert_msg(!slist_has_prefix(l, name),
+		ck_assert_msg(!slist_has_prefix(hl.first, name),
 		    "a Connection-named header of %zu bytes was forwarded",
 		    lens[i]);
-		ck_assert(slist_has(l, "X-Kept: 1"));
-		curl_slist_free_all(l);
+		ck_assert(slist_has(hl.first, "X-Kept: 1"));
+		headers_list_free(&hl);
 		httpreq_free(&hr);
 	}
 }
