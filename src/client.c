@@ -153,9 +153,6 @@ client_accept(int fd, struct sockaddr *sa, int salen, int admin)
 	bufferevent_setcb(
 	    cc->bev, client_read_cb, client_write_cb, client_event_cb, cc);
 	bufferevent_setwatermark(cc->bev, EV_READ, 0, CLIENT_READ_HIGH);
-	/* An upload read 16 KiB at a time (libevent's default) costs a
-	 * wake-up, a parse and a curl unpause per piece: read what is there. */
-	bufferevent_set_max_single_read(cc->bev, CLIENT_READ_HIGH);
 	/* The write callback doubles as "the client drained": it resumes a
 	 * response paused for backpressure. */
 	bufferevent_setwatermark(cc->bev, EV_WRITE, rt.cfg->max_buffer / 2, 0);

@@ -578,11 +578,13 @@ struct proxy_req {
 	unsigned retry_pending : 1; /* this attempt's answer will be retried */
 	unsigned in_queue : 1; /* on its upstream's wait queue */
 	unsigned bad_framing : 1; /* answer framed two ways: refused */
+	unsigned send_flush : 1; /* a held-back piece of body waited enough */
 
 	struct evbuffer *body; /* request body: unsent, and kept for replay */
 	size_t body_off; /* bytes of body this attempt has sent */
 	struct hdr_list hdrs; /* sent upstream */
 	struct event *timer; /* backoff, first byte or stream idle */
+	struct event *send_ev; /* sends a held-back piece of body */
 	int attempts;
 	double retry_delay;
 	size_t discarded; /* body bytes of an answer being retried */

@@ -31,6 +31,9 @@ static int proxy_can_retry(const struct proxy_req *);
 /* A retried answer's body is read and dropped to keep the connection; a
  * bigger one is not worth it. */
 #define PROXY_DISCARD_MAX (64 * 1024)
+/* Upload pieces: see proxy_req_body(). */
+#define PROXY_SEND_BATCH (64 * 1024)
+#define PROXY_SEND_DELAY_US 1000
 /* Response heads up to this size are built without allocating. */
 #define PROXY_HEAD_STACK 4096
 
@@ -121,6 +124,8 @@ proxy_req_free(struct proxy_req *req)
 		probe_waiter_cancel(req->probe);
 	if (req->timer != NULL)
 		event_free(req->timer);
+	if (req->send_ev != NULL)
+		event_free(req->send_ev);
 	headers_list_free(&req->hdrs);
 	if (req->body != NULL)
 		evbuffer_free(req->body);
@@ -453,13 +458,28 @@ proxy_unpause(struct proxy_req *req)
 	curl_easy_pause(req->handle->easy, mask);
 }
 
+static void
+proxy_send_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct proxy_req *req = arg;
+
+	req->send_flush = 1; /* what is there goes, however little */
+	if (req->send_paused) {
+		req->send_paused = 0;
+		proxy_unpause(req);
+	}
+}
+
 void
 proxy_req_body(struct proxy_req *req, const char *data, size_t len)
 {
 	evbuffer_add(req->body, data, len);
 	rt.metrics.bytes_in += len;
 	req->bytes_in += len;
-	if (req->send_paused) {
+	if (req->send_paused &&
+	    (req->send_flush ||
+	        evbuffer_get_length(req->body) - req->body_off >=
+	            PROXY_SEND_BATCH)) {
 		req->send_paused = 0;
 		proxy_unpause(req);
 	}
@@ -469,6 +489,8 @@ void
 proxy_req_body_end(struct proxy_req *req)
 {
 	req->body_done = 1;
+	if (req->send_ev != NULL)
+		evtimer_del(req->send_ev);
 	if (req->send_paused) {
 		req->send_paused = 0;
 		proxy_unpause(req);
@@ -778,6 +800,17 @@ proxy_seek_cb(void *arg, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
+static void
+proxy_send_later(struct proxy_req *req)
+{
+	struct timeval tv = {0, PROXY_SEND_DELAY_US};
+
+	if (req->send_ev == NULL)
+		req->send_ev = evtimer_new(rt.base, proxy_send_cb, req);
+	if (!evtimer_pending(req->send_ev, NULL))
+		evtimer_add(req->send_ev, &tv);
+}
+
 static size_t
 proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 {
@@ -788,12 +821,25 @@ proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 	if (req->state == PROXY_DONE || req->retry_pending)
 		return CURL_READFUNC_ABORT;
 	avail = evbuffer_get_length(req->body) - req->body_off;
-	if (avail == 0) {
-		if (req->body_done)
-			return 0;
+	if (avail == 0 && req->body_done)
+		return 0;
+	/*
+	 * A body coming in pieces goes upstream in pieces of
+	 * PROXY_SEND_BATCH or more: libevent 2.1 reads a client's socket
+	 * 4 KiB at a time, and a send and curl's work for each would be
+	 * the upload's whole cost.  What is held back waits
+	 * PROXY_SEND_DELAY_US at most; the body's end goes at once, so a
+	 * request whole in one read is never delayed.
+	 */
+	if (avail == 0 ||
+	    (avail < PROXY_SEND_BATCH && !req->body_done && !req->send_flush)) {
+		if (avail > 0)
+			proxy_send_later(req);
+		req->send_flush = 0;
 		req->send_paused = 1;
 		return CURL_READFUNC_PAUSE;
 	}
+	req->send_flush = 0;
 	if (n > avail)
 		n = avail;
 	if (req->replayable) {
