@@ -49,15 +49,18 @@ static int
 fuzz_on_head(void *arg, struct http_head *h)
 {
 	struct fuzz_state *st = arg;
-	struct curl_slist *l, *n;
+	struct curl_slist *n;
+	struct hdr_list hl;
 
 	st->head = h;
 	st->body = 0;
-	l = headers_to_curl(h, h->chunked || h->content_length > 0, 1);
-	for (n = l; n != NULL; n = n->next)
+	memset(&hl, 0, sizeof hl);
+	headers_to_curl(
+	    &hl, h, h->chunked || h->content_length > 0, 1, "fuzz-request-id");
+	for (n = hl.first; n != NULL; n = n->next)
 		if (strpbrk(n->data, "\r\n") != NULL)
 			abort();
-	curl_slist_free_all(l);
+	headers_list_free(&hl);
 	headers_token_ok(h, "token-a token-b");
 	fuzz_target(head_str(h, h->target), h->target_len);
 	return 0;
