@@ -417,12 +417,33 @@ out:
 	return NULL;
 }
 
+/* Binds a loopback listener on PORT (0: any) and prints its port. */
+static int
+listen_print(int port)
+{
+	int lfd, one = 1;
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof sa;
+
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+	    listen(lfd, 1024) < 0)
+		die("bind: %s", strerror(errno));
+	getsockname(lfd, (struct sockaddr *)&sa, &sl);
+	printf("%d\n", ntohs(sa.sin_port));
+	fflush(stdout);
+	return lfd;
+}
+
 static int
 cmd_tsource(int argc, char **argv)
 {
 	int opt, lfd, fd, one = 1, port = 0;
-	struct sockaddr_in sa;
-	socklen_t sl = sizeof sa;
 	pthread_t th;
 	pthread_attr_t at;
 
@@ -440,18 +461,7 @@ cmd_tsource(int argc, char **argv)
 		default:
 			die("tsource -p PORT [-n LINES] [-i USEC]");
 		}
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-	    listen(lfd, 1024) < 0)
-		die("tsource: bind: %s", strerror(errno));
-	getsockname(lfd, (struct sockaddr *)&sa, &sl);
-	printf("%d\n", ntohs(sa.sin_port));
-	fflush(stdout);
+	lfd = listen_print(port);
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&at, 256 * 1024);
@@ -1091,29 +1101,6 @@ out:
 	free(buf);
 	close(fd);
 	return NULL;
-}
-
-/* Binds a loopback listener on PORT (0: any) and prints its port. */
-static int
-listen_print(int port)
-{
-	int lfd, one = 1;
-	struct sockaddr_in sa;
-	socklen_t sl = sizeof sa;
-
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-	    listen(lfd, 1024) < 0)
-		die("bind: %s", strerror(errno));
-	getsockname(lfd, (struct sockaddr *)&sa, &sl);
-	printf("%d\n", ntohs(sa.sin_port));
-	fflush(stdout);
-	return lfd;
 }
 
 static int
