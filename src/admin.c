@@ -62,7 +62,7 @@ admin_health_done(void *arg, const struct probe_result *res)
 static void
 admin_health(struct proxy_req *req)
 {
-	req->up = upstream_select(req);
+	req->up = backend_select(req);
 	req->probe = probe_health(req->up, admin_health_done, req);
 }
 

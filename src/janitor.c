@@ -13,18 +13,18 @@
 static void
 janitor_status(void)
 {
-	struct upstream *up;
+	struct backend *up;
 	char status[sizeof rt.status_line];
 	int in_flight = 0, queued = 0;
 	long conns = 0;
 
-	TAILQ_FOREACH(up, &rt.upstreams, entry)
+	TAILQ_FOREACH(up, &rt.backends, entry)
 	{
 		in_flight += up->in_flight;
 		queued += up->queued;
 		conns += up->conns_open;
 	}
-	up = TAILQ_FIRST(&rt.upstreams);
+	up = TAILQ_FIRST(&rt.backends);
 	snprintf(status, sizeof status,
 	    "%d client%s, %d in flight, %d queued; upstream %s, %ld "
 	    "connection%s open%s",

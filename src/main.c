@@ -124,18 +124,18 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
 static int
 main_reload_apply(struct config *cfg, char *err, size_t errlen)
 {
-	struct upstream *up, *old;
+	struct backend *up, *old;
 
 	if (config_check_addresses(cfg, err, errlen) != 0 ||
 	    listener_reconcile(cfg, err, errlen) != 0)
 		return -1;
-	old = TAILQ_FIRST(&rt.upstreams);
-	if (old == NULL || old->retiring || !upstream_same_settings(old, cfg)) {
-		up = upstream_new(cfg);
-		TAILQ_FOREACH(old, &rt.upstreams, entry)
+	old = TAILQ_FIRST(&rt.backends);
+	if (old == NULL || old->retiring || !backend_same_settings(old, cfg)) {
+		up = backend_new(cfg);
+		TAILQ_FOREACH(old, &rt.backends, entry)
 		if (!old->retiring)
-			upstream_retire(old);
-		TAILQ_INSERT_HEAD(&rt.upstreams, up, entry);
+			backend_retire(old);
+		TAILQ_INSERT_HEAD(&rt.backends, up, entry);
 		log_notice(
 		    "now forwarding to %s with a pool of %d connection%s",
 		    up->url.base, up->pool_maxsize,
@@ -312,7 +312,7 @@ main(int argc, char **argv)
 	struct config_overrides *ov = &rt.overrides;
 	struct config_errors errs;
 	struct event *sigev[4];
-	struct upstream *up;
+	struct backend *up;
 	const char *file = NULL;
 	char err[1024], where[512];
 	int ch, check_only = 0, verbose = 0, i, rc;
@@ -384,12 +384,12 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatal("cannot initialise libcurl");
-	TAILQ_INIT(&rt.upstreams);
+	TAILQ_INIT(&rt.backends);
 	TAILQ_INIT(&rt.listeners);
 	TAILQ_INIT(&rt.clients);
 
-	up = upstream_new(rt.cfg);
-	TAILQ_INSERT_TAIL(&rt.upstreams, up, entry);
+	up = backend_new(rt.cfg);
+	TAILQ_INSERT_TAIL(&rt.backends, up, entry);
 	if (listener_open_all(rt.cfg, err, sizeof err) != 0)
 		fatal("%s", err);
 	main_warn_exposure();
@@ -416,9 +416,9 @@ main(int argc, char **argv)
 	janitor_stop();
 	client_close_all();
 	listener_close_all();
-	while ((up = TAILQ_FIRST(&rt.upstreams)) != NULL) {
-		TAILQ_REMOVE(&rt.upstreams, up, entry);
-		upstream_free(up);
+	while ((up = TAILQ_FIRST(&rt.backends)) != NULL) {
+		TAILQ_REMOVE(&rt.backends, up, entry);
+		backend_free(up);
 	}
 	for (i = 0; i < 4; i++)
 		event_free(sigev[i]);

@@ -299,10 +299,10 @@ metrics_open_fds(void)
 static void
 metrics_gather(struct metrics_gauges *g)
 {
-	struct upstream *up;
+	struct backend *up;
 
 	memset(g, 0, sizeof *g);
-	TAILQ_FOREACH(up, &rt.upstreams, entry)
+	TAILQ_FOREACH(up, &rt.backends, entry)
 	{
 		g->upstream_open += up->conns_open;
 		g->queued += up->queued;

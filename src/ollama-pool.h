@@ -551,13 +551,13 @@ enum proxy_state {
 	PROXY_BACKOFF, /* waiting to retry */
 	PROXY_DONE, /* answered */
 };
-struct upstream;
+struct backend;
 struct up_handle;
 struct probe_waiter;
 struct proxy_req {
 	struct client_conn *client;
 	struct http_head *head; /* the client's, valid while we live */
-	struct upstream *up;
+	struct backend *up;
 	struct up_handle *handle;
 	struct probe_waiter *probe; /* waiting for a health answer */
 	enum proxy_state state;
@@ -654,11 +654,11 @@ int admin_is_admin_path(const char *, size_t);
 void admin_handle(struct proxy_req *);
 void admin_handle_plain(struct proxy_req *);
 
-/* upstream.c: one Ollama backend, its curl multi and its pool.  Several
+/* backend.c: one Ollama backend, its curl multi and its pool.  Several
  * backends will be a list of these; one upstream is the special case. */
 struct up_handle {
 	CURL *easy;
-	struct upstream *up;
+	struct backend *up;
 	void *owner;
 	void (*on_done)(struct up_handle *, CURLcode);
 	int holds_slot; /* counted in in_flight */
@@ -669,12 +669,12 @@ struct up_handle {
 	char errbuf[CURL_ERROR_SIZE];
 	SLIST_ENTRY(up_handle) free_entry;
 };
-typedef void (*upstream_fetch_cb)(
+typedef void (*backend_fetch_cb)(
     void *, long, const char *, const char *, double);
-struct upstream_fetch;
+struct backend_fetch;
 struct up_sock;
 struct probe;
-struct upstream {
+struct backend {
 	struct upstream_url url;
 	size_t base_len; /* of url.base */
 	CURLM *multi;
@@ -702,24 +702,24 @@ struct upstream {
 	TAILQ_HEAD(, proxy_req) queue;
 	SLIST_HEAD(, up_handle) free_handles;
 	struct probe *probe; /* health: one in flight, answers shared */
-	TAILQ_ENTRY(upstream) entry;
+	TAILQ_ENTRY(backend) entry;
 };
-TAILQ_HEAD(upstream_list, upstream);
-struct upstream *upstream_new(const struct config *);
-void upstream_free(struct upstream *);
-int upstream_same_settings(const struct upstream *, const struct config *);
-void upstream_retire(struct upstream *);
-struct upstream *upstream_select(struct proxy_req *);
-void upstream_unref(struct upstream *);
-int upstream_submit(struct upstream *, struct proxy_req *);
-void upstream_dequeue(struct upstream *, struct proxy_req *);
-struct up_handle *upstream_handle_get(struct upstream *, int);
-void upstream_handle_url(struct up_handle *, const char *);
-int upstream_handle_start(struct up_handle *);
-void upstream_handle_release(struct up_handle *);
-struct upstream_fetch *upstream_fetch_start(
-    struct upstream *, const char *, long, upstream_fetch_cb, void *);
-void upstream_fetch_cancel(struct upstream_fetch *);
+TAILQ_HEAD(backend_list, backend);
+struct backend *backend_new(const struct config *);
+void backend_free(struct backend *);
+int backend_same_settings(const struct backend *, const struct config *);
+void backend_retire(struct backend *);
+struct backend *backend_select(struct proxy_req *);
+void backend_unref(struct backend *);
+int backend_submit(struct backend *, struct proxy_req *);
+void backend_dequeue(struct backend *, struct proxy_req *);
+struct up_handle *backend_handle_get(struct backend *, int);
+void backend_handle_url(struct up_handle *, const char *);
+int backend_handle_start(struct up_handle *);
+void backend_handle_release(struct up_handle *);
+struct backend_fetch *backend_fetch_start(
+    struct backend *, const char *, long, backend_fetch_cb, void *);
+void backend_fetch_cancel(struct backend_fetch *);
 
 /* probe.c: health probes of a backend: at most one in flight, its answer
  * shared by every caller waiting and reused while fresh. */
@@ -732,11 +732,11 @@ struct probe_result {
 };
 typedef void (*probe_cb)(void *, const struct probe_result *);
 struct probe_waiter;
-struct probe_waiter *probe_health(struct upstream *, probe_cb, void *);
+struct probe_waiter *probe_health(struct backend *, probe_cb, void *);
 void probe_waiter_cancel(struct probe_waiter *);
 void probe_free(struct probe *);
-void probe_startup(struct upstream *);
-void probe_reachable(struct upstream *, const char *);
+void probe_startup(struct backend *);
+void probe_reachable(struct backend *, const char *);
 
 /* resolve.c: names looked up off the loop, with evdns (rt.dns). */
 struct resolve_job;
@@ -763,7 +763,7 @@ struct runtime {
 	const char *config_file;
 	struct config_overrides overrides; /* re-applied on reload */
 	int socket_activated;
-	struct upstream_list upstreams;
+	struct backend_list backends;
 	struct listener_list listeners;
 	struct evdns_base *dns; /* resolve.c's, for every lookup */
 	struct resolve_job *resolving; /* at most one at a time */

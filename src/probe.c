@@ -41,18 +41,18 @@ struct probe_waiter {
 };
 
 struct probe {
-	struct upstream *up;
-	struct upstream_fetch *fetch; /* the one in flight, if any */
+	struct backend *up;
+	struct backend_fetch *fetch; /* the one in flight, if any */
 	struct probe_result last;
 	uint64_t last_us; /* when last was had; 0: never */
 	TAILQ_HEAD(, probe_waiter) waiters;
-	struct upstream_fetch *check; /* the start-up check in flight */
+	struct backend_fetch *check; /* the start-up check in flight */
 	struct event *recheck_ev; /* asks again while unreachable */
 	int recheck_s; /* the next wait */
 };
 
 static struct probe *
-probe_get(struct upstream *up)
+probe_get(struct backend *up)
 {
 	struct probe *p = up->probe;
 
@@ -118,7 +118,7 @@ probe_done(
  * cancelled until then.
  */
 struct probe_waiter *
-probe_health(struct upstream *up, probe_cb cb, void *arg)
+probe_health(struct backend *up, probe_cb cb, void *arg)
 {
 	struct probe *p = probe_get(up);
 	struct probe_waiter *w;
@@ -130,7 +130,7 @@ probe_health(struct upstream *up, probe_cb cb, void *arg)
 		return NULL;
 	}
 	if (p->fetch == NULL) {
-		p->fetch = upstream_fetch_start(
+		p->fetch = backend_fetch_start(
 		    up, "/api/version", PROBE_TIMEOUT_MS, probe_done, p);
 		if (p->fetch == NULL) {
 			memset(&res, 0, sizeof res);
@@ -163,9 +163,9 @@ probe_free(struct probe *p)
 	if (p == NULL)
 		return;
 	if (p->fetch != NULL)
-		upstream_fetch_cancel(p->fetch);
+		backend_fetch_cancel(p->fetch);
 	if (p->check != NULL)
-		upstream_fetch_cancel(p->check);
+		backend_fetch_cancel(p->check);
 	if (p->recheck_ev != NULL)
 		event_free(p->recheck_ev);
 	free(p);
@@ -179,7 +179,7 @@ probe_check_done(
     void *arg, long status, const char *body, const char *err, double latency)
 {
 	struct probe *p = arg;
-	struct upstream *up = p->up;
+	struct backend *up = p->up;
 	struct probe_result res;
 	struct timeval tv = {0, 0};
 	char how[128];
@@ -232,7 +232,7 @@ probe_recheck_cb(evutil_socket_t fd, short what, void *arg)
 static void
 probe_check_start(struct probe *p)
 {
-	p->check = upstream_fetch_start(
+	p->check = backend_fetch_start(
 	    p->up, "/api/version", PROBE_TIMEOUT_MS, probe_check_done, p);
 	if (p->check == NULL)
 		probe_check_done(p, 0, "", "cannot start a probe", 0);
@@ -240,7 +240,7 @@ probe_check_start(struct probe *p)
 
 /* Once, at start-up: does the upstream answer?  Never waits for it. */
 void
-probe_startup(struct upstream *up)
+probe_startup(struct backend *up)
 {
 	struct probe *p = probe_get(up);
 
@@ -254,7 +254,7 @@ probe_startup(struct upstream *up)
 /* The upstream the start-up check found unreachable answered (how says
  * what): said once, and the checking stops. */
 void
-probe_reachable(struct upstream *up, const char *how)
+probe_reachable(struct backend *up, const char *how)
 {
 	struct probe *p = up->probe;
 
@@ -267,7 +267,7 @@ probe_reachable(struct upstream *up, const char *how)
 	if (p->recheck_ev != NULL)
 		evtimer_del(p->recheck_ev);
 	if (p->check != NULL) {
-		upstream_fetch_cancel(p->check);
+		backend_fetch_cancel(p->check);
 		p->check = NULL;
 	}
 }

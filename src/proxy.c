@@ -117,9 +117,9 @@ void
 proxy_req_free(struct proxy_req *req)
 {
 	if (req->in_queue)
-		upstream_dequeue(req->up, req);
+		backend_dequeue(req->up, req);
 	if (req->handle != NULL)
-		upstream_handle_release(req->handle);
+		backend_handle_release(req->handle);
 	if (req->probe != NULL)
 		probe_waiter_cancel(req->probe);
 	if (req->timer != NULL)
@@ -130,7 +130,7 @@ proxy_req_free(struct proxy_req *req)
 	if (req->body != NULL)
 		evbuffer_free(req->body);
 	if (req->up != NULL)
-		upstream_unref(req->up);
+		backend_unref(req->up);
 	free(req->path);
 	free(req);
 }
@@ -250,7 +250,7 @@ proxy_req_fail(
 	va_end(ap);
 	/* Answered: it must not be started from the queue any more. */
 	if (req->in_queue)
-		upstream_dequeue(req->up, req);
+		backend_dequeue(req->up, req);
 	req->state = PROXY_DONE;
 	req->end = proxy_fail_end(req, status);
 	if (req->resp_committed) {
@@ -350,9 +350,9 @@ proxy_req_start(struct proxy_req *req)
 		    via, rt.via_name);
 		return;
 	}
-	req->up = upstream_select(req);
+	req->up = backend_select(req);
 	req->t_queued_us = now_us();
-	if (upstream_submit(req->up, req) != 0) {
+	if (backend_submit(req->up, req) != 0) {
 		proxy_req_fail(req, 503, 1,
 		    "queue full: %d request%s already waiting for the %d "
 		    "connection%s to upstream %s",
@@ -388,7 +388,7 @@ proxy_timer_stop(struct proxy_req *req)
 void
 proxy_req_begin_transfer(struct proxy_req *req)
 {
-	struct up_handle *h = upstream_handle_get(req->up, 1);
+	struct up_handle *h = backend_handle_get(req->up, 1);
 	struct http_head *head = req->head;
 	CURL *e = h->easy;
 
@@ -403,7 +403,7 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	if (rt.cfg->first_byte_timeout > 0)
 		proxy_timer_start(req, rt.cfg->first_byte_timeout);
 
-	upstream_handle_url(h, req->path);
+	backend_handle_url(h, req->path);
 	headers_list_free(&req->hdrs);
 	headers_to_curl(&req->hdrs, head, req->post_mode,
 	    rt.cfg->client_tokens[0] != '\0', req->request_id);
@@ -430,8 +430,8 @@ proxy_req_begin_transfer(struct proxy_req *req)
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, proxy_write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
-	if (upstream_handle_start(h) != 0) {
-		upstream_handle_release(h);
+	if (backend_handle_start(h) != 0) {
+		backend_handle_release(h);
 		req->handle = NULL;
 		proxy_req_fail(req, 500, 0, "cannot start upstream transfer");
 	}
@@ -893,7 +893,7 @@ static void
 proxy_abandon_transfer(struct proxy_req *req)
 {
 	if (req->handle != NULL) {
-		upstream_handle_release(req->handle);
+		backend_handle_release(req->handle);
 		req->handle = NULL;
 	}
 }
@@ -908,7 +908,7 @@ proxy_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case PROXY_BACKOFF:
 		req->state = PROXY_NEW;
 		req->t_queued_us = now_us();
-		if (upstream_submit(req->up, req) != 0) {
+		if (backend_submit(req->up, req) != 0) {
 			req->end = END_REFUSED;
 			proxy_req_fail(req, 503, 1,
 			    "queue full: cannot retry against upstream %s",
@@ -965,7 +965,7 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 	    rc == CURLE_COULDNT_RESOLVE_HOST ||
 	    (rc == CURLE_OPERATION_TIMEDOUT && req->new_conns == 0);
 	req->handle = NULL;
-	upstream_handle_release(h);
+	backend_handle_release(h);
 	/* An answer: the upstream the start-up check missed is there. */
 	if (req->status != 0 && req->up->unreachable)
 		probe_reachable(req->up, "it answered a request");

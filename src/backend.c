@@ -15,7 +15,7 @@
 
 /*
  * A socket curl asked us to watch.  Those of the pool's connections
- * (opened by upstream_open_socket) live in up->socks from open to close,
+ * (opened by backend_open_socket) live in up->socks from open to close,
  * and stay registered for reading while their connection waits in curl's
  * cache: the next request on it asks for just that, so a request on a
  * warm connection costs no epoll_ctl.  Any other socket curl has us watch
@@ -24,34 +24,34 @@
 struct up_sock {
 	curl_socket_t fd;
 	struct event *ev;
-	struct upstream *up;
+	struct backend *up;
 	short kind; /* the events registered now; 0: none */
 	unsigned wanted : 1; /* curl watches it (0: idle in the cache) */
 	unsigned ours : 1; /* a connection's, in up->socks */
 };
 
-struct upstream_fetch {
+struct backend_fetch {
 	struct up_handle *h;
-	upstream_fetch_cb cb;
+	backend_fetch_cb cb;
 	void *arg;
 	char body[512];
 	size_t len;
 	uint64_t t_start_us;
 };
 
-static void upstream_check_done(struct upstream *);
+static void backend_check_done(struct backend *);
 
-static void upstream_event_cb(evutil_socket_t, short, void *);
+static void backend_event_cb(evutil_socket_t, short, void *);
 
 static struct up_sock *
-upstream_sock_find(struct upstream *up, curl_socket_t fd)
+backend_sock_find(struct backend *up, curl_socket_t fd)
 {
 	return fd >= 0 && fd < up->nsocks ? up->socks[fd] : NULL;
 }
 
 /* Registers exactly these events (0: none), only when they change. */
 static void
-upstream_sock_watch(struct up_sock *s, short kind)
+backend_sock_watch(struct up_sock *s, short kind)
 {
 	if (s->kind == kind)
 		return;
@@ -61,14 +61,14 @@ upstream_sock_watch(struct up_sock *s, short kind)
 	if (kind == 0)
 		return;
 	if (s->ev == NULL)
-		s->ev = event_new(rt.base, s->fd, kind, upstream_event_cb, s);
+		s->ev = event_new(rt.base, s->fd, kind, backend_event_cb, s);
 	else
-		event_assign(s->ev, rt.base, s->fd, kind, upstream_event_cb, s);
+		event_assign(s->ev, rt.base, s->fd, kind, backend_event_cb, s);
 	event_add(s->ev, NULL);
 }
 
 static void
-upstream_sock_free(struct up_sock *s)
+backend_sock_free(struct up_sock *s)
 {
 	if (s->ev != NULL)
 		event_free(s->ev);
@@ -78,9 +78,9 @@ upstream_sock_free(struct up_sock *s)
 /* curl opens and closes upstream sockets through us, so we can count the
  * connections: the pool's whole point is that this count stays small. */
 static curl_socket_t
-upstream_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+backend_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
-	struct upstream *up = arg;
+	struct backend *up = arg;
 	struct up_sock *s;
 	curl_socket_t fd;
 	int n;
@@ -101,7 +101,7 @@ upstream_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 	 * our callback (7.88 does for a connect attempt that lost, which
 	 * only ever waited to be writable, so it is unregistered now). */
 	if (up->socks[fd] != NULL)
-		upstream_sock_free(up->socks[fd]);
+		backend_sock_free(up->socks[fd]);
 	s = up->socks[fd] = xcalloc(1, sizeof *s);
 	s->fd = fd;
 	s->up = up;
@@ -110,13 +110,13 @@ upstream_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 }
 
 static int
-upstream_close_socket(void *arg, curl_socket_t fd)
+backend_close_socket(void *arg, curl_socket_t fd)
 {
-	struct upstream *up = arg;
-	struct up_sock *s = upstream_sock_find(up, fd);
+	struct backend *up = arg;
+	struct up_sock *s = backend_sock_find(up, fd);
 
 	if (s != NULL) { /* unregistered before the descriptor goes */
-		upstream_sock_free(s);
+		backend_sock_free(s);
 		up->socks[fd] = NULL;
 	}
 	up->conns_open--;
@@ -125,16 +125,16 @@ upstream_close_socket(void *arg, curl_socket_t fd)
 }
 
 static void
-upstream_event_cb(evutil_socket_t fd, short kind, void *arg)
+backend_event_cb(evutil_socket_t fd, short kind, void *arg)
 {
 	struct up_sock *s = arg;
-	struct upstream *up = s->up; /* s may be gone after the call */
+	struct backend *up = s->up; /* s may be gone after the call */
 	int running, action = 0;
 
 	if (!s->wanted) {
 		/* An idle connection got data or its end: stop watching it;
 		 * curl finds it dead when it next tries to reuse it. */
-		upstream_sock_watch(s, 0);
+		backend_sock_watch(s, 0);
 		return;
 	}
 	if (kind & EV_READ)
@@ -142,31 +142,31 @@ upstream_event_cb(evutil_socket_t fd, short kind, void *arg)
 	if (kind & EV_WRITE)
 		action |= CURL_CSELECT_OUT;
 	curl_multi_socket_action(up->multi, fd, action, &running);
-	upstream_check_done(up);
+	backend_check_done(up);
 }
 
 static int
-upstream_socket_cb(
+backend_socket_cb(
     CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-	struct upstream *up = userp;
+	struct backend *up = userp;
 	struct up_sock *s = socketp;
 	short kind;
 
 	if (s == NULL)
-		s = upstream_sock_find(up, fd);
+		s = backend_sock_find(up, fd);
 	if (what == CURL_POLL_REMOVE) {
 		if (s == NULL)
 			return 0;
 		s->wanted = 0;
 		if (!s->ours) {
-			upstream_sock_free(s);
+			backend_sock_free(s);
 			curl_multi_assign(up->multi, fd, NULL);
 		} else if (s->kind != (EV_READ | EV_PERSIST))
 			/* Writable would fire; and a connect attempt (only
 			 * ever watched for writing) may be closed without
 			 * our callback. */
-			upstream_sock_watch(s, 0);
+			backend_sock_watch(s, 0);
 		return 0;
 	}
 	kind = EV_PERSIST;
@@ -181,25 +181,25 @@ upstream_socket_cb(
 		curl_multi_assign(up->multi, fd, s);
 	}
 	s->wanted = 1;
-	upstream_sock_watch(s, kind);
+	backend_sock_watch(s, kind);
 	return 0;
 }
 
 static void
-upstream_timeout_cb(evutil_socket_t fd, short kind, void *arg)
+backend_timeout_cb(evutil_socket_t fd, short kind, void *arg)
 {
-	struct upstream *up = arg;
+	struct backend *up = arg;
 	int running;
 
 	curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	upstream_check_done(up);
+	backend_check_done(up);
 }
 
 /* curl asks for a wake-up; never call back into curl from here. */
 static int
-upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+backend_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-	struct upstream *up = userp;
+	struct backend *up = userp;
 	struct timeval tv;
 
 	if (timeout_ms < 0) {
@@ -220,7 +220,7 @@ upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 }
 
 static void
-upstream_check_done(struct upstream *up)
+backend_check_done(struct backend *up)
 {
 	struct up_handle *h;
 	CURLMsg *msg;
@@ -249,7 +249,7 @@ upstream_check_done(struct upstream *up)
  * pool_connections go after the load has fallen, not while it lasts.
  */
 static void
-upstream_set_maxconnects(struct upstream *up, int in_flight)
+backend_set_maxconnects(struct backend *up, int in_flight)
 {
 	up->maxconnects = in_flight + up->pool_connections + 1;
 	curl_multi_setopt(
@@ -257,12 +257,12 @@ upstream_set_maxconnects(struct upstream *up, int in_flight)
 }
 
 static void
-upstream_trim_cb(evutil_socket_t fd, short what, void *arg)
+backend_trim_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct upstream *up = arg;
+	struct backend *up = arg;
 	struct timeval tv = {1, 0};
 
-	upstream_set_maxconnects(up, up->peak_in_flight);
+	backend_set_maxconnects(up, up->peak_in_flight);
 	log_debug("upstream %s: connection cache cap %d", up->url.base,
 	    up->maxconnects);
 	up->peak_in_flight = up->in_flight;
@@ -271,23 +271,23 @@ upstream_trim_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-upstream_track_idle(struct upstream *up)
+backend_track_idle(struct backend *up)
 {
 	struct timeval tv = {1, 0};
 
 	if (up->in_flight > up->peak_in_flight)
 		up->peak_in_flight = up->in_flight;
 	if (up->in_flight + up->pool_connections + 1 > up->maxconnects) {
-		upstream_set_maxconnects(up, up->in_flight);
+		backend_set_maxconnects(up, up->in_flight);
 		if (!evtimer_pending(up->trim_ev, NULL))
 			evtimer_add(up->trim_ev, &tv);
 	}
 }
 
-struct upstream *
-upstream_new(const struct config *cfg)
+struct backend *
+backend_new(const struct config *cfg)
 {
-	struct upstream *up = xcalloc(1, sizeof *up);
+	struct backend *up = xcalloc(1, sizeof *up);
 
 	up->url = cfg->upstream;
 	up->base_len = strlen(up->url.base);
@@ -303,12 +303,12 @@ upstream_new(const struct config *cfg)
 	up->multi = curl_multi_init();
 	if (up->multi == NULL)
 		fatal("cannot initialise libcurl");
-	up->timer_ev = evtimer_new(rt.base, upstream_timeout_cb, up);
-	up->trim_ev = evtimer_new(rt.base, upstream_trim_cb, up);
+	up->timer_ev = evtimer_new(rt.base, backend_timeout_cb, up);
+	up->trim_ev = evtimer_new(rt.base, backend_trim_cb, up);
 	curl_multi_setopt(
-	    up->multi, CURLMOPT_SOCKETFUNCTION, upstream_socket_cb);
+	    up->multi, CURLMOPT_SOCKETFUNCTION, backend_socket_cb);
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
-	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, backend_timer_cb);
 	curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
 	curl_multi_setopt(
 	    up->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
@@ -318,12 +318,12 @@ upstream_new(const struct config *cfg)
 	 * request's connection. */
 	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
 	    (long)up->pool_maxsize + 1);
-	upstream_set_maxconnects(up, 0);
+	backend_set_maxconnects(up, 0);
 	return up;
 }
 
 void
-upstream_free(struct upstream *up)
+backend_free(struct backend *up)
 {
 	struct up_handle *h;
 	int n;
@@ -339,7 +339,7 @@ upstream_free(struct upstream *up)
 	curl_multi_cleanup(up->multi); /* closes the sockets in up->socks */
 	for (n = 0; n < up->nsocks; n++)
 		if (up->socks[n] != NULL) /* closed without our callback */
-			upstream_sock_free(up->socks[n]);
+			backend_sock_free(up->socks[n]);
 	free(up->socks);
 	event_free(up->timer_ev);
 	event_free(up->trim_ev);
@@ -350,7 +350,7 @@ upstream_free(struct upstream *up)
 /* Did a reload leave this upstream's settings as they were?  Then it
  * keeps serving, with its warm connections. */
 int
-upstream_same_settings(const struct upstream *up, const struct config *cfg)
+backend_same_settings(const struct backend *up, const struct config *cfg)
 {
 	const char *ca = cfg->ca_file[0] ? cfg->ca_file : NULL;
 
@@ -366,43 +366,43 @@ upstream_same_settings(const struct upstream *up, const struct config *cfg)
 }
 
 static void
-upstream_free_deferred(evutil_socket_t fd, short what, void *arg)
+backend_free_deferred(evutil_socket_t fd, short what, void *arg)
 {
-	struct upstream *up = arg;
+	struct backend *up = arg;
 
-	TAILQ_REMOVE(&rt.upstreams, up, entry);
+	TAILQ_REMOVE(&rt.backends, up, entry);
 	log_info("upstream %s retired", up->url.base);
-	upstream_free(up);
+	backend_free(up);
 }
 
 /* Freed outside any callback of its own multi. */
 static void
-upstream_schedule_free(struct upstream *up)
+backend_schedule_free(struct backend *up)
 {
 	struct timeval now = {0, 0};
 
 	event_base_once(
-	    rt.base, -1, EV_TIMEOUT, upstream_free_deferred, up, &now);
+	    rt.base, -1, EV_TIMEOUT, backend_free_deferred, up, &now);
 }
 
 /* A reload replaced it: requests under way finish here, new ones go to
  * its successor. */
 void
-upstream_retire(struct upstream *up)
+backend_retire(struct backend *up)
 {
 	up->retiring = 1;
 	if (up->refs == 0)
-		upstream_schedule_free(up);
+		backend_schedule_free(up);
 }
 
 /* Which backend serves this request: the newest that is not retiring.
  * With one, the choice is easy; routing by model comes here. */
-struct upstream *
-upstream_select(struct proxy_req *req)
+struct backend *
+backend_select(struct proxy_req *req)
 {
-	struct upstream *up;
+	struct backend *up;
 
-	TAILQ_FOREACH(up, &rt.upstreams, entry)
+	TAILQ_FOREACH(up, &rt.backends, entry)
 	if (!up->retiring) {
 		up->refs++;
 		return up;
@@ -411,19 +411,19 @@ upstream_select(struct proxy_req *req)
 }
 
 void
-upstream_unref(struct upstream *up)
+backend_unref(struct backend *up)
 {
 	if (--up->refs == 0 && up->retiring)
-		upstream_schedule_free(up);
+		backend_schedule_free(up);
 }
 
 /* Starts the request on a free slot, or queues it.  -1: queue full. */
 int
-upstream_submit(struct upstream *up, struct proxy_req *req)
+backend_submit(struct backend *up, struct proxy_req *req)
 {
 	if (up->in_flight < up->pool_maxsize && up->queued == 0) {
 		up->in_flight++;
-		upstream_track_idle(up);
+		backend_track_idle(up);
 		proxy_req_begin_transfer(req);
 		return 0;
 	}
@@ -437,7 +437,7 @@ upstream_submit(struct upstream *up, struct proxy_req *req)
 }
 
 void
-upstream_dequeue(struct upstream *up, struct proxy_req *req)
+backend_dequeue(struct backend *up, struct proxy_req *req)
 {
 	TAILQ_REMOVE(&up->queue, req, queue_entry);
 	up->queued--;
@@ -445,15 +445,15 @@ upstream_dequeue(struct upstream *up, struct proxy_req *req)
 }
 
 static void
-upstream_start_next(struct upstream *up)
+backend_start_next(struct backend *up)
 {
 	struct proxy_req *req;
 
 	while (up->in_flight < up->pool_maxsize &&
 	    (req = TAILQ_FIRST(&up->queue)) != NULL) {
-		upstream_dequeue(up, req);
+		backend_dequeue(up, req);
 		up->in_flight++;
-		upstream_track_idle(up);
+		backend_track_idle(up);
 		proxy_req_begin_transfer(req);
 	}
 }
@@ -462,15 +462,15 @@ upstream_start_next(struct upstream *up)
  * set when the handle is made (and after a full reset), never per
  * request. */
 static void
-upstream_handle_setup(struct up_handle *h)
+backend_handle_setup(struct up_handle *h)
 {
-	struct upstream *up = h->up;
+	struct backend *up = h->up;
 	CURL *e = h->easy;
 
 	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, upstream_open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, backend_open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, up);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, upstream_close_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, backend_close_socket);
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->errbuf);
 	/* Signals cost about 15% of curl's time and we resolve nothing
@@ -500,7 +500,7 @@ upstream_handle_setup(struct up_handle *h)
  * DELETE as a DELETE, after a POST reading a freed request's body).
  */
 static void
-upstream_handle_clear(CURL *e)
+backend_handle_clear(CURL *e)
 {
 	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); /* no POST, no NOBODY */
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
@@ -519,7 +519,7 @@ upstream_handle_clear(CURL *e)
 }
 
 struct up_handle *
-upstream_handle_get(struct upstream *up, int holds_slot)
+backend_handle_get(struct backend *up, int holds_slot)
 {
 	struct up_handle *h = SLIST_FIRST(&up->free_handles);
 
@@ -531,7 +531,7 @@ upstream_handle_get(struct upstream *up, int holds_slot)
 		h->easy = curl_easy_init();
 		if (h->easy == NULL)
 			abort();
-		upstream_handle_setup(h);
+		backend_handle_setup(h);
 	}
 	h->holds_slot = holds_slot;
 	h->clean = 0;
@@ -542,7 +542,7 @@ upstream_handle_get(struct upstream *up, int holds_slot)
 /* The upstream's base and the path, built in the handle's own buffer
  * (curl copies it): no formatting, no allocation once it is big enough. */
 void
-upstream_handle_url(struct up_handle *h, const char *path)
+backend_handle_url(struct up_handle *h, const char *path)
 {
 	size_t plen = strlen(path), need = h->up->base_len + plen + 1;
 
@@ -557,7 +557,7 @@ upstream_handle_url(struct up_handle *h, const char *path)
 }
 
 int
-upstream_handle_start(struct up_handle *h)
+backend_handle_start(struct up_handle *h)
 {
 	h->closed_at_start = h->up->conns_closed;
 	return curl_multi_add_handle(h->up->multi, h->easy) == CURLM_OK ? 0
@@ -570,9 +570,9 @@ upstream_handle_start(struct up_handle *h)
  * what tells Ollama its client left, so it stops generating.
  */
 void
-upstream_handle_release(struct up_handle *h)
+backend_handle_release(struct up_handle *h)
 {
-	struct upstream *up = h->up;
+	struct backend *up = h->up;
 
 	curl_multi_remove_handle(up->multi, h->easy);
 	/* curl_easy_reset() would cost more than the rest of a small
@@ -581,10 +581,10 @@ upstream_handle_release(struct up_handle *h)
 	 * So a transfer that ended well without one (a retry closes the
 	 * dead connection) only has its own options undone. */
 	if (h->clean)
-		upstream_handle_clear(h->easy);
+		backend_handle_clear(h->easy);
 	else {
 		curl_easy_reset(h->easy);
-		upstream_handle_setup(h);
+		backend_handle_setup(h);
 	}
 	h->owner = NULL;
 	h->on_done = NULL;
@@ -592,15 +592,15 @@ upstream_handle_release(struct up_handle *h)
 	if (h->holds_slot) {
 		h->holds_slot = 0;
 		up->in_flight--;
-		upstream_track_idle(up);
-		upstream_start_next(up);
+		backend_track_idle(up);
+		backend_start_next(up);
 	}
 }
 
 static size_t
-upstream_fetch_write(char *data, size_t size, size_t nitems, void *arg)
+backend_fetch_write(char *data, size_t size, size_t nitems, void *arg)
 {
-	struct upstream_fetch *f = arg;
+	struct backend_fetch *f = arg;
 	size_t len = size * nitems, room = sizeof f->body - 1 - f->len;
 
 	if (len > room)
@@ -611,9 +611,9 @@ upstream_fetch_write(char *data, size_t size, size_t nitems, void *arg)
 }
 
 static void
-upstream_fetch_done(struct up_handle *h, CURLcode rc)
+backend_fetch_done(struct up_handle *h, CURLcode rc)
 {
-	struct upstream_fetch *f = h->owner;
+	struct backend_fetch *f = h->owner;
 	char err[CURL_ERROR_SIZE];
 	long code = 0;
 	double latency = (now_us() - f->t_start_us) / 1e6;
@@ -624,7 +624,7 @@ upstream_fetch_done(struct up_handle *h, CURLcode rc)
 	        : h->errbuf[0] ? h->errbuf
 	                       : curl_easy_strerror(rc));
 	f->body[f->len] = '\0';
-	upstream_handle_release(h);
+	backend_handle_release(h);
 	f->cb(f->arg, rc == CURLE_OK ? code : 0, f->body, err, latency);
 	free(f);
 }
@@ -636,27 +636,27 @@ upstream_fetch_done(struct up_handle *h, CURLcode rc)
  * from client traffic.  cb gets the status (0 when no answer came), the
  * start of the body, an error message and the latency.
  */
-struct upstream_fetch *
-upstream_fetch_start(struct upstream *up, const char *path, long timeout_ms,
-    upstream_fetch_cb cb, void *arg)
+struct backend_fetch *
+backend_fetch_start(struct backend *up, const char *path, long timeout_ms,
+    backend_fetch_cb cb, void *arg)
 {
-	struct upstream_fetch *f = xcalloc(1, sizeof *f);
+	struct backend_fetch *f = xcalloc(1, sizeof *f);
 	CURL *e;
 
 	f->cb = cb;
 	f->arg = arg;
 	f->t_start_us = now_us();
-	f->h = upstream_handle_get(up, 0);
+	f->h = backend_handle_get(up, 0);
 	f->h->owner = f;
-	f->h->on_done = upstream_fetch_done;
+	f->h->on_done = backend_fetch_done;
 	e = f->h->easy;
-	upstream_handle_url(f->h, path);
+	backend_handle_url(f->h, path);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, OP_NAME "/" PACKAGE_VERSION);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_fetch_write);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, backend_fetch_write);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
-	if (upstream_handle_start(f->h) != 0) {
-		upstream_handle_release(f->h);
+	if (backend_handle_start(f->h) != 0) {
+		backend_handle_release(f->h);
 		free(f);
 		return NULL;
 	}
@@ -664,8 +664,8 @@ upstream_fetch_start(struct upstream *up, const char *path, long timeout_ms,
 }
 
 void
-upstream_fetch_cancel(struct upstream_fetch *f)
+backend_fetch_cancel(struct backend_fetch *f)
 {
-	upstream_handle_release(f->h);
+	backend_handle_release(f->h);
 	free(f);
 }
