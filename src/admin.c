@@ -47,7 +47,7 @@ admin_health_done(void *arg, const struct probe_result *res)
 
 	req->probe = NULL;
 	cJSON_AddStringToObject(root, "status", res->ok ? "ok" : "unavailable");
-	cJSON_AddStringToObject(root, "upstream", req->up->url.base);
+	cJSON_AddStringToObject(root, "upstream", req->backend->url.base);
 	cJSON_AddBoolToObject(root, "upstream_ok", res->ok);
 	if (res->status != 0)
 		cJSON_AddNumberToObject(root, "upstream_status", res->status);
@@ -59,11 +59,48 @@ admin_health_done(void *arg, const struct probe_result *res)
 	admin_respond_json(req, res->ok ? 200 : 503, root);
 }
 
+/* A fleet is healthy while any backend is up: the periodic probes
+ * (health.c) say which, no probe of its own. */
+static void
+admin_health_fleet(struct proxy_req *req)
+{
+	cJSON *root = cJSON_CreateObject(), *list, *o;
+	struct backend *b;
+	int up = 0;
+
+	list = cJSON_AddArrayToObject(root, "backends");
+	TAILQ_FOREACH(b, &rt.backends, entry)
+	{
+		if (b->retiring)
+			continue;
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "name", b->name);
+		cJSON_AddStringToObject(o, "url", b->url.base);
+		cJSON_AddBoolToObject(o, "up", b->state == BACKEND_UP);
+		if (b->state != BACKEND_UP)
+			cJSON_AddStringToObject(o, "reason", b->last_error);
+		cJSON_AddItemToArray(list, o);
+		up += b->state == BACKEND_UP;
+	}
+	cJSON_AddNumberToObject(root, "backends_up", up);
+	cJSON_AddStringToObject(root, "status", up > 0 ? "ok" : "unavailable");
+	admin_respond_json(req, up > 0 ? 200 : 503, root);
+}
+
 static void
 admin_health(struct proxy_req *req)
 {
-	req->up = backend_select(req);
-	req->probe = probe_health(req->up, admin_health_done, req);
+	struct backend *b;
+
+	if (rt.cfg->fleet) {
+		admin_health_fleet(req);
+		return;
+	}
+	TAILQ_FOREACH(b, &rt.backends, entry)
+	if (!b->retiring)
+		break;
+	proxy_set_backend(req, b);
+	req->probe = probe_health(b, admin_health_done, req);
 }
 
 static void

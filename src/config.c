@@ -545,6 +545,7 @@ config_free(struct config *cfg)
 	free(cfg->client_tokens_path);
 	free(cfg->client_tokens_read);
 	free(cfg->upstream_text);
+	free(cfg->backends); /* TEMP */
 	free(cfg->file);
 	free(cfg);
 }
@@ -850,6 +851,42 @@ config_apply_overrides(struct config *cfg, const struct config_overrides *ov,
  * command-line overrides, and checks the whole but what needs addresses:
  * that is config_check_addresses(), once names are resolved.  No DNS.
  * Every error found goes to errs (reset first); -1 when there is one. */
+/* TEMP until the [backend] sections land: the one backend. */
+static void
+config_tmp_backends(struct config *cfg)
+{
+	struct backend_conf *bc;
+
+	cfg->num_parallel = 1;
+	cfg->queue_timeout = 600;
+	cfg->probe_interval = 5;
+	cfg->fail_threshold = 2;
+	cfg->weight = 1;
+	free(cfg->backends);
+	cfg->backends = bc = xcalloc(1, sizeof *bc);
+	cfg->nbackends = 1;
+	snprintf(bc->name, sizeof bc->name, "default");
+	bc->url = cfg->upstream;
+	bc->weight = 1;
+	bc->models = "";
+	bc->ca_file = cfg->ca_file;
+	bc->tls_verify = cfg->tls_verify;
+	bc->pool_maxsize = cfg->pool_maxsize;
+	bc->pool_connections = cfg->pool_connections;
+	bc->connect_timeout = cfg->connect_timeout;
+	bc->first_byte_timeout = cfg->first_byte_timeout;
+	bc->stream_idle_timeout = cfg->stream_idle_timeout;
+	bc->num_parallel = 1;
+	bc->probe_interval = 5;
+	bc->fail_threshold = 2;
+}
+
+int
+config_backend_admits(const struct backend_conf *bc, const char *model)
+{
+	return 1;
+}
+
 int
 config_load_fp(struct config *cfg, FILE *fp, const char *file,
     const struct config_overrides *ov, struct config_errors *errs)
@@ -888,6 +925,7 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 		config_apply_overrides(cfg, ov, errs);
 	config_check_pool(&ctx);
 	config_tokens_load(&ctx);
+	config_tmp_backends(cfg);
 	return errs->n > 0 ? -1 : 0;
 }
 

@@ -249,6 +249,8 @@ headers_forwarded(const struct http_head *h, uint32_t i, int drop_auth)
 	    (r->name_len == 6 && strncasecmp(name, "expect", 6) == 0) ||
 	    (r->name_len == 12 && strncasecmp(name, "x-request-id", 12) == 0) ||
 	    (r->name_len == 3 && strncasecmp(name, "via", 3) == 0) ||
+	    (r->name_len == 21 &&
+	        strncasecmp(name, "x-ollama-pool-backend", 21) == 0) ||
 	    (drop_auth && r->name_len == 13 &&
 	        strncasecmp(name, "authorization", 13) == 0));
 }
@@ -285,7 +287,7 @@ headers_list_copy(struct hdr_list *l, const struct http_head *h, uint32_t i)
  */
 void
 headers_to_curl(struct hdr_list *l, const struct http_head *h, int post_mode,
-    int drop_auth, const char *rid)
+    int drop_auth, const char *rid, const char *auth)
 {
 	const struct header_ref *r;
 	int saw_accept = 0, saw_ctype = 0;
@@ -297,6 +299,11 @@ headers_to_curl(struct hdr_list *l, const struct http_head *h, int post_mode,
 		    h->hdrs[i].name_len + 2 + h->hdrs[i].value_len);
 	if (rid != NULL)
 		room += reqid_curl_room(h, rid);
+	/* A backend's own token replaces whatever the client sent. */
+	if (auth != NULL) {
+		room += headers_list_room(strlen(auth));
+		drop_auth = 1;
+	}
 	memset(l, 0, sizeof *l);
 	l->mem = xmalloc(room);
 	l->cap = room;
@@ -317,6 +324,8 @@ headers_to_curl(struct hdr_list *l, const struct http_head *h, int post_mode,
 	if (post_mode && !saw_ctype)
 		headers_list_addstr(l, "Content-Type:");
 	headers_list_addstr(l, "Expect:");
+	if (auth != NULL)
+		headers_list_addstr(l, auth);
 	if (rid != NULL)
 		reqid_to_curl(l, h, rid);
 }

@@ -15,22 +15,28 @@ janitor_status(void)
 {
 	struct backend *up;
 	char status[sizeof rt.status_line];
-	int in_flight = 0, queued = 0;
+	char where[sizeof up->url.base + 16];
+	int in_flight = 0, queued = queue_length(), up_n = 0;
 	long conns = 0;
 
 	TAILQ_FOREACH(up, &rt.backends, entry)
 	{
-		in_flight += up->in_flight;
-		queued += up->queued;
+		in_flight += up->active;
 		conns += up->conns_open;
+		up_n += backend_usable(up);
 	}
 	up = TAILQ_FIRST(&rt.backends);
+	if (rt.cfg->fleet)
+		snprintf(where, sizeof where, "%d of %d backend%s up", up_n,
+		    rt.cfg->nbackends, log_plural(rt.cfg->nbackends));
+	else
+		snprintf(where, sizeof where, "upstream %s",
+		    up ? up->url.base : "-");
 	snprintf(status, sizeof status,
-	    "%d client%s, %d in flight, %d queued; upstream %s, %ld "
+	    "%d client%s, %d in flight, %d queued; %s, %ld "
 	    "connection%s open%s",
-	    rt.nclients, log_plural(rt.nclients), in_flight, queued,
-	    up ? up->url.base : "-", conns, log_plural(conns),
-	    rt.stopping ? "; draining" : "");
+	    rt.nclients, log_plural(rt.nclients), in_flight, queued, where,
+	    conns, log_plural(conns), rt.stopping ? "; draining" : "");
 	if (strcmp(status, rt.status_line) == 0)
 		return;
 	snprintf(rt.status_line, sizeof rt.status_line, "%s", status);

@@ -116,6 +116,58 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /*
+ * The backends a configuration names, in its order: one whose name and
+ * settings did not change keeps serving with its warm connections and
+ * what it learned; the others are made anew, and those left over retire
+ * (their requests in flight finish; they go when done).  New ones are
+ * probed at once.
+ */
+static void
+main_backends_apply(const struct config *cfg)
+{
+	struct backend_list fresh;
+	struct backend_hooks hooks = {queue_kick, NULL};
+	struct backend *b, *next;
+	int i;
+
+	TAILQ_INIT(&fresh);
+	for (i = 0; i < cfg->nbackends; i++) {
+		TAILQ_FOREACH(b, &rt.backends, entry)
+		if (!b->retiring &&
+		    backend_same_settings(b, &cfg->backends[i]) &&
+		    b->fleet == cfg->fleet)
+			break;
+		if (b != NULL)
+			TAILQ_REMOVE(&rt.backends, b, entry);
+		else {
+			b = backend_new(&cfg->backends[i], cfg->fleet, &hooks);
+			health_start(b);
+			probe_startup(b);
+			if (cfg->fleet)
+				log_notice("backend %s: %s, %d slot%s, %d per "
+				           "model",
+				    b->name, b->url.base, b->conf.pool_maxsize,
+				    log_plural(b->conf.pool_maxsize),
+				    b->conf.num_parallel);
+			else
+				log_notice("forwarding to %s with a pool of %d "
+				           "connection%s",
+				    b->url.base, b->conf.pool_maxsize,
+				    log_plural(b->conf.pool_maxsize));
+		}
+		TAILQ_INSERT_TAIL(&fresh, b, entry);
+	}
+	for (b = TAILQ_FIRST(&rt.backends); b != NULL; b = next) {
+		next = TAILQ_NEXT(b, entry);
+		TAILQ_REMOVE(&rt.backends, b, entry);
+		TAILQ_INSERT_TAIL(&fresh, b, entry);
+		if (!b->retiring)
+			backend_retire(b);
+	}
+	TAILQ_CONCAT(&rt.backends, &fresh, entry);
+}
+
+/*
  * The settings of a reload, their names resolved: check them, then apply
  * them.  Listeners first: if a new address cannot be bound, nothing
  * changes at all.  A changed upstream gets a new pool; requests in flight
@@ -124,25 +176,18 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
 static int
 main_reload_apply(struct config *cfg, char *err, size_t errlen)
 {
-	struct backend *up, *old;
+	struct config *old;
 
 	if (config_check_addresses(cfg, err, errlen) != 0 ||
 	    listener_reconcile(cfg, err, errlen) != 0)
 		return -1;
-	old = TAILQ_FIRST(&rt.backends);
-	if (old == NULL || old->retiring || !backend_same_settings(old, cfg)) {
-		up = backend_new(cfg);
-		TAILQ_FOREACH(old, &rt.backends, entry)
-		if (!old->retiring)
-			backend_retire(old);
-		TAILQ_INSERT_HEAD(&rt.backends, up, entry);
-		log_notice(
-		    "now forwarding to %s with a pool of %d connection%s",
-		    up->url.base, up->pool_maxsize,
-		    log_plural(up->pool_maxsize));
-	}
-	config_free(rt.cfg);
+	/* The new settings first: new backends are made from them. */
+	old = rt.cfg;
 	rt.cfg = cfg;
+	main_backends_apply(cfg);
+	config_free(old);
+	/* Waiting requests may fit the new backends. */
+	queue_kick(NULL);
 	accesslog_configure(rt.cfg);
 	return 0;
 }
@@ -388,8 +433,6 @@ main(int argc, char **argv)
 	TAILQ_INIT(&rt.listeners);
 	TAILQ_INIT(&rt.clients);
 
-	up = backend_new(rt.cfg);
-	TAILQ_INSERT_TAIL(&rt.backends, up, entry);
 	if (listener_open_all(rt.cfg, err, sizeof err) != 0)
 		fatal("%s", err);
 	main_warn_exposure();
@@ -402,20 +445,26 @@ main(int argc, char **argv)
 	for (i = 0; i < 4; i++)
 		evsignal_add(sigev[i], NULL);
 
-	log_notice("forwarding to %s with a pool of %d connection%s",
-	    up->url.base, up->pool_maxsize, log_plural(up->pool_maxsize));
+	/* Each backend's start-up check says plainly whether Ollama
+	 * answers; none holds READY=1. */
+	main_backends_apply(rt.cfg);
+	up = TAILQ_FIRST(&rt.backends);
 	log_notice("Via names this proxy %s", rt.via_name);
-	sdnotify_send("READY=1\nSTATUS=listening on %s, upstream %s",
-	    listener_summary(where, sizeof where), up->url.base);
+	if (rt.cfg->fleet)
+		sdnotify_send("READY=1\nSTATUS=listening on %s, %d backend%s",
+		    listener_summary(where, sizeof where), rt.cfg->nbackends,
+		    log_plural(rt.cfg->nbackends));
+	else
+		sdnotify_send("READY=1\nSTATUS=listening on %s, upstream %s",
+		    listener_summary(where, sizeof where), up->url.base);
 	janitor_start();
-	/* Says plainly whether Ollama answers; never holds READY=1. */
-	probe_startup(up);
 
 	event_base_dispatch(rt.base);
 
 	janitor_stop();
 	client_close_all();
 	listener_close_all();
+	queue_free_all();
 	while ((up = TAILQ_FIRST(&rt.backends)) != NULL) {
 		TAILQ_REMOVE(&rt.backends, up, entry);
 		backend_free(up);

@@ -305,9 +305,9 @@ metrics_gather(struct metrics_gauges *g)
 	TAILQ_FOREACH(up, &rt.backends, entry)
 	{
 		g->upstream_open += up->conns_open;
-		g->queued += up->queued;
-		g->in_flight += up->in_flight;
+		g->in_flight += up->active;
 	}
+	g->queued = queue_length();
 	g->rss = metrics_rss_bytes();
 	g->fds = metrics_open_fds();
 }

@@ -117,6 +117,39 @@ int addr_upstream_is_listen(
 void addr_format(const struct sockaddr *, socklen_t, char *, size_t);
 
 /* config.c: the declarative table of settings. */
+#define BACKEND_NAME_MAX 64
+/*
+ * One Ollama as configured: a [backend NAME] section, or, when the file
+ * has none, the [upstream] url alone (a fleet of one named "default").
+ * Every [upstream] setting below is the default for every backend and a
+ * [backend] section may set it again for itself.
+ */
+struct backend_conf {
+	char name[BACKEND_NAME_MAX];
+	int line; /* of its [backend NAME] header; 0: from [upstream] */
+	struct upstream_url url;
+	char *url_text; /* as given, for messages */
+	int url_line; /* in file; 0: not set there */
+	int weight; /* share among equals; >= 1 */
+	char *models; /* allow-list, space separated; "": every model */
+	char *token_file; /* as given; "": none */
+	char *token_path; /* the file read, NULL when none */
+	char *token; /* its contents, trimmed; NULL: none.  Never printed */
+	char *ca_file; /* "": the system's */
+	int tls_verify;
+	int pool_maxsize;
+	int pool_connections;
+	double connect_timeout;
+	double first_byte_timeout; /* 0: none */
+	double stream_idle_timeout; /* 0: none */
+	int num_parallel; /* requests per model at once (OLLAMA_NUM_PARALLEL) */
+	double probe_interval;
+	int fail_threshold; /* failed probes or requests in a row: ejected */
+};
+/* Does a backend's allow-list admit this model?  NULL: a request
+ * without a model, always admitted. */
+int config_backend_admits(const struct backend_conf *, const char *);
+
 struct config {
 	char *file; /* NULL when running on defaults */
 
@@ -134,6 +167,19 @@ struct config {
 	char *ca_file;
 	int tls_verify;
 	char *resolver; /* DNS servers, IP[:PORT] space separated; "": system */
+	int num_parallel; /* the defaults of every backend: */
+	double probe_interval;
+	int fail_threshold;
+	int weight;
+	char *token_file;
+	double queue_timeout; /* the fleet's one queue: a wait past it, 503 */
+
+	/* The backends, in file order; always at least one.  fleet is set
+	 * when they come from [backend] sections: requests are then placed
+	 * by model and the fleet-wide endpoints merge every backend's. */
+	struct backend_conf *backends;
+	int nbackends;
+	int fleet;
 
 	int retries;
 	double backoff_factor;
@@ -254,8 +300,8 @@ struct hdr_list { /* curl_slist nodes and their lines, one block */
 size_t headers_list_room(size_t);
 char *headers_list_add(struct hdr_list *, size_t);
 void headers_list_free(struct hdr_list *);
-void headers_to_curl(
-    struct hdr_list *, const struct http_head *, int, int, const char *);
+void headers_to_curl(struct hdr_list *, const struct http_head *, int, int,
+    const char *, const char *);
 int headers_token_ok(const struct http_head *, const char *);
 int headers_response_keep(const struct http_head *, uint32_t);
 
@@ -391,7 +437,9 @@ struct tokscan {
 	unsigned value_num : 1, value_true : 1, model_full : 1, have : 1;
 	uint32_t depth; /* 0: between objects */
 	uint64_t value, obj_prompt_n, obj_completion_n;
+	uint64_t obj_load_ns;
 	uint64_t prompt, completion; /* of the last final object */
+	uint64_t load_ns; /* its load_duration, in nanoseconds */
 	char key_buf[18];
 	char model[256];
 };
@@ -543,6 +591,51 @@ void accesslog_write(const struct access_rec *);
 uint64_t accesslog_dropped(void);
 const char *accesslog_end_name(enum access_end);
 
+struct backend;
+struct backend_model;
+/* placement.c: which backend serves a request for a model. */
+#define PLACE_EXCLUDE_MAX 32
+struct place_want {
+	const char *model; /* NULL: no model (no slots, any backend) */
+	struct backend *const *exclude; /* tried already: others first */
+	int nexclude;
+	int need_listed; /* failover: only backends that list the model */
+};
+enum place_verdict {
+	PLACE_GO, /* *out has a free slot for it: take it */
+	PLACE_WAIT, /* candidates exist, all busy: wait for a slot */
+	PLACE_NONE, /* no healthy backend admits it */
+};
+enum place_verdict placement_choose(const struct place_want *,
+    struct backend **, struct backend_model **);
+/* Requests without a model and not fleet-wide: round-robin, no slot. */
+struct backend *placement_any(const char *model);
+/* A final chunk's load_duration, and a request's time, learned. */
+void placement_learn(struct backend *, struct backend_model *,
+    double load_s, double busy_s);
+
+/* queue.c: the fleet's one queue of requests waiting for a slot, fair
+ * across clients: the next free slot goes round-robin among the clients
+ * that wait, FIFO within one. */
+struct queue_entry {
+	struct place_want want;
+	char client[REQID_MAX + 1]; /* its token, else its address */
+	/* A slot is theirs: called with backend and model, entry out. */
+	void (*dispatch)(void *, struct backend *, struct backend_model *);
+	void *arg;
+	uint64_t t_us; /* when it began waiting */
+	struct queue_client *qc; /* NULL: not queued */
+	TAILQ_ENTRY(queue_entry) entry;
+};
+struct queue_client;
+int queue_add(struct queue_entry *); /* -1: queue_max reached */
+void queue_remove(struct queue_entry *);
+void queue_kick(void *); /* a slot freed: a backend's hook */
+int queue_length(void);
+int queue_waiting_for(const struct backend *); /* could go there */
+int queue_waiting_model(const char *);
+void queue_free_all(void);
+
 /* proxy.c: one request's life, from head parsed to response written. */
 enum proxy_state {
 	PROXY_NEW,
@@ -557,8 +650,10 @@ struct probe_waiter;
 struct proxy_req {
 	struct client_conn *client;
 	struct http_head *head; /* the client's, valid while we live */
-	struct backend *up;
+	struct backend *backend; /* this attempt's, referenced */
+	struct backend_model *model; /* its slot's model; NULL: none */
 	struct up_handle *handle;
+	struct fleet_op *fleet; /* a fleet-wide endpoint's answer */
 	struct probe_waiter *probe; /* waiting for a health answer */
 	enum proxy_state state;
 	unsigned head_only : 1; /* HEAD: no response body */
@@ -576,7 +671,9 @@ struct proxy_req {
 	unsigned resp_complete : 1;
 	unsigned replayable : 1; /* all of the body sent so far is kept */
 	unsigned retry_pending : 1; /* this attempt's answer will be retried */
-	unsigned in_queue : 1; /* on its upstream's wait queue */
+	unsigned slot_held : 1; /* of backend (and model) */
+	unsigned await_body : 1; /* placed once the body is whole */
+	unsigned fleet_wide : 1; /* answered by fleet.c */
 	unsigned bad_framing : 1; /* answer framed two ways: refused */
 	unsigned send_flush : 1; /* a held-back piece of body waited enough */
 
@@ -605,7 +702,11 @@ struct proxy_req {
 	uint8_t end; /* enum access_end, once known */
 	unsigned conn_failed : 1; /* the last attempt could not connect */
 	char request_id[REQID_MAX + 1];
-	TAILQ_ENTRY(proxy_req) queue_entry;
+	char *model_name; /* from the body; NULL: none */
+	struct backend *tried[PLACE_EXCLUDE_MAX]; /* failed this request */
+	int ntried;
+	uint64_t t_dispatch_us; /* this attempt took its slot */
+	struct queue_entry qe; /* waiting for a slot, when qe.qc is set */
 };
 struct proxy_req *proxy_req_new(struct client_conn *, struct http_head *);
 void proxy_req_start(struct proxy_req *);
@@ -615,17 +716,42 @@ int proxy_req_wants_body(const struct proxy_req *);
 void proxy_req_client_drained(struct proxy_req *);
 void proxy_req_free(struct proxy_req *);
 void proxy_req_cancel(struct proxy_req *);
-void proxy_req_begin_transfer(struct proxy_req *);
+/* Within one request's rooms (proxy.c, dispatch.c). */
+void proxy_set_backend(struct proxy_req *, struct backend *);
+void proxy_release_slot(struct proxy_req *);
+void proxy_transfer_begin(struct proxy_req *);
+void proxy_timer_start(struct proxy_req *, double);
+void proxy_timer_stop(struct proxy_req *);
+void proxy_finish_fleet(struct proxy_req *);
+
+/* dispatch.c: how a request gets its backend.  Alone, the one backend's
+ * slots and the queue; in a fleet, by the model its body names, through
+ * placement and the fair queue, or fleet.c for the fleet-wide
+ * endpoints. */
+void proxy_route(struct proxy_req *);
+void proxy_place(struct proxy_req *);
+void proxy_body_whole(struct proxy_req *);
+int proxy_failover(struct proxy_req *);
 void proxy_req_fail(struct proxy_req *, int, int, const char *, ...)
     PRINTFLIKE(4, 5);
 void proxy_req_respond(
     struct proxy_req *, int, const char *, const char *, size_t);
 
+/* backend.c's word on how a transfer ended. */
+enum xfer_result {
+	XFER_OK,
+	XFER_CONNECT, /* no connection could be made */
+	XFER_TIMEOUT, /* connect_timeout or a fetch's own */
+	XFER_RESET, /* the connection broke: transient */
+	XFER_ABORTED, /* a callback of ours stopped it */
+	XFER_ERROR, /* anything else (TLS, protocol) */
+};
+
 /* retry.c: whether a failed attempt goes again, and after how long. */
 int retry_allowed(const struct config *, int, int, int);
 int retry_status(const struct config *, long);
-int retry_transient(CURLcode);
-enum retry_reason retry_reason_of(CURLcode);
+int retry_transient(enum xfer_result);
+enum retry_reason retry_reason_of(enum xfer_result);
 double retry_backoff(const struct config *, int);
 double retry_after(const struct config *, const char *, double);
 
@@ -654,71 +780,151 @@ int admin_is_admin_path(const char *, size_t);
 void admin_handle(struct proxy_req *);
 void admin_handle_plain(struct proxy_req *);
 
-/* backend.c: one Ollama backend, its curl multi and its pool.  Several
- * backends will be a list of these; one upstream is the special case. */
-struct up_handle {
-	CURL *easy;
-	struct backend *up;
-	void *owner;
-	void (*on_done)(struct up_handle *, CURLcode);
-	int holds_slot; /* counted in in_flight */
-	int clean; /* ended well, no connection closed: no full reset */
-	unsigned long closed_at_start; /* upstream's conns_closed */
-	char *url; /* the base, then the path of the request */
-	size_t url_cap;
-	char errbuf[CURL_ERROR_SIZE];
-	SLIST_ENTRY(up_handle) free_entry;
+/*
+ * backend.c: one Ollama: its curl multi and connection pool, its slots
+ * per model, what it has and runs, its health.  The only file that calls
+ * curl; everything above speaks to it through the transfer interface
+ * below and callbacks of its own.
+ */
+#define XFER_PAUSE ((size_t)-1) /* from on_data, on_read: pause */
+#define XFER_ABORT ((size_t)-2) /* from on_read: stop the transfer */
+struct xfer_end {
+	enum xfer_result result;
+	const char *error; /* curl's words, for messages */
+	long new_conns; /* connections this transfer opened */
+	int conn_failed; /* it never got a connection */
 };
-typedef void (*backend_fetch_cb)(
-    void *, long, const char *, const char *, double);
-struct backend_fetch;
+/* What a transfer tells its owner, while it runs inside curl: they may
+ * write to buffers and set flags, never free or release the transfer. */
+struct xfer_cb {
+	size_t (*on_header)(void *, const char *, size_t); /* 0: abort */
+	size_t (*on_data)(void *, const char *, size_t); /* or XFER_PAUSE */
+	size_t (*on_read)(void *, char *, size_t); /* or XFER_PAUSE, _ABORT */
+	int (*on_rewind)(void *); /* 0: body from its start again; -1: no */
+	void (*on_done)(void *, const struct xfer_end *); /* outside curl */
+};
+struct xfer_spec {
+	int method; /* enum method */
+	const char *method_name;
+	const char *path; /* with its query */
+	const struct hdr_list *headers;
+	int has_body; /* on_read gives it */
+	int64_t body_len; /* -1: chunked */
+	const struct xfer_cb *cb;
+	void *arg;
+};
+struct backend_model { /* what a backend has and runs of one model */
+	char name[128];
+	unsigned listed : 1; /* in its /api/tags */
+	unsigned loaded : 1; /* in its /api/ps */
+	int in_flight; /* slots held */
+	double load_s; /* learned from load_duration; < 0: unknown */
+	double busy_s; /* a request's time, smoothed; < 0: unknown */
+	TAILQ_ENTRY(backend_model) entry;
+};
+enum backend_state {
+	BACKEND_UP, /* takes requests (also before its first probe) */
+	BACKEND_DOWN, /* ejected: probed with backoff until it answers */
+};
+struct up_handle;
 struct up_sock;
+struct backend_fetch;
 struct probe;
+struct backend_hooks { /* handed in by whoever made the backend */
+	void (*slot_freed)(void *); /* a slot or health became free */
+	void *arg;
+};
 struct backend {
+	char *name;
+	struct backend_conf conf; /* its own copy; token included */
 	struct upstream_url url;
 	size_t base_len; /* of url.base */
+	char *auth; /* "Authorization: Bearer TOKEN", NULL: none */
+	struct backend_hooks hooks;
+	int fleet; /* placed by model, ejected when failing */
 	CURLM *multi;
 	struct event *timer_ev;
 	struct event *trim_ev; /* lets the connection cache shrink */
 	int maxconnects; /* curl's cache cap: in flight + idle kept */
-	int peak_in_flight; /* since trim_ev last ran */
-	int pool_maxsize;
-	int pool_connections;
-	int queue_max;
+	int peak_active; /* since trim_ev last ran */
 	long connect_timeout_ms;
-	char *ca_file;
-	int tls_verify;
 
-	int in_flight;
-	int queued;
+	int active; /* transfers running, slot or not */
+	int in_flight; /* slots held: <= conf.pool_maxsize */
 	int refs; /* requests holding it */
 	int retiring; /* replaced by a reload: no new requests */
 	int unreachable; /* the start-up check failed; until it answers */
 	long conns_open; /* upstream connections open now */
 	unsigned long conns_closed; /* ever: a transfer that saw one may
 	                             * have been retried by curl */
+	uint64_t requests; /* transfers started, for metrics */
+	uint64_t conns_opened;
 	struct up_sock **socks; /* by descriptor: the connections' sockets */
 	int nsocks;
-	TAILQ_HEAD(, proxy_req) queue;
-	SLIST_HEAD(, up_handle) free_handles;
+	struct up_handle *free_handles;
+	TAILQ_HEAD(, backend_model) models;
+	int nmodels;
+	unsigned rr; /* ties among equals, for placement */
+
+	enum backend_state state;
+	int fails; /* failed probes and requests in a row */
+	int known; /* a probe has listed its models */
+	char last_error[256]; /* why it last failed */
+	uint64_t last_probe_us; /* when a probe last answered or failed */
+	double last_probe_latency;
 	struct probe *probe; /* health: one in flight, answers shared */
+	struct health *health; /* a fleet's periodic probes */
 	TAILQ_ENTRY(backend) entry;
 };
 TAILQ_HEAD(backend_list, backend);
-struct backend *backend_new(const struct config *);
+struct backend *backend_new(const struct backend_conf *, int fleet,
+    const struct backend_hooks *);
 void backend_free(struct backend *);
-int backend_same_settings(const struct backend *, const struct config *);
+int backend_same_settings(const struct backend *, const struct backend_conf *);
 void backend_retire(struct backend *);
-struct backend *backend_select(struct proxy_req *);
+void backend_ref(struct backend *);
 void backend_unref(struct backend *);
-int backend_submit(struct backend *, struct proxy_req *);
-void backend_dequeue(struct backend *, struct proxy_req *);
-struct up_handle *backend_handle_get(struct backend *, int);
-void backend_handle_url(struct up_handle *, const char *);
-int backend_handle_start(struct up_handle *);
-void backend_handle_release(struct up_handle *);
+int backend_usable(const struct backend *); /* up and not retiring */
+int backend_admits(const struct backend *, const char *);
+struct backend *backend_find(const char *); /* by name, not retiring */
+/* Models: found or made (NULL name: none). */
+struct backend_model *backend_model(struct backend *, const char *);
+struct backend_model *backend_model_find(
+    const struct backend *, const char *);
+/* Slots: a request for a model holds one of the backend's slots and one
+ * of that model's from dispatch to its last byte. */
+int backend_slot_free(const struct backend *, const struct backend_model *);
+void backend_slot_take(struct backend *, struct backend_model *);
+void backend_slot_release(struct backend *, struct backend_model *);
+/* One request's transfer. */
+struct up_handle *backend_xfer_start(struct backend *, const struct xfer_spec *);
+void backend_xfer_pause(struct up_handle *, int recv, int send);
+void backend_xfer_release(struct up_handle *);
+/* A small request of the proxy's own (probes, fleet-wide endpoints):
+ * holds no slot, never waits behind generations, says User-Agent:
+ * ollama-pool/VERSION. */
+struct backend_fetch_result {
+	long status; /* 0: no answer */
+	const char *body; /* what was kept of it, NUL-terminated */
+	size_t len;
+	const char *error; /* "" when an answer came */
+	double latency; /* seconds */
+};
+struct backend_fetch_spec {
+	const char *method; /* NULL: GET */
+	const char *path;
+	const char *body; /* NULL: none; else JSON, the caller's until done */
+	size_t body_len;
+	long timeout_ms; /* 0: none */
+	size_t keep_max; /* answer bytes kept; 0: BACKEND_FETCH_KEEP */
+	/* Answer bytes as they come (NULL: only kept). */
+	void (*on_data)(void *, const char *, size_t);
+	void (*on_done)(void *, const struct backend_fetch_result *);
+	void *arg;
+};
+#define BACKEND_FETCH_KEEP (4 * 1024 * 1024)
 struct backend_fetch *backend_fetch_start(
-    struct backend *, const char *, long, backend_fetch_cb, void *);
+    struct backend *, const struct backend_fetch_spec *);
 void backend_fetch_cancel(struct backend_fetch *);
 
 /* probe.c: health probes of a backend: at most one in flight, its answer
@@ -737,6 +943,47 @@ void probe_waiter_cancel(struct probe_waiter *);
 void probe_free(struct probe *);
 void probe_startup(struct backend *);
 void probe_reachable(struct backend *, const char *);
+
+/* probe.c, the fleet's: every backend probed each probe_interval
+ * (/api/ps and /api/tags), ejected after fail_threshold failures in a
+ * row, asked again with backoff, readmitted after one success. */
+void probe_fleet_start(struct backend *);
+/* Health as requests find it too: a failed connect or a 5xx answer
+ * counts as a failed probe, an answer below 500 as a good one. */
+void probe_note_ok(struct backend *);
+void probe_note_failure(struct backend *, const char *);
+
+/* fleet.c: the fleet-wide endpoints: merged tags and ps, pulls, deletes
+ * and copies fanned out to every backend.  fleet.c answers through the
+ * sink it is handed, never by name. */
+struct fleet_sink {
+	/* A whole answer; a body, NUL-terminated. */
+	void (*respond)(void *, int status, const char *ctype,
+	    const char *body, size_t len);
+	/* Or a streamed one: a head, NDJSON lines, its end. */
+	void (*stream_begin)(void *, int status, const char *ctype);
+	void (*stream_write)(void *, const char *, size_t);
+	void (*stream_end)(void *);
+	void *arg;
+};
+struct fleet_op;
+/* Is this a fleet-wide endpoint (when the fleet is several)? */
+int fleet_is_fleetwide(int route, int method);
+/* Starts one; the body is the request's, whole (NULL for GET). */
+struct fleet_op *fleet_start(int route, int method, const char *body,
+    size_t len, const struct fleet_sink *);
+void fleet_cancel(struct fleet_op *);
+
+/* health.c: a fleet's backends probed each probe_interval (/api/ps and
+ * /api/tags: what each has and runs), ejected after fail_threshold
+ * failures in a row, asked again with backoff, readmitted after one
+ * success.  Requests count too: a failed connect or a 5xx is a failure,
+ * any other answer a success. */
+struct health;
+void health_start(struct backend *);
+void health_free(struct health *);
+void health_note_ok(struct backend *);
+void health_note_failure(struct backend *, const char *);
 
 /* resolve.c: names looked up off the loop, with evdns (rt.dns). */
 struct resolve_job;
@@ -776,7 +1023,7 @@ struct runtime {
 	struct event *accept_resume_ev;
 
 	struct event *janitor_ev;
-	char status_line[1300]; /* last STATUS= sent */
+	char status_line[1400]; /* last STATUS= sent */
 	int watchdog;
 
 	enum log_level log_level;

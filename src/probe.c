@@ -25,6 +25,22 @@
 
 /* A health probe must answer fast even while a model loads. */
 #define PROBE_TIMEOUT_MS 5000
+
+/* GET path on the backend, for cb; NULL when it cannot start. */
+static struct backend_fetch *
+probe_fetch(struct backend *b, const char *path,
+    void (*cb)(void *, const struct backend_fetch_result *), void *arg)
+{
+	struct backend_fetch_spec spec;
+
+	memset(&spec, 0, sizeof spec);
+	spec.path = path;
+	spec.timeout_ms = PROBE_TIMEOUT_MS;
+	spec.keep_max = 4096;
+	spec.on_done = cb;
+	spec.arg = arg;
+	return backend_fetch_start(b, &spec);
+}
 /* How long an answer is given again without asking: short enough that a
  * backend going down shows within a second. */
 #define PROBE_FRESH_US 1000000
@@ -41,7 +57,7 @@ struct probe_waiter {
 };
 
 struct probe {
-	struct backend *up;
+	struct backend *b;
 	struct backend_fetch *fetch; /* the one in flight, if any */
 	struct probe_result last;
 	uint64_t last_us; /* when last was had; 0: never */
@@ -58,23 +74,23 @@ probe_get(struct backend *up)
 
 	if (p == NULL) {
 		p = up->probe = xcalloc(1, sizeof *p);
-		p->up = up;
+		p->b = up;
 		TAILQ_INIT(&p->waiters);
 	}
 	return p;
 }
 
 static void
-probe_read_answer(struct probe_result *res, long status, const char *body,
-    const char *err, double latency)
+probe_read_answer(struct probe_result *res, const struct backend_fetch_result *f)
 {
+	long status = f->status;
 	cJSON *json, *v;
 
 	memset(res, 0, sizeof *res);
 	res->status = status;
-	res->latency = latency;
+	res->latency = f->latency;
 	if (status == 0) {
-		snprintf(res->reason, sizeof res->reason, "%s", err);
+		snprintf(res->reason, sizeof res->reason, "%s", f->error);
 		return;
 	}
 	if (status != 200) {
@@ -83,7 +99,7 @@ probe_read_answer(struct probe_result *res, long status, const char *body,
 		return;
 	}
 	res->ok = 1;
-	json = cJSON_Parse(body);
+	json = cJSON_Parse(f->body);
 	v = cJSON_GetObjectItemCaseSensitive(json, "version");
 	if (cJSON_IsString(v))
 		snprintf(
@@ -93,17 +109,16 @@ probe_read_answer(struct probe_result *res, long status, const char *body,
 
 /* The answer is in: every caller waiting gets it. */
 static void
-probe_done(
-    void *arg, long status, const char *body, const char *err, double latency)
+probe_done(void *arg, const struct backend_fetch_result *f)
 {
 	struct probe *p = arg;
 	struct probe_waiter *w;
 
 	p->fetch = NULL;
-	probe_read_answer(&p->last, status, body, err, latency);
+	probe_read_answer(&p->last, f);
 	p->last_us = now_us();
-	if (status != 0 && p->up->unreachable)
-		probe_reachable(p->up, "it answered a health probe");
+	if (f->status != 0 && p->b->unreachable)
+		probe_reachable(p->b, "it answered a health probe");
 	while ((w = TAILQ_FIRST(&p->waiters)) != NULL) {
 		TAILQ_REMOVE(&p->waiters, w, entry);
 		w->cb(w->arg, &p->last);
@@ -130,8 +145,7 @@ probe_health(struct backend *up, probe_cb cb, void *arg)
 		return NULL;
 	}
 	if (p->fetch == NULL) {
-		p->fetch = backend_fetch_start(
-		    up, "/api/version", PROBE_TIMEOUT_MS, probe_done, p);
+		p->fetch = probe_fetch(up, "/api/version", probe_done, p);
 		if (p->fetch == NULL) {
 			memset(&res, 0, sizeof res);
 			snprintf(res.reason, sizeof res.reason,
@@ -175,17 +189,17 @@ static void probe_check_start(struct probe *);
 
 /* The start-up check's answer, or its failure. */
 static void
-probe_check_done(
-    void *arg, long status, const char *body, const char *err, double latency)
+probe_check_done(void *arg, const struct backend_fetch_result *f)
 {
 	struct probe *p = arg;
-	struct backend *up = p->up;
+	struct backend *up = p->b;
 	struct probe_result res;
 	struct timeval tv = {0, 0};
 	char how[128];
+	long status = f->status;
 
 	p->check = NULL;
-	probe_read_answer(&res, status, body, err, latency);
+	probe_read_answer(&res, f);
 	if (status == 0) {
 		if (!up->unreachable)
 			log_warn(
@@ -232,10 +246,14 @@ probe_recheck_cb(evutil_socket_t fd, short what, void *arg)
 static void
 probe_check_start(struct probe *p)
 {
-	p->check = backend_fetch_start(
-	    p->up, "/api/version", PROBE_TIMEOUT_MS, probe_check_done, p);
-	if (p->check == NULL)
-		probe_check_done(p, 0, "", "cannot start a probe", 0);
+	struct backend_fetch_result f;
+
+	p->check = probe_fetch(p->b, "/api/version", probe_check_done, p);
+	if (p->check == NULL) {
+		memset(&f, 0, sizeof f);
+		f.body = f.error = "cannot start a probe";
+		probe_check_done(p, &f);
+	}
 }
 
 /* Once, at start-up: does the upstream answer?  Never waits for it. */

@@ -20,13 +20,21 @@
 
 #include "ollama-pool.h"
 
-static size_t proxy_header_cb(char *, size_t, size_t, void *);
-static size_t proxy_write_cb(char *, size_t, size_t, void *);
-static size_t proxy_read_cb(char *, size_t, size_t, void *);
-static int proxy_seek_cb(void *, curl_off_t, int);
-static void proxy_transfer_done(struct up_handle *, CURLcode);
+static size_t proxy_header_cb(void *, const char *, size_t);
+static size_t proxy_write_cb(void *, const char *, size_t);
+static size_t proxy_read_cb(void *, char *, size_t);
+static int proxy_rewind_cb(void *);
+static void proxy_transfer_done(void *, const struct xfer_end *);
 static void proxy_timer_cb(evutil_socket_t, short, void *);
 static int proxy_can_retry(const struct proxy_req *);
+
+static const struct xfer_cb proxy_xfer_cb = {
+    .on_header = proxy_header_cb,
+    .on_data = proxy_write_cb,
+    .on_read = proxy_read_cb,
+    .on_rewind = proxy_rewind_cb,
+    .on_done = proxy_transfer_done,
+};
 
 /* A retried answer's body is read and dropped to keep the connection; a
  * bigger one is not worth it. */
@@ -69,6 +77,32 @@ proxy_tokscan_mode(int route)
 	default:
 		return TOKSCAN_OFF;
 	}
+}
+
+/* The request's backend for this attempt, referenced while it is. */
+void
+proxy_set_backend(struct proxy_req *req, struct backend *b)
+{
+	if (req->backend == b)
+		return;
+	if (req->backend != NULL)
+		backend_unref(req->backend);
+	req->backend = b;
+	if (b != NULL)
+		backend_ref(b);
+}
+
+/* The slot goes back (the queue may start someone else at once). */
+void
+proxy_release_slot(struct proxy_req *req)
+{
+	struct backend_model *m = req->model;
+
+	if (!req->slot_held)
+		return;
+	req->slot_held = 0;
+	req->model = NULL;
+	backend_slot_release(req->backend, m);
 }
 
 struct proxy_req *
@@ -116,10 +150,12 @@ proxy_req_new(struct client_conn *cc, struct http_head *h)
 void
 proxy_req_free(struct proxy_req *req)
 {
-	if (req->in_queue)
-		backend_dequeue(req->up, req);
+	queue_remove(&req->qe);
+	if (req->fleet != NULL)
+		fleet_cancel(req->fleet);
 	if (req->handle != NULL)
-		backend_handle_release(req->handle);
+		backend_xfer_release(req->handle);
+	proxy_release_slot(req);
 	if (req->probe != NULL)
 		probe_waiter_cancel(req->probe);
 	if (req->timer != NULL)
@@ -129,8 +165,8 @@ proxy_req_free(struct proxy_req *req)
 	headers_list_free(&req->hdrs);
 	if (req->body != NULL)
 		evbuffer_free(req->body);
-	if (req->up != NULL)
-		backend_unref(req->up);
+	proxy_set_backend(req, NULL);
+	free(req->model_name);
 	free(req->path);
 	free(req);
 }
@@ -164,7 +200,9 @@ proxy_access_line(struct proxy_req *req, int status, double total)
 	    ? (req->t_first_byte_us - req->t_start_us) / 1e6
 	    : -1;
 	r.model = tokscan_model(&req->tokens);
-	r.backend = req->up != NULL ? req->up->url.base : NULL;
+	r.backend = req->backend == NULL ? NULL
+	    : rt.cfg->fleet            ? req->backend->name
+	                               : req->backend->url.base;
 	r.retries = req->attempts > 1 ? req->attempts - 1 : 0;
 	r.request_id = req->request_id;
 	r.user_agent = head_get(h, "user-agent", NULL);
@@ -249,8 +287,7 @@ proxy_req_fail(
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	/* Answered: it must not be started from the queue any more. */
-	if (req->in_queue)
-		backend_dequeue(req->up, req);
+	queue_remove(&req->qe);
 	req->state = PROXY_DONE;
 	req->end = proxy_fail_end(req, status);
 	if (req->resp_committed) {
@@ -350,23 +387,18 @@ proxy_req_start(struct proxy_req *req)
 		    via, rt.via_name);
 		return;
 	}
-	req->up = backend_select(req);
 	req->t_queued_us = now_us();
-	if (backend_submit(req->up, req) != 0) {
-		proxy_req_fail(req, 503, 1,
-		    "queue full: %d request%s already waiting for the %d "
-		    "connection%s to upstream %s",
-		    req->up->queued, log_plural(req->up->queued),
-		    req->up->pool_maxsize, log_plural(req->up->pool_maxsize),
-		    req->up->url.base);
-		return;
-	}
-	/* Accepted (running or queued): only now is the body invited. */
+	if (rt.cfg->fleet)
+		proxy_route(req);
+	else
+		proxy_place(req);
+	/* Accepted (running, queued or reading its body to be placed):
+	 * only now is the body invited. */
 	if (req->state != PROXY_DONE)
 		client_send_continue(req->client);
 }
 
-static void
+void
 proxy_timer_start(struct proxy_req *req, double seconds)
 {
 	struct timeval tv;
@@ -378,7 +410,7 @@ proxy_timer_start(struct proxy_req *req, double seconds)
 	evtimer_add(req->timer, &tv);
 }
 
-static void
+void
 proxy_timer_stop(struct proxy_req *req)
 {
 	if (req->timer != NULL)
@@ -386,53 +418,38 @@ proxy_timer_stop(struct proxy_req *req)
 }
 
 void
-proxy_req_begin_transfer(struct proxy_req *req)
+proxy_transfer_begin(struct proxy_req *req)
 {
-	struct up_handle *h = backend_handle_get(req->up, 1);
+	struct backend *b = req->backend;
 	struct http_head *head = req->head;
-	CURL *e = h->easy;
+	struct xfer_spec x;
 
-	h->owner = req;
-	h->on_done = proxy_transfer_done;
-	req->handle = h;
 	req->state = PROXY_RUNNING;
 	req->attempts++;
 	rt.metrics.upstream_requests++;
 	histogram_observe(
 	    &rt.metrics.queue_wait, (now_us() - req->t_queued_us) / 1e6);
-	if (rt.cfg->first_byte_timeout > 0)
-		proxy_timer_start(req, rt.cfg->first_byte_timeout);
+	req->t_dispatch_us = now_us();
+	if (b->conf.first_byte_timeout > 0)
+		proxy_timer_start(req, b->conf.first_byte_timeout);
+	else
+		proxy_timer_stop(req);
 
-	backend_handle_url(h, req->path);
 	headers_list_free(&req->hdrs);
 	headers_to_curl(&req->hdrs, head, req->post_mode,
-	    rt.cfg->client_tokens[0] != '\0', req->request_id);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs.first);
-	if (req->post_mode) {
-		curl_easy_setopt(e, CURLOPT_POST, 1L);
-		curl_easy_setopt(e, CURLOPT_READFUNCTION, proxy_read_cb);
-		curl_easy_setopt(e, CURLOPT_READDATA, req);
-		/* -1 makes curl chunk the body, as the client did. */
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-		    head->chunked ? (curl_off_t)-1
-		                  : (curl_off_t)head->content_length);
-		if (head->method != METHOD_POST)
-			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
-	} else if (req->head_only)
-		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	else if (head->method != METHOD_GET)
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
-	if (req->post_mode) {
-		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, proxy_seek_cb);
-		curl_easy_setopt(e, CURLOPT_SEEKDATA, req);
-	}
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, proxy_header_cb);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, proxy_write_cb);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
-	if (backend_handle_start(h) != 0) {
-		backend_handle_release(h);
-		req->handle = NULL;
+	    rt.cfg->client_tokens[0] != '\0', req->request_id, b->auth);
+	memset(&x, 0, sizeof x);
+	x.method = head->method;
+	x.method_name = req->method;
+	x.path = req->path;
+	x.headers = &req->hdrs;
+	x.has_body = req->post_mode;
+	x.body_len = head->chunked ? -1 : (int64_t)head->content_length;
+	x.cb = &proxy_xfer_cb;
+	x.arg = req;
+	req->handle = backend_xfer_start(b, &x);
+	if (req->handle == NULL) {
+		proxy_release_slot(req);
 		proxy_req_fail(req, 500, 0, "cannot start upstream transfer");
 	}
 }
@@ -440,22 +457,23 @@ proxy_req_begin_transfer(struct proxy_req *req)
 int
 proxy_req_wants_body(const struct proxy_req *req)
 {
-	return req->body == NULL ||
-	    evbuffer_get_length(req->body) - req->body_off < rt.cfg->max_buffer;
+	size_t held;
+
+	if (req->body == NULL)
+		return 1;
+	held = evbuffer_get_length(req->body) - req->body_off;
+	/* A body to be placed by is kept whole, up to retry_body_max. */
+	if (req->await_body)
+		return held < rt.cfg->retry_body_max || held < rt.cfg->max_buffer;
+	return held < rt.cfg->max_buffer;
 }
 
 static void
 proxy_unpause(struct proxy_req *req)
 {
-	int mask = 0;
-
 	if (req->handle == NULL)
 		return;
-	if (req->recv_paused)
-		mask |= CURLPAUSE_RECV;
-	if (req->send_paused)
-		mask |= CURLPAUSE_SEND;
-	curl_easy_pause(req->handle->easy, mask);
+	backend_xfer_pause(req->handle, req->recv_paused, req->send_paused);
 }
 
 static void
@@ -476,6 +494,12 @@ proxy_req_body(struct proxy_req *req, const char *data, size_t len)
 	evbuffer_add(req->body, data, len);
 	rt.metrics.bytes_in += len;
 	req->bytes_in += len;
+	/* Outgrew what is kept to be placed by: it goes on without. */
+	if (req->await_body &&
+	    evbuffer_get_length(req->body) > rt.cfg->retry_body_max) {
+		proxy_body_whole(req);
+		return;
+	}
 	if (req->send_paused &&
 	    (req->send_flush ||
 	        evbuffer_get_length(req->body) - req->body_off >=
@@ -489,6 +513,10 @@ void
 proxy_req_body_end(struct proxy_req *req)
 {
 	req->body_done = 1;
+	if (req->await_body) {
+		proxy_body_whole(req);
+		return;
+	}
 	if (req->send_ev != NULL)
 		evtimer_del(req->send_ev);
 	if (req->send_paused) {
@@ -521,6 +549,13 @@ proxy_finish(struct proxy_req *req)
 	req->end = END_COMPLETED;
 	proxy_account(req, (int)req->status);
 	client_response_done(req->client, req->keep_alive);
+}
+
+/* A fleet-wide endpoint's streamed answer has ended. */
+void
+proxy_finish_fleet(struct proxy_req *req)
+{
+	proxy_finish(req);
 }
 
 /*
@@ -661,12 +696,12 @@ proxy_parse_status(struct proxy_req *req, const char *line, size_t len)
 }
 
 static size_t
-proxy_header_cb(char *buf, size_t size, size_t nitems, void *arg)
+proxy_header_cb(void *arg, const char *buf, size_t len)
 {
 	struct proxy_req *req = arg;
 	struct http_head *rh = &req->client->resp_head;
 	struct header_ref *r;
-	size_t len = size * nitems, nlen;
+	size_t nlen;
 	const char *colon, *v, *end;
 	uint32_t i;
 
@@ -726,13 +761,12 @@ proxy_header_cb(char *buf, size_t size, size_t nitems, void *arg)
 }
 
 static size_t
-proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
+proxy_write_cb(void *arg, const char *data, size_t len)
 {
 	struct proxy_req *req = arg;
 	struct client_conn *cc = req->client;
 	struct evbuffer *out;
 	struct evbuffer_iovec vec;
-	size_t len = size * nitems;
 	char chunk[24], *p;
 	int n;
 
@@ -748,7 +782,7 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
 	/* Backpressure: a slow reader holds at most max_buffer of ours. */
 	if (evbuffer_get_length(out) >= rt.cfg->max_buffer) {
 		req->recv_paused = 1;
-		return CURL_WRITEFUNC_PAUSE;
+		return XFER_PAUSE;
 	}
 	if (req->resp_chunked) {
 		/* Size line, data and CRLF in one reservation: one copy, one
@@ -790,14 +824,14 @@ proxy_write_cb(char *data, size_t size, size_t nitems, void *arg)
  * request again on a new one: possible while the body is still kept.
  */
 static int
-proxy_seek_cb(void *arg, curl_off_t offset, int origin)
+proxy_rewind_cb(void *arg)
 {
 	struct proxy_req *req = arg;
 
-	if (origin != SEEK_SET || offset != 0 || !req->replayable)
-		return CURL_SEEKFUNC_CANTSEEK;
+	if (!req->replayable)
+		return -1;
 	req->body_off = 0;
-	return CURL_SEEKFUNC_OK;
+	return 0;
 }
 
 static void
@@ -812,14 +846,14 @@ proxy_send_later(struct proxy_req *req)
 }
 
 static size_t
-proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
+proxy_read_cb(void *arg, char *buf, size_t n)
 {
 	struct proxy_req *req = arg;
 	struct evbuffer_ptr pos;
-	size_t avail, n = size * nitems;
+	size_t avail;
 
 	if (req->state == PROXY_DONE || req->retry_pending)
-		return CURL_READFUNC_ABORT;
+		return XFER_ABORT;
 	avail = evbuffer_get_length(req->body) - req->body_off;
 	if (avail == 0 && req->body_done)
 		return 0;
@@ -837,7 +871,7 @@ proxy_read_cb(char *buf, size_t size, size_t nitems, void *arg)
 			proxy_send_later(req);
 		req->send_flush = 0;
 		req->send_paused = 1;
-		return CURL_READFUNC_PAUSE;
+		return XFER_PAUSE;
 	}
 	req->send_flush = 0;
 	if (n > avail)
@@ -868,15 +902,29 @@ proxy_can_retry(const struct proxy_req *req)
 	    req->body == NULL || req->replayable);
 }
 
+/* The transfer is over (or abandoned): its handle and its slot go back,
+ * and what it taught about the backend is noted. */
+static void
+proxy_transfer_end(struct proxy_req *req, int learn)
+{
+	struct backend *b = req->backend;
+
+	if (req->handle != NULL) {
+		backend_xfer_release(req->handle);
+		req->handle = NULL;
+	}
+	if (learn && req->slot_held && req->status == 200 &&
+	    req->tokens.mode != TOKSCAN_OFF)
+		placement_learn(b, req->model, req->tokens.load_ns / 1e9,
+		    (now_us() - req->t_dispatch_us) / 1e6);
+	proxy_release_slot(req);
+}
+
 static void
 proxy_retry(struct proxy_req *req, enum retry_reason reason, double delay,
     const char *why)
 {
 	rt.metrics.retries[reason]++;
-	log_notice("%s %s: %s; retry %d of %d in %.2f s (request %s)",
-	    req->method, req->path, why, req->attempts, rt.cfg->retries, delay,
-	    req->request_id);
-	req->state = PROXY_BACKOFF;
 	req->body_off = 0;
 	req->send_paused = req->recv_paused = 0;
 	req->retry_pending = 0;
@@ -884,6 +932,22 @@ proxy_retry(struct proxy_req *req, enum retry_reason reason, double delay,
 	req->status = 0;
 	req->resp_has_length = req->resp_complete = 0;
 	req->resp_length = req->resp_received = 0;
+	/* In a fleet, another backend that has the model, at once. */
+	if (rt.cfg->fleet && req->ntried < PLACE_EXCLUDE_MAX) {
+		req->tried[req->ntried++] = req->backend;
+		log_notice("%s %s: backend %s: %s; retry %d of %d elsewhere "
+		           "(request %s)",
+		    req->method, req->path, req->backend->name, why,
+		    req->attempts, rt.cfg->retries, req->request_id);
+		req->state = PROXY_NEW;
+		req->t_queued_us = now_us();
+		if (proxy_failover(req))
+			return;
+	}
+	log_notice("%s %s: %s; retry %d of %d in %.2f s (request %s)",
+	    req->method, req->path, why, req->attempts, rt.cfg->retries, delay,
+	    req->request_id);
+	req->state = PROXY_BACKOFF;
 	proxy_timer_start(req, delay);
 }
 
@@ -892,40 +956,42 @@ proxy_retry(struct proxy_req *req, enum retry_reason reason, double delay,
 static void
 proxy_abandon_transfer(struct proxy_req *req)
 {
-	if (req->handle != NULL) {
-		backend_handle_release(req->handle);
-		req->handle = NULL;
-	}
+	proxy_transfer_end(req, 0);
 }
 
 static void
 proxy_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct proxy_req *req = arg;
+	const struct backend_conf *bc;
 	double idle, left;
 
 	switch (req->state) {
+	case PROXY_QUEUED:
+		req->end = END_TIMEOUT;
+		proxy_req_fail(req, 503, 1,
+		    "waited %g s for a slot%s%s (queue_timeout)",
+		    rt.cfg->queue_timeout, req->model_name ? " for model " : "",
+		    req->model_name ? req->model_name : "");
+		return;
 	case PROXY_BACKOFF:
 		req->state = PROXY_NEW;
+		req->ntried = 0; /* after the wait, any backend again */
 		req->t_queued_us = now_us();
-		if (backend_submit(req->up, req) != 0) {
-			req->end = END_REFUSED;
-			proxy_req_fail(req, 503, 1,
-			    "queue full: cannot retry against upstream %s",
-			    req->up->url.base);
-		}
+		proxy_place(req);
 		return;
 	case PROXY_RUNNING:
+		bc = &req->backend->conf;
 		req->end = END_TIMEOUT;
 		if (!req->resp_committed) {
 			proxy_abandon_transfer(req);
 			proxy_req_fail(req, 504, 0,
 			    "upstream %s sent no response within %g s "
 			    "(first_byte_timeout)",
-			    req->up->url.base, rt.cfg->first_byte_timeout);
+			    req->backend->url.base, bc->first_byte_timeout);
 			return;
 		}
-		idle = rt.cfg->stream_idle_timeout;
+		idle = bc->stream_idle_timeout;
 		left = idle - (now_us() - req->last_byte_us) / 1e6;
 		if (left > 0.001) {
 			proxy_timer_start(req, left);
@@ -934,7 +1000,7 @@ proxy_timer_cb(evutil_socket_t fd, short what, void *arg)
 		proxy_abandon_transfer(req);
 		proxy_req_fail(req, 504, 0,
 		    "upstream %s sent nothing for %g s (stream_idle_timeout)",
-		    req->up->url.base, idle);
+		    req->backend->url.base, idle);
 		return;
 	default:
 		return;
@@ -942,33 +1008,41 @@ proxy_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static int
-proxy_error_status(CURLcode rc)
+proxy_error_status(enum xfer_result r)
 {
-	switch (rc) {
-	case CURLE_OPERATION_TIMEDOUT:
-		return 504;
-	default:
-		return 502;
-	}
+	return r == XFER_TIMEOUT ? 504 : 502;
+}
+
+/* What the attempt says of its backend's health (a fleet ejects on it):
+ * no connection or a 5xx is a failure, any other answer a success. */
+static void
+proxy_note_health(struct proxy_req *req, const struct xfer_end *end)
+{
+	char why[CURL_ERROR_SIZE + 32];
+
+	if (end->conn_failed)
+		health_note_failure(req->backend, end->error);
+	else if (req->status >= 500) {
+		snprintf(why, sizeof why, "it answered %ld", req->status);
+		health_note_failure(req->backend, why);
+	} else if (req->status > 0)
+		health_note_ok(req->backend);
 }
 
 static void
-proxy_transfer_done(struct up_handle *h, CURLcode rc)
+proxy_transfer_done(void *arg, const struct xfer_end *end)
 {
-	struct proxy_req *req = h->owner;
-	char errbuf[CURL_ERROR_SIZE];
+	struct proxy_req *req = arg;
+	struct backend *b = req->backend;
 
-	snprintf(errbuf, sizeof errbuf, "%s",
-	    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
-	curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &req->new_conns);
-	req->conn_failed = rc == CURLE_COULDNT_CONNECT ||
-	    rc == CURLE_COULDNT_RESOLVE_HOST ||
-	    (rc == CURLE_OPERATION_TIMEDOUT && req->new_conns == 0);
-	req->handle = NULL;
-	backend_handle_release(h);
+	req->new_conns = end->new_conns;
+	req->conn_failed = end->conn_failed;
+	proxy_note_health(req, end);
 	/* An answer: the upstream the start-up check missed is there. */
-	if (req->status != 0 && req->up->unreachable)
-		probe_reachable(req->up, "it answered a request");
+	if (req->status != 0 && b->unreachable)
+		probe_reachable(b, "it answered a request");
+	/* Learn only from an answer that went to the client whole. */
+	proxy_transfer_end(req, end->result == XFER_OK && !req->retry_pending);
 
 	if (req->state == PROXY_DONE)
 		return;
@@ -977,7 +1051,7 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 		proxy_req_fail(req, 502, 0,
 		    "upstream %s sent both Content-Length and "
 		    "Transfer-Encoding; its connection is closed",
-		    req->up->url.base);
+		    b->url.base);
 		return;
 	}
 	if (req->retry_pending) {
@@ -987,26 +1061,26 @@ proxy_transfer_done(struct up_handle *h, CURLcode rc)
 		proxy_retry(req, RETRY_STATUS, req->retry_delay, why);
 		return;
 	}
-	if (!req->resp_committed && rc != CURLE_OK && retry_transient(rc) &&
-	    proxy_can_retry(req)) {
-		proxy_retry(req, retry_reason_of(rc),
-		    retry_backoff(rt.cfg, req->attempts), errbuf);
+	if (!req->resp_committed && end->result != XFER_OK &&
+	    retry_transient(end->result) && proxy_can_retry(req)) {
+		proxy_retry(req, retry_reason_of(end->result),
+		    retry_backoff(rt.cfg, req->attempts), end->error);
 		return;
 	}
 	if (req->resp_committed) {
-		if (rc == CURLE_OK || req->resp_complete)
+		if (end->result == XFER_OK || req->resp_complete)
 			proxy_finish(req);
 		else
 			proxy_req_fail(req, 502, 0,
-			    "upstream %s failed mid-response: %s",
-			    req->up->url.base, errbuf);
+			    "upstream %s failed mid-response: %s", b->url.base,
+			    end->error);
 		return;
 	}
-	if (rc == CURLE_OK)
+	if (end->result == XFER_OK)
 		proxy_req_fail(req, 502, 0,
 		    "upstream %s closed the connection without a response",
-		    req->up->url.base);
+		    b->url.base);
 	else
-		proxy_req_fail(req, proxy_error_status(rc), 0,
-		    "upstream %s: %s", req->up->url.base, errbuf);
+		proxy_req_fail(req, proxy_error_status(end->result), 0,
+		    "upstream %s: %s", b->url.base, end->error);
 }

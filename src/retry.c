@@ -31,36 +31,18 @@ retry_status(const struct config *cfg, long status)
 
 /* Failures before any answer that another attempt may well get past. */
 int
-retry_transient(CURLcode rc)
+retry_transient(enum xfer_result r)
 {
-	switch (rc) {
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_OPERATION_TIMEDOUT: /* only connect_timeout sets it */
-	case CURLE_GOT_NOTHING:
-	case CURLE_SEND_ERROR:
-	case CURLE_RECV_ERROR:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_SEND_FAIL_REWIND:
-		return 1;
-	default:
-		return 0;
-	}
+	return r == XFER_CONNECT || r == XFER_TIMEOUT || r == XFER_RESET;
 }
 
-/* How a transient failure counts in the metrics. */
 enum retry_reason
-retry_reason_of(CURLcode rc)
+retry_reason_of(enum xfer_result r)
 {
-	return rc == CURLE_COULDNT_CONNECT ||
-	        rc == CURLE_COULDNT_RESOLVE_HOST ||
-	        rc == CURLE_OPERATION_TIMEDOUT
-	    ? RETRY_CONNECT
-	    : RETRY_RESET;
+	return r == XFER_CONNECT || r == XFER_TIMEOUT ? RETRY_CONNECT
+	                                              : RETRY_RESET;
 }
 
-/* Retry n (attempts made: n) waits backoff_factor * 2^(n-1) seconds,
- * within backoff_max. */
 double
 retry_backoff(const struct config *cfg, int attempts)
 {

@@ -47,6 +47,7 @@ enum tokscan_key {
 	K_USAGE,
 	K_PROMPT_TOKENS,
 	K_COMPLETION_TOKENS,
+	K_LOAD_DURATION,
 };
 
 /* Where a key counts: at the top level in a mode, or inside usage. */
@@ -67,6 +68,8 @@ static const struct {
     {"usage", 5, K_USAGE, TK_TOP(TOKSCAN_OPENAI)},
     {"prompt_tokens", 13, K_PROMPT_TOKENS, TK_USAGE},
     {"completion_tokens", 17, K_COMPLETION_TOKENS, TK_USAGE},
+    {"load_duration", 13, K_LOAD_DURATION,
+        TK_TOP(TOKSCAN_NATIVE) | TK_TOP(TOKSCAN_EMBED)},
 };
 
 static const char TOKSCAN_DATA[] = "data:";
@@ -102,7 +105,7 @@ tokscan_object_begin(struct tokscan *t, int sse)
 	t->in_usage = 0;
 	t->key = K_NONE;
 	t->obj_done = t->obj_prompt = t->obj_usage = 0;
-	t->obj_prompt_n = t->obj_completion_n = 0;
+	t->obj_prompt_n = t->obj_completion_n = t->obj_load_ns = 0;
 }
 
 static void
@@ -124,6 +127,7 @@ tokscan_object_end(struct tokscan *t)
 	if (final) {
 		t->prompt = t->obj_prompt_n;
 		t->completion = t->obj_completion_n;
+		t->load_ns = t->obj_load_ns;
 		t->have = 1;
 	}
 	t->depth = 0;
@@ -350,6 +354,10 @@ tokscan_literal_end(struct tokscan *t)
 	case K_COMPLETION_TOKENS:
 		if (num)
 			t->obj_completion_n = t->value;
+		break;
+	case K_LOAD_DURATION:
+		if (num)
+			t->obj_load_ns = t->value;
 		break;
 	default:
 		break;

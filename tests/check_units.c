@@ -1771,7 +1771,7 @@ START_TEST(test_headers_to_curl_filters_hop_by_hop)
 	httpreq_init(&hr, &limits, &parsed_cb, &p);
 	ck_assert_int_eq(
 	    httpreq_feed(&hr, req, strlen(req)), (ssize_t)strlen(req));
-	headers_to_curl(&hl, p.head, 1, 0, "rid-1");
+	headers_to_curl(&hl, p.head, 1, 0, "rid-1", NULL);
 	l = hl.first;
 	/* The list is one block: every line inside it, the last ending it. */
 	ck_assert(hl.last->next == NULL && hl.used <= hl.cap);
@@ -1818,10 +1818,10 @@ START_TEST(test_headers_client_tokens)
 	ck_assert(!headers_token_ok(p.head, "S3CRET"));
 	ck_assert(!headers_token_ok(p.head, ""));
 	/* Our token is ours: it does not go upstream. */
-	headers_to_curl(&hl, p.head, 0, 1, NULL);
+	headers_to_curl(&hl, p.head, 0, 1, NULL, NULL);
 	ck_assert(!slist_has_prefix(hl.first, "Authorization"));
 	headers_list_free(&hl);
-	headers_to_curl(&hl, p.head, 0, 0, NULL);
+	headers_to_curl(&hl, p.head, 0, 0, NULL, NULL);
 	ck_assert(slist_has(hl.first, "Authorization: Bearer s3cret"));
 	headers_list_free(&hl);
 	httpreq_free(&hr);
@@ -1851,7 +1851,7 @@ START_TEST(test_headers_connection_names_any_length)
 		memset(&p, 0, sizeof p);
 		httpreq_init(&hr, &limits, &parsed_cb, &p);
 		ck_assert_int_eq(httpreq_feed(&hr, req, n), n);
-		headers_to_curl(&hl, p.head, 0, 0, NULL);
+		headers_to_curl(&hl, p.head, 0, 0, NULL, NULL);
 		strcat(name, ":");
 		ck_assert_msg(!slist_has_prefix(hl.first, name),
 		    "a Connection-named header of %zu bytes was forwarded",

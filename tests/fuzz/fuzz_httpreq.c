@@ -56,7 +56,8 @@ fuzz_on_head(void *arg, struct http_head *h)
 	st->body = 0;
 	memset(&hl, 0, sizeof hl);
 	headers_to_curl(
-	    &hl, h, h->chunked || h->content_length > 0, 1, "fuzz-request-id");
+	    &hl, h, h->chunked || h->content_length > 0, 1, "fuzz-request-id",
+	    "Authorization: Bearer fuzz");
 	for (n = hl.first; n != NULL; n = n->next)
 		if (strpbrk(n->data, "\r\n") != NULL)
 			abort();
