@@ -143,6 +143,10 @@ dispatch_none(struct proxy_req *req)
 	struct backend *b;
 
 	req->end = END_REFUSED;
+	if (req->model_name == NULL) {
+		proxy_req_fail(req, 503, 1, "no backend is up");
+		return;
+	}
 	TAILQ_FOREACH(b, &rt.backends, entry)
 	if (!b->retiring && backend_admits(b, req->model_name)) {
 		proxy_req_fail(req, 503, 1, "no backend is up for model %s",
@@ -194,6 +198,17 @@ proxy_failover(struct proxy_req *req)
 	enum place_verdict v;
 
 	dispatch_want(req, 1);
+	if (req->pinned)
+		return 0;
+	if (req->slotless) {
+		if ((b = placement_any(&req->qe.want)) == NULL)
+			return 0;
+		log_notice("%s %s: failing over to backend %s (request %s)",
+		    req->method, req->path, b->name, req->request_id);
+		proxy_set_backend(req, b);
+		proxy_transfer_begin(req);
+		return 1;
+	}
 	v = placement_choose(&req->qe.want, &b, &m);
 	if (v == PLACE_NONE)
 		return 0;
@@ -206,14 +221,16 @@ proxy_failover(struct proxy_req *req)
 	return dispatch_enqueue(req) == 0;
 }
 
-/* No slot: the next healthy backend. */
+/* No slot: the next healthy backend (that lists its model). */
 static void
 dispatch_any(struct proxy_req *req)
 {
-	struct backend *b = placement_any(req->model_name);
+	struct backend *b;
 
-	if (b == NULL) {
-		proxy_req_fail(req, 503, 1, "no backend is up");
+	dispatch_want(req, 0);
+	req->slotless = 1;
+	if ((b = placement_any(&req->qe.want)) == NULL) {
+		dispatch_none(req);
 		return;
 	}
 	proxy_set_backend(req, b);
@@ -246,8 +263,21 @@ dispatch_named(struct proxy_req *req)
 			return;
 		}
 	}
+	req->pinned = 1;
 	proxy_set_backend(req, b);
 	proxy_transfer_begin(req);
+}
+
+/* After a backoff: the same way as the first time. */
+void
+proxy_again(struct proxy_req *req)
+{
+	if (req->pinned)
+		proxy_transfer_begin(req);
+	else if (req->slotless)
+		dispatch_any(req);
+	else
+		proxy_place(req);
 }
 
 /* ---- the fleet-wide endpoints' answers, written for fleet.c ----------- */
@@ -398,8 +428,9 @@ proxy_body_whole(struct proxy_req *req)
 	}
 	if (req->body_done)
 		req->model_name = dispatch_body_model(req->body);
-	/* No model (not JSON, or none named): Ollama answers 400. */
-	if (req->model_name == NULL) {
+	/* No model (not JSON, or none named): Ollama answers 400.  Showing
+	 * a model runs nothing: no slot. */
+	if (req->model_name == NULL || req->route == ROUTE_SHOW) {
 		dispatch_any(req);
 		return;
 	}

@@ -348,6 +348,7 @@ metrics_render(struct evbuffer *out)
 	    "Connections open to the upstream now.");
 	evbuffer_add_printf(out, "ollama_pool_upstream_connections_open %ld\n",
 	    g.upstream_open);
+	metrics_render_backends(out);
 	metrics_head(out, "ollama_pool_retries_total", "counter",
 	    "Upstream attempts retried, by reason.");
 	for (i = 0; i < RETRY_REASON_COUNT; i++)
@@ -484,6 +485,7 @@ metrics_stats_json(void)
 		cJSON_AddNumberToObject(o, "count", (double)s->count);
 		cJSON_AddItemToArray(a, o);
 	}
+	metrics_stats_backends(root);
 	o = cJSON_AddObjectToObject(root, "upstream");
 	cJSON_AddNumberToObject(
 	    o, "connections_opened", (double)m->upstream_conns_opened);

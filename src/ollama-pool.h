@@ -532,6 +532,11 @@ void metrics_write_histogram(struct evbuffer *, const char *, const char *,
 void metrics_render(struct evbuffer *);
 char *metrics_stats_json(void);
 
+/* metrics_backends.c: each backend's series and stats. */
+struct cJSON;
+void metrics_render_backends(struct evbuffer *);
+void metrics_stats_backends(struct cJSON *);
+
 /* reqid.c: request ids, and the proxy's name in Via (loop detection). */
 #define REQID_MAX 128
 void reqid_init(void);
@@ -608,8 +613,8 @@ enum place_verdict {
 };
 enum place_verdict placement_choose(const struct place_want *,
     struct backend **, struct backend_model **);
-/* Requests without a model and not fleet-wide: round-robin, no slot. */
-struct backend *placement_any(const char *model);
+/* Requests that hold no slot: round-robin among the healthy. */
+struct backend *placement_any(const struct place_want *);
 /* A final chunk's load_duration, and a request's time, learned. */
 void placement_learn(struct backend *, struct backend_model *,
     double load_s, double busy_s);
@@ -674,6 +679,8 @@ struct proxy_req {
 	unsigned slot_held : 1; /* of backend (and model) */
 	unsigned await_body : 1; /* placed once the body is whole */
 	unsigned fleet_wide : 1; /* answered by fleet.c */
+	unsigned slotless : 1; /* in a fleet: holds no slot, never waits */
+	unsigned pinned : 1; /* to the backend X-Ollama-Pool-Backend names */
 	unsigned bad_framing : 1; /* answer framed two ways: refused */
 	unsigned send_flush : 1; /* a held-back piece of body waited enough */
 
@@ -732,6 +739,7 @@ void proxy_route(struct proxy_req *);
 void proxy_place(struct proxy_req *);
 void proxy_body_whole(struct proxy_req *);
 int proxy_failover(struct proxy_req *);
+void proxy_again(struct proxy_req *);
 void proxy_req_fail(struct proxy_req *, int, int, const char *, ...)
     PRINTFLIKE(4, 5);
 void proxy_req_respond(
@@ -858,6 +866,7 @@ struct backend {
 	unsigned long conns_closed; /* ever: a transfer that saw one may
 	                             * have been retried by curl */
 	uint64_t requests; /* transfers started, for metrics */
+	struct histogram queue_wait; /* of the requests sent here */
 	uint64_t conns_opened;
 	struct up_sock **socks; /* by descriptor: the connections' sockets */
 	int nsocks;

@@ -207,31 +207,32 @@ placement_choose(const struct place_want *w, struct backend **out,
 	return PLACE_WAIT;
 }
 
-/* A request without a model (and not fleet-wide): the next healthy
- * backend round-robin, holding no slot; with none healthy, the first
- * that is not retiring, whose error the client then sees. */
+/*
+ * A request that holds no slot (no model, /api/show, the fleet-wide
+ * endpoints' kin): the next healthy backend round-robin, among those that
+ * list its model when it names one and any does, never one it failed on;
+ * NULL when there is none.
+ */
 struct backend *
-placement_any(const char *model)
+placement_any(const struct place_want *w)
 {
-	struct place_want w;
-	struct backend *b, *first = NULL;
+	struct backend *b;
 	unsigned i = 0, n = 0, pick;
+	int listed = 0;
 
-	memset(&w, 0, sizeof w);
-	w.model = model;
 	TAILQ_FOREACH(b, &rt.backends, entry)
-	if (placement_candidate(&w, b, 0))
+	if (placement_candidate(w, b, 0) && placement_lists(b, w->model))
+		listed = 1;
+	TAILQ_FOREACH(b, &rt.backends, entry)
+	if (placement_candidate(w, b, listed))
 		n++;
-	if (n > 0) {
-		pick = placement_rr++ % n;
-		TAILQ_FOREACH(b, &rt.backends, entry)
-		if (placement_candidate(&w, b, 0) && i++ == pick)
-			return b;
-	}
+	if (n == 0)
+		return NULL;
+	pick = placement_rr++ % n;
 	TAILQ_FOREACH(b, &rt.backends, entry)
-	if (!b->retiring && (first == NULL))
-		first = b;
-	return first;
+	if (placement_candidate(w, b, listed) && i++ == pick)
+		return b;
+	return NULL;
 }
 
 /* What a finished request taught: the model is loaded there now, how

@@ -427,9 +427,11 @@ proxy_transfer_begin(struct proxy_req *req)
 	req->state = PROXY_RUNNING;
 	req->attempts++;
 	rt.metrics.upstream_requests++;
-	histogram_observe(
-	    &rt.metrics.queue_wait, (now_us() - req->t_queued_us) / 1e6);
 	req->t_dispatch_us = now_us();
+	histogram_observe(&rt.metrics.queue_wait,
+	    (req->t_dispatch_us - req->t_queued_us) / 1e6);
+	histogram_observe(&b->queue_wait,
+	    (req->t_dispatch_us - req->t_queued_us) / 1e6);
 	if (b->conf.first_byte_timeout > 0)
 		proxy_timer_start(req, b->conf.first_byte_timeout);
 	else
@@ -978,7 +980,7 @@ proxy_timer_cb(evutil_socket_t fd, short what, void *arg)
 		req->state = PROXY_NEW;
 		req->ntried = 0; /* after the wait, any backend again */
 		req->t_queued_us = now_us();
-		proxy_place(req);
+		proxy_again(req);
 		return;
 	case PROXY_RUNNING:
 		bc = &req->backend->conf;
