@@ -117,6 +117,38 @@ int addr_upstream_is_listen(
 void addr_format(const struct sockaddr *, socklen_t, char *, size_t);
 
 /* config.c: the declarative table of settings. */
+#define BACKEND_NAME_MAX 64
+/*
+ * One Ollama as configured: a [backend NAME] section, or, when the file
+ * has none, the [upstream] url alone (a fleet of one named "default").
+ * Every [upstream] setting below is the default for every backend and a
+ * [backend] section may set it again for itself.
+ */
+struct backend_conf {
+	char name[BACKEND_NAME_MAX];
+	int line; /* of its [backend NAME] header; 0: from [upstream] */
+	struct upstream_url url;
+	char *url_text; /* as given, for messages */
+	int url_line; /* in file; 0: not set there */
+	int weight; /* share among equals; >= 1 */
+	char *models; /* allow-list, space separated; "": every model */
+	char *token_file; /* as given; "": none */
+	char *token_path; /* the file read, NULL when none */
+	char *token; /* its contents, trimmed; NULL: none.  Never printed */
+	char *ca_file; /* "": the system's */
+	int tls_verify;
+	int pool_maxsize;
+	int pool_connections;
+	double connect_timeout;
+	double first_byte_timeout; /* 0: none */
+	double stream_idle_timeout; /* 0: none */
+	int num_parallel; /* requests per model at once (OLLAMA_NUM_PARALLEL) */
+	double probe_interval;
+	int fail_threshold; /* failed probes or requests in a row: ejected */
+};
+/* Does a backend's allow-list admit this model?  NULL: a request
+ * without a model, always admitted. */
+int config_backend_admits(const struct backend_conf *, const char *);
 struct config {
 	char *file; /* NULL when running on defaults */
 
@@ -134,6 +166,19 @@ struct config {
 	char *ca_file;
 	int tls_verify;
 	char *resolver; /* DNS servers, IP[:PORT] space separated; "": system */
+	int num_parallel; /* the defaults of every backend: */
+	double probe_interval;
+	int fail_threshold;
+	int weight;
+	char *token_file;
+	double queue_timeout; /* the fleet's one queue: a wait past it, 503 */
+
+	/* The backends, in file order; always at least one.  fleet is set
+	 * when they come from [backend] sections: requests are then placed
+	 * by model and the fleet-wide endpoints merge every backend's. */
+	struct backend_conf *backends;
+	int nbackends;
+	int fleet;
 
 	int retries;
 	double backoff_factor;
@@ -167,6 +212,7 @@ struct config {
 	int listen_line, url_line; /* in file; 0: not set there */
 	int admin_listen_line;
 	int listen_cli, url_cli; /* from -l, -u */
+	char *models; /* [upstream]'s allow-list: every backend's default */
 };
 struct config_overrides {
 	const char *listen[MAX_LISTEN];
@@ -213,6 +259,7 @@ int config_parse_resolver(char **, const char *, char *, size_t);
 int config_parse_admin_listen(struct config *, const char *, char *, size_t);
 int config_parse_access_log(char **, const char *, char *, size_t);
 int config_parse_access_format(int *, const char *, char *, size_t);
+int config_parse_models(char **, const char *, char *, size_t);
 
 /* headers.c: the request head as parsed, and hop-by-hop filtering. */
 struct header_ref {
