@@ -40,6 +40,7 @@ enum setting_type {
 	SET_METHODS,
 	SET_ACCESS_LOG,
 	SET_ACCESS_FORMAT,
+	SET_MODELS, /* a model allow-list */
 };
 
 struct setting {
@@ -54,6 +55,7 @@ struct setting {
 
 #define OFF(f) offsetof(struct config, f)
 #define CONFIG_TOKENS_FILE_MAX (1024 * 1024)
+#define CONFIG_BACKENDS_MAX 256
 
 static const struct setting settings[] = {
     {"server", "listen", SET_LISTEN, OFF(listen), DEFAULT_LISTEN, 0, 0,
@@ -98,6 +100,8 @@ static const struct setting settings[] = {
         10000, "idle connections kept open for reuse"},
     {"upstream", "queue_max", SET_INT, OFF(queue_max), "512", 0, 1000000,
         "requests that may wait for a pool slot; beyond it, 503"},
+    {"upstream", "queue_timeout", SET_SECONDS, OFF(queue_timeout), "600", 0.001,
+        86400, "seconds a request may wait for a slot; then 503"},
     {"upstream", "connect_timeout", SET_SECONDS, OFF(connect_timeout), "10",
         0.001, 3600, "seconds allowed for one connection attempt"},
     {"upstream", "first_byte_timeout", SET_SECONDS, OFF(first_byte_timeout),
@@ -110,6 +114,21 @@ static const struct setting settings[] = {
         "extra CA certificate file trusted for an https upstream"},
     {"upstream", "tls_verify", SET_BOOL, OFF(tls_verify), "yes", 0, 0,
         "verify the upstream's certificate and name"},
+    {"upstream", "num_parallel", SET_INT, OFF(num_parallel), "1", 1, 1024,
+        "requests per model a backend runs at once; set it to the "
+        "backend's OLLAMA_NUM_PARALLEL"},
+    {"upstream", "probe_interval", SET_SECONDS, OFF(probe_interval), "5", 0.1,
+        3600, "seconds between health probes of a backend"},
+    {"upstream", "fail_threshold", SET_INT, OFF(fail_threshold), "2", 1, 100,
+        "failed probes or requests in a row that eject a backend"},
+    {"upstream", "weight", SET_INT, OFF(weight), "1", 1, 1000,
+        "a backend's share of requests among equals"},
+    {"upstream", "models", SET_MODELS, OFF(models), "", 0, 0,
+        "the models a backend may serve, space separated; empty: every "
+        "model"},
+    {"upstream", "token_file", SET_STRING, OFF(token_file), "", 0, 0,
+        "file of the bearer token sent upstream; relative to "
+        "$CREDENTIALS_DIRECTORY when set, else to this file's folder"},
     {"upstream", "resolver", SET_RESOLVER, OFF(resolver), "", 0, 0,
         "DNS servers (IP[:PORT], space separated) for the names in listen "
         "and url; empty: /etc/resolv.conf"},
@@ -128,6 +147,38 @@ static const struct setting settings[] = {
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
+#define OFFB(f) offsetof(struct backend_conf, f)
+/* The keys of a [backend NAME] section: its url, and the [upstream]
+ * settings a backend may set again for itself, whose type, bounds and
+ * default come from the table above.  -t prints them in this order. */
+static const struct backend_key {
+	const char *key;
+	size_t offset;
+} backend_keys[] = {
+    {"url", OFFB(url)},
+    {"weight", OFFB(weight)},
+    {"models", OFFB(models)},
+    {"token_file", OFFB(token_file)},
+    {"pool_maxsize", OFFB(pool_maxsize)},
+    {"pool_connections", OFFB(pool_connections)},
+    {"connect_timeout", OFFB(connect_timeout)},
+    {"first_byte_timeout", OFFB(first_byte_timeout)},
+    {"stream_idle_timeout", OFFB(stream_idle_timeout)},
+    {"ca_file", OFFB(ca_file)},
+    {"tls_verify", OFFB(tls_verify)},
+    {"num_parallel", OFFB(num_parallel)},
+    {"probe_interval", OFFB(probe_interval)},
+    {"fail_threshold", OFFB(fail_threshold)},
+};
+#define NBACKEND_KEYS (sizeof backend_keys / sizeof backend_keys[0])
+
+/* A [backend NAME] section as read: what it set, and where. */
+struct config_backend_load {
+	struct backend_conf bc;
+	int set_line[NBACKEND_KEYS];
+	unsigned char failed[NBACKEND_KEYS];
+};
+
 struct config_load_ctx {
 	struct config *cfg;
 	const char *file;
@@ -138,6 +189,9 @@ struct config_load_ctx {
 	int pending; /* text holds a line inih has not answered for yet */
 	int handled; /* inih passed the current line to the handler */
 	int bad_section; /* in an unknown [section], named at its header */
+	int backend; /* index of the [backend] section being read; -1 */
+	struct config_backend_load *backends;
+	int nbackends;
 	char text[512]; /* the current line, as read */
 	int set_line[NSETTINGS];
 	unsigned char failed[NSETTINGS]; /* its value was refused */
@@ -247,6 +301,98 @@ config_section_list(char *buf, size_t len)
 	return buf;
 }
 
+/* "backend NAME" (any case, blanks between): 1, with *rest at NAME. */
+static int
+config_backend_header(const char *name, const char **rest)
+{
+	if (strncasecmp(name, "backend", 7) != 0 ||
+	    (name[7] != '\0' && !isspace((unsigned char)name[7])))
+		return 0;
+	for (name += 7; isspace((unsigned char)*name); name++)
+		;
+	*rest = name;
+	return 1;
+}
+
+/* The index of a [backend] key, or -1. */
+static int
+config_backend_key_index(const char *key)
+{
+	size_t k;
+
+	for (k = 0; k < NBACKEND_KEYS; k++)
+		if (strcasecmp(backend_keys[k].key, key) == 0)
+			return (int)k;
+	return -1;
+}
+
+/* May s be set in this section ("server", "backend gpu0", ...)? */
+static int
+config_key_in(const struct setting *s, const char *section)
+{
+	const char *rest;
+
+	if (config_backend_header(section, &rest))
+		return strcmp(s->section, "upstream") == 0 &&
+		    config_backend_key_index(s->key) >= 0;
+	return strcasecmp(s->section, section) == 0;
+}
+
+/* [backend NAME]: a name of its own, 1 to 63 of [A-Za-z0-9._-]; a bad
+ * header is named once and the keys under it passed over. */
+static void
+config_backend_start(struct config_load_ctx *ctx, const char *rest)
+{
+	struct config_backend_load *b;
+	char name[128];
+	size_t len;
+	int i;
+
+	snprintf(name, sizeof name, "%s", rest);
+	for (len = strlen(name);
+	     len > 0 && isspace((unsigned char)name[len - 1]);)
+		name[--len] = '\0';
+	ctx->bad_section = 1;
+	if (len == 0) {
+		config_error(ctx->errs, ctx->file, ctx->line,
+		    "[backend] needs a name, as in [backend gpu0]");
+		return;
+	}
+	if (len >= BACKEND_NAME_MAX ||
+	    strspn(name,
+	        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	        "0123456789._-") != len) {
+		config_error(ctx->errs, ctx->file, ctx->line,
+		    "backend name '%s' must be 1 to %d letters, digits, '.', "
+		    "'_' or '-'",
+		    name, BACKEND_NAME_MAX - 1);
+		return;
+	}
+	for (i = 0; i < ctx->nbackends; i++)
+		if (strcasecmp(ctx->backends[i].bc.name, name) == 0) {
+			config_error(ctx->errs, ctx->file, ctx->line,
+			    "duplicate [backend %s]: line %d already has "
+			    "[backend %s]",
+			    name, ctx->backends[i].bc.line,
+			    ctx->backends[i].bc.name);
+			return;
+		}
+	if (ctx->nbackends == CONFIG_BACKENDS_MAX) {
+		config_error(ctx->errs, ctx->file, ctx->line,
+		    "too many [backend] sections (most %d)",
+		    CONFIG_BACKENDS_MAX);
+		return;
+	}
+	ctx->backends = xrealloc(ctx->backends,
+	    (size_t)(ctx->nbackends + 1) * sizeof *ctx->backends);
+	b = &ctx->backends[ctx->nbackends];
+	memset(b, 0, sizeof *b);
+	snprintf(b->bc.name, sizeof b->bc.name, "%s", name);
+	b->bc.line = ctx->line;
+	ctx->backend = ctx->nbackends++;
+	ctx->bad_section = 0;
+}
+
 static int
 config_section_known(const char *name)
 {
@@ -263,11 +409,16 @@ config_section_known(const char *name)
 static void
 config_section_start(struct config_load_ctx *ctx, const char *name)
 {
-	const char *best = NULL;
-	char list[256];
-	size_t i;
+	const char *best = NULL, *rest;
+	char list[256], word[64], backend[128];
+	size_t i, wlen;
 	int d, bestd = 99;
 
+	ctx->backend = -1;
+	if (config_backend_header(name, &rest)) {
+		config_backend_start(ctx, rest);
+		return;
+	}
 	ctx->bad_section = !config_section_known(name);
 	if (!ctx->bad_section)
 		return;
@@ -276,6 +427,17 @@ config_section_start(struct config_load_ctx *ctx, const char *name)
 		if (d >= 0 && d < bestd) {
 			bestd = d;
 			best = settings[i].section;
+		}
+	}
+	/* [backedn gpu0]: the first word is a slip for backend. */
+	wlen = strcspn(name, " \t");
+	if (best == NULL && name[wlen] != '\0' && wlen < sizeof word) {
+		snprintf(word, sizeof word, "%.*s", (int)wlen, name);
+		for (rest = name + wlen; isspace((unsigned char)*rest); rest++)
+			;
+		if (config_near(word, "backend") >= 0) {
+			snprintf(backend, sizeof backend, "backend %s", rest);
+			best = backend;
 		}
 	}
 	config_error(ctx->errs, ctx->file, ctx->line,
@@ -297,7 +459,7 @@ config_unknown_key(
 
 	for (i = 0; i < NSETTINGS; i++) {
 		d = config_near(key, settings[i].key);
-		same = strcasecmp(settings[i].section, section) == 0;
+		same = config_key_in(&settings[i], section);
 		if (d >= 0 && (d < bestd || (d == bestd && same))) {
 			bestd = d;
 			best = &settings[i];
@@ -306,7 +468,7 @@ config_unknown_key(
 	if (best == NULL)
 		config_error(ctx->errs, ctx->file, ctx->line,
 		    "unknown key '%s' in section [%s]", key, section);
-	else if (strcasecmp(best->section, section) == 0)
+	else if (config_key_in(best, section))
 		config_error(ctx->errs, ctx->file, ctx->line,
 		    "unknown key '%s' in section [%s] (did you mean %s?)", key,
 		    section, best->key);
@@ -399,6 +561,57 @@ config_apply_number(const struct setting *s, void *field, const char *value,
 	return 0;
 }
 
+/* A value that is its field alone: anything but listen, admin_listen
+ * and url, which fill more of struct config. */
+static int
+config_apply_value(const struct setting *s, void *field, const char *value,
+    char *err, size_t errlen)
+{
+	switch (s->type) {
+	case SET_STRING:
+	case SET_SECRET:
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case SET_MODELS:
+		return config_parse_models(field, value, err, errlen);
+	case SET_RESOLVER:
+		return config_parse_resolver(field, value, err, errlen);
+	case SET_STATUSES:
+		return config_parse_statuses(field, value, err, errlen);
+	case SET_METHODS:
+		return config_parse_methods(field, value, err, errlen);
+	case SET_ACCESS_LOG:
+		return config_parse_access_log(field, value, err, errlen);
+	case SET_ACCESS_FORMAT:
+		return config_parse_access_format(field, value, err, errlen);
+	case SET_BOOL:
+		if (strcasecmp(value, "yes") == 0 ||
+		    strcasecmp(value, "true") == 0 ||
+		    strcasecmp(value, "on") == 0 || strcmp(value, "1") == 0)
+			*(int *)field = 1;
+		else if (strcasecmp(value, "no") == 0 ||
+		    strcasecmp(value, "false") == 0 ||
+		    strcasecmp(value, "off") == 0 || strcmp(value, "0") == 0)
+			*(int *)field = 0;
+		else {
+			snprintf(err, errlen, "%s must be yes or no, not '%s'",
+			    s->key, value);
+			return -1;
+		}
+		return 0;
+	case SET_INT:
+	case SET_SECONDS:
+	case SET_SIZE:
+	case SET_SIZE64:
+		return config_apply_number(s, field, value, err, errlen);
+	default:
+		break;
+	}
+	snprintf(err, errlen, "%s cannot be set here", s->key);
+	return -1;
+}
+
 static int
 config_apply(struct config *cfg, const struct setting *s, const char *value,
     int append_listen, char *err, size_t errlen)
@@ -442,43 +655,9 @@ config_apply(struct config *cfg, const struct setting *s, const char *value,
 		free(cfg->upstream_text);
 		cfg->upstream_text = xstrdup(value);
 		return 0;
-	case SET_STRING:
-	case SET_SECRET:
-		free(*(char **)field);
-		*(char **)field = xstrdup(value);
-		return 0;
-	case SET_RESOLVER:
-		return config_parse_resolver(field, value, err, errlen);
-	case SET_STATUSES:
-		return config_parse_statuses(field, value, err, errlen);
-	case SET_METHODS:
-		return config_parse_methods(field, value, err, errlen);
-	case SET_ACCESS_LOG:
-		return config_parse_access_log(field, value, err, errlen);
-	case SET_ACCESS_FORMAT:
-		return config_parse_access_format(field, value, err, errlen);
-	case SET_BOOL:
-		if (strcasecmp(value, "yes") == 0 ||
-		    strcasecmp(value, "true") == 0 ||
-		    strcasecmp(value, "on") == 0 || strcmp(value, "1") == 0)
-			*(int *)field = 1;
-		else if (strcasecmp(value, "no") == 0 ||
-		    strcasecmp(value, "false") == 0 ||
-		    strcasecmp(value, "off") == 0 || strcmp(value, "0") == 0)
-			*(int *)field = 0;
-		else {
-			snprintf(err, errlen, "%s must be yes or no, not '%s'",
-			    s->key, value);
-			return -1;
-		}
-		return 0;
-	case SET_INT:
-	case SET_SECONDS:
-	case SET_SIZE:
-	case SET_SIZE64:
-		return config_apply_number(s, field, value, err, errlen);
+	default:
+		return config_apply_value(s, field, value, err, errlen);
 	}
-	return -1;
 }
 
 /* client_tokens is what the proxy checks: the key's tokens and those
@@ -495,6 +674,103 @@ config_tokens_join(struct config *cfg)
 	    key[0] != '\0' && read[0] != '\0' ? " " : "", read);
 }
 
+/* A token read, wiped before its memory goes back. */
+static void
+config_token_forget(struct backend_conf *bc)
+{
+	if (bc->token != NULL) {
+		explicit_bzero(bc->token, strlen(bc->token));
+		free(bc->token);
+		bc->token = NULL;
+	}
+	free(bc->token_path);
+	bc->token_path = NULL;
+}
+
+static void
+config_backend_conf_free(struct backend_conf *bc)
+{
+	config_token_forget(bc);
+	free(bc->url_text);
+	free(bc->models);
+	free(bc->token_file);
+	free(bc->ca_file);
+	memset(bc, 0, sizeof *bc);
+}
+
+static void
+config_backends_free(struct config *cfg)
+{
+	int i;
+
+	for (i = 0; i < cfg->nbackends; i++)
+		config_backend_conf_free(&cfg->backends[i]);
+	free(cfg->backends);
+	cfg->backends = NULL;
+	cfg->nbackends = 0;
+	cfg->fleet = 0;
+}
+
+/* Gives bc [upstream]'s value of every key but url that it did not set
+ * itself (set: its set_line[], NULL when it set none). */
+static void
+config_backend_inherit(
+    struct backend_conf *bc, const struct config *cfg, const int *set)
+{
+	const struct setting *s;
+	const void *from;
+	void *to;
+	size_t k;
+
+	for (k = 1; k < NBACKEND_KEYS; k++) {
+		if (set != NULL && set[k] > 0)
+			continue;
+		s = config_find("upstream", backend_keys[k].key);
+		from = (const char *)cfg + s->offset;
+		to = (char *)bc + backend_keys[k].offset;
+		switch (s->type) {
+		case SET_INT:
+		case SET_BOOL:
+			*(int *)to = *(const int *)from;
+			break;
+		case SET_SECONDS:
+			*(double *)to = *(const double *)from;
+			break;
+		default: /* the strings */
+			free(*(char **)to);
+			*(char **)to = xstrdup(*(char *const *)from);
+			break;
+		}
+	}
+}
+
+/* The one backend when the file has no [backend] section: [upstream]
+ * (and -u) as they are.  Keeps a token already read. */
+static void
+config_backend_from_upstream(struct backend_conf *bc, const struct config *cfg)
+{
+	snprintf(bc->name, sizeof bc->name, "default");
+	bc->line = 0;
+	bc->url = cfg->upstream;
+	free(bc->url_text);
+	bc->url_text = xstrdup(
+	    cfg->upstream_text ? cfg->upstream_text : cfg->upstream.base);
+	bc->url_line = cfg->url_cli ? 0 : cfg->url_line;
+	config_backend_inherit(bc, cfg, NULL);
+}
+
+static void
+config_backends_default(struct config *cfg)
+{
+	config_backends_free(cfg);
+	cfg->backends = xcalloc(1, sizeof *cfg->backends);
+	cfg->nbackends = 1;
+	config_backend_from_upstream(&cfg->backends[0], cfg);
+}
+
+/* Sets one key, without a file: nothing is read.  The one backend of a
+ * file without [backend] sections follows [upstream]; the backends of a
+ * fleet keep what they have. */
 int
 config_set(struct config *cfg, const char *section, const char *key,
     const char *value, char *err, size_t errlen)
@@ -509,6 +785,8 @@ config_set(struct config *cfg, const char *section, const char *key,
 	}
 	rc = config_apply(cfg, s, value, 0, err, errlen);
 	config_tokens_join(cfg);
+	if (!cfg->fleet && cfg->nbackends == 1)
+		config_backend_from_upstream(&cfg->backends[0], cfg);
 	return rc;
 }
 
@@ -525,6 +803,7 @@ config_new_defaults(void)
 			fatal("bad built-in default for %s: %s",
 			    settings[i].key, err);
 	config_tokens_join(cfg);
+	config_backends_default(cfg);
 	return cfg;
 }
 
@@ -539,13 +818,14 @@ config_free(struct config *cfg)
 		if (settings[i].type == SET_STRING ||
 		    settings[i].type == SET_SECRET ||
 		    settings[i].type == SET_RESOLVER ||
-		    settings[i].type == SET_ACCESS_LOG)
+		    settings[i].type == SET_ACCESS_LOG ||
+		    settings[i].type == SET_MODELS)
 			free(*(char **)((char *)cfg + settings[i].offset));
+	config_backends_free(cfg);
 	free(cfg->client_tokens);
 	free(cfg->client_tokens_path);
 	free(cfg->client_tokens_read);
 	free(cfg->upstream_text);
-	free(cfg->backends); /* TEMP */
 	free(cfg->file);
 	free(cfg);
 }
@@ -632,6 +912,46 @@ config_reader(char *str, int num, void *stream)
 	return str;
 }
 
+/* A key under [backend NAME]: url, or an [upstream] key a backend may
+ * set again; the fleet-wide ones are named as such. */
+static void
+config_backend_key(
+    struct config_load_ctx *ctx, const char *key, const char *value)
+{
+	struct config_backend_load *b = &ctx->backends[ctx->backend];
+	const struct setting *s;
+	char err[400], section[BACKEND_NAME_MAX + 16];
+	int k = config_backend_key_index(key), rc;
+
+	if (k < 0) {
+		if ((s = config_find("upstream", key)) != NULL)
+			config_error(ctx->errs, ctx->file, ctx->line,
+			    "'%s' is fleet-wide: set it in [upstream]", s->key);
+		else {
+			snprintf(
+			    section, sizeof section, "backend %s", b->bc.name);
+			config_unknown_key(ctx, section, key);
+		}
+		return;
+	}
+	s = config_find("upstream", backend_keys[k].key);
+	if (s->type == SET_URL) {
+		rc = addr_parse_upstream(value, &b->bc.url, err, sizeof err);
+		if (rc == 0) {
+			free(b->bc.url_text);
+			b->bc.url_text = xstrdup(value);
+		}
+	} else
+		rc = config_apply_value(s,
+		    (char *)&b->bc + backend_keys[k].offset, value, err,
+		    sizeof err);
+	if (rc != 0) {
+		config_error(ctx->errs, ctx->file, ctx->line, "%s", err);
+		b->failed[k] = 1;
+	}
+	b->set_line[k] = ctx->line;
+}
+
 static int
 config_handler(
     void *user, const char *section, const char *key, const char *value)
@@ -646,6 +966,11 @@ config_handler(
 		return 1; /* named once, at its header */
 	if (section[0] == '\0') {
 		config_outside_key(ctx, key);
+		return 1;
+	}
+	/* inih's copy of a long [backend NAME] is cut short: ours is not. */
+	if (ctx->backend >= 0) {
+		config_backend_key(ctx, key, value);
 		return 1;
 	}
 	if ((s = config_find(section, key)) == NULL) {
@@ -765,44 +1090,137 @@ out:
 }
 
 /*
- * client_tokens_file, read at every load, so a reload takes a changed
- * file.  A relative path is taken in $CREDENTIALS_DIRECTORY (systemd's
- * LoadCredential=) when that is set, else next to the configuration.
+ * Where a file the configuration names is read (client_tokens_file,
+ * token_file): an absolute path as it is; a relative one in
+ * $CREDENTIALS_DIRECTORY (systemd's LoadCredential=) when that is set,
+ * else next to the configuration file.  *how says which, for messages.
  */
+static char *
+config_credential_path(const char *file, const char *name, const char **how)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	char *path;
+	int dlen;
+
+	*how = "";
+	if (name[0] == '/')
+		return xstrdup(name);
+	if (dir != NULL && dir[0] != '\0') {
+		xasprintf(&path, "%s/%s", dir, name);
+		*how = ", in $CREDENTIALS_DIRECTORY";
+		return path;
+	}
+	dir = file != NULL ? strrchr(file, '/') : NULL;
+	dlen = dir != NULL ? (int)(dir - file) + 1 : 0;
+	xasprintf(&path, "%.*s%s", dlen, dlen > 0 ? file : "", name);
+	*how = ", next to this file ($CREDENTIALS_DIRECTORY is unset)";
+	return path;
+}
+
+/* client_tokens_file, read at every load, so a reload takes a changed
+ * file. */
 static void
 config_tokens_load(struct config_load_ctx *ctx)
 {
 	struct config *cfg = ctx->cfg;
 	size_t i =
 	    (size_t)(config_find("server", "client_tokens_file") - settings);
-	const char *name = cfg->client_tokens_file, *dir;
-	const char *how = "";
+	const char *name = cfg->client_tokens_file;
+	const char *how;
 	char err[1200];
-	int dlen;
 
 	if (name[0] == '\0' || ctx->failed[i]) {
 		config_tokens_join(cfg);
 		return;
 	}
 	free(cfg->client_tokens_path);
-	dir = getenv("CREDENTIALS_DIRECTORY");
-	if (name[0] == '/')
-		cfg->client_tokens_path = xstrdup(name);
-	else if (dir != NULL && dir[0] != '\0') {
-		xasprintf(&cfg->client_tokens_path, "%s/%s", dir, name);
-		how = ", in $CREDENTIALS_DIRECTORY";
-	} else {
-		dir = strrchr(ctx->file, '/');
-		dlen = dir != NULL ? (int)(dir - ctx->file) + 1 : 0;
-		xasprintf(
-		    &cfg->client_tokens_path, "%.*s%s", dlen, ctx->file, name);
-		how = ", next to this file ($CREDENTIALS_DIRECTORY is unset)";
-	}
+	cfg->client_tokens_path = config_credential_path(ctx->file, name, &how);
 	if (config_tokens_read(cfg, cfg->client_tokens_path, err, sizeof err) !=
 	    0)
 		config_error(ctx->errs, ctx->file, ctx->set_line[i],
 		    "client_tokens_file = %s%s: %s", name, how, err);
 	config_tokens_join(cfg);
+}
+
+/* No blank, control character or DEL: what a header value takes. */
+static int
+config_token_clean(const char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)p[i] <= ' ' || (unsigned char)p[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* The one token of a token_file: the whole file, blanks around it
+ * trimmed, with no blank or control character inside.  Never quotes
+ * it. */
+static int
+config_token_read(const char *path, char **token, char *err, size_t errlen)
+{
+	char *buf = NULL, *p;
+	size_t cap = 0, len;
+	ssize_t n;
+	int rc = -1;
+	FILE *fp;
+
+	if ((fp = config_tokens_open(path, err, errlen)) == NULL)
+		return -1;
+	/* Up to a NUL, which a token cannot hold either. */
+	n = getdelim(&buf, &cap, '\0', fp);
+	if (ferror(fp)) {
+		snprintf(
+		    err, errlen, "cannot read '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	len = n > 0 ? (size_t)n : 0;
+	if (len > 0 && buf[len - 1] == '\0')
+		len--;
+	for (p = buf; len > 0 && isspace((unsigned char)*p); p++, len--)
+		;
+	while (len > 0 && isspace((unsigned char)p[len - 1]))
+		len--;
+	if (len == 0)
+		snprintf(err, errlen, "'%s' holds no token", path);
+	else if (getc(fp) != EOF || !config_token_clean(p, len))
+		snprintf(err, errlen,
+		    "'%s' must hold one token, with no blank or control "
+		    "character inside it",
+		    path);
+	else {
+		*token = xstrndup(p, len);
+		rc = 0;
+	}
+out:
+	if (buf != NULL) {
+		explicit_bzero(buf, cap);
+		free(buf);
+	}
+	fclose(fp);
+	return rc;
+}
+
+/* A backend's token_file, read at every load; line is where it was
+ * set. */
+static void
+config_backend_token(
+    struct config_load_ctx *ctx, struct backend_conf *bc, int line, int fleet)
+{
+	const char *how;
+	char err[1200];
+
+	config_token_forget(bc);
+	if (bc->token_file == NULL || bc->token_file[0] == '\0')
+		return;
+	bc->token_path =
+	    config_credential_path(ctx->file, bc->token_file, &how);
+	if (config_token_read(bc->token_path, &bc->token, err, sizeof err) != 0)
+		config_error(ctx->errs, ctx->file, line,
+		    "%s%s%stoken_file = %s%s: %s", fleet ? "backend " : "",
+		    fleet ? bc->name : "", fleet ? ": " : "", bc->token_file,
+		    how, err);
 }
 
 /* pool_connections may not exceed pool_maxsize, when both were set. */
@@ -828,6 +1246,93 @@ config_check_pool(struct config_load_ctx *ctx)
 		    cfg->pool_connections, cfg->pool_maxsize);
 }
 
+/* A backend's pool_connections may not exceed its pool_maxsize when it
+ * set pool_connections itself; one it took from [upstream] follows a
+ * smaller pool. */
+static void
+config_backend_check_pool(
+    struct config_load_ctx *ctx, struct config_backend_load *b)
+{
+	int conns = config_backend_key_index("pool_connections");
+	int max = config_backend_key_index("pool_maxsize");
+	size_t upmax =
+	    (size_t)(config_find("upstream", "pool_maxsize") - settings);
+
+	if (b->bc.pool_connections <= b->bc.pool_maxsize || b->failed[conns] ||
+	    b->failed[max] || (b->set_line[max] == 0 && ctx->failed[upmax]))
+		return;
+	if (b->set_line[conns] == 0)
+		b->bc.pool_connections = b->bc.pool_maxsize;
+	else
+		config_error(ctx->errs, ctx->file, b->set_line[conns],
+		    "pool_connections (%d) cannot exceed pool_maxsize (%d)",
+		    b->bc.pool_connections, b->bc.pool_maxsize);
+}
+
+/*
+ * cfg->backends, once the whole file is read, so that [upstream] gives
+ * its defaults wherever it stands: one per [backend] section, in file
+ * order, each taking [upstream]'s value of what it does not set; or,
+ * without [backend] sections, the one "default" from [upstream] (and
+ * -u).  In a fleet, cfg->upstream is the first backend's url, for code
+ * that knows one upstream only.
+ */
+static void
+config_backends_build(
+    struct config_load_ctx *ctx, const struct config_overrides *ov)
+{
+	struct config *cfg = ctx->cfg;
+	struct config_backend_load *b;
+	size_t url = (size_t)(config_find("upstream", "url") - settings);
+	size_t tok = (size_t)(config_find("upstream", "token_file") - settings);
+	int i, k = config_backend_key_index("token_file");
+
+	if (ctx->nbackends == 0) {
+		config_backends_default(cfg);
+		config_backend_token(
+		    ctx, &cfg->backends[0], ctx->set_line[tok], 0);
+		return;
+	}
+	if (ctx->set_line[url] > 0)
+		config_error(ctx->errs, ctx->file, ctx->set_line[url],
+		    "url in [upstream] is not a backend when [backend] "
+		    "sections exist: move it into a [backend NAME] section");
+	if (ov != NULL && ov->upstream != NULL)
+		config_error(ctx->errs, "--upstream", 0,
+		    "-u names one upstream, but %s has [backend] sections",
+		    ctx->file);
+	for (i = 0; i < ctx->nbackends; i++) {
+		b = &ctx->backends[i];
+		if (b->set_line[0] == 0)
+			config_error(ctx->errs, ctx->file, b->bc.line,
+			    "[backend %s] needs a url (the Ollama it stands "
+			    "for, as in url = http://127.0.0.1:11434)",
+			    b->bc.name);
+		b->bc.url_line = b->set_line[0];
+		config_backend_inherit(&b->bc, cfg, b->set_line);
+		config_backend_check_pool(ctx, b);
+		config_backend_token(ctx, &b->bc,
+		    b->set_line[k] > 0 ? b->set_line[k] : ctx->set_line[tok],
+		    1);
+	}
+	config_backends_free(cfg);
+	cfg->backends = xcalloc((size_t)ctx->nbackends, sizeof *cfg->backends);
+	for (i = 0; i < ctx->nbackends; i++)
+		cfg->backends[i] = ctx->backends[i].bc;
+	cfg->nbackends = ctx->nbackends;
+	cfg->fleet = 1;
+	free(ctx->backends);
+	ctx->backends = NULL;
+	ctx->nbackends = 0;
+	if (cfg->backends[0].url_text != NULL) {
+		cfg->upstream = cfg->backends[0].url;
+		free(cfg->upstream_text);
+		cfg->upstream_text = xstrdup(cfg->backends[0].url_text);
+	}
+	cfg->url_line = cfg->backends[0].url_line;
+	cfg->url_cli = 0;
+}
+
 static void
 config_apply_overrides(struct config *cfg, const struct config_overrides *ov,
     struct config_errors *errs)
@@ -851,42 +1356,6 @@ config_apply_overrides(struct config *cfg, const struct config_overrides *ov,
  * command-line overrides, and checks the whole but what needs addresses:
  * that is config_check_addresses(), once names are resolved.  No DNS.
  * Every error found goes to errs (reset first); -1 when there is one. */
-/* TEMP until the [backend] sections land: the one backend. */
-static void
-config_tmp_backends(struct config *cfg)
-{
-	struct backend_conf *bc;
-
-	cfg->num_parallel = 1;
-	cfg->queue_timeout = 600;
-	cfg->probe_interval = 5;
-	cfg->fail_threshold = 2;
-	cfg->weight = 1;
-	free(cfg->backends);
-	cfg->backends = bc = xcalloc(1, sizeof *bc);
-	cfg->nbackends = 1;
-	snprintf(bc->name, sizeof bc->name, "default");
-	bc->url = cfg->upstream;
-	bc->weight = 1;
-	bc->models = "";
-	bc->ca_file = cfg->ca_file;
-	bc->tls_verify = cfg->tls_verify;
-	bc->pool_maxsize = cfg->pool_maxsize;
-	bc->pool_connections = cfg->pool_connections;
-	bc->connect_timeout = cfg->connect_timeout;
-	bc->first_byte_timeout = cfg->first_byte_timeout;
-	bc->stream_idle_timeout = cfg->stream_idle_timeout;
-	bc->num_parallel = 1;
-	bc->probe_interval = 5;
-	bc->fail_threshold = 2;
-}
-
-int
-config_backend_admits(const struct backend_conf *bc, const char *model)
-{
-	return 1;
-}
-
 int
 config_load_fp(struct config *cfg, FILE *fp, const char *file,
     const struct config_overrides *ov, struct config_errors *errs)
@@ -899,6 +1368,7 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 	ctx.cfg = cfg;
 	ctx.file = file;
 	ctx.errs = errs;
+	ctx.backend = -1;
 	if (fp != NULL) {
 		ctx.fp = fp;
 		rc =
@@ -925,7 +1395,7 @@ config_load_fp(struct config *cfg, FILE *fp, const char *file,
 		config_apply_overrides(cfg, ov, errs);
 	config_check_pool(&ctx);
 	config_tokens_load(&ctx);
-	config_tmp_backends(cfg);
+	config_backends_build(&ctx, ov);
 	return errs->n > 0 ? -1 : 0;
 }
 
@@ -1011,12 +1481,22 @@ config_check_admin_listen(const struct config *cfg, char *err, size_t errlen)
 			return config_fail_at(
 			    cfg, CONFIG_WHERE_ADMIN_LISTEN, err, errlen, msg);
 		}
-	if (addr_upstream_is_listen(&cfg->upstream, a, 1)) {
+	if (!cfg->fleet && addr_upstream_is_listen(&cfg->upstream, a, 1)) {
 		snprintf(msg, sizeof msg,
 		    "upstream %s is our own admin_listen address",
 		    cfg->upstream.base);
 		return config_fail_at(cfg, CONFIG_WHERE_URL, err, errlen, msg);
 	}
+	for (i = 0; cfg->fleet && i < cfg->nbackends; i++)
+		if (addr_upstream_is_listen(&cfg->backends[i].url, a, 1)) {
+			snprintf(msg, sizeof msg,
+			    "backend %s: url %s is our own admin_listen "
+			    "address",
+			    cfg->backends[i].name, cfg->backends[i].url.base);
+			return config_fail(err, errlen,
+			    cfg->file ? cfg->file : "settings",
+			    cfg->backends[i].url_line, msg);
+		}
 	return 0;
 }
 
@@ -1042,7 +1522,8 @@ config_check_addresses(const struct config *cfg, char *err, size_t errlen)
 			return config_fail_at(cfg, 0, err, errlen, msg);
 		}
 	}
-	if (addr_upstream_is_listen(
+	if (!cfg->fleet &&
+	    addr_upstream_is_listen(
 	        &cfg->upstream, cfg->listen, cfg->nlisten)) {
 		snprintf(msg, sizeof msg,
 		    "upstream %s is one of our own listen addresses: requests "
@@ -1050,6 +1531,18 @@ config_check_addresses(const struct config *cfg, char *err, size_t errlen)
 		    cfg->upstream.base);
 		return config_fail_at(cfg, 1, err, errlen, msg);
 	}
+	/* A fleet names the backend, at its url's line. */
+	for (i = 0; cfg->fleet && i < cfg->nbackends; i++)
+		if (addr_upstream_is_listen(
+		        &cfg->backends[i].url, cfg->listen, cfg->nlisten)) {
+			snprintf(msg, sizeof msg,
+			    "backend %s: url %s is one of our own listen "
+			    "addresses: requests would loop back to the proxy",
+			    cfg->backends[i].name, cfg->backends[i].url.base);
+			return config_fail(err, errlen,
+			    cfg->file ? cfg->file : "settings",
+			    cfg->backends[i].url_line, msg);
+		}
 	return config_check_admin_listen(cfg, err, errlen);
 }
 
@@ -1088,15 +1581,103 @@ config_print_methods(uint64_t set, FILE *fp)
 	}
 }
 
+/* One value as -t shows it: secrets as ***, durations in seconds. */
+static void
+config_print_value(const struct config *cfg, const struct setting *s,
+    const void *field, FILE *fp)
+{
+	char num[64];
+	int j, n;
+
+	switch (s->type) {
+	case SET_ADMIN_LISTEN:
+		if (cfg->has_admin_listen)
+			fputs(cfg->admin_listen.text, fp);
+		break;
+	case SET_LISTEN:
+		for (j = 0; j < cfg->nlisten; j++)
+			fprintf(fp, "%s%s", j ? " " : "", cfg->listen[j].text);
+		break;
+	case SET_URL:
+		fputs(((const struct upstream_url *)field)->base, fp);
+		break;
+	case SET_INT:
+		fprintf(fp, "%d", *(const int *)field);
+		break;
+	case SET_SECONDS:
+		fputs(config_format_exact(
+		          *(const double *)field, num, sizeof num),
+		    fp);
+		break;
+	case SET_SIZE:
+		fprintf(fp, "%zu", *(const size_t *)field);
+		break;
+	case SET_SIZE64:
+		fprintf(
+		    fp, "%llu", (unsigned long long)*(const uint64_t *)field);
+		break;
+	case SET_BOOL:
+		fputs(*(const int *)field ? "yes" : "no", fp);
+		break;
+	case SET_STRING:
+	case SET_RESOLVER:
+	case SET_ACCESS_LOG:
+	case SET_MODELS:
+		fputs(*(char *const *)field, fp);
+		break;
+	case SET_SECRET:
+		fputs(**(char *const *)field != '\0' ? "***" : "", fp);
+		break;
+	case SET_ACCESS_FORMAT:
+		fputs(*(const int *)field == ACCESSLOG_COMBINED ? "combined"
+		                                                : "json",
+		    fp);
+		break;
+	case SET_STATUSES:
+		for (j = 100, n = 0; j < 600; j++)
+			if (((const uint8_t *)field)[j])
+				fprintf(fp, "%s%d", n++ ? "," : "", j);
+		break;
+	case SET_METHODS:
+		config_print_methods(*(const uint64_t *)field, fp);
+		break;
+	}
+}
+
+/* A fleet's [backend NAME] sections, each with its effective values:
+ * its own, or [upstream]'s.  The token never shows, only its file. */
+static void
+config_print_backends(const struct config *cfg, FILE *fp)
+{
+	const struct backend_conf *bc;
+	const struct setting *s;
+	size_t k;
+	int i;
+
+	for (i = 0; cfg->fleet && i < cfg->nbackends; i++) {
+		bc = &cfg->backends[i];
+		fprintf(fp, "\n[backend %s]\n", bc->name);
+		for (k = 0; k < NBACKEND_KEYS; k++) {
+			s = config_find("upstream", backend_keys[k].key);
+			fprintf(fp, "%s = ", s->key);
+			config_print_value(cfg, s,
+			    (const char *)bc + backend_keys[k].offset, fp);
+			fputc('\n', fp);
+			if (backend_keys[k].offset == OFFB(token_file) &&
+			    bc->token_path != NULL)
+				fprintf(fp, "# token read from %s\n",
+				    bc->token_path);
+		}
+	}
+}
+
 void
 config_print(const struct config *cfg, FILE *fp)
 {
 	const char *section = "";
 	const struct setting *s;
 	const void *field;
-	char num[64];
 	size_t i;
-	int j, n;
 
 	fprintf(fp, "# effective settings%s%s\n", cfg->file ? " from " : "",
 	    cfg->file ? cfg->file : " (built-in defaults)");
@@ -1107,61 +1688,15 @@ config_print(const struct config *cfg, FILE *fp)
 			fprintf(fp, "%s[%s]\n", i ? "\n" : "", s->section);
 			section = s->section;
 		}
-		fprintf(fp, "%s = ", s->key);
-		switch (s->type) {
-		case SET_ADMIN_LISTEN:
-			if (cfg->has_admin_listen)
-				fputs(cfg->admin_listen.text, fp);
-			break;
-		case SET_LISTEN:
-			for (j = 0; j < cfg->nlisten; j++)
-				fprintf(fp, "%s%s", j ? " " : "",
-				    cfg->listen[j].text);
-			break;
-		case SET_URL:
-			fputs(((const struct upstream_url *)field)->base, fp);
-			break;
-		case SET_INT:
-			fprintf(fp, "%d", *(const int *)field);
-			break;
-		case SET_SECONDS:
-			fputs(config_format_exact(
-			          *(const double *)field, num, sizeof num),
+		if (s->type == SET_URL && cfg->fleet) {
+			fputs(
+			    "# url: none here, the backends are the [backend] "
+			    "sections below\n",
 			    fp);
-			break;
-		case SET_SIZE:
-			fprintf(fp, "%zu", *(const size_t *)field);
-			break;
-		case SET_SIZE64:
-			fprintf(fp, "%llu",
-			    (unsigned long long)*(const uint64_t *)field);
-			break;
-		case SET_BOOL:
-			fputs(*(const int *)field ? "yes" : "no", fp);
-			break;
-		case SET_STRING:
-		case SET_RESOLVER:
-		case SET_ACCESS_LOG:
-			fputs(*(char *const *)field, fp);
-			break;
-		case SET_SECRET:
-			fputs(**(char *const *)field != '\0' ? "***" : "", fp);
-			break;
-		case SET_ACCESS_FORMAT:
-			fputs(*(const int *)field == ACCESSLOG_COMBINED
-			        ? "combined"
-			        : "json",
-			    fp);
-			break;
-		case SET_STATUSES:
-			for (j = 100, n = 0; j < 600; j++)
-				if (((const uint8_t *)field)[j])
-					fprintf(fp, "%s%d", n++ ? "," : "", j);
-			break;
-		case SET_METHODS:
-			config_print_methods(*(const uint64_t *)field, fp);
-			break;
+			continue;
 		}
+		fprintf(fp, "%s = ", s->key);
+		config_print_value(cfg, s, field, fp);
 		fputc('\n', fp);
 		if (field == (const void *)&cfg->client_tokens_file &&
 		    cfg->client_tokens_path != NULL)
@@ -1169,5 +1704,54 @@ config_print(const struct config *cfg, FILE *fp)
 			    cfg->client_tokens_nread,
 			    log_plural(cfg->client_tokens_nread),
 			    cfg->client_tokens_path);
+		if (field == (const void *)&cfg->token_file && !cfg->fleet &&
+		    cfg->nbackends > 0 && cfg->backends[0].token_path != NULL)
+			fprintf(fp, "# token read from %s\n",
+			    cfg->backends[0].token_path);
 	}
+	config_print_backends(cfg, fp);
+}
+
+/* A model name's two parts, the Ollama way: the tag after the last ':'
+ * of its last path element, "latest" when there is none. */
+static void
+config_model_split(const char *m, size_t len, size_t *baselen, const char **tag,
+    size_t *taglen)
+{
+	size_t i, last = 0;
+
+	for (i = 0; i < len; i++)
+		if (m[i] == '/')
+			last = i + 1;
+	for (i = len; i > last && m[i - 1] != ':'; i--)
+		;
+	if (i > last) {
+		*baselen = i - 1;
+		*tag = m + i;
+		*taglen = len - i;
+	} else {
+		*baselen = len;
+		*tag = "latest";
+		*taglen = 6;
+	}
+}
+
+int
+config_backend_admits(const struct backend_conf *bc, const char *model)
+{
+	const char *p, *tag, *mtag;
+	size_t len, base, taglen, mbase, mtaglen;
+
+	if (model == NULL || bc->models == NULL || bc->models[0] == '\0')
+		return 1;
+	config_model_split(model, strlen(model), &mbase, &mtag, &mtaglen);
+	for (p = bc->models; *p != '\0'; p += len + (p[len] == ' ')) {
+		len = strcspn(p, " ");
+		config_model_split(p, len, &base, &tag, &taglen);
+		if (base == mbase && taglen == mtaglen &&
+		    memcmp(p, model, base) == 0 &&
+		    memcmp(tag, mtag, taglen) == 0)
+			return 1;
+	}
+	return 0;
 }

@@ -280,3 +280,41 @@ config_parse_access_format(
 	}
 	return 0;
 }
+
+/*
+ * A model allow-list: names separated by blanks or commas, kept
+ * separated by one space ("" admits every model).  A name is as Ollama
+ * writes it (llama3, llama3:8b, hf.co/user/repo:Q4_K_M); one with a
+ * control character or an empty tag ("llama3:") is refused.
+ */
+int
+config_parse_models(char **field, const char *value, char *err, size_t errlen)
+{
+	char *copy = xstrdup(value), *tok, *save, *all = NULL, *next;
+	const char *tag, *p;
+
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	     tok = strtok_r(NULL, " \t,", &save)) {
+		for (p = tok; *p != '\0' && !iscntrl((unsigned char)*p); p++)
+			;
+		tag = strrchr(tok, '/') != NULL ? strrchr(tok, '/') : tok;
+		tag = strchr(tag, ':');
+		if (*p != '\0' || tok[0] == ':' ||
+		    (tag != NULL && tag[1] == '\0')) {
+			snprintf(err, errlen,
+			    "models: '%s' is not a model name (such as llama3 "
+			    "or llama3:8b)",
+			    tok);
+			free(all);
+			free(copy);
+			return -1;
+		}
+		xasprintf(&next, "%s%s%s", all ? all : "", all ? " " : "", tok);
+		free(all);
+		all = next;
+	}
+	free(copy);
+	free(*field);
+	*field = all != NULL ? all : xstrdup("");
+	return 0;
+}

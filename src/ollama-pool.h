@@ -213,6 +213,7 @@ struct config {
 	int listen_line, url_line; /* in file; 0: not set there */
 	int admin_listen_line;
 	int listen_cli, url_cli; /* from -l, -u */
+	char *models; /* [upstream]'s allow-list: every backend's default */
 };
 struct config_overrides {
 	const char *listen[MAX_LISTEN];
@@ -259,6 +260,7 @@ int config_parse_resolver(char **, const char *, char *, size_t);
 int config_parse_admin_listen(struct config *, const char *, char *, size_t);
 int config_parse_access_log(char **, const char *, char *, size_t);
 int config_parse_access_format(int *, const char *, char *, size_t);
+int config_parse_models(char **, const char *, char *, size_t);
 
 /* headers.c: the request head as parsed, and hop-by-hop filtering. */
 struct header_ref {

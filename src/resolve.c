@@ -1,8 +1,8 @@
 /*
  * Names looked up off the event loop with libevent's evdns: listen and
- * admin_listen hosts given as names, and the upstream's host for the loop
- * check.  Parsing (addr.c, config.c) never asks DNS; this file fills in
- * what it left.
+ * admin_listen hosts given as names, and every backend's host (the
+ * upstream's, without [backend] sections) for the loop check.  Parsing (addr.c,
+ * config.c) never asks DNS; this file fills in what it left.
  *
  * One evdns_base, rt.dns, lives as long as the process.  Each resolution
  * first points it at the settings being resolved: their `resolver`, or
@@ -14,8 +14,8 @@
  * Bounds: RESOLVE_ATTEMPT_S per attempt, RESOLVE_ATTEMPTS attempts, and
  * RESOLVE_TIMEOUT_S for the whole resolution, after which what is still
  * unanswered is cancelled.  A listen (or admin_listen) name that does not
- * resolve fails the resolution; an upstream name that does not resolve
- * only skips the loop check, since curl looks it up again for every new
+ * resolve fails the resolution; a backend name that does not resolve
+ * only skips its loop check, since curl looks it up again for every new
  * connection.  At most one resolution runs at a time (rt.resolving).
  */
 #include "config.h"
@@ -38,15 +38,20 @@
 #define RESOLVE_ATTEMPTS "3" /* 15 s: the overall bound comes first */
 #define RESOLVE_RESOLV_CONF "/etc/resolv.conf"
 #define RESOLVE_HOSTS "/etc/hosts"
-#define RESOLVE_MAX (MAX_LISTEN + 2)
-#define RESOLVE_UPSTREAM (-1) /* lookup.listen: the upstream's host */
-#define RESOLVE_ADMIN (-2) /* lookup.listen: admin_listen */
+
+enum resolve_what {
+	RESOLVE_LISTEN, /* cfg->listen[index] */
+	RESOLVE_ADMIN, /* cfg->admin_listen */
+	RESOLVE_BACKEND, /* cfg->backends[index].url */
+	RESOLVE_UPSTREAM, /* cfg->upstream, when not backends[0]'s url */
+};
 
 struct resolve_lookup {
 	struct resolve_job *job;
 	struct evdns_getaddrinfo_request *req; /* NULL once answered */
 	const char *name;
-	int listen; /* index into cfg->listen, or RESOLVE_UPSTREAM, _ADMIN */
+	enum resolve_what what;
+	int index;
 	int error; /* EVUTIL_EAI_*; 0 when resolved */
 };
 
@@ -61,7 +66,7 @@ struct resolve_job {
 	int timed_out;
 	uint64_t t_start_us;
 	int nlookups;
-	struct resolve_lookup lookups[RESOLVE_MAX];
+	struct resolve_lookup lookups[]; /* listen, admin, backends, upstream */
 };
 
 void
@@ -110,6 +115,14 @@ resolve_configure(const struct config *cfg)
 	evdns_base_resume(rt.dns);
 }
 
+/* Is cfg->upstream the first backend's url (as config.c makes it)? */
+static int
+resolve_upstream_is_first(const struct config *cfg)
+{
+	return cfg->nbackends > 0 &&
+	    strcmp(cfg->upstream.base, cfg->backends[0].url.base) == 0;
+}
+
 static void
 resolve_answer_cb(int result, struct evutil_addrinfo *res, void *arg)
 {
@@ -121,14 +134,23 @@ resolve_answer_cb(int result, struct evutil_addrinfo *res, void *arg)
 	/* Hosts-file entries of the other family only: no address. */
 	l->error = result == 0 && res == NULL ? EVUTIL_EAI_NODATA : result;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		if (l->listen == RESOLVE_UPSTREAM)
+		if (l->what == RESOLVE_BACKEND) {
+			addr_upstream_resolved(
+			    &job->cfg->backends[l->index].url, ai->ai_addr,
+			    (socklen_t)ai->ai_addrlen);
+			/* cfg->upstream is the first backend's url. */
+			if (l->index == 0 &&
+			    resolve_upstream_is_first(job->cfg))
+				addr_upstream_resolved(&job->cfg->upstream,
+				    ai->ai_addr, (socklen_t)ai->ai_addrlen);
+		} else if (l->what == RESOLVE_UPSTREAM)
 			addr_upstream_resolved(&job->cfg->upstream, ai->ai_addr,
 			    (socklen_t)ai->ai_addrlen);
 		else {
 			/* The first address, as getaddrinfo() gave it. */
-			addr_listen_resolved(l->listen == RESOLVE_ADMIN
+			addr_listen_resolved(l->what == RESOLVE_ADMIN
 			        ? &job->cfg->admin_listen
-			        : &job->cfg->listen[l->listen],
+			        : &job->cfg->listen[l->index],
 			    ai->ai_addr, (socklen_t)ai->ai_addrlen);
 			break;
 		}
@@ -142,7 +164,8 @@ resolve_answer_cb(int result, struct evutil_addrinfo *res, void *arg)
 /* Starts one lookup; evdns may answer at once (hosts file), calling back
  * before it returns. */
 static void
-resolve_lookup(struct resolve_job *job, const char *name, int port, int listen)
+resolve_lookup(struct resolve_job *job, const char *name, int port,
+    enum resolve_what what, int index)
 {
 	struct resolve_lookup *l = &job->lookups[job->nlookups++];
 	struct evutil_addrinfo hints;
@@ -155,7 +178,8 @@ resolve_lookup(struct resolve_job *job, const char *name, int port, int listen)
 	snprintf(portstr, sizeof portstr, "%d", port);
 	l->job = job;
 	l->name = name;
-	l->listen = listen;
+	l->what = what;
+	l->index = index;
 	job->pending++;
 	log_debug("resolving '%s'", name);
 	l->req = evdns_getaddrinfo(
@@ -207,6 +231,7 @@ static const char *
 resolve_outcome(const struct resolve_job *job, char *buf, size_t len)
 {
 	const struct resolve_lookup *l;
+	const struct backend_conf *bc;
 	const char *failed = NULL;
 	char where[600];
 	int i;
@@ -215,7 +240,16 @@ resolve_outcome(const struct resolve_job *job, char *buf, size_t len)
 		l = &job->lookups[i];
 		if (l->error == 0)
 			continue;
-		if (l->listen == RESOLVE_UPSTREAM) {
+		if (l->what == RESOLVE_BACKEND && job->cfg->fleet) {
+			bc = &job->cfg->backends[l->index];
+			log_notice("cannot resolve the host '%s' of backend %s "
+			           "(url in %s:%d): %s; not checked for a loop "
+			           "to ourselves",
+			    l->name, bc->name, job->cfg->file, bc->url_line,
+			    resolve_reason(job, l->error));
+			continue;
+		}
+		if (l->what == RESOLVE_BACKEND || l->what == RESOLVE_UPSTREAM) {
 			log_notice(
 			    "cannot resolve upstream host '%s' (%s): %s; "
 			    "not checked for a loop to ourselves",
@@ -228,7 +262,7 @@ resolve_outcome(const struct resolve_job *job, char *buf, size_t len)
 			snprintf(buf, len, "cannot resolve '%s' (%s): %s",
 			    l->name,
 			    config_where(job->cfg,
-			        l->listen == RESOLVE_ADMIN
+			        l->what == RESOLVE_ADMIN
 			            ? CONFIG_WHERE_ADMIN_LISTEN
 			            : CONFIG_WHERE_LISTEN,
 			        where, sizeof where),
@@ -272,7 +306,12 @@ struct resolve_job *
 resolve_start(struct config *cfg, resolve_cb cb, void *arg)
 {
 	struct timeval tv = {RESOLVE_TIMEOUT_S, 0};
-	struct resolve_job *job = xcalloc(1, sizeof *job);
+	/* At most one lookup per listen address, admin_listen, backend and
+	 * the upstream. */
+	struct resolve_job *job = xcalloc(1,
+	    sizeof *job +
+	        (size_t)(cfg->nlisten + 2 + cfg->nbackends) *
+	            sizeof job->lookups[0]);
 	int i;
 
 	job->cfg = cfg;
@@ -286,14 +325,18 @@ resolve_start(struct config *cfg, resolve_cb cb, void *arg)
 	job->starting = 1;
 	for (i = 0; i < cfg->nlisten; i++)
 		if (cfg->listen[i].name[0] != '\0')
-			resolve_lookup(
-			    job, cfg->listen[i].name, cfg->listen[i].port, i);
+			resolve_lookup(job, cfg->listen[i].name,
+			    cfg->listen[i].port, RESOLVE_LISTEN, i);
 	if (cfg->has_admin_listen && cfg->admin_listen.name[0] != '\0')
 		resolve_lookup(job, cfg->admin_listen.name,
-		    cfg->admin_listen.port, RESOLVE_ADMIN);
-	if (cfg->upstream.host_is_name)
+		    cfg->admin_listen.port, RESOLVE_ADMIN, 0);
+	for (i = 0; i < cfg->nbackends; i++)
+		if (cfg->backends[i].url.host_is_name)
+			resolve_lookup(job, cfg->backends[i].url.host,
+			    cfg->backends[i].url.port, RESOLVE_BACKEND, i);
+	if (cfg->upstream.host_is_name && !resolve_upstream_is_first(cfg))
 		resolve_lookup(job, cfg->upstream.host, cfg->upstream.port,
-		    RESOLVE_UPSTREAM);
+		    RESOLVE_UPSTREAM, 0);
 	job->starting = 0;
 	if (job->pending == 0)
 		event_active(job->done_ev, EV_TIMEOUT, 0);

@@ -997,6 +997,628 @@ START_TEST(test_config_tokens_file)
 }
 END_TEST
 
+/* --- config.c: [backend NAME] sections ---------------------------------- */
+
+/* What one backend of a load should hold. */
+struct want_backend {
+	const char *name;
+	int line; /* of its header */
+	const char *base; /* its url */
+	int url_line;
+	int weight;
+	const char *models;
+	int pool_maxsize, pool_connections;
+	double connect_timeout, first_byte_timeout, stream_idle_timeout;
+	const char *ca_file;
+	int tls_verify;
+	int num_parallel;
+	double probe_interval;
+	int fail_threshold;
+};
+
+static void
+check_backend(const struct backend_conf *bc, const struct want_backend *w,
+    const char *label)
+{
+	ck_assert_msg(strcmp(bc->name, w->name) == 0, "%s: name %s, want %s",
+	    label, bc->name, w->name);
+	ck_assert_msg(bc->line == w->line && bc->url_line == w->url_line,
+	    "%s %s: lines %d/%d, want %d/%d", label, w->name, bc->line,
+	    bc->url_line, w->line, w->url_line);
+	ck_assert_msg(strcmp(bc->url.base, w->base) == 0, "%s %s: url %s",
+	    label, w->name, bc->url.base);
+	ck_assert_msg(bc->weight == w->weight &&
+	        strcmp(bc->models, w->models) == 0 &&
+	        bc->pool_maxsize == w->pool_maxsize &&
+	        bc->pool_connections == w->pool_connections &&
+	        bc->connect_timeout == w->connect_timeout &&
+	        bc->first_byte_timeout == w->first_byte_timeout &&
+	        bc->stream_idle_timeout == w->stream_idle_timeout &&
+	        strcmp(bc->ca_file, w->ca_file) == 0 &&
+	        bc->tls_verify == w->tls_verify &&
+	        bc->num_parallel == w->num_parallel &&
+	        bc->probe_interval == w->probe_interval &&
+	        bc->fail_threshold == w->fail_threshold,
+	    "%s %s: weight %d models '%s' pool %d/%d timeouts %g/%g/%g ca "
+	    "'%s' verify %d parallel %d probe %g fail %d",
+	    label, w->name, bc->weight, bc->models, bc->pool_maxsize,
+	    bc->pool_connections, bc->connect_timeout, bc->first_byte_timeout,
+	    bc->stream_idle_timeout, bc->ca_file, bc->tls_verify,
+	    bc->num_parallel, bc->probe_interval, bc->fail_threshold);
+	ck_assert_ptr_null(bc->token);
+	ck_assert_ptr_null(bc->token_path);
+}
+
+/* [upstream] gives every backend its defaults wherever it stands in the
+ * file; each [backend] sets its own over them. */
+START_TEST(test_config_fleet)
+{
+#define FLEET_UPSTREAM                                                         \
+	"[upstream]\nnum_parallel = 4\nprobe_interval = 2s\n"                  \
+	"fail_threshold = 3\npool_maxsize = 8\nconnect_timeout = 3\n"          \
+	"queue_timeout = 1m\nca_file = /etc/fleet-ca.pem\n"
+#define FLEET_BACKENDS                                                         \
+	"[backend gpu0]\nurl = http://127.0.0.1:7001\nweight = 2\n"            \
+	"models = llama3, qwen2:7b\tphi3\nnum_parallel = 2\n"                  \
+	"[backend remote.1]\nurl = https://ollama.example.com\n"               \
+	"tls_verify = no\npool_maxsize = 4\npool_connections = 3\n"            \
+	"first_byte_timeout = 600\nstream_idle_timeout = 30\n"                 \
+	"probe_interval = 250ms\nfail_threshold = 1\nca_file = \n"
+	static const struct {
+		const char *text;
+		int gpu0, remote; /* their header lines */
+	} cases[] = {
+	    {FLEET_UPSTREAM FLEET_BACKENDS, 9, 14},
+	    {FLEET_BACKENDS FLEET_UPSTREAM, 1, 6},
+	    /* Between them. */
+	    {"[backend gpu0]\nurl = http://127.0.0.1:7001\nweight = 2\n"
+	     "models = llama3, qwen2:7b\tphi3\nnum_parallel = "
+	     "2\n" FLEET_UPSTREAM
+	     "[backend remote.1]\nurl = https://ollama.example.com\n"
+	     "tls_verify = no\npool_maxsize = 4\npool_connections = 3\n"
+	     "first_byte_timeout = 600\nstream_idle_timeout = 30\n"
+	     "probe_interval = 250ms\nfail_threshold = 1\nca_file = \n",
+	        1, 14},
+	};
+	struct want_backend w[2] = {
+	    {"gpu0", 0, "http://127.0.0.1:7001", 0, 2, "llama3 qwen2:7b phi3",
+	        8, 8, 3, 0, 0, "/etc/fleet-ca.pem", 1, 2, 2, 3},
+	    {"remote.1", 0, "https://ollama.example.com:443", 0, 1, "", 4, 3, 3,
+	        600, 30, "", 0, 4, 0.25, 1},
+	};
+	struct config *cfg;
+	char err[2048], label[32], *out;
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(label, sizeof label, "case %zu", i);
+		ck_assert_msg(load_text(&cfg, cases[i].text, NULL, err,
+		                  sizeof err, NULL) == 0,
+		    "%s: %s", label, err);
+		ck_assert_int_eq(cfg->fleet, 1);
+		ck_assert_int_eq(cfg->nbackends, 2);
+		w[0].line = cases[i].gpu0;
+		w[0].url_line = cases[i].gpu0 + 1;
+		w[1].line = cases[i].remote;
+		w[1].url_line = cases[i].remote + 1;
+		check_backend(&cfg->backends[0], &w[0], label);
+		check_backend(&cfg->backends[1], &w[1], label);
+		/* [upstream] keeps its own values, fleet-wide ones too. */
+		ck_assert_int_eq(cfg->num_parallel, 4);
+		ck_assert_int_eq(cfg->pool_maxsize, 8);
+		ck_assert_int_eq(cfg->pool_connections, 8);
+		ck_assert(cfg->queue_timeout == 60);
+		ck_assert_int_eq(cfg->queue_max, 512);
+		ck_assert_int_eq(cfg->weight, 1);
+		/* Code that knows one upstream sees the first backend. */
+		ck_assert_str_eq(cfg->upstream.base, "http://127.0.0.1:7001");
+		ck_assert_int_eq(cfg->url_line, w[0].url_line);
+
+		out = print_config(cfg);
+		ck_assert_msg(
+		    strstr(out, "\n[upstream]\n# url: none here") != NULL, "%s",
+		    out);
+		ck_assert_msg(
+		    strstr(out,
+		        "\n\n[backend gpu0]\n"
+		        "url = http://127.0.0.1:7001\nweight = 2\n"
+		        "models = llama3 qwen2:7b phi3\n"
+		        "token_file = \npool_maxsize = 8\n"
+		        "pool_connections = 8\nconnect_timeout = 3\n"
+		        "first_byte_timeout = 0\n"
+		        "stream_idle_timeout = 0\n"
+		        "ca_file = /etc/fleet-ca.pem\n"
+		        "tls_verify = yes\nnum_parallel = 2\n"
+		        "probe_interval = 2\nfail_threshold = 3\n") != NULL,
+		    "%s", out);
+		ck_assert_msg(strstr(out,
+		                  "\n\n[backend remote.1]\n"
+		                  "url = https://ollama.example.com:443\n"
+		                  "weight = 1\nmodels = \n") != NULL,
+		    "%s", out);
+		ck_assert_msg(strstr(out, "\nqueue_timeout = 60\n") != NULL &&
+		        strstr(out, "\nnum_parallel = 4\n") != NULL,
+		    "%s", out);
+		free(out);
+		config_free(cfg);
+	}
+#undef FLEET_UPSTREAM
+#undef FLEET_BACKENDS
+}
+END_TEST
+
+/* Without [backend] sections, [upstream] is a fleet of one, "default",
+ * as before: from the defaults, the file, or -u. */
+START_TEST(test_config_legacy_one_backend)
+{
+	static const struct {
+		const char *text; /* NULL: config_new_defaults() alone */
+		const char *minus_u;
+		struct want_backend w;
+	} cases[] = {
+	    {NULL, NULL,
+	        {"default", 0, "http://127.0.0.1:11434", 0, 1, "", 20, 10, 10,
+	            0, 0, "", 1, 1, 5, 2}},
+	    {"[upstream]\npool_maxsize = 4\nurl = http://127.0.0.1:7002\n"
+	     "weight = 3\nmodels = llama3\nnum_parallel = 8\n"
+	     "probe_interval = 1\nfail_threshold = 5\ntls_verify = no\n",
+	        NULL,
+	        {"default", 0, "http://127.0.0.1:7002", 3, 3, "llama3", 4, 4,
+	            10, 0, 0, "", 0, 8, 1, 5}},
+	    /* -u's url was set on no line. */
+	    {"[upstream]\nurl = http://127.0.0.1:7002\n", "127.0.0.1:7003",
+	        {"default", 0, "http://127.0.0.1:7003", 0, 1, "", 20, 10, 10, 0,
+	            0, "", 1, 1, 5, 2}},
+	};
+	struct config_overrides ov;
+	struct config *cfg;
+	char err[1024], want[512], *out;
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		memset(&ov, 0, sizeof ov);
+		ov.upstream = cases[i].minus_u;
+		if (cases[i].text == NULL)
+			cfg = config_new_defaults();
+		else
+			ck_assert_msg(load_text(&cfg, cases[i].text, &ov, err,
+			                  sizeof err, NULL) == 0,
+			    "%s", err);
+		ck_assert_int_eq(cfg->fleet, 0);
+		ck_assert_int_eq(cfg->nbackends, 1);
+		check_backend(&cfg->backends[0], &cases[i].w, "legacy");
+		ck_assert_str_eq(cfg->upstream.base, cases[i].w.base);
+		out = print_config(cfg);
+		ck_assert_msg(strstr(out, "[backend") == NULL, "%s", out);
+		snprintf(want, sizeof want, "\nurl = %s\n", cases[i].w.base);
+		ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+		free(out);
+		config_free(cfg);
+	}
+
+	/* config_set keeps the one backend in step with [upstream]. */
+	cfg = config_new_defaults();
+	ck_assert_int_eq(config_set(cfg, "upstream", "url",
+	                     "http://127.0.0.1:7004", err, sizeof err),
+	    0);
+	ck_assert_int_eq(
+	    config_set(cfg, "upstream", "num_parallel", "3", err, sizeof err),
+	    0);
+	ck_assert_str_eq(cfg->backends[0].url.base, "http://127.0.0.1:7004");
+	ck_assert_int_eq(cfg->backends[0].num_parallel, 3);
+	config_free(cfg);
+}
+END_TEST
+
+/* Each mistake in [backend] sections is named at its line, in line
+ * order; a bad header once, not again for the keys under it. */
+START_TEST(test_config_backend_errors)
+{
+	static const char long_name[] = "b23456789012345678901234567890"
+	                                "12345678901234567890123456789012";
+	static const struct {
+		const char *text;
+		const char *want[8];
+	} cases[] = {
+	    {"[backend]\nurl = x\nfrob = 1\n",
+	        {"1: [backend] needs a name, as in [backend gpu0]", NULL}},
+	    {"[backend   ]\n", {"1: [backend] needs a name", NULL}},
+	    {"[backend a/b]\nurl = :1\n[backend a b]\n",
+	        {"1: backend name 'a/b' must be 1 to 63 letters, digits, '.', "
+	         "'_' or '-'",
+	            "3: backend name 'a b' must be", NULL}},
+	    {"[backend "
+	     "b23456789012345678901234567890"
+	     "1234567890123456789012345678901234]\nurl = :1\n",
+	        {"1: backend name 'b2345", NULL}},
+	    {"[backend gpu0]\nurl = :1\n[upstream]\n[Backend GPU0]\nurl = :2\n",
+	        {"4: duplicate [backend GPU0]: line 1 already has [backend "
+	         "gpu0]",
+	            NULL}},
+	    {"[upstream]\nweight = 2\n[backend a]\nweight = 3\n[backend b]\n",
+	        {"3: [backend a] needs a url", "5: [backend b] needs a url",
+	            NULL}},
+	    {"[backend a]\nurl = :1\nqueue_max = 3\nQUEUE_TIMEOUT = 1\n"
+	     "resolver = 127.0.0.1\n",
+	        {"3: 'queue_max' is fleet-wide: set it in [upstream]",
+	            "4: 'queue_timeout' is fleet-wide: set it in [upstream]",
+	            "5: 'resolver' is fleet-wide: set it in [upstream]", NULL}},
+	    {"[backend a]\nurl = :1\nweigth = 2\nfrob = 1\nretries = 2\n"
+	     "num_paralel = 2\n",
+	        {"3: unknown key 'weigth' in section [backend a] (did you mean "
+	         "weight?)",
+	            "4: unknown key 'frob' in section [backend a]",
+	            "5: unknown key 'retries' in section [backend a] (did you "
+	            "mean retries in [retry]?)",
+	            "6: (did you mean num_parallel?)", NULL}},
+	    /* [upstream] url, before or after the backends. */
+	    {"[upstream]\nurl = :1\n[backend a]\nurl = :2\n",
+	        {"2: url in [upstream] is not a backend when [backend] "
+	         "sections exist: move it into a [backend NAME] section",
+	            NULL}},
+	    {"[backend a]\nurl = :2\n[upstream]\nurl = :1\n",
+	        {"4: url in [upstream] is not a backend", NULL}},
+	    {"[backend a]\nurl = ftp://x\nweight = 0\nnum_parallel = 2000\n"
+	     "probe_interval = 10ms\nfail_threshold = 0\nmodels = llama3:\n"
+	     "tls_verify = maybe\n",
+	        {"2: scheme must be http or https",
+	            "3: weight must be between 1 and 1000, not '0'",
+	            "4: num_parallel must be between 1 and 1024",
+	            "5: probe_interval must be between 100ms and 1h",
+	            "6: fail_threshold must be between 1 and 100",
+	            "7: models: 'llama3:' is not a model name",
+	            "8: tls_verify must be yes or no", NULL}},
+	    {"[backend a]\nurl = http://h:11434/api\n",
+	        {"2: a path (/api)", NULL}},
+	    /* Its own pool_connections against its pool, in either order. */
+	    {"[backend a]\nurl = :1\npool_maxsize = 2\npool_connections = 5\n"
+	     "[backend b]\nurl = :2\npool_connections = 30\n",
+	        {"4: pool_connections (5) cannot exceed pool_maxsize (2)",
+	            "7: pool_connections (30) cannot exceed pool_maxsize (20)",
+	            NULL}},
+	    {"[upstream]\nnum_parallel = 0\nqueue_timeout = 0\n"
+	     "probe_interval = 2h\nfail_threshold = 101\nweight = 1001\n"
+	     "models = a\x01"
+	     "b\n",
+	        {"2: num_parallel must be between 1 and 1024",
+	            "3: queue_timeout must be between 1ms and 24h",
+	            "4: probe_interval must be between 100ms and 1h",
+	            "5: fail_threshold must be between 1 and 100",
+	            "6: weight must be between 1 and 1000",
+	            "7: models: ", NULL}},
+	    {"[backedn gpu2]\nurl = :1\n",
+	        {"1: unknown section [backedn gpu2] (did you mean [backend "
+	         "gpu2]?); known sections: [server], [upstream], [retry]",
+	            NULL}},
+	    {"[backend a]\nurl = :1\n[server]\nnum_parallel = 2\n",
+	        {"4: unknown key 'num_parallel' in section [server] (did you "
+	         "mean num_parallel in [upstream]?)",
+	            NULL}},
+	};
+	struct config *cfg;
+	char err[1024], *text;
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		check_all_errors(cases[i].text, cases[i].want);
+
+	/* 63 characters is a name, beyond inih's own section buffer: the
+	 * keys under it still land in it. */
+	ck_assert_int_eq(strlen(long_name), 62);
+	ck_assert_int_ge(asprintf(&text,
+	                     "[backend %sx]\nurl = :7001\nweight = 9\n"
+	                     "[backend %sy]\nurl = :7002\n",
+	                     long_name, long_name),
+	    0);
+	ck_assert_msg(
+	    load_text(&cfg, text, NULL, err, sizeof err, NULL) == 0, "%s", err);
+	ck_assert_int_eq(cfg->nbackends, 2);
+	ck_assert_int_eq(strlen(cfg->backends[0].name), 63);
+	ck_assert_int_eq(cfg->backends[0].weight, 9);
+	ck_assert_int_eq(cfg->backends[1].weight, 1);
+	ck_assert_str_eq(cfg->backends[1].url.base, "http://127.0.0.1:7002");
+	config_free(cfg);
+	free(text);
+}
+END_TEST
+
+/* -u names one upstream: no use with a fleet.  A backend that is one of
+ * our own addresses is named, at its url's line. */
+START_TEST(test_config_fleet_refuses_one_upstream)
+{
+	struct config_overrides ov;
+	struct config *cfg;
+	char err[1024], *path, *want;
+
+	memset(&ov, 0, sizeof ov);
+	ov.upstream = "http://127.0.0.1:7200";
+	ck_assert_int_eq(load_text(&cfg, "[backend a]\nurl = :7201\n", &ov, err,
+	                     sizeof err, &path),
+	    -1);
+	ck_assert_int_ge(asprintf(&want,
+	                     "--upstream: -u names one upstream, but %s has "
+	                     "[backend] sections",
+	                     path),
+	    0);
+	ck_assert_str_eq(err, want);
+	free(want);
+	unlink(path);
+	free(path);
+	config_free(cfg);
+
+	check_config_error("[server]\nlisten = 127.0.0.1:7777\n"
+	                   "[backend a]\nurl = :7001\n[backend b]\n\n"
+	                   "url = http://127.0.0.1:7777\n",
+	    7,
+	    "backend b: url http://127.0.0.1:7777 is one of our own listen "
+	    "addresses");
+	check_config_error("[server]\nadmin_listen = 127.0.0.1:7778\n"
+	                   "[backend a]\nurl = :7778\n",
+	    4, "backend a: url http://127.0.0.1:7778 is our own admin_listen");
+}
+END_TEST
+
+/* A file's text, written whole. */
+static void
+put_file(const char *path, const char *text, size_t len)
+{
+	FILE *fp = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(fp);
+	ck_assert_uint_eq(fwrite(text, 1, len, fp), len);
+	ck_assert_int_eq(fclose(fp), 0);
+}
+
+/*
+ * token_file, in a [backend] or in [upstream] for every backend (or the
+ * one of a file without [backend] sections): the file's one token,
+ * trimmed, from $CREDENTIALS_DIRECTORY when set, else next to the
+ * configuration.  A failure names the line, the backend and the path
+ * tried; no message and no -t output ever shows a token.
+ */
+START_TEST(test_config_backend_token_file)
+{
+	static const struct {
+		const char *conf;
+		const char *file; /* "tok"'s text; NULL: no file */
+		size_t len; /* its length, when it holds a NUL */
+		int creds; /* "tok" in $CREDENTIALS_DIRECTORY */
+		const char *want[2]; /* each backend's token ("-": none), or
+		                      * want[0] the error "LINE: tail" */
+		int ok;
+	} cases[] = {
+	    {"[backend a]\nurl = :7001\ntoken_file = tok\n[backend b]\n"
+	     "url = :7002\n",
+	        " \n\tsecret-A1 \r\n", 0, 0, {"secret-A1", "-"}, 1},
+	    {"[backend a]\nurl = :7001\ntoken_file = tok\n", "secret-C1\n", 0,
+	        1, {"secret-C1", NULL}, 1},
+	    /* [upstream]'s goes to every backend that sets none. */
+	    {"[backend a]\nurl = :7001\n[upstream]\ntoken_file = tok\n"
+	     "[backend b]\nurl = :7002\ntoken_file = \n",
+	        "secret-U1", 0, 1, {"secret-U1", "-"}, 1},
+	    {"[upstream]\nurl = :7001\ntoken_file = tok\n", "secret-L1\n", 0, 0,
+	        {"secret-L1", NULL}, 1},
+	    {"[backend a]\nurl = :7001\ntoken_file = tok\n", NULL, 0, 0,
+	        {"3: backend a: token_file = tok, next to this file "
+	         "($CREDENTIALS_DIRECTORY is unset): cannot open '@D/tok': "
+	         "No such file or directory"},
+	        0},
+	    {"[upstream]\ntoken_file = tok\n[backend a]\nurl = :7001\n", NULL,
+	        0, 1,
+	        {"2: backend a: token_file = tok, in $CREDENTIALS_DIRECTORY: "
+	         "cannot open '@C/tok': No such file or directory"},
+	        0},
+	    {"[upstream]\ntoken_file = tok\n", " \n\n", 0, 0,
+	        {"2: token_file = tok, next to this file "
+	         "($CREDENTIALS_DIRECTORY is unset): '@D/tok' holds no token"},
+	        0},
+	    {"[backend a]\nurl = :7001\ntoken_file = tok\n",
+	        "secret-X1 secret-X2\n", 0, 0,
+	        {"3: backend a: token_file = tok, next to this file "
+	         "($CREDENTIALS_DIRECTORY is unset): '@D/tok' must hold one "
+	         "token, with no blank or control character inside it"},
+	        0},
+	    {"[backend a]\nurl = :7001\ntoken_file = tok\n",
+	        "secret-X1\nsecret-X2\n", 0, 0,
+	        {"3: backend a: token_file = tok, next to this file "
+	         "($CREDENTIALS_DIRECTORY is unset): '@D/tok' must hold one "
+	         "token"},
+	        0},
+	    {"[backend a]\nurl = :7001\ntoken_file = tok\n", "secret-X1\x01", 0,
+	        0, {"3: backend a: token_file = tok, ne"}, 0},
+	    {"[backend a]\nurl = :7001\ntoken_file = tok\n", "secret\0-X1\n",
+	        11, 0, {"3: backend a: token_file = tok, ne"}, 0},
+	};
+	struct config_errors errs;
+	struct config *cfg;
+	char dir[] = "/tmp/op-unit-btok-XXXXXX",
+	     creds[] = "/tmp/op-unit-bcreds-XXXXXX";
+	char *conf, *tokpath, *want, *tail, *out, *prefix, err[2048];
+	const struct backend_conf *bc;
+	size_t i;
+	int b, line;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_ptr_nonnull(mkdtemp(creds));
+	ck_assert_int_ge(asprintf(&conf, "%s/op.conf", dir), 0);
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		if (cases[i].creds)
+			setenv("CREDENTIALS_DIRECTORY", creds, 1);
+		else
+			unsetenv("CREDENTIALS_DIRECTORY");
+		ck_assert_int_ge(
+		    asprintf(&tokpath, "%s/tok", cases[i].creds ? creds : dir),
+		    0);
+		unlink(tokpath);
+		if (cases[i].file != NULL)
+			put_file(tokpath, cases[i].file,
+			    cases[i].len ? cases[i].len
+			                 : strlen(cases[i].file));
+		put_file(conf, cases[i].conf, strlen(cases[i].conf));
+		cfg = config_new_defaults();
+		ck_assert_int_eq(
+		    config_load(cfg, conf, NULL, &errs), cases[i].ok ? 0 : -1);
+		join_errors(&errs, err, sizeof err);
+		ck_assert_msg(strstr(err, "secret") == NULL, "%s", err);
+		if (cases[i].ok) {
+			for (b = 0; b < 2 && cases[i].want[b] != NULL; b++) {
+				bc = &cfg->backends[b];
+				if (strcmp(cases[i].want[b], "-") == 0) {
+					ck_assert_ptr_null(bc->token);
+					ck_assert_ptr_null(bc->token_path);
+					continue;
+				}
+				ck_assert_str_eq(bc->token, cases[i].want[b]);
+				ck_assert_str_eq(bc->token_path, tokpath);
+			}
+			ck_assert_int_eq(cfg->nbackends, b);
+			/* -t names the file, never the token. */
+			out = print_config(cfg);
+			ck_assert_msg(strstr(out, "secret") == NULL, "%s", out);
+			ck_assert_msg(
+			    strstr(out, "\ntoken_file = tok\n") != NULL, "%s",
+			    out);
+			ck_assert_int_ge(asprintf(&want,
+			                     "\ntoken_file = tok\n# token read "
+			                     "from %s\n",
+			                     tokpath),
+			    0);
+			ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+			free(want);
+			free(out);
+		} else {
+			/* @D and @C stand for the folders. */
+			line = atoi(cases[i].want[0]);
+			tail =
+			    subst(strchr(cases[i].want[0], ' ') + 1, "@D", dir);
+			want = subst(tail, "@C", creds);
+			free(tail);
+			ck_assert_int_ge(
+			    asprintf(&prefix, "%s:%d: ", conf, line), 0);
+			ck_assert_msg(
+			    strncmp(err, prefix, strlen(prefix)) == 0 &&
+			        strstr(err, want) != NULL,
+			    "want '%s%s' in '%s'", prefix, want, err);
+			free(prefix);
+			free(want);
+		}
+		config_free(cfg);
+		unlink(tokpath);
+		free(tokpath);
+	}
+	unsetenv("CREDENTIALS_DIRECTORY");
+	unlink(conf);
+	free(conf);
+	rmdir(dir);
+	rmdir(creds);
+}
+END_TEST
+
+/* The allow-list the Ollama way: no tag means :latest; otherwise the
+ * name as it is, case and all. */
+START_TEST(test_config_backend_admits)
+{
+	static const struct {
+		const char *models; /* as the key gives them */
+		const char *model; /* NULL: a request without a model */
+		int want;
+	} cases[] = {
+	    {"", "llama3", 1},
+	    {"", NULL, 1},
+	    {"llama3", NULL, 1},
+	    {"llama3", "llama3", 1},
+	    {"llama3", "llama3:latest", 1},
+	    {"llama3:latest", "llama3", 1},
+	    {"llama3", "llama3:8b", 0},
+	    {"llama3:8b", "llama3", 0},
+	    {"llama3:8b", "llama3:8b", 1},
+	    {"llama3, qwen2:7b", "qwen2:7b", 1},
+	    {"llama3,qwen2:7b\tphi3", "phi3:latest", 1},
+	    {"llama3 qwen2:7b", "qwen2", 0},
+	    {"Llama3", "llama3", 0},
+	    {"llama3", "llama", 0},
+	    {"llama", "llama3", 0},
+	    {"llama3", "llama3:", 0},
+	    {"registry.lan:5000/lib/m", "registry.lan:5000/lib/m:latest", 1},
+	    {"registry.lan:5000/lib/m", "registry.lan:5000/lib/m", 1},
+	    {"registry.lan:5000/lib/m", "registry.lan:5001/lib/m", 0},
+	    {"hf.co/u/r:Q4_K_M", "hf.co/u/r:Q4_K_M", 1},
+	    {"hf.co/u/r:Q4_K_M", "hf.co/u/r", 0},
+	};
+	struct backend_conf bc;
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		memset(&bc, 0, sizeof bc);
+		ck_assert_msg(config_parse_models(&bc.models, cases[i].models,
+		                  err, sizeof err) == 0,
+		    "%s: %s", cases[i].models, err);
+		ck_assert_msg(
+		    config_backend_admits(&bc, cases[i].model) == cases[i].want,
+		    "models '%s', model %s: want %d", cases[i].models,
+		    cases[i].model ? cases[i].model : "(none)", cases[i].want);
+		free(bc.models);
+	}
+}
+END_TEST
+
+/* Every backend's host is looked up (here in /etc/hosts; the resolver
+ * is a port where nothing answers), beyond the listen addresses' count,
+ * and checked against our own addresses. */
+START_TEST(test_resolve_every_backend)
+{
+	enum { NB = 24 };
+	struct config_errors errs;
+	struct config *cfg;
+	char err[2048], out[512], *text, *next, *path, *want;
+	int i, n;
+
+	text = strdup("[upstream]\nresolver = 127.0.0.1:9\n[server]\n");
+	for (i = 0; i < MAX_LISTEN; i++) {
+		ck_assert_int_ge(asprintf(&next, "%slisten = localhost:%d\n",
+		                     text, 7500 + i),
+		    0);
+		free(text);
+		text = next;
+	}
+	for (i = 0; i < NB; i++) {
+		ck_assert_int_ge(
+		    asprintf(&next,
+		        "%s[backend b%d]\nurl = http://localhost:%d\n", text, i,
+		        i == NB - 1 ? 7503 : 7600 + i),
+		    0);
+		free(text);
+		text = next;
+	}
+	path = write_temp(text);
+	cfg = config_new_defaults();
+	ck_assert_int_eq(config_load(cfg, path, NULL, &errs), 0);
+	/* Unresolved, nothing is known to loop yet. */
+	ck_assert_int_eq(cfg->nbackends, NB);
+	ck_assert_int_eq(cfg->backends[NB - 1].url.naddrs, 0);
+	ck_assert_str_eq(resolve_now(cfg, out), "ok");
+	for (i = 0, n = 0; i < NB; i++)
+		n += cfg->backends[i].url.naddrs >= 1;
+	ck_assert_int_eq(n, NB);
+	ck_assert_int_ge(cfg->upstream.naddrs, 1);
+	ck_assert_int_eq(config_check_addresses(cfg, err, sizeof err), -1);
+	/* Its url is on the last line. */
+	ck_assert_int_ge(asprintf(&want,
+	                     "%s:%d: backend b%d: url http://localhost:7503 "
+	                     "is one of our own listen addresses",
+	                     path, 3 + MAX_LISTEN + 2 * NB, NB - 1),
+	    0);
+	ck_assert_msg(
+	    strncmp(err, want, strlen(want)) == 0, "want '%s': %s", want, err);
+	free(want);
+	unlink(path);
+	free(path);
+	config_free(cfg);
+	free(text);
+}
+END_TEST
+
 /* --- headers.c and httpreq.c ------------------------------------------- */
 
 struct parsed {
@@ -2287,6 +2909,13 @@ units_suite(void)
 	tcase_add_test(tc, test_config_print_masks_secrets);
 	tcase_add_test(tc, test_log_plural);
 	tcase_add_test(tc, test_config_tokens_file);
+	tcase_add_test(tc, test_config_fleet);
+	tcase_add_test(tc, test_config_legacy_one_backend);
+	tcase_add_test(tc, test_config_backend_errors);
+	tcase_add_test(tc, test_config_fleet_refuses_one_upstream);
+	tcase_add_test(tc, test_config_backend_token_file);
+	tcase_add_test(tc, test_config_backend_admits);
+	tcase_add_test(tc, test_resolve_every_backend);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("headers");
