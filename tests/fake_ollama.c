@@ -10,8 +10,20 @@
  * deterministic (no Date header, fixed timestamps and durations) so the
  * tests can compare responses byte for byte.
  *
- * Usage: fake-ollama [-l host:port] [-n name] [-v]
+ * Usage: fake-ollama [-l host:port] [-n name] [-v] [-T tags] [-P loaded]
+ *                    [-D load_ms] [-B busy_ms] [-N num_parallel]
  * Prints the bound port and a newline on stdout, then never writes there.
+ *
+ * Without -T or -P (nor POST /_fake/models giving tags or loaded), the
+ * models are the fixed ones below and any model is there but those whose
+ * name begins with "missing".  With them, the fake keeps a fleet member's
+ * models: -T the installed ones (/api/tags), -P those loaded at the start
+ * (/api/ps; a loaded model is installed too), both comma-separated.  A
+ * request for a model that is not installed is 404; one for a model that
+ * is not loaded first waits -D ms, sending nothing, while it loads.  -B
+ * holds each generation that long in all (it applies in either mode), and
+ * -N is only reported (Ollama's OLLAMA_NUM_PARALLEL).  /api/pull, copy
+ * and delete change the lists.
  */
 
 #define _GNU_SOURCE
@@ -34,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -66,13 +79,14 @@
 #define FAKE_TIME "2024-01-01T00:00:00Z"
 #define FAKE_CREATED 1704067200
 #define FAKE_DONE_FIELDS                                                       \
-	"\"done_reason\":\"stop\",\"total_duration\":1000,"                    \
-	"\"load_duration\":10,\"prompt_eval_count\":%ld,"                      \
+	"\"done_reason\":\"stop\",\"total_duration\":%lld,"                    \
+	"\"load_duration\":%lld,\"prompt_eval_count\":%ld,"                    \
 	"\"prompt_eval_duration\":100,\"eval_count\":%ld,"                     \
 	"\"eval_duration\":500"
 
 #define FAKE_CL_STREAM (-1) /* chunked, or close-delimited for 1.0 */
 #define FAKE_CL_NONE (-2) /* no Content-Length at all (204, 304) */
+#define FAKE_ARRIVALS_MAX 10000
 
 enum fake_route {
 	R_NOTFOUND,
@@ -99,7 +113,8 @@ enum fake_route {
 	R_STATS,
 	R_RESET,
 	R_FAULT,
-	R_FAULT_CLEAR
+	R_FAULT_CLEAR,
+	R_MODELS
 };
 
 enum fake_action {
@@ -120,7 +135,8 @@ enum fake_timer {
 	FT_FIRST_BYTE,
 	FT_REPLY,
 	FT_INTERVAL,
-	FT_LINGER
+	FT_LINGER,
+	FT_LOAD
 };
 
 enum fake_kind { FS_GENERATE, FS_CHAT, FS_PULL, FS_OAI_CHAT, FS_OAI_COMPL };
@@ -146,6 +162,8 @@ struct fake_stream {
 	long sent, total, prompt, interval_ms;
 	long error_after; /* -1: no error line */
 	int usage; /* /v1: stream_options.include_usage */
+	int layers; /* pull: 1, or 2 for a model pulled into the tags */
+	uint64_t busy_until; /* the last line not before (us), or 0 */
 };
 
 struct fake_req {
@@ -166,7 +184,7 @@ struct fake_req {
 	enum fake_body body_mode;
 	uint64_t body_bytes;
 	struct evbuffer *json_buf;
-	int too_large, json_parsed;
+	int too_large, json_parsed, json_checked;
 	cJSON *json;
 	char *qmodel; /* the model as a JSON string literal */
 	EVP_MD_CTX *md;
@@ -182,6 +200,19 @@ struct fake_req {
 
 	int resp_started, resp_queued, resp_finished, resp_chunked, die;
 	struct fake_stream stream;
+	uint64_t later_at; /* when the later answer is due (us) */
+
+	char *conc_model; /* counted in "concurrent" for it until answered */
+	int ready; /* the model is loaded: the answer may go */
+	int did_load, load_seen;
+	unsigned load_gen;
+	uint64_t load_at; /* the load this request waits for ends (us) */
+	char *load_model;
+	long long load_ns; /* the final chunk's load_duration, if did_load */
+	long busy_ms;
+	char *error_text; /* a pull's error line instead of "runner failed" */
+	char *pull_model; /* a pull that adds this model to the tags */
+	char pull_digest[2][72];
 };
 
 struct fake_conn {
@@ -211,6 +242,47 @@ static struct {
 	uint64_t requests, active, max_active;
 	uint64_t gone, gone_headers, gone_streaming, gone_body;
 } fake_stats;
+
+/* An installed model (-T, -P, /_fake/models, pulls and copies). */
+struct fake_model {
+	char *name; /* as Ollama shows it: "llama3" is "llama3:latest" */
+	int loaded, loading;
+	uint64_t load_at; /* while loading: when it is loaded (us) */
+};
+
+static struct {
+	int on; /* configured: tags, ps and 404s follow the list */
+	struct fake_model *v;
+	size_t n;
+	long load_ms, busy_ms, num_parallel;
+	char *pull_error;
+	unsigned gen; /* bumped when the lists are replaced */
+} fake_models;
+
+/* The command line's model settings, which /_fake/reset restores. */
+static struct {
+	const char *tags, *loaded;
+	long load_ms, busy_ms, num_parallel;
+} fake_opt = {NULL, NULL, 0, 0, 1};
+
+/* A counter by name: per model, or per Authorization value. */
+struct fake_count {
+	char *key;
+	uint64_t n, cur, max;
+};
+
+struct fake_arrival {
+	char *model, *tag;
+};
+
+/* The stats of the model-routed requests, reset with fake_stats. */
+static struct {
+	uint64_t cur, max;
+	struct fake_count *models, *auth;
+	size_t nmodels, nauth;
+	struct fake_arrival *arrivals;
+	size_t narrivals, arrivals_cap;
+} fake_mstats;
 
 /* Fixed answers, compact as Go's encoding/json writes them. */
 static const char fake_tags_json[] =
@@ -387,12 +459,264 @@ fake_fault_free(struct fake_fault *f)
 	free(f->headers);
 }
 
+/* --- models and their stats ----------------------------------------- */
+
+static uint64_t
+fake_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Milliseconds until at, rounded up; a timer that still fires early (a
+ * coarse clock) is set again for what is left. */
+static long
+fake_ms_until(uint64_t at)
+{
+	uint64_t now = fake_now_us();
+
+	return at > now ? (long)((at - now + 999) / 1000) : 0;
+}
+
+static void
+fake_sha256_hex(const char *s, char hex[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0, i;
+
+	if (!EVP_Digest(s, strlen(s), md, &len, EVP_sha256(), NULL))
+		abort();
+	for (i = 0; i < len && i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	hex[2 * i] = '\0';
+}
+
+/* Ollama's short names: without a tag, a name means its ":latest". */
+static char *
+fake_model_name(const char *s)
+{
+	const char *slash = strrchr(s, '/');
+
+	if (strchr(slash != NULL ? slash : s, ':') != NULL)
+		return fake_xstrdup(s);
+	return fake_xasprintf("%s:latest", s);
+}
+
+/* Names compare as Ollama's do: "llama3" is "LLaMA3:latest". */
+static struct fake_model *
+fake_model_find(const char *s)
+{
+	char *name = fake_model_name(s);
+	size_t i;
+
+	for (i = 0; i < fake_models.n; i++)
+		if (strcasecmp(fake_models.v[i].name, name) == 0)
+			break;
+	free(name);
+	return i < fake_models.n ? &fake_models.v[i] : NULL;
+}
+
+static struct fake_model *
+fake_model_add(const char *s)
+{
+	struct fake_model *m;
+
+	if ((m = fake_model_find(s)) != NULL)
+		return m;
+	fake_models.v = fake_xrealloc(
+	    fake_models.v, (fake_models.n + 1) * sizeof *fake_models.v);
+	m = &fake_models.v[fake_models.n++];
+	memset(m, 0, sizeof *m);
+	m->name = fake_model_name(s);
+	return m;
+}
+
+static int
+fake_model_remove(const char *s)
+{
+	struct fake_model *m = fake_model_find(s);
+	size_t i;
+
+	if (m == NULL)
+		return 0;
+	i = (size_t)(m - fake_models.v);
+	free(m->name);
+	memmove(m, m + 1, (fake_models.n - i - 1) * sizeof *m);
+	fake_models.n--;
+	return 1;
+}
+
+/* A load that has had its time is over: the model is loaded. */
+static int
+fake_model_loaded(struct fake_model *m)
+{
+	if (m->loading && fake_now_us() >= m->load_at) {
+		m->loaded = 1;
+		m->loading = 0;
+	}
+	return m->loaded;
+}
+
+static void
+fake_models_free(struct fake_model *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+/* A comma-separated list from the command line. */
+static void
+fake_models_parse(const char *list, int loaded)
+{
+	char *copy, *p, *name;
+
+	if (list == NULL)
+		return;
+	copy = p = fake_xstrdup(list);
+	while ((name = strsep(&p, ",")) != NULL)
+		if (*name != '\0')
+			fake_model_add(name)->loaded |= loaded;
+	free(copy);
+}
+
+/* The command line's settings, at the start and on /_fake/reset. */
+static void
+fake_models_defaults(void)
+{
+	fake_models_free(fake_models.v, fake_models.n);
+	fake_models.v = NULL;
+	fake_models.n = 0;
+	fake_models.on = fake_opt.tags != NULL || fake_opt.loaded != NULL;
+	fake_models_parse(fake_opt.tags, 0);
+	fake_models_parse(fake_opt.loaded, 1);
+	fake_models.load_ms = fake_opt.load_ms;
+	fake_models.busy_ms = fake_opt.busy_ms;
+	fake_models.num_parallel = fake_opt.num_parallel;
+	free(fake_models.pull_error);
+	fake_models.pull_error = NULL;
+	fake_models.gen++;
+}
+
+/* Models, by the first spelling seen of each name (as fake_model_find
+ * compares them); Authorization values exactly. */
+static struct fake_count *
+fake_count_get(struct fake_count **v, size_t *n, const char *key, int create)
+{
+	int model = v == &fake_mstats.models;
+	size_t i;
+
+	for (i = 0; i < *n; i++)
+		if ((model ? strcasecmp((*v)[i].key, key)
+		           : strcmp((*v)[i].key, key)) == 0)
+			return &(*v)[i];
+	if (!create)
+		return NULL;
+	*v = fake_xrealloc(*v, (*n + 1) * sizeof **v);
+	memset(&(*v)[*n], 0, sizeof **v);
+	(*v)[*n].key = fake_xstrdup(key);
+	return &(*v)[(*n)++];
+}
+
+static void
+fake_counts_free(struct fake_count *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i].key);
+	free(v);
+}
+
+static void
+fake_mstats_reset(void)
+{
+	size_t i;
+
+	fake_counts_free(fake_mstats.models, fake_mstats.nmodels);
+	fake_counts_free(fake_mstats.auth, fake_mstats.nauth);
+	for (i = 0; i < fake_mstats.narrivals; i++) {
+		free(fake_mstats.arrivals[i].model);
+		free(fake_mstats.arrivals[i].tag);
+	}
+	free(fake_mstats.arrivals);
+	memset(&fake_mstats, 0, sizeof fake_mstats);
+}
+
+/* The routes whose model runs them: counted per model, 404 for a model
+ * not installed, and (but /api/show) loading it first. */
+static int
+fake_route_model(enum fake_route route)
+{
+	switch (route) {
+	case R_SHOW:
+	case R_GENERATE:
+	case R_CHAT:
+	case R_EMBED:
+	case R_EMBEDDINGS:
+	case R_OAI_CHAT:
+	case R_OAI_COMPL:
+	case R_OAI_EMBED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static const char *
+fake_req_header(const struct fake_req *r, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < r->nhdrs; i++)
+		if (strcasecmp(r->hdrs[i].name, name) == 0)
+			return r->hdrs[i].value ? r->hdrs[i].value : "";
+	return NULL;
+}
+
+/* "model", or for /api/show its deprecated alias "name"; NULL if none. */
+static const char *
+fake_req_model(const struct fake_req *r, int name_alias)
+{
+	const char *m = fake_jstr(r->json, "model");
+
+	if (name_alias && (m == NULL || *m == '\0'))
+		m = fake_jstr(r->json, "name");
+	return m != NULL && *m != '\0' ? m : NULL;
+}
+
+/* Its answer is out or its client gone: no longer concurrent. */
+static void
+fake_req_unconcur(struct fake_req *r)
+{
+	struct fake_count *k;
+
+	if (r->conc_model == NULL)
+		return;
+	k = fake_count_get(
+	    &fake_mstats.models, &fake_mstats.nmodels, r->conc_model, 0);
+	if (k != NULL && k->cur > 0)
+		k->cur--;
+	if (fake_mstats.cur > 0)
+		fake_mstats.cur--;
+	free(r->conc_model);
+	r->conc_model = NULL;
+}
+
 static void
 fake_req_clear(struct fake_req *r)
 {
+	fake_req_unconcur(r);
 	fake_headers_free(r->hdrs, r->nhdrs);
 	free(r->target);
 	free(r->path);
+	free(r->load_model);
+	free(r->error_text);
+	free(r->pull_model);
 	if (r->json_buf != NULL)
 		evbuffer_free(r->json_buf);
 	if (r->later != NULL)
@@ -424,6 +748,7 @@ fake_req_uncount(struct fake_req *r)
 {
 	if (r->counted && !r->resp_finished && fake_stats.active > 0)
 		fake_stats.active--;
+	fake_req_unconcur(r);
 }
 
 static void
@@ -584,6 +909,7 @@ fake_reply_buf(struct fake_conn *c, int status, struct evbuffer *b, long ms)
 	if (ms > 0) {
 		c->req.later = b;
 		c->req.later_status = status;
+		c->req.later_at = fake_now_us() + (uint64_t)ms * 1000;
 		fake_timer(c, FT_REPLY, ms);
 		return;
 	}
@@ -650,11 +976,20 @@ fake_tokens(long n)
 	return s;
 }
 
+/* The final chunk's load_duration: the load it waited for, if any. */
+static long long
+fake_load_ns(const struct fake_req *r, long long def)
+{
+	return r->did_load ? r->load_ns : def;
+}
+
 /* Generated text is "tokN " words: nothing in it needs escaping. */
 static void
 fake_gen_json(struct evbuffer *b, const struct fake_req *r, int chat,
     const char *text, int done, long prompt, long n)
 {
+	long long load = fake_load_ns(r, 10);
+
 	evbuffer_add_printf(
 	    b, "{\"model\":%s,\"created_at\":\"" FAKE_TIME "\",", r->qmodel);
 	if (chat)
@@ -665,8 +1000,8 @@ fake_gen_json(struct evbuffer *b, const struct fake_req *r, int chat,
 	else
 		evbuffer_add_printf(b, "\"response\":\"%s\"", text);
 	if (done)
-		evbuffer_add_printf(
-		    b, ",\"done\":true," FAKE_DONE_FIELDS "}", prompt, n);
+		evbuffer_add_printf(b, ",\"done\":true," FAKE_DONE_FIELDS "}",
+		    990 + load + r->busy_ms * 1000000LL, load, prompt, n);
 	else
 		evbuffer_add_printf(b, ",\"done\":false}");
 }
@@ -711,10 +1046,17 @@ fake_stream_line(const struct fake_req *r, struct evbuffer *b)
 	int oai = s->kind == FS_OAI_CHAT || s->kind == FS_OAI_COMPL;
 	static const char *const pull_tail[] = {
 	    "verifying sha256 digest", "writing manifest", "success"};
-	char tok[32];
+	/* A pulled model's two layers: the weights, then the params. */
+	static const long long layer_total[] = {2019393189LL, 4096};
+	char tok[32], *q;
+	long k;
 
 	snprintf(tok, sizeof tok, "tok%ld ", i);
-	if (i == s->error_after && oai)
+	if (i == s->error_after && r->error_text != NULL) {
+		q = fake_jquote(r->error_text);
+		evbuffer_add_printf(b, "{\"error\":%s}\n", q);
+		cJSON_free(q);
+	} else if (i == s->error_after && oai)
 		evbuffer_add_printf(b,
 		    "data: {\"error\":{\"message\":\"runner failed\","
 		    "\"type\":\"api_error\",\"param\":null,\"code\":null}}"
@@ -727,14 +1069,22 @@ fake_stream_line(const struct fake_req *r, struct evbuffer *b)
 		evbuffer_add(b, "\n", 1);
 	} else if (s->kind == FS_PULL && i == 0)
 		evbuffer_add_printf(b, "{\"status\":\"pulling manifest\"}\n");
-	else if (s->kind == FS_PULL && i <= n)
+	else if (s->kind == FS_PULL && i <= n && s->layers == 1)
 		evbuffer_add_printf(b,
 		    "{\"status\":\"pulling %s\",\"digest\":"
 		    "\"%s\",\"total\":1000000,\"completed\":%lld}\n",
 		    fake_pull_digest, fake_pull_digest, 1000000LL * i / n);
-	else if (s->kind == FS_PULL)
-		evbuffer_add_printf(
-		    b, "{\"status\":\"%s\"}\n", pull_tail[i - n - 1]);
+	else if (s->kind == FS_PULL && i <= n * s->layers) {
+		/* As Ollama: "pulling " and the digest's first 12 digits. */
+		k = (i - 1) / n;
+		evbuffer_add_printf(b,
+		    "{\"status\":\"pulling %.12s\",\"digest\":"
+		    "\"%s\",\"total\":%lld,\"completed\":%lld}\n",
+		    r->pull_digest[k] + 7, r->pull_digest[k], layer_total[k],
+		    layer_total[k] * (i - k * n) / n);
+	} else if (s->kind == FS_PULL)
+		evbuffer_add_printf(b, "{\"status\":\"%s\"}\n",
+		    pull_tail[i - n * s->layers - 1]);
 	else if (i > n + s->usage)
 		evbuffer_add_printf(b, "data: [DONE]\n\n");
 	else if (i > n) /* as Ollama: the last chunk, no choices, usage */
@@ -766,10 +1116,22 @@ fake_stream_pump(struct fake_conn *c)
 	struct fake_req *r = &c->req;
 	struct fake_stream *s = &r->stream;
 	struct evbuffer *out = bufferevent_get_output(c->bev), *line;
-	int last;
+	int last, err;
 
 	while (s->active && evbuffer_get_length(out) < FAKE_OUT_HIGH) {
-		last = s->sent == s->error_after || s->sent + 1 >= s->total;
+		/* Busy: the generation's end waits (and all after it). */
+		if (s->busy_until != 0 && s->sent == s->n &&
+		    s->sent != s->error_after) {
+			if (fake_now_us() < s->busy_until) {
+				s->wait_interval = 1;
+				fake_timer(c, FT_INTERVAL,
+				    fake_ms_until(s->busy_until));
+				return;
+			}
+			s->busy_until = 0;
+		}
+		err = s->sent == s->error_after;
+		last = err || s->sent + 1 >= s->total;
 		line = fake_xevbuffer();
 		fake_stream_line(r, line);
 		if (r->resp_chunked)
@@ -789,6 +1151,8 @@ fake_stream_pump(struct fake_conn *c)
 				evbuffer_add(out, "0\r\n\r\n", 5);
 			s->active = 0;
 			r->resp_queued = 1;
+			if (r->pull_model != NULL && !err)
+				fake_model_add(r->pull_model);
 		} else if (s->interval_ms > 0) {
 			s->wait_interval = 1;
 			fake_timer(c, FT_INTERVAL, s->interval_ms);
@@ -815,9 +1179,16 @@ fake_stream_start(struct fake_conn *c, enum fake_kind kind, long n, long prompt)
 	    cJSON_IsTrue(cJSON_GetObjectItem(
 	        cJSON_GetObjectItem(r->json, "stream_options"),
 	        "include_usage"));
-	s->total = kind == FS_PULL ? n + 4 : oai ? n + 2 + s->usage : n + 1;
+	s->layers = r->pull_model != NULL ? 2 : 1;
+	s->total = kind == FS_PULL ? n * s->layers + 4
+	    : oai                  ? n + 2 + s->usage
+	                           : n + 1;
+	if (kind == FS_PULL && r->error_text != NULL)
+		s->error_after = 1; /* right after "pulling manifest" */
 	if (s->error_after >= s->total)
 		s->error_after = -1;
+	if (kind != FS_PULL && r->busy_ms > 0)
+		s->busy_until = fake_now_us() + (uint64_t)r->busy_ms * 1000;
 	fake_send_head(c, bufferevent_get_output(c->bev), 200,
 	    oai ? "text/event-stream" : "application/x-ndjson", FAKE_CL_STREAM,
 	    NULL);
@@ -875,9 +1246,65 @@ fake_tokens_wanted(const cJSON *obj, const char *key)
 	return (long)v->valuedouble;
 }
 
+/* The load this request waited for is over; it ends the model's own
+ * unless the lists were replaced meanwhile. */
+static int
+fake_load_over(struct fake_req *r)
+{
+	struct fake_model *m;
+
+	if (fake_now_us() < r->load_at)
+		return 0;
+	if (r->load_gen == fake_models.gen &&
+	    (m = fake_model_find(r->load_model)) != NULL && m->loading) {
+		m->loaded = 1;
+		m->loading = 0;
+	}
+	return 1;
+}
+
 /*
- * Checks the body and model of a model-taking request and sets qmodel.
- * Returns 0 once it has answered with Ollama's error instead.
+ * A model that is not loaded loads first, the request sending nothing
+ * until then (FT_LOAD runs it again).  Returns 0 while it waits.
+ */
+static int
+fake_model_ready(struct fake_conn *c, const char *name)
+{
+	struct fake_req *r = &c->req;
+	struct fake_model *m;
+
+	if (r->ready)
+		return 1;
+	if (!r->load_seen) {
+		r->load_seen = 1;
+		r->busy_ms = fake_models.busy_ms;
+		m = fake_models.on ? fake_model_find(name) : NULL;
+		if (m != NULL && !fake_model_loaded(m)) {
+			if (!m->loading) {
+				m->loading = 1;
+				m->load_at = fake_now_us() +
+				    (uint64_t)fake_models.load_ms * 1000;
+			}
+			r->did_load = 1;
+			r->load_ns = fake_models.load_ms * 1000000LL;
+			r->load_at = m->load_at;
+			r->load_gen = fake_models.gen;
+			r->load_model = fake_xstrdup(m->name);
+		}
+	}
+	if (r->did_load && !fake_load_over(r)) {
+		fake_timer(c, FT_LOAD, fake_ms_until(r->load_at));
+		return 0;
+	}
+	r->ready = 1;
+	return 1;
+}
+
+/*
+ * Checks the body and model of a model-taking request and sets qmodel;
+ * for a model-routed one, also that the model is installed and loaded.
+ * Returns 0 once it has answered with Ollama's error instead, or while
+ * the model loads.
  */
 static int
 fake_need_model(struct fake_conn *c, const char *oai, int name_alias)
@@ -900,11 +1327,16 @@ fake_need_model(struct fake_conn *c, const char *oai, int name_alias)
 		    oai ? "invalid_request_error" : NULL);
 		return 0;
 	}
-	if (strncmp(m, "missing", 7) == 0) {
+	if (fake_models.on
+	        ? fake_route_model(r->route) && fake_model_find(m) == NULL
+	        : strncmp(m, "missing", 7) == 0) {
 		fake_reply_notfound(c, m, oai ? "not_found_error" : NULL);
 		return 0;
 	}
-	r->qmodel = fake_jquote(m);
+	if (r->qmodel == NULL)
+		r->qmodel = fake_jquote(m);
+	if (fake_route_model(r->route) && r->route != R_SHOW)
+		return fake_model_ready(c, m);
 	return 1;
 }
 
@@ -926,6 +1358,8 @@ fake_handle_generate(struct fake_conn *c, int chat)
 		return;
 	}
 	ms = fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX) * n;
+	if (ms < r->busy_ms)
+		ms = r->busy_ms;
 	b = fake_xevbuffer();
 	if (cJSON_IsNumber(cJSON_GetObjectItem(r->json, "fake_error_after"))) {
 		evbuffer_add_printf(b, "{\"error\":\"runner failed\"}");
@@ -943,7 +1377,7 @@ fake_handle_oai(struct fake_conn *c, int chat)
 {
 	struct fake_req *r = &c->req;
 	struct evbuffer *b;
-	long n, prompt;
+	long n, prompt, ms;
 	char *text;
 
 	if (!fake_need_model(c, "", 0))
@@ -959,30 +1393,74 @@ fake_handle_oai(struct fake_conn *c, int chat)
 	text = fake_tokens(n);
 	fake_oai_json(b, r, chat, 0, text, 1, prompt, n);
 	free(text);
-	fake_reply_buf(c, 200, b,
-	    fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX) *
-	        (n + 1));
+	ms =
+	    fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX) * (n + 1);
+	fake_reply_buf(c, 200, b, ms > r->busy_ms ? ms : r->busy_ms);
 }
 
+/*
+ * /api/push and /api/create stream the same progress.  A pull with the
+ * models configured has two layers, with digests of the name's, and adds
+ * the model to the tags at "success"; /_fake/models' pull_error ends it
+ * after "pulling manifest" instead, either way.
+ */
 static void
 fake_handle_pull(struct fake_conn *c)
 {
 	struct fake_req *r = &c->req;
 	struct evbuffer *b;
-	long lines;
+	long lines, ms;
+	int pull = strcmp(r->path, "/api/pull") == 0, k;
+	char hex[65], *seed, *q;
 
 	if (!fake_need_model(c, NULL, 1))
 		return;
 	lines = fake_jnum(r->json, "fake_lines", 50, 0, FAKE_TOKENS_MAX);
+	if (pull && fake_models.pull_error != NULL)
+		r->error_text = fake_xstrdup(fake_models.pull_error);
+	else if (pull && fake_models.on) {
+		r->pull_model = fake_model_name(fake_req_model(r, 1));
+		for (k = 0; k < 2; k++) {
+			seed = fake_xasprintf("%s layer %d", r->pull_model, k);
+			fake_sha256_hex(seed, hex);
+			snprintf(r->pull_digest[k], sizeof r->pull_digest[k],
+			    "sha256:%s", hex);
+			free(seed);
+		}
+	}
 	if (!cJSON_IsFalse(cJSON_GetObjectItem(r->json, "stream"))) {
 		fake_stream_start(c, FS_PULL, lines, 0);
 		return;
 	}
+	ms = fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX) *
+	    (lines * (r->pull_model != NULL ? 2 : 1) + 3);
 	b = fake_xevbuffer();
+	if (r->error_text != NULL) {
+		q = fake_jquote(r->error_text);
+		evbuffer_add_printf(b, "{\"error\":%s}", q);
+		cJSON_free(q);
+		fake_reply_buf(c, 500, b, ms);
+		return;
+	}
+	if (r->pull_model != NULL)
+		fake_model_add(r->pull_model);
 	evbuffer_add_printf(b, "{\"status\":\"success\"}");
-	fake_reply_buf(c, 200, b,
-	    fake_jnum(r->json, "fake_interval_ms", 0, 0, FAKE_MS_MAX) *
-	        (lines + 3));
+	fake_reply_buf(c, 200, b, ms);
+}
+
+/* With the models configured: Ollama's 404 unless it is installed. */
+static void
+fake_handle_delete(struct fake_conn *c)
+{
+	const char *m;
+
+	if (!fake_need_model(c, NULL, 1))
+		return;
+	m = fake_req_model(&c->req, 1);
+	if (fake_models.on && !fake_model_remove(m))
+		fake_reply_notfound(c, m, NULL);
+	else
+		fake_reply_empty(c, 200);
 }
 
 static void
@@ -1000,10 +1478,14 @@ fake_handle_copy(struct fake_conn *c)
 	else if (src == NULL || *src == '\0' || dst == NULL || *dst == '\0')
 		fake_reply_error(
 		    c, 400, "source and destination are required", NULL);
-	else if (strncmp(src, "missing", 7) == 0)
+	else if (fake_models.on ? fake_model_find(src) == NULL
+	                        : strncmp(src, "missing", 7) == 0)
 		fake_reply_notfound(c, src, NULL);
-	else
+	else {
+		if (fake_models.on)
+			fake_model_add(dst);
 		fake_reply_empty(c, 200);
+	}
 }
 
 static int
@@ -1075,6 +1557,55 @@ fake_handle_blob(struct fake_conn *c)
 	}
 }
 
+/* /api/tags, /api/ps and /v1/models from the configured models. */
+enum fake_list { FL_TAGS, FL_PS, FL_OAI };
+
+static void
+fake_reply_models(struct fake_conn *c, enum fake_list what)
+{
+	static const char details[] =
+	    "\"details\":{\"format\":\"gguf\",\"family\":\"llama\","
+	    "\"parameter_size\":\"3.2B\",\"quantization_level\":\"Q4_K_M\"}";
+	struct evbuffer *b = fake_xevbuffer();
+	struct fake_model *m;
+	const char *sep = "";
+	char hex[65], *q;
+	size_t i;
+
+	evbuffer_add_printf(b,
+	    what == FL_OAI ? "{\"object\":\"list\",\"data\":["
+	                   : "{\"models\":[");
+	for (i = 0; i < fake_models.n; i++) {
+		m = &fake_models.v[i];
+		if (what == FL_PS && !fake_model_loaded(m))
+			continue;
+		q = fake_jquote(m->name);
+		fake_sha256_hex(m->name, hex);
+		if (what == FL_TAGS)
+			evbuffer_add_printf(b,
+			    "%s{\"name\":%s,\"model\":%s,\"modified_at\":"
+			    "\"" FAKE_TIME "\",\"size\":2019393189,"
+			    "\"digest\":\"%s\",%s}",
+			    sep, q, q, hex, details);
+		else if (what == FL_PS)
+			evbuffer_add_printf(b,
+			    "%s{\"name\":%s,\"model\":%s,\"size\":3357000000,"
+			    "\"digest\":\"%s\",%s,\"expires_at\":"
+			    "\"2024-01-01T00:05:00Z\",\"size_vram\":"
+			    "3357000000}",
+			    sep, q, q, hex, details);
+		else
+			evbuffer_add_printf(b,
+			    "%s{\"id\":%s,\"object\":\"model\",\"created\":"
+			    "%d,\"owned_by\":\"library\"}",
+			    sep, q, FAKE_CREATED);
+		cJSON_free(q);
+		sep = ",";
+	}
+	evbuffer_add(b, "]}", 2);
+	fake_reply_buf(c, 200, b, 0);
+}
+
 static void
 fake_reply_cjson(struct fake_conn *c, cJSON *j)
 {
@@ -1108,6 +1639,57 @@ fake_handle_echo(struct fake_conn *c)
 }
 
 static void
+fake_stats_models(cJSON *j)
+{
+	static const char *const fixed_tags[] = {
+	    "llama3.2:latest", "nomic-embed-text:latest"};
+	cJSON *o, *a, *bym, *maxm;
+	size_t i;
+
+#define N(o, k, v) cJSON_AddNumberToObject(o, k, (double)(v))
+	N(j, "num_parallel", fake_models.num_parallel);
+	N(j, "load_ms", fake_models.load_ms);
+	N(j, "busy_ms", fake_models.busy_ms);
+	N(j, "concurrent", fake_mstats.cur);
+	N(j, "max_concurrent", fake_mstats.max);
+	maxm = cJSON_AddObjectToObject(j, "max_concurrent_model");
+	bym = cJSON_AddObjectToObject(j, "by_model");
+	for (i = 0; i < fake_mstats.nmodels; i++) {
+		N(maxm, fake_mstats.models[i].key, fake_mstats.models[i].max);
+		N(bym, fake_mstats.models[i].key, fake_mstats.models[i].n);
+	}
+	a = cJSON_AddArrayToObject(j, "arrivals");
+	for (i = 0; i < fake_mstats.narrivals; i++) {
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(
+		    o, "model", fake_mstats.arrivals[i].model);
+		cJSON_AddStringToObject(o, "tag", fake_mstats.arrivals[i].tag);
+		cJSON_AddItemToArray(a, o);
+	}
+	o = cJSON_AddObjectToObject(j, "authorization");
+	for (i = 0; i < fake_mstats.nauth; i++)
+		N(o, fake_mstats.auth[i].key, fake_mstats.auth[i].n);
+#undef N
+	cJSON_AddBoolToObject(j, "models_configured", fake_models.on);
+	a = cJSON_AddArrayToObject(j, "tags");
+	o = cJSON_AddArrayToObject(j, "loaded");
+	if (!fake_models.on) {
+		for (i = 0; i < 2; i++)
+			cJSON_AddItemToArray(
+			    a, cJSON_CreateString(fixed_tags[i]));
+		cJSON_AddItemToArray(o, cJSON_CreateString(fixed_tags[0]));
+		return;
+	}
+	for (i = 0; i < fake_models.n; i++) {
+		cJSON_AddItemToArray(
+		    a, cJSON_CreateString(fake_models.v[i].name));
+		if (fake_model_loaded(&fake_models.v[i]))
+			cJSON_AddItemToArray(
+			    o, cJSON_CreateString(fake_models.v[i].name));
+	}
+}
+
+static void
 fake_handle_stats(struct fake_conn *c)
 {
 	cJSON *j = cJSON_CreateObject(), *p;
@@ -1131,6 +1713,7 @@ fake_handle_stats(struct fake_conn *c)
 	if (fake_last_target != NULL)
 		cJSON_AddStringToObject(
 		    j, "last_request_target", fake_last_target);
+	fake_stats_models(j);
 	fake_reply_cjson(c, j);
 }
 
@@ -1160,6 +1743,97 @@ fake_handle_reset(struct fake_conn *c)
 	     o = TAILQ_NEXT(o, entry)) {
 		o->used = 0;
 		o->req.counted = 0;
+		free(o->req.conc_model);
+		o->req.conc_model = NULL;
+	}
+	fake_mstats_reset();
+	fake_models_defaults();
+	fake_reply_ok(c);
+}
+
+static int
+fake_jstrings(const cJSON *a)
+{
+	const cJSON *e;
+
+	if (!cJSON_IsArray(a))
+		return 0;
+	for (e = a->child; e != NULL; e = e->next)
+		if (!cJSON_IsString(e))
+			return 0;
+	return 1;
+}
+
+/*
+ * POST /_fake/models {"tags":[...],"loaded":[...],"load_ms":N,
+ * "busy_ms":N,"num_parallel":N,"pull_error":"text"}: each given field
+ * replaces its setting.  Tags or loaded turn the configured models on;
+ * new tags keep loaded those that were, a loaded model is installed too,
+ * and either ends the loads under way.  A pull_error that is not a
+ * non-empty string clears it.
+ */
+static void
+fake_handle_models(struct fake_conn *c)
+{
+	const cJSON *j = c->req.json, *tags, *loaded, *e, *v;
+	struct fake_model *old, *m;
+	size_t nold, i;
+
+	tags = cJSON_GetObjectItem(j, "tags");
+	loaded = cJSON_GetObjectItem(j, "loaded");
+	if (!cJSON_IsObject(j)) {
+		fake_reply_error(c, 400, "invalid request body", NULL);
+		return;
+	}
+	if ((tags != NULL && !fake_jstrings(tags)) ||
+	    (loaded != NULL && !fake_jstrings(loaded))) {
+		fake_reply_error(
+		    c, 400, "tags and loaded must be arrays of strings", NULL);
+		return;
+	}
+	if (tags != NULL || loaded != NULL) {
+		fake_models.on = 1;
+		fake_models.gen++;
+		for (i = 0; i < fake_models.n; i++) {
+			fake_model_loaded(&fake_models.v[i]);
+			fake_models.v[i].loading = 0;
+		}
+	}
+	if (tags != NULL) {
+		old = fake_models.v;
+		nold = fake_models.n;
+		fake_models.v = NULL;
+		fake_models.n = 0;
+		for (e = tags->child; e != NULL; e = e->next) {
+			if (*e->valuestring == '\0')
+				continue;
+			m = fake_model_add(e->valuestring);
+			for (i = 0; i < nold; i++)
+				if (old[i].loaded &&
+				    strcasecmp(old[i].name, m->name) == 0)
+					m->loaded = 1;
+		}
+		fake_models_free(old, nold);
+	}
+	if (loaded != NULL) {
+		for (i = 0; i < fake_models.n; i++)
+			fake_models.v[i].loaded = 0;
+		for (e = loaded->child; e != NULL; e = e->next)
+			if (*e->valuestring != '\0')
+				fake_model_add(e->valuestring)->loaded = 1;
+	}
+	fake_models.load_ms =
+	    fake_jnum(j, "load_ms", fake_models.load_ms, 0, FAKE_MS_MAX);
+	fake_models.busy_ms =
+	    fake_jnum(j, "busy_ms", fake_models.busy_ms, 0, FAKE_MS_MAX);
+	fake_models.num_parallel = fake_jnum(
+	    j, "num_parallel", fake_models.num_parallel, 0, LONG_MAX / 2);
+	if ((v = cJSON_GetObjectItem(j, "pull_error")) != NULL) {
+		free(fake_models.pull_error);
+		fake_models.pull_error =
+		    cJSON_IsString(v) && *v->valuestring != '\0'
+		    ? fake_xstrdup(v->valuestring)
+		    : NULL;
 	}
 	fake_reply_ok(c);
 }
@@ -1271,6 +1945,7 @@ static void
 fake_handle(struct fake_conn *c)
 {
 	struct fake_req *r = &c->req;
+	struct evbuffer *b;
 	const char *m;
 
 	switch (r->route) {
@@ -1287,10 +1962,16 @@ fake_handle(struct fake_conn *c)
 		fake_replyf(c, 200, "{\"version\":\"0.12.0\"}");
 		break;
 	case R_TAGS:
-		fake_replyf(c, 200, "%s", fake_tags_json);
+		if (fake_models.on)
+			fake_reply_models(c, FL_TAGS);
+		else
+			fake_replyf(c, 200, "%s", fake_tags_json);
 		break;
 	case R_PS:
-		fake_replyf(c, 200, "%s", fake_ps_json);
+		if (fake_models.on)
+			fake_reply_models(c, FL_PS);
+		else
+			fake_replyf(c, 200, "%s", fake_ps_json);
 		break;
 	case R_SHOW:
 		if (fake_need_model(c, NULL, 1))
@@ -1301,16 +1982,23 @@ fake_handle(struct fake_conn *c)
 		fake_handle_generate(c, r->route == R_CHAT);
 		break;
 	case R_EMBED:
-		if (fake_need_model(c, NULL, 0))
-			fake_replyf(c, 200,
-			    "{\"model\":%s,\"embeddings\":"
-			    "[[0.1,0.2,0.3]],\"total_duration\":1,"
-			    "\"load_duration\":1,\"prompt_eval_count\":1}",
-			    r->qmodel);
+		if (!fake_need_model(c, NULL, 0))
+			break;
+		b = fake_xevbuffer();
+		evbuffer_add_printf(b,
+		    "{\"model\":%s,\"embeddings\":"
+		    "[[0.1,0.2,0.3]],\"total_duration\":%lld,"
+		    "\"load_duration\":%lld,\"prompt_eval_count\":1}",
+		    r->qmodel, fake_load_ns(r, 1) + r->busy_ms * 1000000LL,
+		    fake_load_ns(r, 1));
+		fake_reply_buf(c, 200, b, r->busy_ms);
 		break;
 	case R_EMBEDDINGS:
-		if (fake_need_model(c, NULL, 0))
-			fake_replyf(c, 200, "{\"embedding\":[0.1,0.2,0.3]}");
+		if (!fake_need_model(c, NULL, 0))
+			break;
+		b = fake_xevbuffer();
+		evbuffer_add_printf(b, "{\"embedding\":[0.1,0.2,0.3]}");
+		fake_reply_buf(c, 200, b, r->busy_ms);
 		break;
 	case R_PULL:
 		fake_handle_pull(c);
@@ -1319,8 +2007,7 @@ fake_handle(struct fake_conn *c)
 		fake_handle_copy(c);
 		break;
 	case R_DELETE:
-		if (fake_need_model(c, NULL, 1))
-			fake_reply_empty(c, 200);
+		fake_handle_delete(c);
 		break;
 	case R_BLOB:
 		fake_handle_blob(c);
@@ -1330,21 +2017,28 @@ fake_handle(struct fake_conn *c)
 		fake_handle_oai(c, r->route == R_OAI_CHAT);
 		break;
 	case R_OAI_EMBED:
-		if (fake_need_model(c, "", 0))
-			fake_replyf(c, 200,
-			    "{\"object\":\"list\",\"data\":[{"
-			    "\"object\":\"embedding\",\"embedding\":"
-			    "[0.1,0.2,0.3],\"index\":0}],\"model\":%s,"
-			    "\"usage\":{\"prompt_tokens\":1,"
-			    "\"total_tokens\":1}}",
-			    r->qmodel);
+		if (!fake_need_model(c, "", 0))
+			break;
+		b = fake_xevbuffer();
+		evbuffer_add_printf(b,
+		    "{\"object\":\"list\",\"data\":[{"
+		    "\"object\":\"embedding\",\"embedding\":"
+		    "[0.1,0.2,0.3],\"index\":0}],\"model\":%s,"
+		    "\"usage\":{\"prompt_tokens\":1,"
+		    "\"total_tokens\":1}}",
+		    r->qmodel);
+		fake_reply_buf(c, 200, b, r->busy_ms);
 		break;
 	case R_OAI_MODELS:
-		fake_replyf(c, 200, "%s", fake_models_json);
+		if (fake_models.on)
+			fake_reply_models(c, FL_OAI);
+		else
+			fake_replyf(c, 200, "%s", fake_models_json);
 		break;
 	case R_OAI_MODEL:
 		m = r->path + strlen("/v1/models/");
-		if (strncmp(m, "missing", 7) == 0) {
+		if (fake_models.on ? fake_model_find(m) == NULL
+		                   : strncmp(m, "missing", 7) == 0) {
 			fake_reply_notfound(c, m, "not_found_error");
 			break;
 		}
@@ -1369,7 +2063,70 @@ fake_handle(struct fake_conn *c)
 	case R_FAULT_CLEAR:
 		fake_handle_fault_clear(c);
 		break;
+	case R_MODELS:
+		fake_handle_models(c);
+		break;
 	}
+}
+
+static void
+fake_parse_json(struct fake_req *r)
+{
+	size_t len;
+
+	if (r->body_mode != FB_JSON || r->json_parsed)
+		return;
+	r->json_parsed = 1;
+	if (r->too_large)
+		return;
+	len = evbuffer_get_length(r->json_buf);
+	if (len > 0)
+		r->json = cJSON_ParseWithLength(
+		    (char *)evbuffer_pullup(r->json_buf, -1), len);
+	if (!cJSON_IsObject(r->json)) {
+		cJSON_Delete(r->json);
+		r->json = NULL;
+	}
+}
+
+/*
+ * A model-routed request has arrived, its body read: it counts for its
+ * model from now until it is answered or its client leaves, whatever
+ * delay or fault comes first.
+ */
+static void
+fake_arrive(struct fake_conn *c)
+{
+	struct fake_req *r = &c->req;
+	struct fake_arrival *a;
+	struct fake_count *k;
+	const char *m, *tag;
+
+	if (r->control || !fake_route_model(r->route) ||
+	    r->body_mode != FB_JSON)
+		return;
+	fake_parse_json(r);
+	if ((m = fake_req_model(r, r->route == R_SHOW)) == NULL)
+		return;
+	r->conc_model = fake_model_name(m);
+	k = fake_count_get(
+	    &fake_mstats.models, &fake_mstats.nmodels, r->conc_model, 1);
+	k->n++;
+	if (++k->cur > k->max)
+		k->max = k->cur;
+	if (++fake_mstats.cur > fake_mstats.max)
+		fake_mstats.max = fake_mstats.cur;
+	if (fake_mstats.narrivals >= FAKE_ARRIVALS_MAX)
+		return;
+	if (fake_mstats.narrivals == fake_mstats.arrivals_cap) {
+		fake_mstats.arrivals_cap = fake_mstats.arrivals_cap * 2 + 64;
+		fake_mstats.arrivals = fake_xrealloc(fake_mstats.arrivals,
+		    fake_mstats.arrivals_cap * sizeof *fake_mstats.arrivals);
+	}
+	a = &fake_mstats.arrivals[fake_mstats.narrivals++];
+	a->model = fake_xstrdup(k->key);
+	tag = fake_req_header(r, "X-Fake-Tag");
+	a->tag = fake_xstrdup(tag != NULL ? tag : "");
 }
 
 /* Runs once the request is read, and again after each deliberate delay. */
@@ -1377,7 +2134,6 @@ static void
 fake_dispatch(struct fake_conn *c)
 {
 	struct fake_req *r = &c->req;
-	size_t len;
 	long ms;
 
 	if (r->resp_started)
@@ -1392,20 +2148,13 @@ fake_dispatch(struct fake_conn *c)
 			fake_timer(c, FT_HANG, r->fault.delay_ms);
 		return;
 	}
-	if (r->body_mode == FB_JSON && !r->json_parsed) {
-		r->json_parsed = 1;
+	if (r->body_mode == FB_JSON && !r->json_checked) {
+		r->json_checked = 1;
+		fake_parse_json(r);
 		if (r->too_large) {
 			fake_reply_error(
 			    c, 413, "request body too large", NULL);
 			return;
-		}
-		len = evbuffer_get_length(r->json_buf);
-		if (len > 0)
-			r->json = cJSON_ParseWithLength(
-			    (char *)evbuffer_pullup(r->json_buf, -1), len);
-		if (!cJSON_IsObject(r->json)) {
-			cJSON_Delete(r->json);
-			r->json = NULL;
 		}
 	}
 	if (r->json != NULL && !r->control && !r->first_byte_done) {
@@ -1454,6 +2203,7 @@ static const struct {
     {"/_fake/reset", 0, M(POST), R_RESET},
     {"/_fake/fault", 0, M(POST), R_FAULT},
     {"/_fake/fault/clear", 0, M(POST), R_FAULT_CLEAR},
+    {"/_fake/models", 0, M(POST), R_MODELS},
 #undef M
 };
 
@@ -1495,6 +2245,7 @@ fake_route_json(enum fake_route route)
 	case R_OAI_COMPL:
 	case R_OAI_EMBED:
 	case R_FAULT:
+	case R_MODELS:
 		return 1;
 	default:
 		return 0;
@@ -1531,10 +2282,17 @@ static void
 fake_count_request(struct fake_conn *c)
 {
 	struct fake_req *r = &c->req;
+	struct fake_count *k;
+	const char *auth;
 	size_t i;
 
 	r->counted = 1;
 	fake_stats.requests++;
+	if ((auth = fake_req_header(r, "Authorization")) != NULL) {
+		k = fake_count_get(
+		    &fake_mstats.auth, &fake_mstats.nauth, auth, 1);
+		k->n++;
+	}
 	if (++fake_stats.active > fake_stats.max_active)
 		fake_stats.max_active = fake_stats.active;
 	if (!c->used) {
@@ -1806,6 +2564,7 @@ fake_conn_progress(struct fake_conn *c)
 		}
 		if (r->msg_done && !r->dispatched) {
 			r->dispatched = 1;
+			fake_arrive(c);
 			if (r->fault.action == FA_SLOW_READ) {
 				evtimer_del(c->timer);
 				bufferevent_enable(c->bev, EV_READ);
@@ -1881,9 +2640,14 @@ fake_conn_timer(evutil_socket_t fd __unused, short what __unused, void *arg)
 		break;
 	case FT_HANG:
 	case FT_FIRST_BYTE:
+	case FT_LOAD:
 		fake_dispatch(c);
 		break;
 	case FT_REPLY:
+		if (fake_now_us() < r->later_at) {
+			fake_timer(c, FT_REPLY, fake_ms_until(r->later_at));
+			break;
+		}
 		b = r->later;
 		r->later = NULL;
 		fake_reply_buf(c, r->later_status, b, 0);
@@ -1973,6 +2737,31 @@ fake_listen(const char *spec)
 	return lis;
 }
 
+static int
+fake_opt_num(int opt, const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < 0 ||
+	    v > FAKE_MS_MAX) {
+		fprintf(stderr,
+		    "fake-ollama: -%c %s: not a number from 0 to "
+		    "%ld\n",
+		    opt, s, FAKE_MS_MAX);
+		return 0;
+	}
+	if (opt == 'D')
+		fake_opt.load_ms = v;
+	else if (opt == 'B')
+		fake_opt.busy_ms = v;
+	else
+		fake_opt.num_parallel = v;
+	return 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1983,8 +2772,20 @@ main(int argc, char **argv)
 	socklen_t sslen = sizeof ss;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "l:n:v")) != -1) {
+	while ((ch = getopt(argc, argv, "l:n:vT:P:D:B:N:")) != -1) {
 		switch (ch) {
+		case 'T':
+			fake_opt.tags = optarg;
+			break;
+		case 'P':
+			fake_opt.loaded = optarg;
+			break;
+		case 'D':
+		case 'B':
+		case 'N':
+			if (!fake_opt_num(ch, optarg))
+				return 2;
+			break;
 		case 'l':
 			spec = optarg;
 			break;
@@ -1997,7 +2798,9 @@ main(int argc, char **argv)
 		default:
 			fprintf(stderr,
 			    "usage: fake-ollama [-l host:port] "
-			    "[-n name] [-v]\n");
+			    "[-n name] [-v] [-T tags] [-P loaded]\n"
+			    "                   [-D load_ms] [-B busy_ms] "
+			    "[-N num_parallel]\n");
 			return 2;
 		}
 	}
@@ -2007,6 +2810,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	fake_models_defaults();
 	signal(SIGPIPE, SIG_IGN);
 	if ((fake_base = event_base_new()) == NULL)
 		abort();

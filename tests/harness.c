@@ -1075,6 +1075,18 @@ fake_fault(const struct harness_fake *f, const char *json)
 }
 
 void
+fake_set_models(const struct harness_fake *f, const char *json)
+{
+	struct http_resp r;
+
+	http_post_json(fake_url(f, "/_fake/models"), json, &r);
+	H_ASSERT(r.ok && r.status >= 200 && r.status < 300,
+	    "POST /_fake/models %s on %s: %s %ld %s", json, f->proc.label,
+	    r.error, r.status, r.body.data ? r.body.data : "");
+	http_resp_free(&r);
+}
+
+void
 fake_reset(const struct harness_fake *f)
 {
 	struct http_resp r;

@@ -143,6 +143,9 @@ long long fake_stat(const struct harness_fake *, const char *key);
 void fake_reset(const struct harness_fake *);
 /* Queues a fault order, e.g. {"action":"status","status":503,"count":1}. */
 void fake_fault(const struct harness_fake *, const char *json);
+/* Replaces the fake's model settings (POST /_fake/models), e.g.
+ * {"tags":["a","b"],"loaded":["a"],"load_ms":300,"busy_ms":200}. */
+void fake_set_models(const struct harness_fake *, const char *json);
 
 /* Starts the daemon as `ollama-pool -c CONF -l 127.0.0.1:PORT -u UPSTREAM
  * -v EXTRA...` with CONF holding conf_text, and waits for READY=1 on the
