@@ -168,7 +168,7 @@ client_accept(int fd, struct sockaddr *sa, int salen, int admin)
 	if (rt.nclients >= rt.cfg->max_clients) {
 		log_warn("max_clients (%d) reached: pausing accepts",
 		    rt.cfg->max_clients);
-		listener_pause();
+		rt.client_hooks.full();
 	}
 	log_debug("client %s connected", cc->peer);
 }
@@ -195,9 +195,7 @@ client_free(struct client_conn *cc)
 	event_free(cc->closed_ev);
 	bufferevent_free(cc->bev);
 	free(cc);
-	if (rt.accept_paused)
-		listener_resume(); /* a descriptor and a slot just freed */
-	main_client_gone();
+	rt.client_hooks.gone();
 }
 
 /* Draining: connections with no request under way go now. */

@@ -73,10 +73,13 @@ main_warn_exposure(void)
 	}
 }
 
-/* Called whenever a client connection ends: the last one ends a drain. */
-void
+/* Called whenever a client connection ends: a descriptor and a slot
+ * just freed, and the last one ends a drain. */
+static void
 main_client_gone(void)
 {
+	if (rt.accept_paused)
+		listener_resume();
 	if (rt.stopping && rt.nclients == 0)
 		event_base_loopbreak(rt.base);
 }
@@ -432,6 +435,8 @@ main(int argc, char **argv)
 	TAILQ_INIT(&rt.backends);
 	TAILQ_INIT(&rt.listeners);
 	TAILQ_INIT(&rt.clients);
+	rt.client_hooks.full = listener_pause;
+	rt.client_hooks.gone = main_client_gone;
 
 	if (listener_open_all(rt.cfg, err, sizeof err) != 0)
 		fatal("%s", err);

@@ -407,6 +407,13 @@ struct client_conn {
 	TAILQ_ENTRY(client_conn) entry;
 };
 TAILQ_HEAD(client_list, client_conn);
+/* What the front door tells the rooms above it, handed in by main.c:
+ * max_clients reached, a connection ended (room again; a drain may be
+ * over). */
+struct client_hooks {
+	void (*full)(void);
+	void (*gone)(void);
+};
 void client_accept(int, struct sockaddr *, int, int);
 void client_free(struct client_conn *);
 void client_close_all(void);
@@ -732,6 +739,12 @@ void proxy_transfer_begin(struct proxy_req *);
 void proxy_timer_start(struct proxy_req *, double);
 void proxy_timer_stop(struct proxy_req *);
 void proxy_finish_fleet(struct proxy_req *);
+void proxy_resp_complete(struct proxy_req *);
+int proxy_can_retry(const struct proxy_req *);
+
+/* relay.c: a backend's answer relayed to the client (xfer callbacks). */
+size_t relay_header_cb(void *, const char *, size_t);
+size_t relay_data_cb(void *, const char *, size_t);
 
 /* dispatch.c: how a request gets its backend.  Alone, the one backend's
  * slots and the queue; in a fleet, by the model its body names, through
@@ -1028,6 +1041,7 @@ struct runtime {
 	int reload_queued; /* SIGHUP while resolving: reload again after */
 	struct client_list clients;
 	int nclients;
+	struct client_hooks client_hooks;
 	int stopping;
 	struct event *shutdown_ev;
 	int accept_paused; /* out of descriptors or at max_clients */
@@ -1048,6 +1062,5 @@ struct runtime {
 };
 extern struct runtime rt;
 uint64_t now_us(void);
-void main_client_gone(void);
 
 #endif
