@@ -198,9 +198,17 @@ void
 addr_upstream_resolved(
     struct upstream_url *u, const struct sockaddr *sa, socklen_t len)
 {
+	int i;
+
 	if (u->naddrs == ADDR_MAX_RESOLVED || len > sizeof u->addrs[0])
 		return;
-	memcpy(&u->addrs[u->naddrs++], sa, len);
+	for (i = 0; i < u->naddrs; i++) /* an answer may repeat itself */
+		if (memcmp(&u->addrs[i], sa, len) == 0)
+			return;
+	memcpy(&u->addrs[u->naddrs], sa, len);
+	memset((char *)&u->addrs[u->naddrs] + len, 0,
+	    sizeof u->addrs[0] - len);
+	u->naddrs++;
 }
 
 static int
@@ -299,6 +307,19 @@ addr_upstream_is_listen(
 		}
 	}
 	return 0;
+}
+
+/* The numeric host alone, no port, no brackets: "127.0.0.2", "::1". */
+void
+addr_host(const struct sockaddr *sa, char *out, size_t outlen)
+{
+	const void *a = sa->sa_family == AF_INET6
+	    ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+	    : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+
+	if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) ||
+	    inet_ntop(sa->sa_family, a, out, (socklen_t)outlen) == NULL)
+		snprintf(out, outlen, "?");
 }
 
 void

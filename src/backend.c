@@ -41,6 +41,7 @@ struct backend_fetch {
 	char *body; /* what is kept of the answer */
 	size_t len, cap;
 	uint64_t t_start_us;
+	int prewarm; /* its connection is marked warm when done */
 };
 
 static void backend_check_done(struct backend *);
@@ -51,6 +52,7 @@ struct up_sock {
 	short kind; /* the events registered now; 0: none */
 	unsigned wanted : 1; /* curl watches it (0: idle in the cache) */
 	unsigned ours : 1; /* a connection's, in b->socks */
+	unsigned warm : 1; /* a prewarm fetch held it, no request yet */
 };
 
 
@@ -304,9 +306,37 @@ backend_strdup_or_null(const char *s)
 	return s != NULL ? xstrdup(s) : NULL;
 }
 
+/* FNV-1a, 64 bits: a member's name for rendezvous hashing, the same in
+ * every replica. */
+static uint64_t
+backend_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	while (*s != '\0')
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+/* A member: the url's host name stays (Host, SNI and certificate checks
+ * use it) and curl is told which address it is. */
+static void
+backend_member(struct backend *b, const struct sockaddr *sa)
+{
+	char line[sizeof b->url.host + sizeof b->member + 16];
+
+	addr_host(sa, b->member, sizeof b->member);
+	snprintf(line, sizeof line, sa->sa_family == AF_INET6 ? "%s:%d:[%s]"
+	                                                      : "%s:%d:%s",
+	    b->url.host, b->url.port, b->member);
+	b->resolve = curl_slist_append(NULL, line);
+	if (b->resolve == NULL)
+		abort();
+}
+
 struct backend *
 backend_new(const struct backend_conf *bc, int fleet,
-    const struct backend_hooks *hooks)
+    const struct backend_hooks *hooks, const struct sockaddr *member)
 {
 	struct backend *b = xcalloc(1, sizeof *b);
 
@@ -326,6 +356,10 @@ backend_new(const struct backend_conf *bc, int fleet,
 		xasprintf(&b->auth, "Authorization: Bearer %s", bc->token);
 	b->connect_timeout_ms = (long)(bc->connect_timeout * 1000);
 	TAILQ_INIT(&b->models);
+	if (member != NULL)
+		backend_member(b, member);
+	b->member_hash =
+	    backend_hash(b->member[0] != '\0' ? b->member : b->url.base);
 
 	b->multi = curl_multi_init();
 	if (b->multi == NULL)
@@ -384,7 +418,17 @@ backend_free(struct backend *b)
 	free(b->conf.token);
 	free(b->conf.ca_file);
 	free(b->auth);
+	curl_slist_free_all(b->resolve);
 	free(b);
+}
+
+/* Is b this backend's member at this address ("": none)? */
+int
+backend_is_member(
+    const struct backend *b, const struct backend_conf *bc, const char *member)
+{
+	return !b->retiring && backend_same_settings(b, bc) &&
+	    strcmp(b->member, member) == 0;
 }
 
 static int
@@ -463,7 +507,7 @@ backend_unref(struct backend *b)
 int
 backend_usable(const struct backend *b)
 {
-	return !b->retiring && b->state == BACKEND_UP;
+	return !b->retiring && b->state == BACKEND_UP && !b->joining;
 }
 
 int
@@ -516,6 +560,24 @@ backend_handle_setup(struct up_handle *h)
 		curl_easy_setopt(e, CURLOPT_CAINFO, b->conf.ca_file);
 	if (b->conf.pool_connections == 0)
 		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	if (b->resolve != NULL)
+		curl_easy_setopt(e, CURLOPT_RESOLVE, b->resolve);
+	/* A fleet's warm connections are kept however long they sit idle
+	 * (curl drops them after 118 s): the first request after a quiet
+	 * hour pays no handshake.  curl finds a dead one before reuse. */
+	if (b->fleet)
+		curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, 86400L);
+}
+
+/* The connection a transfer ended on, if it is still ours. */
+static struct up_sock *
+backend_handle_sock(struct up_handle *h)
+{
+	curl_socket_t fd = CURL_SOCKET_BAD;
+
+	if (curl_easy_getinfo(h->easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK)
+		return NULL;
+	return backend_sock_find(h->b, fd);
 }
 
 /*
@@ -698,6 +760,7 @@ backend_result(CURLcode rc)
 static void
 backend_xfer_done(struct up_handle *h, CURLcode rc)
 {
+	struct up_sock *s;
 	struct xfer_end end;
 	char errbuf[CURL_ERROR_SIZE];
 
@@ -705,6 +768,11 @@ backend_xfer_done(struct up_handle *h, CURLcode rc)
 	    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
 	memset(&end, 0, sizeof end);
 	curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &end.new_conns);
+	if (end.new_conns == 0 && (s = backend_handle_sock(h)) != NULL &&
+	    s->warm) {
+		s->warm = 0;
+		h->b->prewarm_used++;
+	}
 	end.result = backend_result(rc);
 	end.error = errbuf;
 	end.conn_failed = end.result == XFER_CONNECT ||
@@ -805,10 +873,16 @@ backend_fetch_done(struct up_handle *h, CURLcode rc)
 {
 	struct backend_fetch *f = h->arg;
 	struct backend_fetch_result res;
+	struct up_sock *s;
 	char err[CURL_ERROR_SIZE];
 	long code = 0;
 
 	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (f->prewarm && rc == CURLE_OK && (s = backend_handle_sock(h)) != NULL &&
+	    !s->warm) {
+		s->warm = 1;
+		h->b->prewarmed++;
+	}
 	snprintf(err, sizeof err, "%s",
 	    rc == CURLE_OK     ? ""
 	        : h->errbuf[0] ? h->errbuf
@@ -878,4 +952,47 @@ backend_fetch_cancel(struct backend_fetch *f)
 {
 	backend_handle_release(f->h, 1);
 	backend_fetch_free(f);
+}
+
+static void
+backend_prewarm_done(void *arg, const struct backend_fetch_result *res)
+{
+	struct backend *b = arg;
+
+	if (res->status == 0)
+		log_info("backend %s%s%s: a prewarm connection failed: %s",
+		    b->name, b->member[0] ? " member " : "", b->member,
+		    res->error);
+	backend_unref(b);
+}
+
+/*
+ * Opens prewarm connections (at most pool_connections, which curl keeps
+ * idle) at once, in parallel, with GET / (Ollama's "Ollama is running"),
+ * so the first requests find them open: no TCP or TLS handshake.  What a
+ * probe opened counts too.  Requests that take one are counted.
+ */
+void
+backend_prewarm(struct backend *b)
+{
+	struct backend_fetch_spec spec;
+	struct backend_fetch *f;
+	int i, n = b->conf.prewarm;
+
+	if (n > b->conf.pool_connections)
+		n = b->conf.pool_connections;
+	memset(&spec, 0, sizeof spec);
+	spec.path = "/";
+	spec.timeout_ms = (long)(b->conf.connect_timeout * 1000) + 5000;
+	spec.keep_max = 256;
+	spec.on_done = backend_prewarm_done;
+	spec.arg = b;
+	for (i = 0; i < n; i++) {
+		backend_ref(b);
+		if ((f = backend_fetch_start(b, &spec)) == NULL) {
+			backend_unref(b);
+			return;
+		}
+		f->prewarm = 1;
+	}
 }

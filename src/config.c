@@ -121,6 +121,13 @@ static const struct setting settings[] = {
         3600, "seconds between health probes of a backend"},
     {"upstream", "fail_threshold", SET_INT, OFF(fail_threshold), "2", 1, 100,
         "failed probes or requests in a row that eject a backend"},
+    {"upstream", "resolve_interval", SET_SECONDS, OFF(resolve_interval), "10",
+        0.1, 86400,
+        "seconds between lookups of a backend's host name: each address "
+        "is a member"},
+    {"upstream", "prewarm", SET_INT, OFF(prewarm), "1", 0, 100,
+        "connections opened to each member as it joins, before any "
+        "request"},
     {"upstream", "weight", SET_INT, OFF(weight), "1", 1, 1000,
         "a backend's share of requests among equals"},
     {"upstream", "models", SET_MODELS, OFF(models), "", 0, 0,
@@ -169,6 +176,8 @@ static const struct backend_key {
     {"num_parallel", OFFB(num_parallel)},
     {"probe_interval", OFFB(probe_interval)},
     {"fail_threshold", OFFB(fail_threshold)},
+    {"resolve_interval", OFFB(resolve_interval)},
+    {"prewarm", OFFB(prewarm)},
 };
 #define NBACKEND_KEYS (sizeof backend_keys / sizeof backend_keys[0])
 

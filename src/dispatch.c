@@ -106,6 +106,8 @@ dispatch_want(struct proxy_req *req, int failover)
 
 	memset(w, 0, sizeof *w);
 	w->model = req->model_name;
+	w->has_affinity = req->has_affinity;
+	w->affinity = req->affinity;
 	if (failover) {
 		w->exclude = req->tried;
 		w->nexclude = req->ntried;
@@ -395,25 +397,27 @@ proxy_route(struct proxy_req *req)
 	dispatch_any(req);
 }
 
-/* The model a request's JSON body names ("model", or the older "name"). */
-static char *
-dispatch_body_model(struct evbuffer *body)
+/* The model a request's JSON body names ("model", or the older "name"),
+ * and its conversation's affinity key. */
+static void
+dispatch_read_body(struct proxy_req *req)
 {
+	struct evbuffer *body = req->body;
 	size_t len = evbuffer_get_length(body);
 	const char *p = (const char *)evbuffer_pullup(body, -1);
 	cJSON *json, *v;
-	char *model = NULL;
 
 	if (p == NULL)
-		return NULL;
+		return;
 	json = cJSON_ParseWithLength(p, len);
 	v = cJSON_GetObjectItemCaseSensitive(json, "model");
 	if (!cJSON_IsString(v) || v->valuestring[0] == '\0')
 		v = cJSON_GetObjectItemCaseSensitive(json, "name");
 	if (cJSON_IsString(v) && v->valuestring[0] != '\0')
-		model = xstrdup(v->valuestring);
+		req->model_name = xstrdup(v->valuestring);
+	req->has_affinity = affinity_key(
+	    req->head, req->route, json, req->model_name, &req->affinity);
 	cJSON_Delete(json);
-	return model;
 }
 
 /* All of a body that was waited for is here (or it outgrew what is kept:
@@ -427,7 +431,7 @@ proxy_body_whole(struct proxy_req *req)
 		return;
 	}
 	if (req->body_done)
-		req->model_name = dispatch_body_model(req->body);
+		dispatch_read_body(req);
 	/* No model (not JSON, or none named): Ollama answers 400.  Showing
 	 * a model runs nothing: no slot. */
 	if (req->model_name == NULL || req->route == ROUTE_SHOW) {

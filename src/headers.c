@@ -250,7 +250,8 @@ headers_forwarded(const struct http_head *h, uint32_t i, int drop_auth)
 	    (r->name_len == 12 && strncasecmp(name, "x-request-id", 12) == 0) ||
 	    (r->name_len == 3 && strncasecmp(name, "via", 3) == 0) ||
 	    (r->name_len == 21 &&
-	        strncasecmp(name, "x-ollama-pool-backend", 21) == 0) ||
+	        (strncasecmp(name, "x-ollama-pool-backend", 21) == 0 ||
+	            strncasecmp(name, "x-ollama-pool-session", 21) == 0)) ||
 	    (drop_auth && r->name_len == 13 &&
 	        strncasecmp(name, "authorization", 13) == 0));
 }

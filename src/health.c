@@ -73,6 +73,18 @@ health_mark(struct backend *b, const cJSON *json, int loaded)
 	}
 }
 
+/* A member new in DNS answered its first probe: it takes requests now,
+ * on connections opened for them. */
+static void
+health_joined(struct backend *b)
+{
+	b->joining = 0;
+	log_notice("backend %s: member %s joined", b->name, b->member);
+	backend_prewarm(b);
+	if (b->hooks.slot_freed != NULL)
+		b->hooks.slot_freed(b->hooks.arg);
+}
+
 static void
 health_round_done(struct health *h)
 {
@@ -86,6 +98,8 @@ health_round_done(struct health *h)
 		health_mark(b, h->ps_json, 1);
 		b->known = 1;
 		health_note_ok(b);
+		if (b->joining)
+			health_joined(b);
 	} else
 		health_note_failure(b, h->err);
 	cJSON_Delete(h->ps_json);

@@ -125,40 +125,68 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
  * (their requests in flight finish; they go when done).  New ones are
  * probed at once.
  */
+/* One backend, or one member of it: kept when it is already there,
+ * else made (and probed, and prewarmed). */
+static void
+main_backend_place(struct backend_list *fresh, const struct config *cfg,
+    const struct backend_conf *bc, const struct sockaddr *member)
+{
+	struct backend_hooks hooks = {queue_kick, NULL};
+	struct backend *b;
+	char host[64] = "";
+
+	if (member != NULL)
+		addr_host(member, host, sizeof host);
+	TAILQ_FOREACH(b, &rt.backends, entry)
+	if (b->fleet == cfg->fleet && backend_is_member(b, bc, host))
+		break;
+	if (b != NULL) {
+		TAILQ_REMOVE(&rt.backends, b, entry);
+		TAILQ_INSERT_TAIL(fresh, b, entry);
+		return;
+	}
+	b = backend_new(bc, cfg->fleet, &hooks, member);
+	TAILQ_INSERT_TAIL(fresh, b, entry);
+	health_start(b);
+	probe_startup(b);
+	if (cfg->fleet)
+		backend_prewarm(b);
+	if (cfg->fleet)
+		log_notice("backend %s%s%s: %s, %d slot%s, %d per model",
+		    b->name, host[0] ? " member " : "", host, b->url.base,
+		    b->conf.pool_maxsize, log_plural(b->conf.pool_maxsize),
+		    b->conf.num_parallel);
+	else
+		log_notice("forwarding to %s with a pool of %d connection%s",
+		    b->url.base, b->conf.pool_maxsize,
+		    log_plural(b->conf.pool_maxsize));
+}
+
+/*
+ * The backends a configuration names, in its order, a backend whose url
+ * names a host with several addresses as one member per address: one
+ * whose settings did not change keeps serving with its warm connections
+ * and what it learned; the others are made anew, and those left over
+ * retire (their requests in flight finish; they go when done).  Then
+ * discovery.c looks the names up again every resolve_interval.
+ */
 static void
 main_backends_apply(const struct config *cfg)
 {
+	const struct backend_conf *bc;
 	struct backend_list fresh;
-	struct backend_hooks hooks = {queue_kick, NULL};
 	struct backend *b, *next;
-	int i;
+	int i, j;
 
 	TAILQ_INIT(&fresh);
 	for (i = 0; i < cfg->nbackends; i++) {
-		TAILQ_FOREACH(b, &rt.backends, entry)
-		if (!b->retiring &&
-		    backend_same_settings(b, &cfg->backends[i]) &&
-		    b->fleet == cfg->fleet)
-			break;
-		if (b != NULL)
-			TAILQ_REMOVE(&rt.backends, b, entry);
-		else {
-			b = backend_new(&cfg->backends[i], cfg->fleet, &hooks);
-			health_start(b);
-			probe_startup(b);
-			if (cfg->fleet)
-				log_notice("backend %s: %s, %d slot%s, %d per "
-				           "model",
-				    b->name, b->url.base, b->conf.pool_maxsize,
-				    log_plural(b->conf.pool_maxsize),
-				    b->conf.num_parallel);
-			else
-				log_notice("forwarding to %s with a pool of %d "
-				           "connection%s",
-				    b->url.base, b->conf.pool_maxsize,
-				    log_plural(b->conf.pool_maxsize));
-		}
-		TAILQ_INSERT_TAIL(&fresh, b, entry);
+		bc = &cfg->backends[i];
+		if (!cfg->fleet || !bc->url.host_is_name || bc->url.naddrs == 0)
+			main_backend_place(&fresh, cfg, bc, NULL);
+		else
+			for (j = 0; j < bc->url.naddrs; j++)
+				main_backend_place(&fresh, cfg, bc,
+				    (const struct sockaddr *)&bc->url.addrs[j]);
 	}
 	for (b = TAILQ_FIRST(&rt.backends); b != NULL; b = next) {
 		next = TAILQ_NEXT(b, entry);
@@ -168,6 +196,7 @@ main_backends_apply(const struct config *cfg)
 			backend_retire(b);
 	}
 	TAILQ_CONCAT(&rt.backends, &fresh, entry);
+	discovery_apply(cfg);
 }
 
 /*
@@ -433,6 +462,7 @@ main(int argc, char **argv)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatal("cannot initialise libcurl");
 	TAILQ_INIT(&rt.backends);
+	TAILQ_INIT(&rt.discoveries);
 	TAILQ_INIT(&rt.listeners);
 	TAILQ_INIT(&rt.clients);
 	rt.client_hooks.full = listener_pause;
@@ -470,6 +500,7 @@ main(int argc, char **argv)
 	client_close_all();
 	listener_close_all();
 	queue_free_all();
+	discovery_stop();
 	while ((up = TAILQ_FIRST(&rt.backends)) != NULL) {
 		TAILQ_REMOVE(&rt.backends, up, entry);
 		backend_free(up);

@@ -14,6 +14,22 @@
 
 #include "ollama-pool.h"
 
+/* Of a backend whose name gives several addresses: reported as one
+ * member of it.  One address is reported as the backend itself. */
+static int
+metrics_is_member(const struct backend *b)
+{
+	const struct backend *o;
+	int n = 0;
+
+	if (b->member[0] == '\0')
+		return 0;
+	TAILQ_FOREACH(o, &rt.backends, entry)
+	if (!o->retiring && strcmp(o->name, b->name) == 0)
+		n++;
+	return n > 1;
+}
+
 static void
 metrics_backend_line(struct evbuffer *out, const char *name,
     const struct backend *b, const char *fmt, ...) PRINTFLIKE(4, 5);
@@ -26,6 +42,10 @@ metrics_backend_line(struct evbuffer *out, const char *name,
 
 	evbuffer_add_printf(out, "%s{backend=\"", name);
 	metrics_escape_label(out, b->name);
+	if (metrics_is_member(b)) {
+		evbuffer_add(out, "\",member=\"", 10);
+		metrics_escape_label(out, b->member);
+	}
 	evbuffer_add(out, "\"} ", 3);
 	va_start(ap, fmt);
 	evbuffer_add_vprintf(out, fmt, ap);
@@ -52,10 +72,10 @@ metrics_render_backends(struct evbuffer *out)
 	const struct backend_model *m;
 
 	metrics_help(out, "ollama_pool_backend_up", "gauge",
-	    "1 while a backend takes requests, 0 while it is ejected.");
+	    "1 while a backend (member) takes requests, 0 while it is ejected or joining.");
 	FOREACH_SERVING(b)
-	metrics_backend_line(out, "ollama_pool_backend_up", b, "%d",
-	    b->state == BACKEND_UP);
+	metrics_backend_line(
+	    out, "ollama_pool_backend_up", b, "%d", backend_usable(b));
 	metrics_help(out, "ollama_pool_backend_requests_total", "counter",
 	    "Requests sent to a backend, retries included.");
 	FOREACH_SERVING(b)
@@ -72,6 +92,16 @@ metrics_render_backends(struct evbuffer *out)
 	FOREACH_SERVING(b)
 	metrics_backend_line(out, "ollama_pool_backend_connections_open", b,
 	    "%ld", b->conns_open);
+	metrics_help(out, "ollama_pool_backend_prewarmed_total", "counter",
+	    "Connections opened or kept ready for requests before any came.");
+	FOREACH_SERVING(b)
+	metrics_backend_line(out, "ollama_pool_backend_prewarmed_total", b,
+	    "%" PRIu64, b->prewarmed);
+	metrics_help(out, "ollama_pool_backend_prewarm_used_total", "counter",
+	    "Prewarmed connections a request took.");
+	FOREACH_SERVING(b)
+	metrics_backend_line(out, "ollama_pool_backend_prewarm_used_total", b,
+	    "%" PRIu64, b->prewarm_used);
 	metrics_help(out, "ollama_pool_backend_in_flight", "gauge",
 	    "Requests holding a backend's slots now.");
 	FOREACH_SERVING(b)
@@ -92,6 +122,10 @@ metrics_render_backends(struct evbuffer *out)
 		evbuffer_add(out, "ollama_pool_backend_slots_in_use{backend=\"",
 		    41);
 		metrics_escape_label(out, b->name);
+		if (metrics_is_member(b)) {
+			evbuffer_add(out, "\",member=\"", 10);
+			metrics_escape_label(out, b->member);
+		}
 		evbuffer_add(out, "\",model=\"", 9);
 		metrics_escape_label(out, m->name);
 		evbuffer_add_printf(out, "\"} %d\n", m->in_flight);
@@ -110,9 +144,15 @@ metrics_backend_json(const struct backend *b)
 	const struct backend_model *m;
 
 	cJSON_AddStringToObject(o, "name", b->name);
+	if (b->member[0] != '\0')
+		cJSON_AddStringToObject(o, "member", b->member);
 	cJSON_AddStringToObject(o, "url", b->url.base); /* never the token */
-	cJSON_AddStringToObject(
-	    o, "state", b->state == BACKEND_UP ? "up" : "ejected");
+	cJSON_AddStringToObject(o, "state",
+	    b->joining                 ? "joining"
+	        : b->state == BACKEND_UP ? "up"
+	                                 : "ejected");
+	cJSON_AddNumberToObject(o, "prewarmed", (double)b->prewarmed);
+	cJSON_AddNumberToObject(o, "prewarm_used", (double)b->prewarm_used);
 	cJSON_AddNumberToObject(o, "weight", b->conf.weight);
 	cJSON_AddNumberToObject(o, "slots", b->conf.pool_maxsize);
 	cJSON_AddNumberToObject(o, "num_parallel", b->conf.num_parallel);
@@ -144,10 +184,33 @@ metrics_backend_json(const struct backend *b)
 void
 metrics_stats_backends(cJSON *root)
 {
-	cJSON *list = cJSON_AddArrayToObject(root, "backends");
-	const struct backend *b;
+	cJSON *list = cJSON_AddArrayToObject(root, "backends"), *group, *o;
+	const struct backend *b, *p;
 
 	cJSON_AddNumberToObject(root, "queued", queue_length());
 	FOREACH_SERVING(b)
-	cJSON_AddItemToArray(list, metrics_backend_json(b));
+	{
+		/* Members are listed under their backend, which the first
+		 * of them introduces. */
+		for (p = TAILQ_PREV(b, backend_list, entry); p != NULL;
+		     p = TAILQ_PREV(p, backend_list, entry))
+			if (!p->retiring && strcmp(p->name, b->name) == 0)
+				break;
+		if (p != NULL)
+			continue;
+		o = metrics_backend_json(b);
+		if (!metrics_is_member(b)) {
+			cJSON_AddItemToArray(list, o);
+			continue;
+		}
+		cJSON_Delete(o);
+		group = cJSON_CreateObject();
+		cJSON_AddStringToObject(group, "name", b->name);
+		cJSON_AddStringToObject(group, "url", b->url.base);
+		o = cJSON_AddArrayToObject(group, "members");
+		for (p = b; p != NULL; p = TAILQ_NEXT(p, entry))
+			if (!p->retiring && strcmp(p->name, b->name) == 0)
+				cJSON_AddItemToArray(o, metrics_backend_json(p));
+		cJSON_AddItemToArray(list, group);
+	}
 }

@@ -85,7 +85,7 @@ void fatal(const char *, ...) PRINTFLIKE(1, 2) NORETURN;
 
 /* addr.c: listen addresses and upstream URLs.  Parsing never asks DNS: a
  * host given as a name is kept as one, for resolve.c to look up. */
-#define ADDR_MAX_RESOLVED 8
+#define ADDR_MAX_RESOLVED 64
 enum listen_kind { LISTEN_TCP, LISTEN_UNIX };
 struct listen_addr {
 	enum listen_kind kind;
@@ -115,6 +115,7 @@ int addr_is_loopback(const struct listen_addr *);
 int addr_upstream_is_listen(
     const struct upstream_url *, const struct listen_addr *, int);
 void addr_format(const struct sockaddr *, socklen_t, char *, size_t);
+void addr_host(const struct sockaddr *, char *, size_t);
 
 /* config.c: the declarative table of settings. */
 #define BACKEND_NAME_MAX 64
@@ -145,6 +146,8 @@ struct backend_conf {
 	int num_parallel; /* requests per model at once (OLLAMA_NUM_PARALLEL) */
 	double probe_interval;
 	int fail_threshold; /* failed probes or requests in a row: ejected */
+	double resolve_interval; /* a host name looked up again */
+	int prewarm; /* connections opened to a member as it joins */
 };
 /* Does a backend's allow-list admit this model?  NULL: a request
  * without a model, always admitted. */
@@ -170,6 +173,8 @@ struct config {
 	int num_parallel; /* the defaults of every backend: */
 	double probe_interval;
 	int fail_threshold;
+	double resolve_interval;
+	int prewarm;
 	int weight;
 	char *token_file;
 	double queue_timeout; /* the fleet's one queue: a wait past it, 503 */
@@ -614,6 +619,8 @@ struct place_want {
 	struct backend *const *exclude; /* tried already: others first */
 	int nexclude;
 	int need_listed; /* failover: only backends that list the model */
+	int has_affinity; /* a conversation's key, for affinity.c */
+	uint64_t affinity;
 };
 enum place_verdict {
 	PLACE_GO, /* *out has a free slot for it: take it */
@@ -627,6 +634,13 @@ struct backend *placement_any(const struct place_want *);
 /* A final chunk's load_duration, and a request's time, learned. */
 void placement_learn(struct backend *, struct backend_model *,
     double load_s, double busy_s);
+
+/* affinity.c: conversation affinity by rendezvous hashing. */
+struct cJSON;
+int affinity_key(const struct http_head *, int route, const struct cJSON *,
+    const char *model, uint64_t *);
+uint64_t affinity_score(uint64_t key, uint64_t member);
+int affinity_bound(int total_in_flight, int members);
 
 /* queue.c: the fleet's one queue of requests waiting for a slot, fair
  * across clients: the next free slot goes round-robin among the clients
@@ -719,6 +733,8 @@ struct proxy_req {
 	unsigned conn_failed : 1; /* the last attempt could not connect */
 	char request_id[REQID_MAX + 1];
 	char *model_name; /* from the body; NULL: none */
+	int has_affinity; /* affinity.c's key for it */
+	uint64_t affinity;
 	struct backend *tried[PLACE_EXCLUDE_MAX]; /* failed this request */
 	int ntried;
 	uint64_t t_dispatch_us; /* this attempt took its slot */
@@ -858,7 +874,13 @@ struct backend_hooks { /* handed in by whoever made the backend */
 	void *arg;
 };
 struct backend {
-	char *name;
+	char *name; /* its [backend NAME]; members share it */
+	char member[64]; /* the address its host name gave; "": none */
+	uint64_t member_hash; /* for rendezvous: of member, else url */
+	struct curl_slist *resolve; /* host:port:address, for curl */
+	int joining; /* a member new in DNS: no requests before a probe */
+	uint64_t prewarmed; /* connections its prewarm fetches held */
+	uint64_t prewarm_used; /* of those, taken by a request */
 	struct backend_conf conf; /* its own copy; token included */
 	struct upstream_url url;
 	size_t base_len; /* of url.base */
@@ -902,7 +924,10 @@ struct backend {
 };
 TAILQ_HEAD(backend_list, backend);
 struct backend *backend_new(const struct backend_conf *, int fleet,
-    const struct backend_hooks *);
+    const struct backend_hooks *, const struct sockaddr *member);
+void backend_prewarm(struct backend *);
+int backend_is_member(const struct backend *, const struct backend_conf *,
+    const char *member);
 void backend_free(struct backend *);
 int backend_same_settings(const struct backend *, const struct backend_conf *);
 void backend_retire(struct backend *);
@@ -1017,6 +1042,16 @@ void resolve_configure(const struct config *);
 struct resolve_job *resolve_start(struct config *, resolve_cb, void *);
 void resolve_shutdown(void);
 
+/* discovery.c: a fleet backend's host name looked up again every
+ * resolve_interval, off the loop (evdns): each address is a member; a new
+ * one joins after its first good probe, one gone takes no new requests
+ * and goes when its requests are done; a failed or empty answer keeps
+ * the members. */
+struct discovery;
+TAILQ_HEAD(discovery_list, discovery);
+void discovery_apply(const struct config *);
+void discovery_stop(void);
+
 /* sdnotify.c: systemd readiness, with stand-ins when built without it. */
 void sdnotify_send(const char *, ...) PRINTFLIKE(1, 2);
 int sdnotify_listen_fds(char ***);
@@ -1038,6 +1073,7 @@ struct runtime {
 	struct listener_list listeners;
 	struct evdns_base *dns; /* resolve.c's, for every lookup */
 	struct resolve_job *resolving; /* at most one at a time */
+	struct discovery_list discoveries; /* discovery.c's, one a name */
 	int reload_queued; /* SIGHUP while resolving: reload again after */
 	struct client_list clients;
 	int nclients;

@@ -171,6 +171,40 @@ placement_found(struct backend *b, const struct place_want *w,
 	return PLACE_GO;
 }
 
+/*
+ * A conversation's member among those with the model loaded: the first
+ * in the key's rendezvous order that has a free slot and is not well
+ * above the average load of them (affinity.c).  NULL: none such.
+ */
+static struct backend *
+placement_affine(const struct place_want *w, int listed_only)
+{
+	struct backend *b, *best = NULL;
+	uint64_t score, best_score = 0;
+	int n = 0, total = 0, bound;
+
+	TAILQ_FOREACH(b, &rt.backends, entry)
+	if (placement_candidate(w, b, listed_only) &&
+	    placement_loaded(b, w->model)) {
+		n++;
+		total += b->in_flight;
+	}
+	bound = affinity_bound(total, n);
+	TAILQ_FOREACH(b, &rt.backends, entry)
+	{
+		if (!placement_candidate(w, b, listed_only) ||
+		    !placement_loaded(b, w->model) || b->in_flight >= bound ||
+		    !backend_slot_free(b, backend_model_find(b, w->model)))
+			continue;
+		score = affinity_score(w->affinity, b->member_hash);
+		if (best == NULL || score > best_score) {
+			best = b;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
 enum place_verdict
 placement_choose(const struct place_want *w, struct backend **out,
     struct backend_model **mout)
@@ -194,6 +228,9 @@ placement_choose(const struct place_want *w, struct backend **out,
 		b = placement_pick(w, 0, 0, 0);
 		return b != NULL ? placement_found(b, w, out, mout) : PLACE_WAIT;
 	}
+	if (loaded && w->has_affinity &&
+	    (b = placement_affine(w, listed)) != NULL)
+		return placement_found(b, w, out, mout);
 	if (loaded && (b = placement_pick(w, listed, 1, 0)) != NULL)
 		return placement_found(b, w, out, mout);
 	if (!loaded && (b = placement_pick(w, listed, 0, 0)) != NULL)
