@@ -725,10 +725,10 @@ if "8" in run_of or "9" in run_of:
   the interactive client sends {inter}, each once the one before has
   ended, with token B. A request counts when it ends with status 200 and
   `done:true`. Latency is connect to last byte. Through ollama-pool an
-  interactive request takes the next slot that frees; the 4 slots free
-  together (the batch's generations started together), and a request
-  sent just after they were taken again waits one whole generation, so
-  about two in all. Only the first interactive request meets HAProxy's
+  interactive request takes the next slot that frees, so it waits
+  between none and one generation before its own: the 4 slots tend to
+  free together (the batch's generations start in step), and one sent
+  just after they were taken again waits the whole generation. Only the first interactive request meets HAProxy's
   full queue; the ones after it find the batch done, so HAProxy's p50 is
   one generation while its first waits about the makespan. CPU is the proxy's utime+stime across the
   run over the {total} requests; peak RSS is its VmHWM, a fresh process
