@@ -25,6 +25,25 @@
  *	(status 200, terminating chunk, a last line with "done":true), the
  *	lines delivered in all, the most in flight at once, and the wall
  *	time.
+ *   benchtool ttfb -c HOST:PORT -m MODEL,... [-L LOAD_MS] [-t TOKEN]
+ *                  [-w SECONDS]
+ *	One streaming /api/generate per model listed, one after the other,
+ *	each on a fresh connection; prints the time to the first byte of
+ *	each answer (connect included) and its p50, p95 and max in ms, and
+ *	with -L how many took longer than LOAD_MS/2 (they paid a load).  A
+ *	request fails unless it ends with status 200 and "done":true; -w
+ *	bounds each read and write (default 60 s).
+ *   benchtool queue -c HOST:PORT [-n BATCH] [-k INTERACTIVE] [-d MS]
+ *                   [-m MODEL] [-a TOKEN] [-b TOKEN] [-w SECONDS]
+ *	Two clients on one epoll: the batch (bearer token -a, "A") opens
+ *	BATCH (500) streaming generates at once; MS (200) later the
+ *	interactive client (token -b, "B") sends INTERACTIVE (10), each
+ *	once the one before has ended.  Prints successes and failures of
+ *	each, the batch's makespan (its start to its last answer's end),
+ *	the interactive requests' latency (connect to last byte) p50, max
+ *	and mean, the first one's, and from its first start to its last
+ *	end.  Gives up
+ *	after -w SECONDS (120) in all, counting what is left unfinished.
  *   benchtool digest -s SIZE
  *	The sha256 of the SIZE-byte upload body (a fixed pseudo-random MiB
  *	repeated).
@@ -829,6 +848,379 @@ cmd_streams(int argc, char **argv)
 	return failed != 0;
 }
 
+/* --- ttfb and queue: generates a fleet sees ----------------------------- */
+
+/* A streaming /api/generate for MODEL, with a bearer TOKEN unless NULL. */
+static size_t
+gen_request(char *buf, size_t size, const char *model, const char *token)
+{
+	char body[256], auth[256] = "";
+	int n;
+
+	snprintf(body, sizeof body,
+	    "{\"model\":\"%s\",\"prompt\":\"Why is the sky blue?\"}", model);
+	if (token != NULL)
+		snprintf(
+		    auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+	n = snprintf(buf, size,
+	    "POST /api/generate HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: benchtool\r\nContent-Type: application/json\r\n"
+	    "%sContent-Length: %zu\r\n\r\n%s",
+	    target_host, auth, strlen(body), body);
+	if (n < 0 || (size_t)n >= size)
+		die("request too long");
+	return (size_t)n;
+}
+
+/* Milliseconds of a sorted array's percentile, or its largest value. */
+static double
+pct_ms(const int64_t *v, size_t n, double p)
+{
+	return n == 0 ? 0.0 : pct(v, n, p) / 1e6;
+}
+
+/* One request, start to end, on a fresh connection; the time to the
+ * first byte of the answer in *ttfb (ns).  Returns 0 when it ended with
+ * status 200 and a "done":true line. */
+static int
+ttfb_one(const char *req, size_t len, int wait_s, int64_t *ttfb)
+{
+	struct timeval tv = {.tv_sec = wait_s, .tv_usec = 0};
+	struct lines L;
+	struct resp r;
+	char buf[65536];
+	int64_t t0 = now_ns();
+	ssize_t n;
+	int fd, ok;
+
+	*ttfb = -1;
+	memset(&L, 0, sizeof L);
+	resp_init(&r, lines_body, &L);
+	fd = connect_target(0);
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	if (write_all(fd, req, len) < 0) {
+		close(fd);
+		return -1;
+	}
+	while (r.st != R_DONE) {
+		n = read(fd, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (*ttfb < 0)
+			*ttfb = now_ns() - t0;
+		if (resp_feed(&r, buf, (size_t)n) < 0)
+			break;
+	}
+	close(fd);
+	ok = r.st == R_DONE && r.status == 200 && L.last_done;
+	if (!ok)
+		fprintf(stderr, "benchtool: ttfb: status %d, %zu lines%s\n",
+		    r.status, L.n, r.st == R_DONE ? "" : ", cut short");
+	free(L.arrive);
+	free(L.delay);
+	return ok ? 0 : -1;
+}
+
+static int
+cmd_ttfb(int argc, char **argv)
+{
+	int opt, wait_s = 60, ok = 0, failed = 0, loads = 0;
+	long load_ms = 0;
+	char *models = NULL, *p, *m, req[1024];
+	const char *token = NULL;
+	int64_t *v, *sorted, t;
+	size_t n = 0, cap = 16, i, len;
+
+	while ((opt = getopt(argc, argv, "c:m:L:t:w:")) != -1)
+		switch (opt) {
+		case 'c':
+			parse_target(optarg);
+			break;
+		case 'm':
+			models = optarg;
+			break;
+		case 'L':
+			load_ms = atol(optarg);
+			break;
+		case 't':
+			token = optarg;
+			break;
+		case 'w':
+			wait_s = atoi(optarg);
+			break;
+		default:
+			die("ttfb -c HOST:PORT -m MODEL,... [-L LOAD_MS] "
+			    "[-t TOKEN] [-w SECONDS]");
+		}
+	if (models == NULL)
+		die("ttfb needs -m MODEL,...");
+	if ((v = malloc(cap * sizeof *v)) == NULL)
+		die("out of memory");
+	for (p = models; (m = strsep(&p, ",")) != NULL;) {
+		if (*m == '\0')
+			continue;
+		if (n == cap &&
+		    (v = realloc(v, (cap *= 2) * sizeof *v)) == NULL)
+			die("out of memory");
+		len = gen_request(req, sizeof req, m, token);
+		if (ttfb_one(req, len, wait_s, &t) == 0) {
+			v[n++] = t;
+			ok++;
+			if (load_ms > 0 && t > load_ms * 500000LL)
+				loads++;
+		} else
+			failed++;
+	}
+	if ((sorted = malloc((n ? n : 1) * sizeof *sorted)) == NULL)
+		die("out of memory");
+	memcpy(sorted, v, n * sizeof *v);
+	qsort(sorted, n, sizeof *sorted, cmp_i64);
+	printf("requests=%d ok=%d failed=%d ttfb_p50_ms=%.2f "
+	       "ttfb_p95_ms=%.2f ttfb_max_ms=%.2f loads=%d ttfb_ms=",
+	    ok + failed, ok, failed, pct_ms(sorted, n, 50),
+	    pct_ms(sorted, n, 95), n ? sorted[n - 1] / 1e6 : 0.0, loads);
+	for (i = 0; i < n; i++)
+		printf("%s%.1f", i ? "," : "", v[i] / 1e6);
+	printf("\n");
+	return failed != 0;
+}
+
+struct qreq {
+	int fd;
+	int state; /* 0 sending, 1 reading, 2 done, 3 failed */
+	int inter; /* the interactive client's */
+	size_t sent;
+	int64_t t0, t1;
+	struct resp r;
+	struct lines L;
+};
+
+static const char *q_req[2];
+static size_t q_len[2];
+
+static void
+q_start(int ep, struct qreq *q, int inter)
+{
+	struct epoll_event ev;
+
+	memset(q, 0, sizeof *q);
+	q->inter = inter;
+	resp_init(&q->r, lines_body, &q->L);
+	q->t0 = now_ns();
+	q->fd = connect_target(1);
+	if (q->fd < 0) {
+		q->state = 3;
+		q->t1 = q->t0;
+		return;
+	}
+	ev.events = EPOLLOUT | EPOLLIN;
+	ev.data.ptr = q;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, q->fd, &ev) < 0)
+		die("epoll_ctl: %s", strerror(errno));
+}
+
+static void
+q_end(int ep, struct qreq *q, int ok)
+{
+	q->t1 = now_ns();
+	q->state = ok ? 2 : 3;
+	if (!ok)
+		fprintf(stderr, "benchtool: queue: %s request: status %d%s\n",
+		    q->inter ? "interactive" : "batch", q->r.status,
+		    q->r.st == R_DONE ? "" : ", cut short");
+	epoll_ctl(ep, EPOLL_CTL_DEL, q->fd, NULL);
+	close(q->fd);
+	free(q->L.arrive);
+	free(q->L.delay);
+	q->L.arrive = q->L.delay = NULL;
+}
+
+/* An event on q; returns 1 once q has ended. */
+static int
+q_event(int ep, struct qreq *q, uint32_t events)
+{
+	struct epoll_event ev;
+	char buf[65536];
+	ssize_t n;
+
+	if (q->state == 0 && (events & EPOLLOUT)) {
+		n = write(q->fd, q_req[q->inter] + q->sent,
+		    q_len[q->inter] - q->sent);
+		if (n < 0 && errno != EAGAIN) {
+			q_end(ep, q, 0);
+			return 1;
+		}
+		if (n > 0)
+			q->sent += (size_t)n;
+		if (q->sent == q_len[q->inter]) {
+			q->state = 1;
+			ev.events = EPOLLIN;
+			ev.data.ptr = q;
+			epoll_ctl(ep, EPOLL_CTL_MOD, q->fd, &ev);
+		}
+		return 0;
+	}
+	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+		return 0;
+	n = read(q->fd, buf, sizeof buf);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0 || resp_feed(&q->r, buf, (size_t)n) < 0) {
+		q_end(ep, q, 0);
+		return 1;
+	}
+	if (q->r.st != R_DONE)
+		return 0;
+	q_end(ep, q, q->r.status == 200 && q->L.last_done);
+	return 1;
+}
+
+static int
+cmd_queue(int argc, char **argv)
+{
+	int opt, nbatch = 500, ninter = 10, delay_ms = 200, wait_s = 120;
+	int ep, k, i, started = 0, ended = 0, bok = 0, iok = 0;
+	const char *model = "m", *ta = "A", *tb = "B";
+	char reqa[1024], reqb[1024];
+	struct qreq *q, *cur = NULL;
+	struct epoll_event evs[256];
+	int64_t t0, next, deadline, now, last_batch = 0, *lat, *blat;
+	int64_t isum = 0, ifirst = 0, ilast = 0;
+	size_t nlat = 0, nblat = 0;
+
+	while ((opt = getopt(argc, argv, "c:n:k:d:m:a:b:w:")) != -1)
+		switch (opt) {
+		case 'c':
+			parse_target(optarg);
+			break;
+		case 'n':
+			nbatch = atoi(optarg);
+			break;
+		case 'k':
+			ninter = atoi(optarg);
+			break;
+		case 'd':
+			delay_ms = atoi(optarg);
+			break;
+		case 'm':
+			model = optarg;
+			break;
+		case 'a':
+			ta = optarg;
+			break;
+		case 'b':
+			tb = optarg;
+			break;
+		case 'w':
+			wait_s = atoi(optarg);
+			break;
+		default:
+			die("queue -c HOST:PORT [-n BATCH] [-k INTERACTIVE] "
+			    "[-d MS] [-m MODEL] [-a TOKEN] [-b TOKEN] "
+			    "[-w SECONDS]");
+		}
+	if (nbatch < 1 || ninter < 0)
+		die("queue: -n at least 1, -k at least 0");
+	q_len[0] = gen_request(reqa, sizeof reqa, model, ta);
+	q_len[1] = gen_request(reqb, sizeof reqb, model, tb);
+	q_req[0] = reqa;
+	q_req[1] = reqb;
+	q = calloc((size_t)(nbatch + ninter), sizeof *q);
+	lat = calloc((size_t)ninter + 1, sizeof *lat);
+	blat = calloc((size_t)nbatch, sizeof *blat);
+	if ((ep = epoll_create1(0)) < 0 || q == NULL || lat == NULL ||
+	    blat == NULL)
+		die("out of memory");
+
+	/* The batch all at once; the interactive client DELAY later, one
+	 * request after the other. */
+	t0 = now_ns();
+	for (i = 0; i < nbatch; i++) {
+		q_start(ep, &q[i], 0);
+		if (q[i].state == 3) {
+			q_end(ep, &q[i], 0);
+			ended++;
+		}
+	}
+	started = nbatch;
+	next = t0 + (int64_t)delay_ms * 1000000;
+	deadline = t0 + (int64_t)wait_s * 1000000000;
+	while (ended < nbatch + ninter) {
+		now = now_ns();
+		if (now >= deadline)
+			break;
+		if (cur == NULL && started < nbatch + ninter && now >= next) {
+			cur = &q[started++];
+			q_start(ep, cur, 1);
+			if (ifirst == 0)
+				ifirst = cur->t0;
+			if (cur->state == 3) {
+				q_end(ep, cur, 0);
+				ended++;
+				cur = NULL;
+				continue;
+			}
+		}
+		{
+			int64_t until = deadline;
+			int ms;
+
+			if (cur == NULL && started < nbatch + ninter &&
+			    next < until)
+				until = next;
+			ms = (int)((until - now + 999999) / 1000000);
+			k = epoll_wait(ep, evs, 256, ms < 1 ? 1 : ms);
+		}
+		if (k < 0 && errno != EINTR)
+			die("epoll_wait: %s", strerror(errno));
+		for (i = 0; i < k; i++) {
+			struct qreq *e = evs[i].data.ptr;
+
+			if (!q_event(ep, e, evs[i].events))
+				continue;
+			ended++;
+			if (e->inter) {
+				if (e->state == 2) {
+					lat[nlat++] = e->t1 - e->t0;
+					isum += e->t1 - e->t0;
+					iok++;
+				}
+				ilast = e->t1;
+				cur = NULL;
+				next = e->t1;
+			} else {
+				if (e->state == 2) {
+					blat[nblat++] = e->t1 - e->t0;
+					bok++;
+				}
+				if (e->t1 > last_batch)
+					last_batch = e->t1;
+			}
+		}
+	}
+	qsort(lat, nlat, sizeof *lat, cmp_i64);
+	qsort(blat, nblat, sizeof *blat, cmp_i64);
+	printf("batch=%d batch_ok=%d batch_failed=%d makespan_s=%.3f "
+	       "batch_p50_s=%.3f inter=%d inter_ok=%d inter_failed=%d "
+	       "inter_p50_ms=%.1f inter_max_ms=%.1f inter_mean_ms=%.1f "
+	       "inter_first_ms=%.1f inter_total_ms=%.1f unfinished=%d\n",
+	    nbatch, bok, nbatch - bok, last_batch ? (last_batch - t0) / 1e9 : 0,
+	    pct_ms(blat, nblat, 50) / 1e3, ninter, iok, ninter - iok,
+	    pct_ms(lat, nlat, 50), nlat ? lat[nlat - 1] / 1e6 : 0.0,
+	    nlat ? isum / 1e6 / (double)nlat : 0.0,
+	    ninter > 0 && q[nbatch].state == 2
+	        ? (q[nbatch].t1 - q[nbatch].t0) / 1e6
+	        : 0.0,
+	    ilast > ifirst ? (ilast - ifirst) / 1e6 : 0.0,
+	    nbatch + ninter - ended);
+	return bok + iok != nbatch + ninter;
+}
+
 /* --- upload ------------------------------------------------------------ */
 
 static unsigned char *
@@ -1139,7 +1531,8 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2)
 		die("usage: benchtool "
-		    "tsource|stream|idle|streams|digest|upload|sink "
+		    "tsource|stream|idle|streams|ttfb|queue|digest|upload|"
+		    "sink "
 		    "...");
 	argv++;
 	argc--;
@@ -1151,6 +1544,10 @@ main(int argc, char **argv)
 		return cmd_idle(argc, argv);
 	if (strcmp(argv[0], "streams") == 0)
 		return cmd_streams(argc, argv);
+	if (strcmp(argv[0], "ttfb") == 0)
+		return cmd_ttfb(argc, argv);
+	if (strcmp(argv[0], "queue") == 0)
+		return cmd_queue(argc, argv);
 	if (strcmp(argv[0], "digest") == 0)
 		return cmd_digest(argc, argv);
 	if (strcmp(argv[0], "upload") == 0)

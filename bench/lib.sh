@@ -19,6 +19,11 @@ fail() { say "FATAL: $*"; exit 1; }
 start() {	# NAME CMD...: background, output in $TMP/NAME.{out,log}
 	local name=$1
 	shift
+	# One process per name: a NAME still running is stopped first.  The
+	# last one's output goes before the new process opens its own (in
+	# the background), so read_port cannot read the old port.
+	stop "$name"
+	rm -f "$TMP/$name.out" "$TMP/$name.log"
 	"$@" >"$TMP/$name.out" 2>"$TMP/$name.log" </dev/null &
 	PID[$name]=$!
 }

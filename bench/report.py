@@ -2,35 +2,122 @@
 """Turns run.sh's raw figures into bench/results.md and the chart's data.
 
     report.py RAW.tsv OUT.md CHART.dat
+    report.py --merge NEW.tsv OLD.tsv MERGED.tsv
 
-RAW (bench/results-raw.tsv) starts with the run's settings, lines
-"#<TAB>key<TAB>value", then holds one figure per line: scenario, target,
-metric, value (one line per run).  Every figure in the table is the median over runs; overheads
-are medians of per-run differences (proxy minus direct, measured back to
-back in the same run).
+RAW (bench/results-raw.tsv) holds one block per run: a "# ..." line, the
+run's settings as lines "#<TAB>key<TAB>value", then one figure per line:
+scenario, target, metric, value (one line per run).  Every figure in the
+table is the median over runs; overheads are medians of per-run
+differences (proxy minus direct, measured back to back in the same run).
+
+--merge writes NEW (one run's block) after the blocks of OLD, each kept
+with only its figures of the scenarios NEW did not run: a run of some
+scenarios keeps the others' figures, with the settings of the run that
+made them.  Missing OLD is an empty one.
 """
 
+import re
 import statistics
 import sys
 from collections import defaultdict
 
+
+def owner(scen):
+    """The scenario a figure line belongs to: "1s" is 1's, "4f" 4's;
+    scenario 0 (figures scen_local takes after 1 and 2) is "0"."""
+    m = re.match(r"\d+", scen)
+    return m.group(0) if m else scen
+
+
+def read_blocks(path):
+    """[(header, [(key, value)], [figure lines])], in the file's order."""
+    blocks = []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            parts = line.split("\t")
+            if line.startswith("# ") or not blocks and parts[0] == "#":
+                blocks.append((line if line.startswith("# ") else
+                               "# ollama-pool bench/run.sh raw figures",
+                               [], []))
+                if line.startswith("# "):
+                    continue
+            if parts[0] == "#":
+                if len(parts) >= 3:
+                    blocks[-1][1].append((parts[1], parts[2]))
+            elif line and blocks:
+                blocks[-1][2].append(line)
+            elif line:
+                blocks.append(("# ollama-pool bench/run.sh raw figures",
+                               [], [line]))
+    return blocks
+
+
+def block_scenarios(b):
+    """The scenarios a block's run made: its "scenarios" setting, else
+    those of its figures (0 with 1 and 2)."""
+    meta = dict(b[1])
+    if "scenarios" in meta:
+        sc = set(meta["scenarios"].split())
+    else:
+        sc = {owner(l.split("\t")[0]) for l in b[2]}
+    if sc & {"1", "2"}:
+        sc.add("0")
+    return sc
+
+
+if sys.argv[1:2] == ["--merge"]:
+    new_path, old_path, merged_path = sys.argv[2:5]
+    new = read_blocks(new_path)
+    ran = set().union(*(block_scenarios(b) for b in new)) if new else set()
+    try:
+        old = read_blocks(old_path)
+    except FileNotFoundError:
+        old = []
+    with open(merged_path, "w") as f:
+        for head, kv, figs in old:
+            figs = [l for l in figs if owner(l.split("\t")[0]) not in ran]
+            if not figs:
+                continue
+            keep = sorted({owner(l.split("\t")[0]) for l in figs} - {"0"},
+                          key=int)
+            f.write(head + "\n")
+            for k, v in kv:
+                if k != "scenarios":
+                    f.write("#\t{}\t{}\n".format(k, v))
+            f.write("#\tscenarios\t{}\n".format(" ".join(keep)))
+            for l in figs:
+                f.write(l + "\n")
+        for head, kv, figs in new:
+            f.write(head + "\n")
+            for k, v in kv:
+                f.write("#\t{}\t{}\n".format(k, v))
+            for l in figs:
+                f.write(l + "\n")
+    sys.exit(0)
+
 raw_path, md_path, dat_path = sys.argv[1:4]
 
 raw = defaultdict(list)
-meta = {}
-with open(raw_path) as f:
-    for line in f:
-        parts = line.rstrip("\n").split("\t")
-        if parts[0] == "#":
-            if len(parts) >= 3:
-                meta[parts[1]] = parts[2]
-            continue
+blocks = read_blocks(raw_path)
+run_of = {}  # scenario -> the settings of the run that made its figures
+for b in blocks:
+    d = dict(b[1])
+    for sc in block_scenarios(b):
+        run_of.setdefault(sc, d)
+    for line in b[2]:
+        parts = line.split("\t")
         if len(parts) != 4 or parts[3] in ("", "nan"):
             continue
         try:
             raw[(parts[0], parts[1], parts[2])].append(float(parts[3]))
         except ValueError:
             pass
+# The settings in the heading: those of the run of scenarios 1 to 7 (of
+# the first of them found), else the first run's.
+meta = next((run_of[s] for s in "1234567" if s in run_of),
+            dict(blocks[0][1]) if blocks else {})
+meta8 = run_of.get("8", run_of.get("9", {}))
 
 TARGETS = ["pool", "nginx", "haproxy"]
 NAMES = {"direct": "direct", "pool": "ollama-pool", "nginx": "nginx",
@@ -376,6 +463,103 @@ if p is not None:
             *(fmt(pratio7(t), 1) for t in TARGETS)),
         "report (prewarming: backends issue)", ""))
 
+# 8. time to first byte when models must load
+load_ms = float(meta8.get("load_ms", "3000"))
+n8 = meta8.get("s8_requests", "20")
+for order, label in (("alt", "alternating m1, m2"),
+                     ("mixed", "m1 and m2 in a mixed order")):
+    p = med("8", "pool", order + "_ttfb_p50_ms")
+    h = med("8", "haproxy", order + "_ttfb_p50_ms")
+    if p is None and h is None:
+        continue
+
+    def ttfb(t):
+        v = [med("8", t, order + "_ttfb_" + k + "_ms")
+             for k in ("p50", "p95", "max")]
+        if v[0] is None:
+            return "—"
+        return " / ".join(fmt(x, 1) for x in v)
+
+    def loads(t):
+        v = med("8", t, order + "_loads")
+        return "—" if v is None else "{:.0f}/{}".format(v, n8)
+
+    pl = med("8", "pool", order + "_loads")
+    fails = sum(med("8", t, order + "_failed") or 0 for t in TARGETS)
+    rows.append((
+        "8. time to first byte, {} sequential streaming generates, {}, "
+        "two backends, each with one of the two loaded, load {} s, one model "
+        "loaded at most: p50 / p95 / max (ms)".format(
+            n8, label, fmt(load_ms / 1000.0, 0)),
+        "{} (load)".format(fmt(load_ms)), ttfb("pool"), "", ttfb("haproxy"),
+        "requests that paid a load (TTFB > {} ms): pool **{}**, HAProxy "
+        "**{}**; loads the backends did: pool {}, HAProxy {}{}".format(
+            fmt(load_ms / 2), loads("pool"), loads("haproxy"),
+            fmt(med("8", "pool", order + "_evictions")),
+            fmt(med("8", "haproxy", order + "_evictions")),
+            "" if not fails else "; **{:.0f} failed**".format(fails)),
+        "pool pays no load",
+        verdict(None if pl is None else pl == 0 and fails == 0)))
+
+# 9. the fair queue under a batch
+nb = int(meta8.get("batch", "500"))
+ni = int(meta8.get("inter", "10"))
+busy = float(meta8.get("busy_ms", "40"))
+p = med("9", "pool", "makespan_s")
+if p is not None or med("9", "haproxy", "makespan_s") is not None:
+    def okfail(t):
+        b, i = med("9", t, "batch_ok"), med("9", t, "inter_ok")
+        if b is None:
+            return "—"
+        return "{:.0f} ({:.0f} failed)".format(b + i, nb + ni - b - i)
+    allok = med("9", "pool", "batch_ok") == nb and \
+        med("9", "pool", "inter_ok") == ni
+    rows.append((
+        "9. {} batch requests at once (token A), then {} interactive ones "
+        "one after the other (token B), one model with 4 slots, each "
+        "generation {} ms: answered (failed)".format(nb, ni, fmt(busy)),
+        "", okfail("pool"), "", okfail("haproxy"),
+        "most generations at once upstream: pool {}, HAProxy {}".format(
+            fmt(med("9", "pool", "upstream_max_concurrent")),
+            fmt(med("9", "haproxy", "upstream_max_concurrent"))),
+        "all answered", verdict(allok)))
+    rows.append((
+        "9. the batch's makespan, its start to its last answer (s; "
+        "median batch request)",
+        "{} (ideal)".format(fmt(nb * busy / 4 / 1000.0, 2)),
+        *("{} ({})".format(fmt(med("9", t, "makespan_s"), 2),
+                           fmt(med("9", t, "batch_p50_s"), 2)) if t != "nginx"
+          else "" for t in TARGETS),
+        "pool/HAProxy {}".format(fmt(ratio(
+            p, med("9", "haproxy", "makespan_s")), 2)),
+        "report", ""))
+    pi = med("9", "pool", "inter_p50_ms")
+    hi = med("9", "haproxy", "inter_p50_ms")
+    rows.append((
+        "9. the interactive requests' latency, connect to last byte: p50 / "
+        "max (ms; the first one's)",
+        "{} (one generation)".format(fmt(busy)),
+        *("{} / {} ({})".format(fmt(med("9", t, "inter_p50_ms")),
+                                fmt(med("9", t, "inter_max_ms")),
+                                fmt(med("9", t, "inter_first_ms")))
+          if t != "nginx" else "" for t in TARGETS),
+        "all {} answered after: pool **{} s**, HAProxy **{} s** (from the "
+        "first sent)".format(
+            ni, fmt((med("9", "pool", "inter_total_ms") or 0) / 1000.0, 2),
+            fmt((med("9", "haproxy", "inter_total_ms") or 0) / 1000.0, 2)),
+        "pool's p50 ≤ 2.5 generations ({} ms)".format(fmt(2.5 * busy)),
+        verdict(None if pi is None else pi <= 2.5 * busy)))
+    rows.append((
+        "9. proxy CPU per request over the run (µs of utime+stime); peak "
+        "RSS (VmHWM, MiB)", "",
+        *("{}; {}".format(fmt(med("9", t, "cpu_us_per_req")),
+                          fmt((med("9", t, "hwm_kib") or 0) / 1024.0, 1))
+          if t != "nginx" else "" for t in TARGETS),
+        "pool/HAProxy CPU {}".format(fmt(ratio(
+            med("9", "pool", "cpu_us_per_req"),
+            med("9", "haproxy", "cpu_us_per_req")), 2)),
+        "report", ""))
+
 # --- results.md --------------------------------------------------------------
 quick = meta.get("quick") == "1"
 out = []
@@ -396,13 +580,23 @@ w("{}, {}, {}, load from {} with one thread; niceness {}.".format(
     meta.get("nice", "0")))
 w("")
 w("Every figure is the median of {runs} runs (scenario 5: {runs5}; "
-  "scenario 6: {up}), the targets interleaved within each run. Absolute "
+  "scenario 6: {up}{one}), the targets interleaved within each run. "
+  "Absolute "
   "figures drift on a shared machine; compare the ratios, which are "
   "medians of per-run ratios of figures taken back to back (so they need "
   "not equal the ratio of the medians shown).".format(
       runs=meta.get("runs"), runs5=meta.get("runs5"),
-      up=meta.get("upruns")))
+      up=meta.get("upruns"),
+      one="; 8 and 9: one run" if "8" in run_of or "9" in run_of else ""))
 w("")
+if meta8 and meta8 is not meta:
+    w("Scenarios 8 and 9 are from {}run on {}: load average {} before and "
+      "{} after; {} s.".format(
+          "a trial (`BENCH_QUICK=1`) " if meta8.get("quick") == "1" else
+          "another ",
+          meta8.get("date"), meta8.get("load_before"),
+          meta8.get("load_after"), meta8.get("seconds")))
+    w("")
 ceil = med("1", "direct", "rps")
 if ceil is not None:
     w("Stand-in upstream alone (nginx, one worker, fixed `/api/version` JSON, "
@@ -502,6 +696,50 @@ w("""How each figure is made:
   fake directly and only warms the client): the first against the median
   of the other ten.
 """.format(calls=meta.get("calls"), sys=meta.get("sys_s", "3")))
+if "8" in run_of or "9" in run_of:
+    out[-1] = out[-1].rstrip("\n")
+    w("""- **8.** Two fake Ollamas (`tests/fake-ollama -T m1,m2 -D {load}
+  -M 1`), both with m1 and m2 installed, fake1 with m1 loaded and fake2
+  with m2; a model that is not loaded loads for {load} ms, sending no
+  byte meanwhile (its `load_duration` in the last line), and loading one
+  unloads the other (`-M 1`, like `OLLAMA_MAX_LOADED_MODELS=1`). Through
+  ollama-pool (the two as `[backend]`s, waited for until its first
+  probes saw what each has loaded) and through HAProxy (`balance
+  roundrobin` over the two, no health checks), fresh fakes for each
+  target. `benchtool ttfb` sends {n} streaming `/api/generate`, one after
+  the other, each on a new connection, and times the first byte of each
+  answer; one over {half} ms paid a load (the fakes' own count of loads
+  agrees). Round robin sends request i where request i−2 went, so a
+  request pays a load when its model differs from the one two before it:
+  strictly alternating models stay in phase with it (no load, or one per
+  backend when it starts out of phase), requests in a mixed order (a
+  fixed shuffle, 10 of each in 20, the first two the same) pay one about
+  half the time. ollama-pool sends each model where it is loaded.
+- **9.** One fake Ollama with m loaded whose generations take {busy} ms
+  each (`-B {busy}`), at most 4 at once through either proxy:
+  ollama-pool with one `[backend]`, `num_parallel = 4`, `pool_maxsize =
+  4` and `client_tokens` of two tokens (its fair queue serves the
+  clients that wait in turn, FIFO within each); HAProxy with `maxconn 4`
+  on the server (its queue is FIFO across clients). `benchtool queue`
+  opens {batch} streaming generates at once with token A; 200 ms later
+  the interactive client sends {inter}, each once the one before has
+  ended, with token B. A request counts when it ends with status 200 and
+  `done:true`. Latency is connect to last byte. Through ollama-pool an
+  interactive request takes the next slot that frees, so it waits
+  between none and one generation before its own: the 4 slots tend to
+  free together (the batch's generations start in step), and one sent
+  just after they were taken again waits the whole generation. Only the first interactive request meets HAProxy's
+  full queue; the ones after it find the batch done, so HAProxy's p50 is
+  one generation while its first waits about the makespan. CPU is the proxy's utime+stime across the
+  run over the {total} requests; peak RSS is its VmHWM, a fresh process
+  per target.
+""".format(load=meta8.get("load_ms", "3000"),
+           n=meta8.get("s8_requests", "20"),
+           half=fmt(float(meta8.get("load_ms", "3000")) / 2),
+           busy=meta8.get("busy_ms", "40"), batch=meta8.get("batch", "500"),
+           inter=meta8.get("inter", "10"),
+           total=int(meta8.get("batch", "500")) +
+           int(meta8.get("inter", "10"))))
 with open(md_path, "w") as f:
     f.write("\n".join(out))
 

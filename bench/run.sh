@@ -13,12 +13,17 @@
 #
 # Knobs (environment):
 #   BENCH_QUICK=1        a short trial run (fewer runs, smaller loads)
-#   BENCH_SCENARIOS="1 2 3 4 5 6 7"   which scenarios to run
+#   BENCH_SCENARIOS="1 2 3 4 5 6 7 8 9"   which scenarios to run; the
+#                        figures of the others are kept from the
+#                        results-raw.tsv already in BENCH_OUT
 #   BENCH_RUNS=N         runs per figure (median taken); 5, quick 2
 #   BENCH_WRK_SECONDS, BENCH_LAT_SECONDS, BENCH_CALLS, BENCH_IDLE,
 #   BENCH_STREAMS, BENCH_UPLOAD (size, e.g. 4g), BENCH_UPLOAD_RUNS,
 #   BENCH_CURL_INFLIGHT="20 50"   the bare libcurl client's rows
 #   BENCH_SYSCALL_SECONDS  the wrk run under strace -c (0: no syscall row)
+#   BENCH_LOAD_MS        scenario 8's model load time (3000, quick 1000)
+#   BENCH_TTFB_REQUESTS  scenario 8's requests per target (20, quick 10)
+#   BENCH_BATCH          scenario 9's batch (500, quick 200)
 #   BENCH_OUT=DIR        where results go (default: this directory)
 #   BENCH_NICE=N         renice the bench and all it starts (e.g. -5 as
 #                        root) to damp noise from other work on the machine
@@ -42,10 +47,10 @@ CONF=$HERE/conf
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	d_runs=2 d_wrk=2 d_lat=2 d_calls=15 d_idle=2000 d_streams=200
-	d_upload=512m d_upruns=1 d_sys=1
+	d_upload=512m d_upruns=1 d_sys=1 d_load=1000 d_s8n=10 d_batch=200
 else
 	d_runs=5 d_wrk=4 d_lat=3 d_calls=30 d_idle=10000 d_streams=1000
-	d_upload=4g d_upruns=3 d_sys=3
+	d_upload=4g d_upruns=3 d_sys=3 d_load=3000 d_s8n=20 d_batch=500
 fi
 RUNS=${BENCH_RUNS:-$d_runs}
 WRK_S=${BENCH_WRK_SECONDS:-$d_wrk}
@@ -56,9 +61,15 @@ STREAMS=${BENCH_STREAMS:-$d_streams}
 UPLOAD=${BENCH_UPLOAD:-$d_upload}
 UPRUNS=${BENCH_UPLOAD_RUNS:-$d_upruns}
 RUNS5=$(( RUNS < 3 ? RUNS : 3 ))	# scenario 5: fresh processes each run
-SCENARIOS=${BENCH_SCENARIOS:-1 2 3 4 5 6 7}
+SCENARIOS=${BENCH_SCENARIOS:-1 2 3 4 5 6 7 8 9}
 CURL_INFLIGHT=${BENCH_CURL_INFLIGHT:-20 50}
 SYS_S=${BENCH_SYSCALL_SECONDS:-$d_sys}
+LOAD_MS=${BENCH_LOAD_MS:-$d_load}
+S8_N=${BENCH_TTFB_REQUESTS:-$d_s8n}
+[ "$S8_N" -le 20 ] || fail "BENCH_TTFB_REQUESTS: at most 20"
+S9_BATCH=${BENCH_BATCH:-$d_batch}
+S9_INTER=10
+S9_BUSY_MS=40
 CLK_TCK=$(getconf CLK_TCK)
 
 for tool in nginx haproxy wrk gnuplot openssl ss curl strace "$PY"; do
@@ -456,6 +467,142 @@ scen_upload() {
 	stop sink
 }
 
+# --- scenarios 8 and 9: a fleet ----------------------------------------------------
+
+start_pool_conf() {	# NAME PORT TEMPLATE KEY=VALUE...: ollama-pool from a template
+	local name=$1 port=$2 tmpl=$3
+	shift 3
+	render "$tmpl" "$TMP/$name.conf" "$@"
+	start "$name" "$POOL" -c "$TMP/$name.conf" -l "127.0.0.1:$port"
+	wait_listen "$port" "$name"
+}
+
+# Until every backend of the pool on PORT is up with a model loaded (its
+# first /api/ps probe came back): placement knows what each one has.
+wait_fleet() {	# PORT BACKENDS [TOKEN]
+	local i auth=()
+	[ -n "${3:-}" ] && auth=(-H "Authorization: Bearer $3")
+	for i in $(seq 100); do
+		curl -s "${auth[@]}" "http://127.0.0.1:$1/ollama-pool/stats" | "$PY" -c '
+import json, sys
+b = json.load(sys.stdin)["backends"]
+sys.exit(0 if len(b) == int(sys.argv[1]) and all(
+    x["state"] == "up" and x["models_loaded"] for x in b) else 1)' "$2" \
+			2>/dev/null && return 0
+		sleep 0.05
+	done
+	fail "the pool on $1 has not probed its $2 backends"
+}
+
+fake_stat() {	# PORT KEY: one number from the fake's /_fake/stats
+	curl -s "http://127.0.0.1:$1/_fake/stats" |
+		"$PY" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+}
+
+# Two fakes that both have m1 and m2 and hold one loaded at a time,
+# fake1 with m1 loaded, fake2 with m2.  Sets F1 and F2 (their ports).
+start_pair() {
+	start s8-fake1 "$FAKE" -l 127.0.0.1:0 -n fake1 -T m1,m2 -P m1 \
+		-D "$LOAD_MS" -M 1
+	F1=$(read_port s8-fake1)
+	start s8-fake2 "$FAKE" -l 127.0.0.1:0 -n fake2 -T m1,m2 -P m2 \
+		-D "$LOAD_MS" -M 1
+	F2=$(read_port s8-fake2)
+}
+
+stop_pair() { stop s8-fake1; stop s8-fake2; }
+
+# Round robin sends request i where request i-2 went, so a request pays
+# a load when its model differs from the one two before it.  Strictly
+# alternating models keep HAProxy in phase with them (no load, or one
+# per backend when it starts out of phase); requests in a mixed order (a
+# fixed shuffle, 10 of each, as independent clients send them) pay one
+# half the time.  The first two are the same model: one of them pays
+# whichever backend round robin starts with.
+S8_MIXED="m1 m1 m1 m2 m1 m2 m2 m1 m2 m2 m2 m2 m1 m2 m2 m1 m1 m1 m2 m1"
+
+scen_fleet_ttfb() {
+	local order seq t port out i k e1 e2
+	say "scenario 8: time to first byte over two backends with one model loaded each (load ${LOAD_MS} ms), $S8_N sequential generates"
+	for order in alt mixed; do
+		if [ "$order" = alt ]; then
+			seq=$(for i in $(seq "$S8_N"); do echo "m$(( 2 - i % 2 ))"; done)
+		else
+			seq=$(tr ' ' '\n' <<<"$S8_MIXED" | head -n "$S8_N")
+		fi
+		seq=$(echo $seq | tr ' ' ',')
+		for t in pool haproxy; do
+			start_pair	# fresh, so both targets meet the same state
+			port=$(free_port)
+			case $t in
+			pool)
+				start_pool_conf pool "$port" "$CONF/ollama-pool-fleet.conf" \
+					UPSTREAM1="127.0.0.1:$F1" UPSTREAM2="127.0.0.1:$F2"
+				wait_fleet "$port" 2 ;;
+			haproxy)
+				render "$CONF/haproxy-rr.cfg" "$TMP/haproxy.conf" \
+					PORT="$port" MAXCONN="$HAPROXY_MAXCONN" \
+					UPSTREAM1="127.0.0.1:$F1" UPSTREAM2="127.0.0.1:$F2"
+				start haproxy "$HAPROXY" -db -f "$TMP/haproxy.conf"
+				wait_listen "$port" haproxy ;;
+			esac
+			out=$("$BT" ttfb -c "127.0.0.1:$port" -m "$seq" -L "$LOAD_MS" \
+				-w $(( LOAD_MS / 1000 * 4 + 30 ))) ||
+				say "  ttfb via $t ($order): $out"
+			for k in ok failed ttfb_p50_ms ttfb_p95_ms ttfb_max_ms loads; do
+				rec 8 "$t" "${order}_$k" "$(kv "$k" "$out")"
+			done
+			e1=$(fake_stat "$F1" evictions)
+			e2=$(fake_stat "$F2" evictions)
+			[ -n "$e1" ] && [ -n "$e2" ] &&
+				rec 8 "$t" "${order}_evictions" $(( e1 + e2 ))
+			say "  $t, $order order: $(kv loads "$out") loads; TTFB ms $(kv ttfb_ms "$out")"
+			stop "$t"
+			stop_pair
+		done
+	done
+}
+
+scen_fleet_queue() {
+	local t port out fp c0 c1 n k
+	say "scenario 9: $S9_BATCH batch requests at once, then $S9_INTER interactive ones, one model with 4 slots, busy ${S9_BUSY_MS} ms"
+	n=$(( S9_BATCH + S9_INTER ))
+	for t in pool haproxy; do
+		start s9-fake "$FAKE" -l 127.0.0.1:0 -T m -P m -B "$S9_BUSY_MS" -N 4
+		fp=$(read_port s9-fake)
+		port=$(free_port)
+		case $t in
+		pool)
+			start_pool_conf pool "$port" "$CONF/ollama-pool-queue.conf" \
+				UPSTREAM="127.0.0.1:$fp" SLOTS=4 TOKENS="tokA tokB"
+			wait_fleet "$port" 1 tokA ;;
+		haproxy)
+			render "$CONF/haproxy-queue.cfg" "$TMP/haproxy.conf" \
+				PORT="$port" MAXCONN="$HAPROXY_MAXCONN" \
+				UPSTREAM="127.0.0.1:$fp" SLOTS=4
+			start haproxy "$HAPROXY" -db -f "$TMP/haproxy.conf"
+			wait_listen "$port" haproxy ;;
+		esac
+		c0=$(cpu_ticks "$t")
+		out=$("$BT" queue -c "127.0.0.1:$port" -n "$S9_BATCH" -k "$S9_INTER" \
+			-d 200 -m m -a tokA -b tokB -w 300) ||
+			say "  queue via $t: $out"
+		c1=$(cpu_ticks "$t")
+		for k in batch_ok batch_failed makespan_s batch_p50_s inter_ok \
+			inter_failed inter_p50_ms inter_max_ms inter_mean_ms \
+			inter_first_ms inter_total_ms unfinished; do
+			rec 9 "$t" "$k" "$(kv "$k" "$out")"
+		done
+		rec 9 "$t" cpu_us_per_req "$(awk -v c=$(( c1 - c0 )) -v k="$CLK_TCK" \
+			-v n="$n" 'BEGIN { print c / k / n * 1e6 }')"
+		rec 9 "$t" hwm_kib "$(mem_kib VmHWM "$t")"
+		rec 9 "$t" upstream_max_concurrent "$(fake_stat "$fp" max_concurrent)"
+		say "  $t: $out"
+		stop "$t"
+		stop s9-fake
+	done
+}
+
 # --- main -------------------------------------------------------------------------
 
 T0=$(date +%s)
@@ -466,6 +613,8 @@ if [[ " $SCENARIOS " == *" 3 "* || " $SCENARIOS " == *" 7 "* ]]; then scen_far; 
 if [[ " $SCENARIOS " == *" 4 "* ]]; then scen_stream; fi
 if [[ " $SCENARIOS " == *" 5 "* ]]; then scen_conns; fi
 if [[ " $SCENARIOS " == *" 6 "* ]]; then scen_upload; fi
+if [[ " $SCENARIOS " == *" 8 "* ]]; then scen_fleet_ttfb; fi
+if [[ " $SCENARIOS " == *" 9 "* ]]; then scen_fleet_queue; fi
 T1=$(date +%s)
 
 mkdir -p "$OUT"
@@ -494,15 +643,26 @@ wrk_version	$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)
 wrk_errors	$(cat "$TMP/wrk-errors" 2>/dev/null | wc -l)
 curl_inflight	$CURL_INFLIGHT
 sys_s	$SYS_S
+scenarios	$SCENARIOS
+load_ms	$LOAD_MS
+s8_requests	$S8_N
+batch	$S9_BATCH
+inter	$S9_INTER
+busy_ms	$S9_BUSY_MS
 curl_version	$("$CB" -V | cut -d" " -f1)
 EOF
 # results-raw.tsv: the run's settings as "#" lines, then one figure per
-# line and run; report.py can remake results.md from it alone.
+# line and run; report.py can remake results.md from it alone.  The
+# figures of the scenarios not run this time stay, each with the settings
+# of the run that made it (report.py --merge).
 {
 	echo "# ollama-pool bench/run.sh raw figures: scenario, target, metric, value (one line per run)"
 	sed 's/^/#\t/' "$TMP/meta"
 	cat "$RAW"
-} >"$OUT/results-raw.tsv"
+} >"$TMP/run-raw.tsv"
+"$PY" "$HERE/report.py" --merge "$TMP/run-raw.tsv" "$OUT/results-raw.tsv" \
+	"$TMP/merged-raw.tsv" || fail "merging the raw figures failed"
+cp "$TMP/merged-raw.tsv" "$OUT/results-raw.tsv"
 "$PY" "$HERE/report.py" "$OUT/results-raw.tsv" "$OUT/results.md" "$TMP/chart.dat" ||
 	fail "report failed"
 if grep -q '^"' "$TMP/chart.dat"; then

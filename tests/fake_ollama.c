@@ -12,6 +12,7 @@
  *
  * Usage: fake-ollama [-l host:port] [-n name] [-v] [-T tags] [-P loaded]
  *                    [-D load_ms] [-B busy_ms] [-N num_parallel]
+ *                    [-M max_loaded]
  * Prints the bound port and a newline on stdout, then never writes there.
  *
  * Without -T or -P (nor POST /_fake/models giving tags or loaded), the
@@ -23,7 +24,11 @@
  * is not loaded first waits -D ms, sending nothing, while it loads.  -B
  * holds each generation that long in all (it applies in either mode), and
  * -N is only reported (Ollama's OLLAMA_NUM_PARALLEL).  /api/pull, copy
- * and delete change the lists.
+ * and delete change the lists.  -M keeps at most that many models loaded
+ * (Ollama's OLLAMA_MAX_LOADED_MODELS; default: no limit): a load that
+ * would pass it first unloads the least recently used loaded model (the
+ * start's -P is taken as it is; a model still loading is never unloaded,
+ * nor are requests already answering cut short).
  */
 
 #define _GNU_SOURCE
@@ -248,22 +253,24 @@ struct fake_model {
 	char *name; /* as Ollama shows it: "llama3" is "llama3:latest" */
 	int loaded, loading;
 	uint64_t load_at; /* while loading: when it is loaded (us) */
+	uint64_t used; /* the last request for it (fake_models.ticks) */
 };
 
 static struct {
 	int on; /* configured: tags, ps and 404s follow the list */
 	struct fake_model *v;
 	size_t n;
-	long load_ms, busy_ms, num_parallel;
+	long load_ms, busy_ms, num_parallel, max_loaded;
 	char *pull_error;
 	unsigned gen; /* bumped when the lists are replaced */
+	uint64_t ticks, evictions; /* requests for a model; -M unloads */
 } fake_models;
 
 /* The command line's model settings, which /_fake/reset restores. */
 static struct {
 	const char *tags, *loaded;
-	long load_ms, busy_ms, num_parallel;
-} fake_opt = {NULL, NULL, 0, 0, 1};
+	long load_ms, busy_ms, num_parallel, max_loaded;
+} fake_opt = {NULL, NULL, 0, 0, 1, 0};
 
 /* A counter by name: per model, or per Authorization value. */
 struct fake_count {
@@ -559,6 +566,39 @@ fake_model_loaded(struct fake_model *m)
 	return m->loaded;
 }
 
+/*
+ * -M: m is about to load.  While the models loaded or loading besides it
+ * are -M or more, the least recently used loaded one is unloaded, as
+ * Ollama's scheduler makes room under OLLAMA_MAX_LOADED_MODELS.
+ */
+static void
+fake_models_make_room(const struct fake_model *m)
+{
+	struct fake_model *lru;
+	size_t i;
+	long n;
+
+	if (fake_models.max_loaded <= 0)
+		return;
+	for (;;) {
+		n = 0;
+		lru = NULL;
+		for (i = 0; i < fake_models.n; i++) {
+			struct fake_model *o = &fake_models.v[i];
+
+			if (o == m || (!fake_model_loaded(o) && !o->loading))
+				continue;
+			n++;
+			if (o->loaded && (lru == NULL || o->used < lru->used))
+				lru = o;
+		}
+		if (n < fake_models.max_loaded || lru == NULL)
+			return;
+		lru->loaded = 0;
+		fake_models.evictions++;
+	}
+}
+
 static void
 fake_models_free(struct fake_model *v, size_t n)
 {
@@ -597,6 +637,8 @@ fake_models_defaults(void)
 	fake_models.load_ms = fake_opt.load_ms;
 	fake_models.busy_ms = fake_opt.busy_ms;
 	fake_models.num_parallel = fake_opt.num_parallel;
+	fake_models.max_loaded = fake_opt.max_loaded;
+	fake_models.evictions = 0;
 	free(fake_models.pull_error);
 	fake_models.pull_error = NULL;
 	fake_models.gen++;
@@ -1279,8 +1321,11 @@ fake_model_ready(struct fake_conn *c, const char *name)
 		r->load_seen = 1;
 		r->busy_ms = fake_models.busy_ms;
 		m = fake_models.on ? fake_model_find(name) : NULL;
+		if (m != NULL)
+			m->used = ++fake_models.ticks;
 		if (m != NULL && !fake_model_loaded(m)) {
 			if (!m->loading) {
+				fake_models_make_room(m);
 				m->loading = 1;
 				m->load_at = fake_now_us() +
 				    (uint64_t)fake_models.load_ms * 1000;
@@ -1650,6 +1695,8 @@ fake_stats_models(cJSON *j)
 	N(j, "num_parallel", fake_models.num_parallel);
 	N(j, "load_ms", fake_models.load_ms);
 	N(j, "busy_ms", fake_models.busy_ms);
+	N(j, "max_loaded", fake_models.max_loaded);
+	N(j, "evictions", fake_models.evictions);
 	N(j, "concurrent", fake_mstats.cur);
 	N(j, "max_concurrent", fake_mstats.max);
 	maxm = cJSON_AddObjectToObject(j, "max_concurrent_model");
@@ -2757,6 +2804,8 @@ fake_opt_num(int opt, const char *s)
 		fake_opt.load_ms = v;
 	else if (opt == 'B')
 		fake_opt.busy_ms = v;
+	else if (opt == 'M')
+		fake_opt.max_loaded = v;
 	else
 		fake_opt.num_parallel = v;
 	return 1;
@@ -2772,7 +2821,7 @@ main(int argc, char **argv)
 	socklen_t sslen = sizeof ss;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "l:n:vT:P:D:B:N:")) != -1) {
+	while ((ch = getopt(argc, argv, "l:n:vT:P:D:B:N:M:")) != -1) {
 		switch (ch) {
 		case 'T':
 			fake_opt.tags = optarg;
@@ -2783,6 +2832,7 @@ main(int argc, char **argv)
 		case 'D':
 		case 'B':
 		case 'N':
+		case 'M':
 			if (!fake_opt_num(ch, optarg))
 				return 2;
 			break;
@@ -2800,7 +2850,7 @@ main(int argc, char **argv)
 			    "usage: fake-ollama [-l host:port] "
 			    "[-n name] [-v] [-T tags] [-P loaded]\n"
 			    "                   [-D load_ms] [-B busy_ms] "
-			    "[-N num_parallel]\n");
+			    "[-N num_parallel] [-M max_loaded]\n");
 			return 2;
 		}
 	}
