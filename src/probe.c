@@ -26,6 +26,21 @@
 /* A health probe must answer fast even while a model loads. */
 #define PROBE_TIMEOUT_MS 5000
 
+/* How messages name a backend: its URL alone, or in a fleet its name
+ * (and member) too. */
+static const char *
+probe_name(const struct backend *b, char *buf, size_t len)
+{
+	if (!b->fleet)
+		snprintf(buf, len, "%s", b->url.base);
+	else if (b->member[0] != '\0')
+		snprintf(buf, len, "%s (backend %s member %s)", b->url.base,
+		    b->name, b->member);
+	else
+		snprintf(buf, len, "%s (backend %s)", b->url.base, b->name);
+	return buf;
+}
+
 /* GET path on the backend, for cb; NULL when it cannot start. */
 static struct backend_fetch *
 probe_fetch(struct backend *b, const char *path,
@@ -195,7 +210,7 @@ probe_check_done(void *arg, const struct backend_fetch_result *f)
 	struct backend *up = p->b;
 	struct probe_result res;
 	struct timeval tv = {0, 0};
-	char how[128];
+	char how[128], name[512];
 	long status = f->status;
 
 	p->check = NULL;
@@ -205,10 +220,10 @@ probe_check_done(void *arg, const struct backend_fetch_result *f)
 			log_warn(
 			    "upstream %s is unreachable: %s; requests will "
 			    "fail until it answers",
-			    up->url.base, res.reason);
+			    probe_name(up, name, sizeof name), res.reason);
 		else
 			log_debug("upstream %s is still unreachable: %s",
-			    up->url.base, res.reason);
+			    probe_name(up, name, sizeof name), res.reason);
 		up->unreachable = 1;
 		tv.tv_sec = p->recheck_s;
 		p->recheck_s = p->recheck_s * 2 > PROBE_RECHECK_MAX_S
@@ -227,14 +242,14 @@ probe_check_done(void *arg, const struct backend_fetch_result *f)
 		probe_reachable(up, how);
 	} else if (res.ok && res.version[0] != '\0')
 		log_notice(
-		    "upstream %s is Ollama %s", up->url.base, res.version);
+		    "upstream %s is Ollama %s", probe_name(up, name, sizeof name), res.version);
 	else if (res.ok)
 		log_notice("upstream %s answers GET /api/version, with no "
 		           "version in it",
-		    up->url.base);
+		    probe_name(up, name, sizeof name));
 	else
 		log_warn("upstream %s answers, but %s: is it Ollama?",
-		    up->url.base, res.reason);
+		    probe_name(up, name, sizeof name), res.reason);
 }
 
 static void
@@ -275,11 +290,12 @@ void
 probe_reachable(struct backend *up, const char *how)
 {
 	struct probe *p = up->probe;
+	char name[512];
 
 	if (!up->unreachable)
 		return;
 	up->unreachable = 0;
-	log_notice("upstream %s is reachable now: %s", up->url.base, how);
+	log_notice("upstream %s is reachable now: %s", probe_name(up, name, sizeof name), how);
 	if (p == NULL)
 		return;
 	if (p->recheck_ev != NULL)
