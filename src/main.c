@@ -162,6 +162,33 @@ main_backend_place(struct backend_list *fresh, const struct config *cfg,
 		    log_plural(b->conf.pool_maxsize));
 }
 
+/* The addresses a backend's members have now, for a reload whose lookup
+ * of its name failed: a DNS hiccup must never empty the fleet. */
+static void
+main_known_members(const struct backend_conf *bc, struct upstream_url *known)
+{
+	const struct backend *b;
+	struct sockaddr_storage ss;
+	int len;
+
+	memset(known, 0, sizeof *known);
+	TAILQ_FOREACH(b, &rt.backends, entry)
+	{
+		len = sizeof ss;
+		if (b->retiring || b->member[0] == '\0' ||
+		    strcmp(b->name, bc->name) != 0 ||
+		    evutil_parse_sockaddr_port(
+		        b->member, (struct sockaddr *)&ss, &len) != 0)
+			continue;
+		addr_upstream_resolved(known, (struct sockaddr *)&ss, len);
+	}
+	if (known->naddrs > 0)
+		log_warn("backend %s: %s did not resolve; keeping its %d "
+		         "member%s",
+		    bc->name, bc->url.host, known->naddrs,
+		    log_plural(known->naddrs));
+}
+
 /*
  * The backends a configuration names, in its order, a backend whose url
  * names a host with several addresses as one member per address: one
@@ -176,17 +203,26 @@ main_backends_apply(const struct config *cfg)
 	const struct backend_conf *bc;
 	struct backend_list fresh;
 	struct backend *b, *next;
+	struct upstream_url known;
 	int i, j;
 
 	TAILQ_INIT(&fresh);
 	for (i = 0; i < cfg->nbackends; i++) {
 		bc = &cfg->backends[i];
-		if (!cfg->fleet || !bc->url.host_is_name || bc->url.naddrs == 0)
+		if (!cfg->fleet || !bc->url.host_is_name) {
 			main_backend_place(&fresh, cfg, bc, NULL);
+			continue;
+		}
+		/* The lookup failed: the members it had stay. */
+		if (bc->url.naddrs == 0)
+			main_known_members(bc, &known);
 		else
-			for (j = 0; j < bc->url.naddrs; j++)
-				main_backend_place(&fresh, cfg, bc,
-				    (const struct sockaddr *)&bc->url.addrs[j]);
+			known = bc->url;
+		if (known.naddrs == 0)
+			main_backend_place(&fresh, cfg, bc, NULL);
+		for (j = 0; j < known.naddrs; j++)
+			main_backend_place(&fresh, cfg, bc,
+			    (const struct sockaddr *)&known.addrs[j]);
 	}
 	for (b = TAILQ_FIRST(&rt.backends); b != NULL; b = next) {
 		next = TAILQ_NEXT(b, entry);
