@@ -788,7 +788,7 @@ enum xfer_result {
 
 /* retry.c: whether a failed attempt goes again, and after how long. */
 int retry_allowed(const struct config *, int, int, int);
-int retry_status(const struct config *, long);
+int retry_status(const struct config *, long, int);
 int retry_transient(enum xfer_result);
 enum retry_reason retry_reason_of(enum xfer_result);
 double retry_backoff(const struct config *, int);

@@ -175,7 +175,8 @@ relay_header_cb(void *arg, const char *buf, size_t len)
 			req->bad_framing = 1;
 			return 0;
 		}
-		if (retry_status(rt.cfg, req->status) && proxy_can_retry(req)) {
+		if (retry_status(rt.cfg, req->status, rt.cfg->fleet) &&
+		    proxy_can_retry(req)) {
 			/* Nothing goes to the client: this answer is
 			 * replaced by the next attempt's. */
 			req->retry_pending = 1;

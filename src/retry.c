@@ -23,13 +23,17 @@ retry_allowed(
 }
 
 /* A status the settings retry. */
+/* A status that goes again: one of retry_statuses; in a fleet also the
+ * ones that say "this backend, not now" (429, 502, 503, 504), which go to
+ * another backend at once when one has the model. */
 int
-retry_status(const struct config *cfg, long status)
+retry_status(const struct config *cfg, long status, int fleet)
 {
+	if (fleet && (status == 429 || (status >= 502 && status <= 504)))
+		return 1;
 	return status >= 0 && status < 600 && cfg->retry_statuses[status];
 }
 
-/* Failures before any answer that another attempt may well get past. */
 int
 retry_transient(enum xfer_result r)
 {
