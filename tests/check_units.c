@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <check.h>
+#include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2875,6 +2876,128 @@ START_TEST(test_tokscan_long_model)
 }
 END_TEST
 
+
+/* --- affinity.c -------------------------------------------------------- */
+
+/* The key of a chat body, through a parsed head with these headers. */
+static int
+affinity_of(const char *headers, int route, const char *json, uint64_t *key)
+{
+	struct httpreq hr;
+	struct parsed p;
+	char req[1024];
+	cJSON *body = cJSON_Parse(json);
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "model");
+	int has;
+
+	memset(&p, 0, sizeof p);
+	snprintf(req, sizeof req,
+	    "POST /api/chat HTTP/1.1\r\nHost: x\r\n%sContent-Length: 0\r\n\r\n",
+	    headers);
+	httpreq_init(&hr, &limits, &parsed_cb, &p);
+	ck_assert_int_gt(httpreq_feed(&hr, req, strlen(req)), 0);
+	ck_assert_ptr_nonnull(p.head);
+	has = affinity_key(p.head, route, body,
+	    cJSON_IsString(m) ? m->valuestring : NULL, key);
+	httpreq_free(&hr);
+	cJSON_Delete(body);
+	return has;
+}
+
+#define CHAT_T1                                                                \
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":"    \
+	"\"be brief\"},{\"role\":\"user\",\"content\":\"hello\"}]}"
+#define CHAT_T2                                                                \
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":"    \
+	"\"be brief\"},{\"role\":\"user\",\"content\":\"hello\"},"             \
+	"{\"role\":\"assistant\",\"content\":\"hi\"},{\"role\":\"user\","      \
+	"\"content\":\"more\"}]}"
+
+START_TEST(test_affinity_keys)
+{
+	uint64_t k1 = 0, k2 = 0, k3 = 0, k4 = 0, k5 = 0;
+
+	/* A conversation's later turns keep its opening's key. */
+	ck_assert(affinity_of("", ROUTE_CHAT, CHAT_T1, &k1));
+	ck_assert(affinity_of("", ROUTE_V1_CHAT, CHAT_T2, &k2));
+	ck_assert(k1 == k2);
+	/* Another first message, system prompt or model: another key. */
+	ck_assert(affinity_of("", ROUTE_CHAT,
+	    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+	    "\"hello\"}]}",
+	    &k3));
+	ck_assert(k3 != k1);
+	ck_assert(affinity_of("", ROUTE_CHAT,
+	    "{\"model\":\"n\",\"messages\":[{\"role\":\"system\",\"content\":"
+	    "\"be brief\"},{\"role\":\"user\",\"content\":\"hello\"}]}",
+	    &k4));
+	ck_assert(k4 != k1);
+	/* The session header wins, on any route. */
+	ck_assert(affinity_of("X-Ollama-Pool-Session: s1\r\n", ROUTE_GENERATE,
+	    "{\"model\":\"m\",\"prompt\":\"x\"}", &k5));
+	ck_assert(affinity_of("X-Ollama-Pool-Session: s1\r\n", ROUTE_CHAT,
+	    CHAT_T1, &k3));
+	ck_assert(k5 == k3 && k5 != k1);
+	/* None: generate without the header, a chat without a user. */
+	ck_assert(!affinity_of(
+	    "", ROUTE_GENERATE, "{\"model\":\"m\",\"prompt\":\"x\"}", &k5));
+	ck_assert(!affinity_of("", ROUTE_CHAT,
+	    "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":"
+	    "\"x\"}]}",
+	    &k5));
+	ck_assert(!affinity_of("", ROUTE_CHAT, "{\"model\":\"m\"}", &k5));
+}
+END_TEST
+
+static const struct {
+	int total, members, bound;
+} bound_cases[] = {
+    {0, 1, 2}, /* (0 + 1) / 1 * 1.25 = 1.25, up: 2 */
+    {0, 4, 1}, /* 0.3125, up: 1 */
+    {7, 4, 3}, /* 2 * 1.25 = 2.5, up: 3 */
+    {15, 4, 5}, /* 4 * 1.25 = 5 exactly */
+    {99, 10, 13}, /* 12.5, up: 13 */
+};
+
+START_TEST(test_affinity_bound)
+{
+	ck_assert_int_eq(
+	    affinity_bound(bound_cases[_i].total, bound_cases[_i].members),
+	    bound_cases[_i].bound);
+}
+END_TEST
+
+/* Rendezvous: keys spread evenly over the members, the same way every
+ * time (replicas agree). */
+START_TEST(test_affinity_rendezvous)
+{
+	uint64_t members[8] = {11, 22, 33, 44, 55, 66, 77, 88};
+	int won[8] = {0}, key, i, best, second;
+
+	for (key = 0; key < 800; key++) {
+		best = second = -1;
+		for (i = 0; i < 8; i++) {
+			uint64_t s = affinity_score((uint64_t)key * 7919, members[i]);
+
+			if (best < 0 ||
+			    s > affinity_score((uint64_t)key * 7919, members[best])) {
+				second = best;
+				best = i;
+			} else if (second < 0 ||
+			    s > affinity_score(
+			            (uint64_t)key * 7919, members[second]))
+				second = i;
+		}
+		won[best]++;
+		ck_assert(affinity_score((uint64_t)key * 7919, members[best]) ==
+		    affinity_score((uint64_t)key * 7919, members[best]));
+	}
+	for (i = 0; i < 8; i++)
+		ck_assert_msg(won[i] > 40 && won[i] < 180,
+		    "member %d won %d of 800 keys", i, won[i]);
+}
+END_TEST
+
 static Suite *
 units_suite(void)
 {
@@ -2947,6 +3070,13 @@ units_suite(void)
 	tcase_add_loop_test(tc, test_tokscan_cases, 0,
 	    (int)(sizeof tok_cases / sizeof tok_cases[0]));
 	tcase_add_test(tc, test_tokscan_long_model);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("affinity");
+	tcase_add_test(tc, test_affinity_keys);
+	tcase_add_loop_test(tc, test_affinity_bound, 0,
+	    (int)(sizeof bound_cases / sizeof bound_cases[0]));
+	tcase_add_test(tc, test_affinity_rendezvous);
 	suite_add_tcase(s, tc);
 	return s;
 }
