@@ -206,8 +206,7 @@ addr_upstream_resolved(
 		if (memcmp(&u->addrs[i], sa, len) == 0)
 			return;
 	memcpy(&u->addrs[u->naddrs], sa, len);
-	memset((char *)&u->addrs[u->naddrs] + len, 0,
-	    sizeof u->addrs[0] - len);
+	memset((char *)&u->addrs[u->naddrs] + len, 0, sizeof u->addrs[0] - len);
 	u->naddrs++;
 }
 

@@ -55,8 +55,6 @@ struct up_sock {
 	unsigned warm : 1; /* a prewarm fetch held it, no request yet */
 };
 
-
-
 static void backend_event_cb(evutil_socket_t, short, void *);
 
 static struct up_sock *
@@ -279,8 +277,8 @@ backend_trim_cb(evutil_socket_t fd, short what, void *arg)
 	struct timeval tv = {1, 0};
 
 	backend_set_maxconnects(b, b->peak_active);
-	log_debug("backend %s: connection cache cap %d", b->name,
-	    b->maxconnects);
+	log_debug(
+	    "backend %s: connection cache cap %d", b->name, b->maxconnects);
 	b->peak_active = b->active;
 	if (b->maxconnects > b->conf.pool_connections + 1)
 		evtimer_add(b->trim_ev, &tv);
@@ -326,9 +324,9 @@ backend_member(struct backend *b, const struct sockaddr *sa)
 	char line[sizeof b->url.host + sizeof b->member + 16];
 
 	addr_host(sa, b->member, sizeof b->member);
-	snprintf(line, sizeof line, sa->sa_family == AF_INET6 ? "%s:%d:[%s]"
-	                                                      : "%s:%d:%s",
-	    b->url.host, b->url.port, b->member);
+	snprintf(line, sizeof line,
+	    sa->sa_family == AF_INET6 ? "%s:%d:[%s]" : "%s:%d:%s", b->url.host,
+	    b->url.port, b->member);
 	b->resolve = curl_slist_append(NULL, line);
 	if (b->resolve == NULL)
 		abort();
@@ -370,7 +368,8 @@ backend_new(const struct backend_conf *bc, int fleet,
 	curl_multi_setopt(b->multi, CURLMOPT_SOCKETDATA, b);
 	curl_multi_setopt(b->multi, CURLMOPT_TIMERFUNCTION, backend_timer_cb);
 	curl_multi_setopt(b->multi, CURLMOPT_TIMERDATA, b);
-	curl_multi_setopt(b->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+	curl_multi_setopt(
+	    b->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
 	/* With one backend every request holds a slot, and pool_maxsize of
 	 * them never exceed it (our queue sees to that); the one extra is for
 	 * the probe, which must not wait behind a minutes-long generation nor
@@ -447,8 +446,8 @@ backend_same_settings(const struct backend *b, const struct backend_conf *bc)
 	const struct backend_conf *o = &b->conf;
 
 	return strcmp(o->name, bc->name) == 0 &&
-	    strcmp(b->url.base, bc->url.base) == 0 &&
-	    o->weight == bc->weight && o->pool_maxsize == bc->pool_maxsize &&
+	    strcmp(b->url.base, bc->url.base) == 0 && o->weight == bc->weight &&
+	    o->pool_maxsize == bc->pool_maxsize &&
 	    o->pool_connections == bc->pool_connections &&
 	    o->connect_timeout == bc->connect_timeout &&
 	    o->first_byte_timeout == bc->first_byte_timeout &&
@@ -478,7 +477,8 @@ backend_schedule_free(struct backend *b)
 {
 	struct timeval now = {0, 0};
 
-	event_base_once(rt.base, -1, EV_TIMEOUT, backend_free_deferred, b, &now);
+	event_base_once(
+	    rt.base, -1, EV_TIMEOUT, backend_free_deferred, b, &now);
 }
 
 /* A reload replaced or removed it: requests under way finish here, new
@@ -825,8 +825,8 @@ backend_xfer_start(struct backend *b, const struct xfer_spec *x)
 void
 backend_xfer_pause(struct up_handle *h, int recv, int send)
 {
-	curl_easy_pause(h->easy,
-	    (recv ? CURLPAUSE_RECV : 0) | (send ? CURLPAUSE_SEND : 0));
+	curl_easy_pause(
+	    h->easy, (recv ? CURLPAUSE_RECV : 0) | (send ? CURLPAUSE_SEND : 0));
 }
 
 /* Done with it, finished or not (an unfinished one is abandoned: its
@@ -878,8 +878,8 @@ backend_fetch_done(struct up_handle *h, CURLcode rc)
 	long code = 0;
 
 	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
-	if (f->prewarm && rc == CURLE_OK && (s = backend_handle_sock(h)) != NULL &&
-	    !s->warm) {
+	if (f->prewarm && rc == CURLE_OK &&
+	    (s = backend_handle_sock(h)) != NULL && !s->warm) {
 		s->warm = 1;
 		h->b->prewarmed++;
 	}
@@ -931,8 +931,8 @@ backend_fetch_start(struct backend *b, const struct backend_fetch_spec *spec)
 	if (spec->body != NULL) {
 		f->hdrs = curl_slist_append(
 		    f->hdrs, "Content-Type: application/json");
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-		    (curl_off_t)spec->body_len);
+		curl_easy_setopt(
+		    e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)spec->body_len);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, spec->body);
 	}
 	if (spec->method != NULL && strcmp(spec->method, "GET") != 0 &&

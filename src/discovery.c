@@ -70,8 +70,8 @@ discovery_has(const struct sockaddr_storage *addrs, int n, const char *host)
 
 /* The members a fresh answer names: the gone retire, the new join. */
 static void
-discovery_members(struct discovery *d, const struct sockaddr_storage *addrs,
-    int n)
+discovery_members(
+    struct discovery *d, const struct sockaddr_storage *addrs, int n)
 {
 	struct backend_hooks hooks = {queue_kick, NULL};
 	struct backend *b, *next, *last = NULL, *nb;
@@ -93,15 +93,16 @@ discovery_members(struct discovery *d, const struct sockaddr_storage *addrs,
 	if (last == NULL)
 		return; /* no member left to copy settings from */
 	for (i = 0; i < n; i++) {
-		addr_host((const struct sockaddr *)&addrs[i], host, sizeof host);
+		addr_host(
+		    (const struct sockaddr *)&addrs[i], host, sizeof host);
 		TAILQ_FOREACH(b, &rt.backends, entry)
 		if (!b->retiring && strcmp(b->name, d->name) == 0 &&
 		    strcmp(b->member, host) == 0)
 			break;
 		if (b != NULL)
 			continue;
-		nb = backend_new(&last->conf, 1, &hooks,
-		    (const struct sockaddr *)&addrs[i]);
+		nb = backend_new(
+		    &last->conf, 1, &hooks, (const struct sockaddr *)&addrs[i]);
 		nb->joining = 1;
 		TAILQ_INSERT_AFTER(&rt.backends, last, nb, entry);
 		last = nb;
@@ -142,16 +143,17 @@ discovery_answer(int result, struct evutil_addrinfo *res, void *arg)
 		evutil_freeaddrinfo(res);
 	if (result != 0 || n == 0) {
 		if (!d->failing)
-			log_warn("backend %s: looking up %s failed (%s); keeping "
-			         "its members",
+			log_warn(
+			    "backend %s: looking up %s failed (%s); keeping "
+			    "its members",
 			    d->name, d->host,
 			    result != 0 ? evutil_gai_strerror(result)
 			                : "no address");
 		d->failing = 1;
 	} else {
 		if (d->failing)
-			log_notice("backend %s: %s answers again", d->name,
-			    d->host);
+			log_notice(
+			    "backend %s: %s answers again", d->name, d->host);
 		d->failing = 0;
 		discovery_members(d, addrs, n);
 	}

@@ -67,8 +67,7 @@ dispatch_client_key(const struct proxy_req *req, char *buf, size_t len)
 		return;
 	}
 	colon = strrchr(peer, ':');
-	vlen = colon != NULL &&
-	        (peer[0] == '[' || strchr(peer, ':') == colon)
+	vlen = colon != NULL && (peer[0] == '[' || strchr(peer, ':') == colon)
 	    ? (size_t)(colon - peer)
 	    : strlen(peer);
 	if (vlen > len - 3)
@@ -155,9 +154,9 @@ dispatch_none(struct proxy_req *req)
 		    req->model_name ? req->model_name : "(none)");
 		return;
 	}
-	proxy_req_fail(req, 404,
-	    0, "model '%s' is not served here: no backend's models list "
-	       "admits it",
+	proxy_req_fail(req, 404, 0,
+	    "model '%s' is not served here: no backend's models list "
+	    "admits it",
 	    req->model_name);
 }
 
@@ -285,8 +284,8 @@ proxy_again(struct proxy_req *req)
 /* ---- the fleet-wide endpoints' answers, written for fleet.c ----------- */
 
 static void
-dispatch_sink_respond(void *arg, int status, const char *ctype,
-    const char *body, size_t len)
+dispatch_sink_respond(
+    void *arg, int status, const char *ctype, const char *body, size_t len)
 {
 	struct proxy_req *req = arg;
 
@@ -354,7 +353,8 @@ dispatch_fleet(struct proxy_req *req)
 	sink.stream_end = dispatch_sink_end;
 	sink.arg = req;
 	req->state = PROXY_RUNNING;
-	req->fleet = fleet_start(req->route, req->head->method, body, len, &sink);
+	req->fleet =
+	    fleet_start(req->route, req->head->method, body, len, &sink);
 }
 
 /* In a fleet: where the request goes, or what it waits for first. */

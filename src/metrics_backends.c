@@ -30,8 +30,7 @@ metrics_is_member(const struct backend *b)
 	return n > 1;
 }
 
-static void
-metrics_backend_line(struct evbuffer *out, const char *name,
+static void metrics_backend_line(struct evbuffer *out, const char *name,
     const struct backend *b, const char *fmt, ...) PRINTFLIKE(4, 5);
 
 static void
@@ -54,8 +53,8 @@ metrics_backend_line(struct evbuffer *out, const char *name,
 }
 
 static void
-metrics_help(struct evbuffer *out, const char *name, const char *type,
-    const char *help)
+metrics_help(
+    struct evbuffer *out, const char *name, const char *type, const char *help)
 {
 	evbuffer_add_printf(
 	    out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -72,7 +71,8 @@ metrics_render_backends(struct evbuffer *out)
 	const struct backend_model *m;
 
 	metrics_help(out, "ollama_pool_backend_up", "gauge",
-	    "1 while a backend (member) takes requests, 0 while it is ejected or joining.");
+	    "1 while a backend (member) takes requests, 0 while it is ejected "
+	    "or joining.");
 	FOREACH_SERVING(b)
 	metrics_backend_line(
 	    out, "ollama_pool_backend_up", b, "%d", backend_usable(b));
@@ -119,8 +119,8 @@ metrics_render_backends(struct evbuffer *out)
 	{
 		if (m->in_flight == 0)
 			continue;
-		evbuffer_add(out, "ollama_pool_backend_slots_in_use{backend=\"",
-		    41);
+		evbuffer_add(
+		    out, "ollama_pool_backend_slots_in_use{backend=\"", 41);
 		metrics_escape_label(out, b->name);
 		if (metrics_is_member(b)) {
 			evbuffer_add(out, "\",member=\"", 10);
@@ -148,7 +148,7 @@ metrics_backend_json(const struct backend *b)
 		cJSON_AddStringToObject(o, "member", b->member);
 	cJSON_AddStringToObject(o, "url", b->url.base); /* never the token */
 	cJSON_AddStringToObject(o, "state",
-	    b->joining                 ? "joining"
+	    b->joining                   ? "joining"
 	        : b->state == BACKEND_UP ? "up"
 	                                 : "ejected");
 	cJSON_AddNumberToObject(o, "prewarmed", (double)b->prewarmed);
@@ -165,7 +165,8 @@ metrics_backend_json(const struct backend *b)
 		if (m->in_flight > 0)
 			cJSON_AddNumberToObject(slots, m->name, m->in_flight);
 		if (m->loaded)
-			cJSON_AddItemToArray(loaded, cJSON_CreateString(m->name));
+			cJSON_AddItemToArray(
+			    loaded, cJSON_CreateString(m->name));
 	}
 	if (b->last_probe_us != 0) {
 		cJSON_AddNumberToObject(o, "last_probe_seconds_ago",
@@ -210,7 +211,8 @@ metrics_stats_backends(cJSON *root)
 		o = cJSON_AddArrayToObject(group, "members");
 		for (p = b; p != NULL; p = TAILQ_NEXT(p, entry))
 			if (!p->retiring && strcmp(p->name, b->name) == 0)
-				cJSON_AddItemToArray(o, metrics_backend_json(p));
+				cJSON_AddItemToArray(
+				    o, metrics_backend_json(p));
 		cJSON_AddItemToArray(list, group);
 	}
 }

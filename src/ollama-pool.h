@@ -627,13 +627,13 @@ enum place_verdict {
 	PLACE_WAIT, /* candidates exist, all busy: wait for a slot */
 	PLACE_NONE, /* no healthy backend admits it */
 };
-enum place_verdict placement_choose(const struct place_want *,
-    struct backend **, struct backend_model **);
+enum place_verdict placement_choose(
+    const struct place_want *, struct backend **, struct backend_model **);
 /* Requests that hold no slot: round-robin among the healthy. */
 struct backend *placement_any(const struct place_want *);
 /* A final chunk's load_duration, and a request's time, learned. */
-void placement_learn(struct backend *, struct backend_model *,
-    double load_s, double busy_s);
+void placement_learn(
+    struct backend *, struct backend_model *, double load_s, double busy_s);
 
 /* affinity.c: conversation affinity by rendezvous hashing. */
 struct cJSON;
@@ -926,8 +926,8 @@ TAILQ_HEAD(backend_list, backend);
 struct backend *backend_new(const struct backend_conf *, int fleet,
     const struct backend_hooks *, const struct sockaddr *member);
 void backend_prewarm(struct backend *);
-int backend_is_member(const struct backend *, const struct backend_conf *,
-    const char *member);
+int backend_is_member(
+    const struct backend *, const struct backend_conf *, const char *member);
 void backend_free(struct backend *);
 int backend_same_settings(const struct backend *, const struct backend_conf *);
 void backend_retire(struct backend *);
@@ -938,15 +938,15 @@ int backend_admits(const struct backend *, const char *);
 struct backend *backend_find(const char *); /* by name, not retiring */
 /* Models: found or made (NULL name: none). */
 struct backend_model *backend_model(struct backend *, const char *);
-struct backend_model *backend_model_find(
-    const struct backend *, const char *);
+struct backend_model *backend_model_find(const struct backend *, const char *);
 /* Slots: a request for a model holds one of the backend's slots and one
  * of that model's from dispatch to its last byte. */
 int backend_slot_free(const struct backend *, const struct backend_model *);
 void backend_slot_take(struct backend *, struct backend_model *);
 void backend_slot_release(struct backend *, struct backend_model *);
 /* One request's transfer. */
-struct up_handle *backend_xfer_start(struct backend *, const struct xfer_spec *);
+struct up_handle *backend_xfer_start(
+    struct backend *, const struct xfer_spec *);
 void backend_xfer_pause(struct up_handle *, int recv, int send);
 void backend_xfer_release(struct up_handle *);
 /* A small request of the proxy's own (probes, fleet-wide endpoints):
@@ -1007,8 +1007,8 @@ void probe_note_failure(struct backend *, const char *);
  * sink it is handed, never by name. */
 struct fleet_sink {
 	/* A whole answer; a body, NUL-terminated. */
-	void (*respond)(void *, int status, const char *ctype,
-	    const char *body, size_t len);
+	void (*respond)(void *, int status, const char *ctype, const char *body,
+	    size_t len);
 	/* Or a streamed one: a head, NDJSON lines, its end. */
 	void (*stream_begin)(void *, int status, const char *ctype);
 	void (*stream_write)(void *, const char *, size_t);

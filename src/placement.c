@@ -82,8 +82,8 @@ placement_candidate(
  * or any), the lightest, ties round-robin from where the last choice
  * left off. */
 static struct backend *
-placement_pick(const struct place_want *w, int listed_only, int loaded_only,
-    int idle_only)
+placement_pick(
+    const struct place_want *w, int listed_only, int loaded_only, int idle_only)
 {
 	struct backend *b, *best = NULL;
 	unsigned i = 0, n = 0, start;
@@ -226,7 +226,8 @@ placement_choose(const struct place_want *w, struct backend **out,
 		return PLACE_NONE;
 	if (w->model == NULL) {
 		b = placement_pick(w, 0, 0, 0);
-		return b != NULL ? placement_found(b, w, out, mout) : PLACE_WAIT;
+		return b != NULL ? placement_found(b, w, out, mout)
+		                 : PLACE_WAIT;
 	}
 	if (loaded && w->has_affinity &&
 	    (b = placement_affine(w, listed)) != NULL)
@@ -275,8 +276,8 @@ placement_any(const struct place_want *w)
 /* What a finished request taught: the model is loaded there now, how
  * long it took to load (when it loaded), and a request's time. */
 void
-placement_learn(struct backend *b, struct backend_model *m, double load_s,
-    double busy_s)
+placement_learn(
+    struct backend *b, struct backend_model *m, double load_s, double busy_s)
 {
 	if (m == NULL)
 		return;

@@ -96,7 +96,8 @@ probe_get(struct backend *up)
 }
 
 static void
-probe_read_answer(struct probe_result *res, const struct backend_fetch_result *f)
+probe_read_answer(
+    struct probe_result *res, const struct backend_fetch_result *f)
 {
 	long status = f->status;
 	cJSON *json, *v;
@@ -241,8 +242,8 @@ probe_check_done(void *arg, const struct backend_fetch_result *f)
 			    "GET /api/version answered %ld", status);
 		probe_reachable(up, how);
 	} else if (res.ok && res.version[0] != '\0')
-		log_notice(
-		    "upstream %s is Ollama %s", probe_name(up, name, sizeof name), res.version);
+		log_notice("upstream %s is Ollama %s",
+		    probe_name(up, name, sizeof name), res.version);
 	else if (res.ok)
 		log_notice("upstream %s answers GET /api/version, with no "
 		           "version in it",
@@ -295,7 +296,8 @@ probe_reachable(struct backend *up, const char *how)
 	if (!up->unreachable)
 		return;
 	up->unreachable = 0;
-	log_notice("upstream %s is reachable now: %s", probe_name(up, name, sizeof name), how);
+	log_notice("upstream %s is reachable now: %s",
+	    probe_name(up, name, sizeof name), how);
 	if (p == NULL)
 		return;
 	if (p->recheck_ev != NULL)

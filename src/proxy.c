@@ -196,8 +196,8 @@ proxy_access_line(struct proxy_req *req, int status, double total)
 	    : -1;
 	r.model = tokscan_model(&req->tokens);
 	r.backend = req->backend == NULL ? NULL
-	    : rt.cfg->fleet            ? req->backend->name
-	                               : req->backend->url.base;
+	    : rt.cfg->fleet              ? req->backend->name
+	                                 : req->backend->url.base;
 	r.retries = req->attempts > 1 ? req->attempts - 1 : 0;
 	r.request_id = req->request_id;
 	r.user_agent = head_get(h, "user-agent", NULL);
@@ -425,8 +425,8 @@ proxy_transfer_begin(struct proxy_req *req)
 	req->t_dispatch_us = now_us();
 	histogram_observe(&rt.metrics.queue_wait,
 	    (req->t_dispatch_us - req->t_queued_us) / 1e6);
-	histogram_observe(&b->queue_wait,
-	    (req->t_dispatch_us - req->t_queued_us) / 1e6);
+	histogram_observe(
+	    &b->queue_wait, (req->t_dispatch_us - req->t_queued_us) / 1e6);
 	if (b->conf.first_byte_timeout > 0)
 		proxy_timer_start(req, b->conf.first_byte_timeout);
 	else
@@ -461,7 +461,8 @@ proxy_req_wants_body(const struct proxy_req *req)
 	held = evbuffer_get_length(req->body) - req->body_off;
 	/* A body to be placed by is kept whole, up to retry_body_max. */
 	if (req->await_body)
-		return held < rt.cfg->retry_body_max || held < rt.cfg->max_buffer;
+		return held < rt.cfg->retry_body_max ||
+		    held < rt.cfg->max_buffer;
 	return held < rt.cfg->max_buffer;
 }
 

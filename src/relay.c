@@ -264,4 +264,3 @@ relay_data_cb(void *arg, const char *data, size_t len)
 		proxy_resp_complete(req);
 	return len;
 }
-
