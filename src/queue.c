@@ -112,8 +112,10 @@ queue_model_same(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-int
-queue_waiting_model(const char *model)
+/* How many waiting requests pass a test. */
+static int
+queue_count(int (*match)(const struct queue_entry *, const void *),
+    const void *arg)
 {
 	struct queue_client *qc;
 	struct queue_entry *e;
@@ -122,25 +124,33 @@ queue_waiting_model(const char *model)
 	queue_init();
 	TAILQ_FOREACH(qc, &q.clients, entry)
 	TAILQ_FOREACH(e, &qc->entries, entry)
-	if (queue_model_same(e->want.model, model))
-		n++;
+	n += match(e, arg);
 	return n;
+}
+
+static int
+queue_is_model(const struct queue_entry *e, const void *model)
+{
+	return queue_model_same(e->want.model, model);
+}
+
+static int
+queue_is_for(const struct queue_entry *e, const void *b)
+{
+	return backend_admits(b, e->want.model);
+}
+
+int
+queue_waiting_model(const char *model)
+{
+	return queue_count(queue_is_model, model);
 }
 
 /* How many waiting requests this backend could serve (for metrics). */
 int
 queue_waiting_for(const struct backend *b)
 {
-	struct queue_client *qc;
-	struct queue_entry *e;
-	int n = 0;
-
-	queue_init();
-	TAILQ_FOREACH(qc, &q.clients, entry)
-	TAILQ_FOREACH(e, &qc->entries, entry)
-	if (backend_admits(b, e->want.model))
-		n++;
-	return n;
+	return queue_count(queue_is_for, b);
 }
 
 struct queue_round {
