@@ -21,9 +21,12 @@
 #include "ollama-pool.h"
 
 #define AFFINITY_HEADER "x-ollama-pool-session"
-/* A member may hold this much more than the average before it is
- * passed over: consistent hashing with bounded loads' 1 + epsilon. */
-#define AFFINITY_LOAD_FACTOR 1.25
+/* A member may hold this much more than the average, and a few more
+ * requests, before it is passed over: consistent hashing with bounded
+ * loads' 1 + epsilon, with room at light load, where each replica sees
+ * only its own few requests and the average is below one. */
+#define AFFINITY_LOAD_FACTOR 1.5
+#define AFFINITY_LOAD_SLACK 2
 
 static uint64_t
 affinity_fnv(uint64_t h, const char *s, size_t len)
@@ -106,12 +109,14 @@ affinity_score(uint64_t key, uint64_t member)
 }
 
 /* The most a member may hold and still be chosen for a key: the
- * average with this request counted, times 1 + epsilon, rounded up. */
+ * average with this request counted, times 1 + epsilon, rounded up, and
+ * the slack. */
 int
 affinity_bound(int total_in_flight, int members)
 {
 	double avg = (double)(total_in_flight + 1) / (members ? members : 1);
-	int bound = (int)(avg * AFFINITY_LOAD_FACTOR);
+	double max = avg * AFFINITY_LOAD_FACTOR;
+	int bound = (int)max;
 
-	return bound < avg * AFFINITY_LOAD_FACTOR ? bound + 1 : bound;
+	return (bound < max ? bound + 1 : bound) + AFFINITY_LOAD_SLACK;
 }
