@@ -630,7 +630,7 @@ if med("10", "pool", "requests") is not None:
         "10. a membership change taking effect, `resolve_interval` and "
         "`probe_interval` 1 s, {} of each: an address dropped from the "
         "answer until both replicas stop placing on it; one added until it "
-        "serves its first request: median / max (ms)".format(len(rv)),
+        "serves its first request (through either): median / max (ms)".format(len(rv)),
         "", "dropped {}; added {}".format(mm(rv), mm(jv)), "", "",
         "added: joined both replicas (first probe answered) after {} ms; "
         "requests to a dropped member after both dropped it: {}; steady "
@@ -659,6 +659,10 @@ w("{}, {}, {}, load from {} with one thread; niceness {}.".format(
     meta.get("haproxy_version"), meta.get("wrk_version"),
     meta.get("nice", "0")))
 w("")
+once = [x for x in ("8", "9", "10") if x in run_of]
+one_run = "" if not once else "; {}: one run".format(
+    once[0] if len(once) == 1 else
+    ", ".join(once[:-1]) + " and " + once[-1])
 w("Every figure is the median of {runs} runs (scenario 5: {runs5}; "
   "scenario 6: {up}{one}), the targets interleaved within each run. "
   "Absolute "
@@ -667,9 +671,7 @@ w("Every figure is the median of {runs} runs (scenario 5: {runs5}; "
   "not equal the ratio of the medians shown).".format(
       runs=meta.get("runs"), runs5=meta.get("runs5"),
       up=meta.get("upruns"),
-      one="; {}: one run".format(" and ".join(
-          x for x in ("8", "9", "10") if x in run_of))
-      if any(x in run_of for x in ("8", "9", "10")) else ""))
+      one=one_run))
 w("")
 if meta8 and meta8 is not meta:
     w("Scenarios 8 and 9 are from {}run on {}: load average {} before and "
@@ -862,7 +864,15 @@ if "10" in run_of:
   at any point of the lookup cycle: a drop takes effect when both
   replicas log `member ... is gone` (the later line's own time stamp),
   an addition when the new member's fake has had its first request
-  (polled every 10 ms).
+  (polled every 10 ms). Affinity falls short of 100% by the bounded
+  load (`src/affinity.c`): a member holding more than 1.25 times the
+  average in flight is passed over for the next in the key's order, and
+  each replica counts only its own requests, which with the turns
+  alternating between replicas are a different half of the
+  conversations at each turn; at light load the bound is one or two
+  requests. In a trial build with the bound lifted (not part of the
+  suite; 16 members, 200 conversations), every turn stayed on its first
+  member, and the spread widened to max/mean 1.92 (1.18 with it).
 """.format(m=meta10.get("s10_members", "32"),
            busy=meta10.get("s10_busy_ms", "200"),
            slots=meta10.get("s10_slots", "64"),

@@ -115,6 +115,12 @@ if [ "$NOFILE" -lt $(( IDLE + 2000 )) ]; then
 	say "ulimit -n is $NOFILE: scenario 5 uses $IDLE idle clients"
 fi
 HAPROXY_MAXCONN=$(( IDLE + 1000 ))
+# Scenario 10: benchtool holds a socket per conversation, each replica
+# up to one a client and one upstream for half of them.
+if [ "$NOFILE" -lt $(( S10_CONVS * 2 + 500 )) ]; then
+	S10_CONVS=$(( (NOFILE - 500) / 2 ))
+	say "ulimit -n is $NOFILE: scenario 10 runs $S10_CONVS conversations"
+fi
 
 if [ -n "${BENCH_NICE:-}" ]; then
 	renice -n "$BENCH_NICE" -p $$ >/dev/null || say "renice $BENCH_NICE failed"
