@@ -59,6 +59,29 @@
  *	a proxy's start-up probe passes).  Keep-alive, one thread per
  *	connection, 256 KiB reads, no hashing: the upload's cost is the
  *	proxy's, not the upstream's.
+ *   benchtool fleet -c HOST:PORT [-c HOST:PORT] [-n CONVS] [-t TURNS]
+ *                   [-l LINES] [-m MODEL] [-p PREFIX] [-D SECONDS]
+ *                   [-w SECONDS]
+ *	CONVS (200) conversations at once, each TURNS (5) streaming
+ *	/api/chat turns one after the other, turn T of conversation C
+ *	through the (C + T) % 2nd -c, so the turns alternate between two
+ *	replicas.  Every turn resends the conversation's opening (a system
+ *	prompt and a first user message naming it) and the turns before
+ *	it, asks LINES lines (num_predict LINES-1) and carries X-Fake-Tag:
+ *	PREFIX<C>.<T> (PREFIX "c"), which the fake Ollama records with the
+ *	request.  A turn counts when it ends with status 200 and
+ *	"done":true.  -D: steady load, a new conversation as one ends, for
+ *	SECONDS or until SIGTERM, then the turns in flight finish; prints
+ *	"running" once the first has.  Prints requests, failures, the most
+ *	in flight and the turns' latency (connect to last byte); gives up
+ *	after -w SECONDS (120), counting what is unfinished as failed.
+ *   benchtool dns -f TABLE [-p PORT] [-t]
+ *	A DNS stand-in on UDP 127.0.0.1:PORT: TABLE, lines NAME ADDRESS,
+ *	read anew for every query, answers A and AAAA (TTL 0; a name
+ *	without records of the type: empty; not in it: NXDOMAIN), up to 64
+ *	records, past 512 bytes if need be (as to a client that offers a
+ *	large EDNS buffer); -t stops at 512 bytes and sets TC, as a server
+ *	does for a client without EDNS.  Logs each query on stderr.
  *
  * SIZE takes k, m, g suffixes (powers of 1024).
  */
@@ -1525,6 +1548,507 @@ cmd_sink(int argc, char **argv)
 	return 0;
 }
 
+/* --- fleet: conversations through two replicas -------------------------- */
+
+#define FLEET_TURNS_MAX 20
+
+struct fconv {
+	int id, turn, via; /* turn 1..turns; via: the replica */
+	int fd;
+	int state; /* 0 sending, 1 reading, 2 idle (between turns) */
+	size_t sent, len;
+	char req[8192];
+	int64_t t0;
+	struct resp r;
+	struct lines L;
+};
+
+static struct {
+	struct sockaddr_in to[2];
+	char host[2][64];
+	int nto, turns, lines;
+	const char *model, *prefix;
+	long n_via[2];
+	int64_t *lat;
+	size_t nlat, latcap;
+	long ok, failed, reported;
+	int flight, maxflight;
+} fl;
+
+static volatile sig_atomic_t fleet_stop;
+
+static void
+fleet_on_signal(int sig)
+{
+	(void)sig;
+	fleet_stop = 1;
+}
+
+/* Turn T of conversation C: its opening (a system prompt and the first
+ * user message, which name the conversation), then the turns before it,
+ * then this turn's question, as a chat client resends them. */
+static void
+fleet_request(struct fconv *c)
+{
+	char body[6144];
+	size_t n;
+	int k;
+
+	n = (size_t)snprintf(body, sizeof body,
+	    "{\"model\":\"%s\",\"options\":{\"num_predict\":%d},"
+	    "\"messages\":[{\"role\":\"system\",\"content\":\"You are the "
+	    "assistant of conversation %s%d.\"},{\"role\":\"user\","
+	    "\"content\":\"Conversation %s%d opens: why is the sky blue?\"}",
+	    fl.model, fl.lines - 1, fl.prefix, c->id, fl.prefix, c->id);
+	for (k = 2; k <= c->turn && n < sizeof body; k++)
+		n += (size_t)snprintf(body + n, sizeof body - n,
+		    ",{\"role\":\"assistant\",\"content\":\"Answer %d.\"},"
+		    "{\"role\":\"user\",\"content\":\"Follow-up %d: and "
+		    "at sunset?\"}",
+		    k - 1, k);
+	if (n < sizeof body)
+		n += (size_t)snprintf(body + n, sizeof body - n, "]}");
+	if (n >= sizeof body)
+		die("fleet: request body too long");
+	n = (size_t)snprintf(c->req, sizeof c->req,
+	    "POST /api/chat HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: benchtool\r\nContent-Type: application/json\r\n"
+	    "X-Fake-Tag: %s%d.%d\r\nContent-Length: %zu\r\n\r\n%s",
+	    fl.host[c->via], fl.prefix, c->id, c->turn, strlen(body), body);
+	if (n >= sizeof c->req)
+		die("fleet: request too long");
+	c->len = n;
+}
+
+/* Starts conversation c's current turn, through replica (id + turn) % 2
+ * (with one replica, that one): the turns alternate between them. */
+static int
+fleet_start(int ep, struct fconv *c)
+{
+	struct epoll_event ev;
+	int one = 1;
+
+	c->via = fl.nto > 1 ? (c->id + c->turn) % 2 : 0;
+	fleet_request(c);
+	c->sent = 0;
+	c->state = 0;
+	memset(&c->L, 0, sizeof c->L);
+	resp_init(&c->r, lines_body, &c->L);
+	c->t0 = now_ns();
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (c->fd < 0)
+		die("fleet: socket: %s (ulimit -n?)", strerror(errno));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (connect(c->fd, (struct sockaddr *)&fl.to[c->via],
+	        sizeof fl.to[c->via]) < 0 &&
+	    errno != EINPROGRESS) {
+		close(c->fd);
+		c->fd = -1;
+		return -1;
+	}
+	ev.events = EPOLLOUT | EPOLLIN;
+	ev.data.ptr = c;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+		die("epoll_ctl: %s", strerror(errno));
+	fl.n_via[c->via]++;
+	if (++fl.flight > fl.maxflight)
+		fl.maxflight = fl.flight;
+	return 0;
+}
+
+/* The turn's end: counted, its connection closed. */
+static void
+fleet_end(int ep, struct fconv *c, int ok)
+{
+	int64_t t = now_ns() - c->t0;
+
+	if (ok) {
+		fl.ok++;
+		if (fl.nlat == fl.latcap) {
+			fl.latcap = fl.latcap ? 2 * fl.latcap : 4096;
+			fl.lat = realloc(fl.lat, fl.latcap * sizeof *fl.lat);
+			if (fl.lat == NULL)
+				die("out of memory");
+		}
+		fl.lat[fl.nlat++] = t;
+	} else {
+		fl.failed++;
+		if (fl.reported++ < 20)
+			fprintf(stderr,
+			    "benchtool: fleet: %s%d.%d via %d: status %d%s\n",
+			    fl.prefix, c->id, c->turn, c->via, c->r.status,
+			    c->r.st == R_DONE ? "" : ", cut short");
+	}
+	if (c->fd >= 0) {
+		epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+		fl.flight--;
+	}
+	free(c->L.arrive);
+	free(c->L.delay);
+	c->L.arrive = c->L.delay = NULL;
+	c->state = 2;
+}
+
+/* An event on c's connection; returns 1 once its turn has ended. */
+static int
+fleet_event(int ep, struct fconv *c, uint32_t events)
+{
+	struct epoll_event ev;
+	char buf[65536];
+	ssize_t n;
+
+	if (c->state == 0 && (events & EPOLLOUT)) {
+		n = write(c->fd, c->req + c->sent, c->len - c->sent);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			fleet_end(ep, c, 0);
+			return 1;
+		}
+		if (n > 0)
+			c->sent += (size_t)n;
+		if (c->sent == c->len) {
+			c->state = 1;
+			ev.events = EPOLLIN;
+			ev.data.ptr = c;
+			epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+		}
+		return 0;
+	}
+	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+		return 0;
+	n = read(c->fd, buf, sizeof buf);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0 || resp_feed(&c->r, buf, (size_t)n) < 0) {
+		fleet_end(ep, c, 0);
+		return 1;
+	}
+	if (c->r.st != R_DONE)
+		return 0;
+	fleet_end(ep, c, c->r.status == 200 && c->L.last_done);
+	return 1;
+}
+
+static int
+cmd_fleet(int argc, char **argv)
+{
+	int opt, nconv = 200, steady_s = 0, wait_s = 120, ep, k, i;
+	int next_id, active = 0, running_said = 0;
+	long unfinished = 0;
+	struct fconv *cv;
+	struct epoll_event evs[256];
+	struct sigaction sa;
+	int64_t t0, now, deadline, stop_at = 0;
+
+	fl.turns = 5;
+	fl.lines = 8;
+	fl.model = "m";
+	fl.prefix = "c";
+	while ((opt = getopt(argc, argv, "c:n:t:l:m:p:D:w:")) != -1)
+		switch (opt) {
+		case 'c':
+			if (fl.nto == 2)
+				die("fleet: at most two -c");
+			parse_target(optarg);
+			fl.to[fl.nto] = target;
+			snprintf(fl.host[fl.nto], sizeof fl.host[0], "%s",
+			    target_host);
+			fl.nto++;
+			break;
+		case 'n':
+			nconv = atoi(optarg);
+			break;
+		case 't':
+			fl.turns = atoi(optarg);
+			break;
+		case 'l':
+			fl.lines = atoi(optarg);
+			break;
+		case 'm':
+			fl.model = optarg;
+			break;
+		case 'p':
+			fl.prefix = optarg;
+			break;
+		case 'D':
+			steady_s = atoi(optarg);
+			break;
+		case 'w':
+			wait_s = atoi(optarg);
+			break;
+		default:
+			die("fleet -c HOST:PORT [-c HOST:PORT] [-n CONVS] "
+			    "[-t TURNS] [-l LINES] [-m MODEL] [-p PREFIX] "
+			    "[-D SECONDS] [-w SECONDS]");
+		}
+	if (fl.nto == 0 || nconv < 1 || fl.turns < 1 ||
+	    fl.turns > FLEET_TURNS_MAX || fl.lines < 1)
+		die("fleet: needs -c, -n at least 1, -t 1 to %d, -l at "
+		    "least 1",
+		    FLEET_TURNS_MAX);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = fleet_on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	if ((cv = calloc((size_t)nconv, sizeof *cv)) == NULL ||
+	    (ep = epoll_create1(0)) < 0)
+		die("out of memory");
+
+	/* Every conversation at once; each turn once the one before has
+	 * ended.  Steady (-D): a new conversation as one ends, until
+	 * SECONDS have passed or a signal comes, then the turns in flight
+	 * finish.  Every wait is bounded by -w. */
+	t0 = now_ns();
+	deadline = t0 + (int64_t)wait_s * 1000000000;
+	if (steady_s > 0)
+		stop_at = t0 + (int64_t)steady_s * 1000000000;
+	for (next_id = 0; next_id < nconv; next_id++) {
+		cv[next_id].id = next_id;
+		cv[next_id].turn = 1;
+		active++;
+		if (fleet_start(ep, &cv[next_id]) < 0) {
+			fleet_end(ep, &cv[next_id], 0);
+			active--;
+		}
+	}
+	while (active > 0) {
+		now = now_ns();
+		if (now >= deadline)
+			break;
+		if (stop_at != 0 && now >= stop_at)
+			fleet_stop = 1;
+		k = epoll_wait(ep, evs, 256, 100);
+		if (k < 0 && errno != EINTR)
+			die("epoll_wait: %s", strerror(errno));
+		for (i = 0; i < k; i++) {
+			struct fconv *c = evs[i].data.ptr;
+
+			if (!fleet_event(ep, c, evs[i].events))
+				continue;
+			if (!running_said && fl.ok > 0 && steady_s > 0) {
+				printf("running\n");
+				fflush(stdout);
+				running_said = 1;
+			}
+			/* The next turn, a new conversation, or none. */
+			for (;;) {
+				if (c->turn < fl.turns && !fleet_stop)
+					c->turn++;
+				else if (steady_s > 0 && !fleet_stop) {
+					c->id = next_id++;
+					c->turn = 1;
+				} else {
+					active--;
+					break;
+				}
+				if (fleet_start(ep, c) == 0)
+					break;
+				fleet_end(ep, c, 0);
+			}
+		}
+	}
+	for (i = 0; i < nconv; i++)
+		if (cv[i].fd >= 0 && cv[i].state != 2) {
+			unfinished++;
+			fleet_end(ep, &cv[i], 0);
+		}
+	qsort(fl.lat, fl.nlat, sizeof *fl.lat, cmp_i64);
+	printf("requests=%ld ok=%ld failed=%ld unfinished=%ld "
+	       "conversations=%d turns=%d via_a=%ld via_b=%ld "
+	       "max_in_flight=%d seconds=%.3f turn_p50_ms=%.1f "
+	       "turn_p99_ms=%.1f turn_max_ms=%.1f\n",
+	    fl.ok + fl.failed, fl.ok, fl.failed, unfinished, next_id, fl.turns,
+	    fl.n_via[0], fl.n_via[1], fl.maxflight, (now_ns() - t0) / 1e9,
+	    pct_ms(fl.lat, fl.nlat, 50), pct_ms(fl.lat, fl.nlat, 99),
+	    fl.nlat ? fl.lat[fl.nlat - 1] / 1e6 : 0.0);
+	return fl.failed != 0;
+}
+
+/* --- dns: a DNS stand-in that may answer past 512 bytes ----------------- */
+
+#define DNS_ADDRS_MAX 64
+#define DNS_PACKET_MAX 4096
+
+/*
+ * The records of NAME in TABLE of type QTYPE (1: A, 28: AAAA), into
+ * out (4 or 16 bytes each); -1 when the name is not there (NXDOMAIN).
+ */
+static int
+dns_lookup(
+    const char *table, const char *qname, int qtype, unsigned char out[][16])
+{
+	char line[512], name[256], what[128];
+	unsigned char a[16];
+	size_t ql = strlen(qname), nl;
+	int found = 0, n = 0;
+	FILE *f = fopen(table, "r");
+
+	if (f == NULL)
+		return -1;
+	if (ql > 0 && qname[ql - 1] == '.')
+		ql--;
+	while (fgets(line, sizeof line, f) != NULL) {
+		line[strcspn(line, "#\n")] = '\0';
+		if (sscanf(line, "%255s %127s", name, what) != 2)
+			continue;
+		nl = strlen(name);
+		if (nl > 0 && name[nl - 1] == '.')
+			nl--;
+		if (nl != ql || strncasecmp(name, qname, ql) != 0)
+			continue;
+		found = 1;
+		if (n == DNS_ADDRS_MAX)
+			continue;
+		if (qtype == 1 && inet_pton(AF_INET, what, a) == 1)
+			memcpy(out[n++], a, 4);
+		else if (qtype == 28 && inet_pton(AF_INET6, what, a) == 1)
+			memcpy(out[n++], a, 16);
+	}
+	fclose(f);
+	return found ? n : -1;
+}
+
+/* The reply to query q (len bytes) in r; its length, 0: none. */
+static size_t
+dns_reply(const char *table, int trunc, const unsigned char *q, size_t len,
+    unsigned char *r, char *name, int *qtype, int *nans, int *tc)
+{
+	unsigned char addrs[DNS_ADDRS_MAX][16];
+	size_t off = 12, out = 0, l, alen, cap;
+	int rcode = 0, n = 0, i;
+
+	*nans = *tc = 0;
+	*qtype = 0;
+	strcpy(name, "?");
+	if (len < 12 || (q[2] & 0x80) != 0)
+		return 0;
+	if (((q[4] << 8) | q[5]) != 1 || ((q[2] >> 3) & 0x0f) != 0)
+		rcode = 4; /* NOTIMP: one standard question only */
+	while (rcode == 0) {
+		if (off >= len) {
+			rcode = 1;
+			break;
+		}
+		l = q[off++];
+		if (l == 0)
+			break;
+		if ((l & 0xc0) != 0 || off + l > len || out + l + 2 > 254) {
+			rcode = 1;
+			break;
+		}
+		if (out > 0)
+			name[out++] = '.';
+		memcpy(name + out, q + off, l);
+		out += l;
+		off += l;
+	}
+	if (rcode == 0 && off + 4 > len)
+		rcode = 1;
+	if (rcode == 0) {
+		name[out] = '\0';
+		*qtype = (q[off] << 8) | q[off + 1];
+		off += 4;
+		n = dns_lookup(table, name, *qtype, addrs);
+		if (n < 0) {
+			rcode = 3; /* NXDOMAIN */
+			n = 0;
+		}
+	} else
+		off = 12;
+	memcpy(r, q, off); /* id, and the question as asked */
+	r[2] = (unsigned char)(0x84 | (q[2] & 0x01)); /* QR AA, RD as asked */
+	r[3] = (unsigned char)(0x80 | rcode); /* RA */
+	memset(r + 4, 0, 8);
+	r[5] = off > 12 ? 1 : 0;
+	alen = *qtype == 28 ? 16 : 4;
+	/* A classic server stops at 512 bytes and sets TC; without -t the
+	 * whole answer goes, as to a client with a large EDNS buffer. */
+	cap = trunc ? 512 : DNS_PACKET_MAX;
+	for (i = 0; i < n; i++) {
+		if (off + 12 + alen > cap) {
+			*tc = 1;
+			r[2] |= 0x02;
+			break;
+		}
+		r[off] = 0xc0; /* the name: a pointer to the question's */
+		r[off + 1] = 0x0c;
+		r[off + 2] = 0;
+		r[off + 3] = (unsigned char)*qtype;
+		r[off + 4] = 0;
+		r[off + 5] = 1; /* IN */
+		memset(r + off + 6, 0, 4); /* TTL 0 */
+		r[off + 10] = 0;
+		r[off + 11] = (unsigned char)alen;
+		memcpy(r + off + 12, addrs[i], alen);
+		off += 12 + alen;
+		(*nans)++;
+	}
+	r[6] = (unsigned char)(*nans >> 8);
+	r[7] = (unsigned char)*nans;
+	return off;
+}
+
+static int
+cmd_dns(int argc, char **argv)
+{
+	const char *table = NULL;
+	unsigned char q[DNS_PACKET_MAX], r[DNS_PACKET_MAX];
+	char name[256];
+	struct sockaddr_in sa;
+	struct sockaddr_storage from;
+	socklen_t sl = sizeof sa, fromlen;
+	int opt, fd, port = 0, trunc = 0, qtype, nans, tc;
+	ssize_t n;
+	size_t len;
+
+	while ((opt = getopt(argc, argv, "f:p:t")) != -1)
+		switch (opt) {
+		case 'f':
+			table = optarg;
+			break;
+		case 'p':
+			port = atoi(optarg);
+			break;
+		case 't':
+			trunc = 1;
+			break;
+		default:
+			die("dns -f TABLE [-p PORT] [-t]");
+		}
+	if (table == NULL)
+		die("dns needs -f TABLE");
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) < 0)
+		die("dns: bind: %s", strerror(errno));
+	printf("%d\n", ntohs(sa.sin_port));
+	fflush(stdout);
+	setvbuf(stderr, NULL, _IOLBF, 0);
+	for (;;) {
+		fromlen = sizeof from;
+		n = recvfrom(
+		    fd, q, sizeof q, 0, (struct sockaddr *)&from, &fromlen);
+		if (n < 0)
+			continue;
+		len = dns_reply(
+		    table, trunc, q, (size_t)n, r, name, &qtype, &nans, &tc);
+		if (len == 0)
+			continue;
+		fprintf(stderr,
+		    "benchtool dns: %s type %d%s: %d records, %zu bytes%s\n",
+		    name, qtype,
+		    n >= 12 && ((q[10] << 8) | q[11]) > 0 ? " (EDNS)" : "",
+		    nans, len, tc ? ", truncated (TC)" : "");
+		sendto(fd, r, len, 0, (struct sockaddr *)&from, fromlen);
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1532,7 +2056,7 @@ main(int argc, char **argv)
 	if (argc < 2)
 		die("usage: benchtool "
 		    "tsource|stream|idle|streams|ttfb|queue|digest|upload|"
-		    "sink "
+		    "sink|fleet|dns "
 		    "...");
 	argv++;
 	argc--;
@@ -1554,6 +2078,10 @@ main(int argc, char **argv)
 		return cmd_upload(argc, argv);
 	if (strcmp(argv[0], "sink") == 0)
 		return cmd_sink(argc, argv);
+	if (strcmp(argv[0], "fleet") == 0)
+		return cmd_fleet(argc, argv);
+	if (strcmp(argv[0], "dns") == 0)
+		return cmd_dns(argc, argv);
 	die("unknown command %s", argv[0]);
 	return 2;
 }

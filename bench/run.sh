@@ -13,7 +13,7 @@
 #
 # Knobs (environment):
 #   BENCH_QUICK=1        a short trial run (fewer runs, smaller loads)
-#   BENCH_SCENARIOS="1 2 3 4 5 6 7 8 9"   which scenarios to run; the
+#   BENCH_SCENARIOS="1 2 3 4 5 6 7 8 9 10"   which scenarios to run; the
 #                        figures of the others are kept from the
 #                        results-raw.tsv already in BENCH_OUT
 #   BENCH_RUNS=N         runs per figure (median taken); 5, quick 2
@@ -24,6 +24,12 @@
 #   BENCH_LOAD_MS        scenario 8's model load time (3000, quick 1000)
 #   BENCH_TTFB_REQUESTS  scenario 8's requests per target (20, quick 10)
 #   BENCH_BATCH          scenario 9's batch (500, quick 200)
+#   BENCH_FLEET_MEMBERS  scenario 10's members (32, quick 16; at most 32,
+#                        the most addresses evdns 2.1 keeps from an answer)
+#   BENCH_FLEET_CONVS    scenario 10's conversations at once (1000, quick 200)
+#   BENCH_FLEET_TURNS    turns of each (5)
+#   BENCH_FLEET_ROUNDS   membership changes, each a removal and a join (5,
+#                        quick 2)
 #   BENCH_OUT=DIR        where results go (default: this directory)
 #   BENCH_NICE=N         renice the bench and all it starts (e.g. -5 as
 #                        root) to damp noise from other work on the machine
@@ -48,9 +54,11 @@ QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	d_runs=2 d_wrk=2 d_lat=2 d_calls=15 d_idle=2000 d_streams=200
 	d_upload=512m d_upruns=1 d_sys=1 d_load=1000 d_s8n=10 d_batch=200
+	d_members=16 d_convs=200 d_rounds=2
 else
 	d_runs=5 d_wrk=4 d_lat=3 d_calls=30 d_idle=10000 d_streams=1000
 	d_upload=4g d_upruns=3 d_sys=3 d_load=3000 d_s8n=20 d_batch=500
+	d_members=32 d_convs=1000 d_rounds=5
 fi
 RUNS=${BENCH_RUNS:-$d_runs}
 WRK_S=${BENCH_WRK_SECONDS:-$d_wrk}
@@ -61,7 +69,7 @@ STREAMS=${BENCH_STREAMS:-$d_streams}
 UPLOAD=${BENCH_UPLOAD:-$d_upload}
 UPRUNS=${BENCH_UPLOAD_RUNS:-$d_upruns}
 RUNS5=$(( RUNS < 3 ? RUNS : 3 ))	# scenario 5: fresh processes each run
-SCENARIOS=${BENCH_SCENARIOS:-1 2 3 4 5 6 7 8 9}
+SCENARIOS=${BENCH_SCENARIOS:-1 2 3 4 5 6 7 8 9 10}
 CURL_INFLIGHT=${BENCH_CURL_INFLIGHT:-20 50}
 SYS_S=${BENCH_SYSCALL_SECONDS:-$d_sys}
 LOAD_MS=${BENCH_LOAD_MS:-$d_load}
@@ -70,6 +78,17 @@ S8_N=${BENCH_TTFB_REQUESTS:-$d_s8n}
 S9_BATCH=${BENCH_BATCH:-$d_batch}
 S9_INTER=10
 S9_BUSY_MS=40
+S10_MEMBERS=${BENCH_FLEET_MEMBERS:-$d_members}
+S10_CONVS=${BENCH_FLEET_CONVS:-$d_convs}
+S10_TURNS=${BENCH_FLEET_TURNS:-5}
+S10_ROUNDS=${BENCH_FLEET_ROUNDS:-$d_rounds}
+[ "$S10_MEMBERS" -ge 2 ] && [ "$S10_MEMBERS" -le 32 ] ||
+	fail "BENCH_FLEET_MEMBERS: 2 to 32"
+[ "$S10_ROUNDS" -le "$S10_MEMBERS" ] || fail "BENCH_FLEET_ROUNDS: at most the members"
+S10_BUSY_MS=200
+S10_SLOTS=64
+S10_LIGHT=32	# conversations in the light-load affinity run
+S10_CHURN=64	# conversations kept going during the membership changes
 CLK_TCK=$(getconf CLK_TCK)
 
 for tool in nginx haproxy wrk gnuplot openssl ss curl strace "$PY"; do
@@ -96,6 +115,12 @@ if [ "$NOFILE" -lt $(( IDLE + 2000 )) ]; then
 	say "ulimit -n is $NOFILE: scenario 5 uses $IDLE idle clients"
 fi
 HAPROXY_MAXCONN=$(( IDLE + 1000 ))
+# Scenario 10: benchtool holds a socket per conversation, each replica
+# up to one a client and one upstream for half of them.
+if [ "$NOFILE" -lt $(( S10_CONVS * 2 + 500 )) ]; then
+	S10_CONVS=$(( (NOFILE - 500) / 2 ))
+	say "ulimit -n is $NOFILE: scenario 10 runs $S10_CONVS conversations"
+fi
 
 if [ -n "${BENCH_NICE:-}" ]; then
 	renice -n "$BENCH_NICE" -p $$ >/dev/null || say "renice $BENCH_NICE failed"
@@ -603,6 +628,253 @@ scen_fleet_queue() {
 	done
 }
 
+# --- scenario 10: a simulated fleet from DNS -----------------------------------
+
+# Member I (1, 2, ...) of the simulated fleet: 127.0.0.(I+1), all on one
+# port, as pods behind one headless Service.
+member_addr() { echo "127.0.0.$(( $1 + 1 ))"; }
+
+# Until the fake NAME printed its port (0) or died (1): a bind that
+# failed, as when another process holds the port on that address.
+fake_up() {	# NAME
+	local i
+	for i in $(seq 200); do
+		[ -s "$TMP/$1.out" ] && return 0
+		kill -0 "${PID[$1]}" 2>/dev/null || return 1
+		sleep 0.02
+	done
+	return 1
+}
+
+# Members FIRST..LAST on one port, each with m loaded, each generation
+# S10_BUSY_MS long.  Sets S10_PORT; a port taken somewhere is tried again
+# with another, three times at most.
+start_members() {	# FIRST LAST
+	local try i ok
+	for try in 1 2 3; do
+		S10_PORT=$(free_port)
+		ok=1
+		for i in $(seq "$1" "$2"); do
+			start "s10-m$i" "$FAKE" -l "$(member_addr "$i"):$S10_PORT" \
+				-n "m$i" -T m -P m -B "$S10_BUSY_MS" -N "$S10_SLOTS"
+		done
+		for i in $(seq "$1" "$2"); do
+			fake_up "s10-m$i" || { ok=0; break; }
+		done
+		[ "$ok" = 1 ] && return 0
+		say "  port $S10_PORT is taken on $(member_addr "$i"): another"
+		for i in $(seq "$1" "$2"); do stop "s10-m$i"; done
+	done
+	fail "no port free on all of 127.0.0.2 to $(member_addr "$2")"
+}
+
+# The DNS table: pods.test answers with the members named, changed at
+# once (a rename) for the stand-in's next query.
+s10_table() {	# MEMBER...
+	local i
+	for i in "$@"; do echo "pods.test $(member_addr "$i")"; done \
+		>"$TMP/s10-table.new"
+	mv "$TMP/s10-table.new" "$TMP/s10-table"
+}
+
+# Until the replica on PORT lists N members of pods, each up with m
+# loaded: it has looked the name up and probed every member.
+wait_members() {	# PORT N
+	local i
+	for i in $(seq 200); do
+		curl -s "http://127.0.0.1:$1/ollama-pool/stats" | "$PY" -c '
+import json, sys
+b = json.load(sys.stdin)["backends"]
+m = b[0].get("members", []) if len(b) == 1 else []
+sys.exit(0 if len(m) == int(sys.argv[1]) and all(
+    x["state"] == "up" and x["models_loaded"] for x in m) else 1)' "$2" \
+			2>/dev/null && return 0
+		sleep 0.05
+	done
+	fail "the replica on $1 does not list $2 members up"
+}
+
+# Model-routed requests a member has had (its fake's by_model, summed).
+member_requests() {	# MEMBER
+	curl -s "http://$(member_addr "$1"):$S10_PORT/_fake/stats" |
+		grep -o '"by_model":{[^}]*}' | grep -o ':[0-9]*' |
+		awk -F: '{ s += $2 } END { print s + 0 }'
+}
+
+now_ms() { date +%s%3N; }
+
+# The time (ms since the epoch) of the first line of NAME's log holding
+# TEXT, from the line's own time stamp; nothing when there is none.
+log_ms() {	# NAME TEXT
+	local t
+	t=$(grep -m1 -F "$2" "$TMP/$1.log" | cut -d' ' -f1)
+	[ -n "$t" ] && date -u -d "$t" +%s%3N
+}
+
+# Until both replicas' logs hold TEXT (10 s at most); the later line's
+# time minus T0, in ms.
+both_logged() {	# T0 TEXT
+	local i a b
+	for i in $(seq 1000); do
+		a=$(log_ms s10-a "$2") && b=$(log_ms s10-b "$2") && {
+			echo $(( (a > b ? a : b) - $1 ))
+			return 0
+		}
+		sleep 0.01
+	done
+	return 1
+}
+
+# Where the fakes saw the requests tagged PREFIX<C>.<T>: requests per
+# member (min, max, population stddev, mean over the members given),
+# the turns after the first that reached their conversation's first
+# member, conversations held by one member throughout, and tags that
+# arrived more than once (an attempt retried elsewhere).
+s10_placement() {	# PREFIX MEMBER...
+	local p=$1 i urls=()
+	shift
+	for i in "$@"; do
+		urls+=("http://$(member_addr "$i"):$S10_PORT/_fake/stats")
+	done
+	"$PY" - "$p" "${urls[@]}" <<'PYEOF'
+import collections, json, statistics, sys, urllib.request
+prefix, urls = sys.argv[1], sys.argv[2:]
+per, turns, seen = [], collections.defaultdict(dict), collections.Counter()
+for u in urls:
+    arr = json.load(urllib.request.urlopen(u, timeout=10))["arrivals"]
+    n = 0
+    for a in arr:
+        tag = a.get("tag", "")
+        if not tag.startswith(prefix) or "." not in tag:
+            continue
+        c, t = tag[len(prefix):].split(".", 1)
+        n += 1
+        seen[tag] += 1
+        turns[c].setdefault(int(t), u)
+    per.append(n)
+later = hit = whole = 0
+for c, by in turns.items():
+    if 1 not in by:
+        continue
+    same = [by[t] == by[1] for t in by if t > 1]
+    later += len(same)
+    hit += sum(same)
+    whole += all(same)
+print("spread_min=%d spread_max=%d spread_sd=%.2f spread_mean=%.2f "
+      "affinity_hit=%.4f affinity_whole=%.4f conversations_seen=%d "
+      "retried=%d" % (min(per), max(per), statistics.pstdev(per),
+                      statistics.mean(per), hit / later if later else 0,
+                      whole / len(turns) if turns else 0, len(turns),
+                      sum(v - 1 for v in seen.values())))
+PYEOF
+}
+
+scen_fleet_dns() {
+	local m=$S10_MEMBERS pa pb out k c0 c1 n r victim newcomer t0 t1 i
+	local cur gone_at=() victims=()
+	say "scenario 10: $m members from DNS behind two replicas, $S10_CONVS conversations of $S10_TURNS turns at once, $S10_ROUNDS membership changes"
+	: >"$TMP/s10-table"
+	start s10-dns "$BT" dns -f "$TMP/s10-table"
+	S10_DNS=$(read_port s10-dns)
+	start_members 1 $(( m + S10_ROUNDS ))
+	cur=$(seq "$m")
+	s10_table $cur
+	pa=$(free_port); pb=$(free_port)
+	start_pool_conf s10-a "$pa" "$CONF/ollama-pool-pods.conf" \
+		DNS_PORT="$S10_DNS" PORT="$S10_PORT" SLOTS="$S10_SLOTS"
+	start_pool_conf s10-b "$pb" "$CONF/ollama-pool-pods.conf" \
+		DNS_PORT="$S10_DNS" PORT="$S10_PORT" SLOTS="$S10_SLOTS"
+	wait_members "$pa" "$m"
+	wait_members "$pb" "$m"
+
+	# Light load first: one conversation a member on average.
+	out=$("$BT" fleet -c "127.0.0.1:$pa" -c "127.0.0.1:$pb" \
+		-n "$S10_LIGHT" -t "$S10_TURNS" -p l -w 60) ||
+		say "  light run: $out"
+	rec 10 pool light_failed "$(kv failed "$out")"
+	out=$(s10_placement l $cur)
+	rec 10 pool light_affinity_hit "$(kv affinity_hit "$out")"
+	say "  light, $S10_LIGHT conversations: $out"
+
+	c0=$(( $(cpu_ticks s10-a) + $(cpu_ticks s10-b) ))
+	out=$("$BT" fleet -c "127.0.0.1:$pa" -c "127.0.0.1:$pb" \
+		-n "$S10_CONVS" -t "$S10_TURNS" -p c -w 100) ||
+		say "  fleet run: $out"
+	c1=$(( $(cpu_ticks s10-a) + $(cpu_ticks s10-b) ))
+	say "  $out"
+	for k in requests ok failed unfinished max_in_flight seconds \
+		turn_p50_ms turn_p99_ms turn_max_ms; do
+		rec 10 pool "$k" "$(kv "$k" "$out")"
+	done
+	n=$(kv requests "$out")
+	rec 10 pool cpu_us_per_req "$(awk -v c=$(( c1 - c0 )) -v k="$CLK_TCK" \
+		-v n="${n:-0}" 'BEGIN { print n ? c / k / n * 1e6 : "nan" }')"
+	out=$(s10_placement c $cur)
+	say "  placement: $out"
+	for k in spread_min spread_max spread_sd spread_mean affinity_hit \
+		affinity_whole retried; do
+		rec 10 pool "$k" "$(kv "$k" "$out")"
+	done
+
+	# Membership changes under a steady load of new conversations: each
+	# round drops the last member from the answer, then adds a new one,
+	# each change at a random point of the replicas' 1 s lookup cycle.
+	start s10-churn "$BT" fleet -c "127.0.0.1:$pa" -c "127.0.0.1:$pb" \
+		-n "$S10_CHURN" -t 1 -p s -D 90 -w 100
+	for i in $(seq 200); do
+		grep -q running "$TMP/s10-churn.out" 2>/dev/null && break
+		kill -0 "${PID[s10-churn]}" 2>/dev/null || break
+		sleep 0.05
+	done
+	for r in $(seq "$S10_ROUNDS"); do
+		victim=$(( m - r + 1 ))
+		newcomer=$(( m + r ))
+		rm_ms=— join_ms=— t1=
+		sleep "0.$(printf '%03d' $(( RANDOM % 1000 )))"
+		cur=$(tr ' ' '\n' <<<"$cur" | grep -vx "$victim")
+		s10_table $cur
+		t0=$(now_ms)
+		if rm_ms=$(both_logged "$t0" "member $(member_addr "$victim") is gone"); then
+			rec 10 pool remove_ms "$rm_ms"
+		else
+			say "  member $(member_addr "$victim") not gone after 10 s"
+		fi
+		victims+=("$victim")
+		gone_at+=("$(member_requests "$victim")")
+		sleep "0.$(printf '%03d' $(( RANDOM % 1000 )))"
+		cur=$(printf '%s\n' $cur "$newcomer")
+		s10_table $cur
+		t0=$(now_ms)
+		for i in $(seq 1000); do
+			[ "$(member_requests "$newcomer")" -gt 0 ] && break
+			sleep 0.01
+		done
+		if [ "$(member_requests "$newcomer")" -gt 0 ]; then
+			join_ms=$(( $(now_ms) - t0 ))
+			rec 10 pool join_ms "$join_ms"
+		else
+			say "  member $(member_addr "$newcomer") served nothing after 10 s"
+		fi
+		t1=$(both_logged "$t0" "member $(member_addr "$newcomer") joined") &&
+			rec 10 pool joined_ms "$t1"
+		say "  round $r: $(member_addr "$victim") gone from both replicas after $rm_ms ms, $(member_addr "$newcomer") joined both after ${t1:-—} ms, served after $join_ms ms"
+	done
+	stop s10-churn
+	out=$(cat "$TMP/s10-churn.out" | tail -n1)
+	say "  during the changes: $out"
+	rec 10 pool churn_requests "$(kv requests "$out")"
+	rec 10 pool churn_failed "$(kv failed "$out")"
+	n=0
+	for i in "${!victims[@]}"; do
+		n=$(( n + $(member_requests "${victims[$i]}") - ${gone_at[$i]} ))
+	done
+	rec 10 pool after_gone "$n"
+	rec 10 pool hwm_kib "$(( $(mem_kib VmHWM s10-a) > $(mem_kib VmHWM s10-b) ? $(mem_kib VmHWM s10-a) : $(mem_kib VmHWM s10-b) ))"
+	stop s10-a; stop s10-b
+	for i in $(seq $(( m + S10_ROUNDS ))); do stop "s10-m$i"; done
+	stop s10-dns
+}
+
 # --- main -------------------------------------------------------------------------
 
 T0=$(date +%s)
@@ -615,6 +887,7 @@ if [[ " $SCENARIOS " == *" 5 "* ]]; then scen_conns; fi
 if [[ " $SCENARIOS " == *" 6 "* ]]; then scen_upload; fi
 if [[ " $SCENARIOS " == *" 8 "* ]]; then scen_fleet_ttfb; fi
 if [[ " $SCENARIOS " == *" 9 "* ]]; then scen_fleet_queue; fi
+if [[ " $SCENARIOS " == *" 10 "* ]]; then scen_fleet_dns; fi
 T1=$(date +%s)
 
 mkdir -p "$OUT"
@@ -649,6 +922,14 @@ s8_requests	$S8_N
 batch	$S9_BATCH
 inter	$S9_INTER
 busy_ms	$S9_BUSY_MS
+s10_members	$S10_MEMBERS
+s10_convs	$S10_CONVS
+s10_turns	$S10_TURNS
+s10_rounds	$S10_ROUNDS
+s10_busy_ms	$S10_BUSY_MS
+s10_slots	$S10_SLOTS
+s10_light	$S10_LIGHT
+s10_churn	$S10_CHURN
 curl_version	$("$CB" -V | cut -d" " -f1)
 EOF
 # results-raw.tsv: the run's settings as "#" lines, then one figure per
