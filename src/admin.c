@@ -76,11 +76,15 @@ admin_health_fleet(struct proxy_req *req)
 		o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "name", b->name);
 		cJSON_AddStringToObject(o, "url", b->url.base);
-		cJSON_AddBoolToObject(o, "up", b->state == BACKEND_UP);
-		if (b->state != BACKEND_UP)
+		if (b->member[0] != '\0')
+			cJSON_AddStringToObject(o, "member", b->member);
+		cJSON_AddBoolToObject(o, "up", backend_usable(b));
+		if (b->joining)
+			cJSON_AddStringToObject(o, "reason", "joining");
+		else if (b->state != BACKEND_UP)
 			cJSON_AddStringToObject(o, "reason", b->last_error);
 		cJSON_AddItemToArray(list, o);
-		up += b->state == BACKEND_UP;
+		up += backend_usable(b);
 	}
 	cJSON_AddNumberToObject(root, "backends_up", up);
 	cJSON_AddStringToObject(root, "status", up > 0 ? "ok" : "unavailable");

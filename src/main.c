@@ -141,6 +141,10 @@ main_backend_place(struct backend_list *fresh, const struct config *cfg,
 	if (b->fleet == cfg->fleet && backend_is_member(b, bc, host))
 		break;
 	if (b != NULL) {
+		/* Kept, connections and all; what does not touch them is
+		 * taken as it is now. */
+		b->conf.prewarm = bc->prewarm;
+		b->conf.resolve_interval = bc->resolve_interval;
 		TAILQ_REMOVE(&rt.backends, b, entry);
 		TAILQ_INSERT_TAIL(fresh, b, entry);
 		return;

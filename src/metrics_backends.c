@@ -64,11 +64,44 @@ metrics_help(
 	TAILQ_FOREACH(b, &rt.backends, entry)                                  \
 	if (!b->retiring)
 
+/* The first of its name's members (or the backend itself). */
+static int
+metrics_first_of_name(const struct backend *b)
+{
+	const struct backend *p;
+
+	for (p = TAILQ_PREV(b, backend_list, entry); p != NULL;
+	     p = TAILQ_PREV(p, backend_list, entry))
+		if (!p->retiring && strcmp(p->name, b->name) == 0)
+			return 0;
+	return 1;
+}
+
+/* The queue waits of every member of b's name, summed: one series a
+ * backend. */
+static void
+metrics_name_wait(const struct backend *b, struct histogram *h)
+{
+	const struct backend *o;
+	int i;
+
+	memset(h, 0, sizeof *h);
+	for (o = b; o != NULL; o = TAILQ_NEXT(o, entry)) {
+		if (o->retiring || strcmp(o->name, b->name) != 0)
+			continue;
+		for (i = 0; i <= METRICS_NBUCKETS; i++)
+			h->counts[i] += o->queue_wait.counts[i];
+		h->sum += o->queue_wait.sum;
+		h->count += o->queue_wait.count;
+	}
+}
+
 void
 metrics_render_backends(struct evbuffer *out)
 {
 	const struct backend *b;
 	const struct backend_model *m;
+	struct histogram h;
 
 	metrics_help(out, "ollama_pool_backend_up", "gauge",
 	    "1 while a backend (member) takes requests, 0 while it is ejected "
@@ -133,8 +166,12 @@ metrics_render_backends(struct evbuffer *out)
 	metrics_help(out, "ollama_pool_backend_queue_wait_seconds", "histogram",
 	    "Time the requests sent to a backend waited for their slot.");
 	FOREACH_SERVING(b)
-	metrics_write_histogram(out, "ollama_pool_backend_queue_wait_seconds",
-	    "backend", b->name, &b->queue_wait);
+	if (metrics_first_of_name(b)) {
+		metrics_name_wait(b, &h);
+		metrics_write_histogram(out,
+		    "ollama_pool_backend_queue_wait_seconds", "backend", b->name,
+		    &h);
+	}
 }
 
 static cJSON *
@@ -193,11 +230,7 @@ metrics_stats_backends(cJSON *root)
 	{
 		/* Members are listed under their backend, which the first
 		 * of them introduces. */
-		for (p = TAILQ_PREV(b, backend_list, entry); p != NULL;
-		     p = TAILQ_PREV(p, backend_list, entry))
-			if (!p->retiring && strcmp(p->name, b->name) == 0)
-				break;
-		if (p != NULL)
+		if (!metrics_first_of_name(b))
 			continue;
 		o = metrics_backend_json(b);
 		if (!metrics_is_member(b)) {
