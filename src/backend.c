@@ -41,7 +41,6 @@ struct backend_fetch {
 	char *body; /* what is kept of the answer */
 	size_t len, cap;
 	uint64_t t_start_us;
-	int prewarm; /* its connection is marked warm when done */
 };
 
 static void backend_check_done(struct backend *);
@@ -52,7 +51,8 @@ struct up_sock {
 	short kind; /* the events registered now; 0: none */
 	unsigned wanted : 1; /* curl watches it (0: idle in the cache) */
 	unsigned ours : 1; /* a connection's, in b->socks */
-	unsigned warm : 1; /* a prewarm fetch held it, no request yet */
+	unsigned warm : 1; /* a fetch of ours held it, no request yet */
+	unsigned served : 1; /* a client's request has used it */
 };
 
 static void backend_event_cb(evutil_socket_t, short, void *);
@@ -768,10 +768,11 @@ backend_xfer_done(struct up_handle *h, CURLcode rc)
 	    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
 	memset(&end, 0, sizeof end);
 	curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &end.new_conns);
-	if (end.new_conns == 0 && (s = backend_handle_sock(h)) != NULL &&
-	    s->warm) {
+	if ((s = backend_handle_sock(h)) != NULL) {
+		if (s->warm && end.new_conns == 0)
+			h->b->prewarm_used++;
 		s->warm = 0;
-		h->b->prewarm_used++;
+		s->served = 1;
 	}
 	end.result = backend_result(rc);
 	end.error = errbuf;
@@ -878,8 +879,10 @@ backend_fetch_done(struct up_handle *h, CURLcode rc)
 	long code = 0;
 
 	curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
-	if (f->prewarm && rc == CURLE_OK &&
-	    (s = backend_handle_sock(h)) != NULL && !s->warm) {
+	/* Warm: opened by the proxy's own fetches (prewarm, probes) and
+	 * left open for the first requests, which are counted taking it. */
+	if (h->b->fleet && rc == CURLE_OK &&
+	    (s = backend_handle_sock(h)) != NULL && !s->warm && !s->served) {
 		s->warm = 1;
 		h->b->prewarmed++;
 	}
@@ -976,7 +979,6 @@ void
 backend_prewarm(struct backend *b)
 {
 	struct backend_fetch_spec spec;
-	struct backend_fetch *f;
 	int i, n = b->conf.prewarm;
 
 	if (n > b->conf.pool_connections)
@@ -989,10 +991,9 @@ backend_prewarm(struct backend *b)
 	spec.arg = b;
 	for (i = 0; i < n; i++) {
 		backend_ref(b);
-		if ((f = backend_fetch_start(b, &spec)) == NULL) {
+		if (backend_fetch_start(b, &spec) == NULL) {
 			backend_unref(b);
 			return;
 		}
-		f->prewarm = 1;
 	}
 }

@@ -73,6 +73,27 @@ main_warn_exposure(void)
 	}
 }
 
+/* libevent's own words (evdns: "Nameserver ... has failed") go to our
+ * log, at their level, not raw to stderr. */
+static void
+main_libevent_log(int severity, const char *msg)
+{
+	switch (severity) {
+	case EVENT_LOG_DEBUG:
+		log_debug("libevent: %s", msg);
+		break;
+	case EVENT_LOG_MSG:
+		log_info("libevent: %s", msg);
+		break;
+	case EVENT_LOG_WARN:
+		log_warn("libevent: %s", msg);
+		break;
+	default:
+		log_err("libevent: %s", msg);
+		break;
+	}
+}
+
 /* Called whenever a client connection ends: a descriptor and a slot
  * just freed, and the last one ends a drain. */
 static void
@@ -483,6 +504,7 @@ main(int argc, char **argv)
 		config_free(rt.cfg);
 		return 1;
 	}
+	event_set_log_callback(main_libevent_log);
 	rt.base = event_base_new();
 	if (rt.base == NULL)
 		fatal("cannot initialise libevent");
