@@ -1023,7 +1023,8 @@ fake_stop(struct harness_fake *f)
 char *
 fake_url(const struct harness_fake *f, const char *path)
 {
-	return harness_strf("http://127.0.0.1:%d%s", f->port, path);
+	return harness_strf("http://%s:%d%s",
+	    f->host[0] != '\0' ? f->host : "127.0.0.1", f->port, path);
 }
 
 char *
@@ -2418,4 +2419,118 @@ harness_main(Suite *suite)
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* ---- members from DNS (check_discovery) -------------------------------- */
+
+struct harness_fake *
+fake_start_at(const char *label, const char *name, const char *host, int port,
+    const char *const *extra)
+{
+	const char *argv[32];
+	struct harness_fake *f;
+	int argc = 0, i;
+
+	f = harness_fake_new(label, "fake", name);
+	snprintf(f->host, sizeof f->host, "%s", host);
+	argv[argc++] = harness_fake_bin();
+	argv[argc++] = "-l";
+	argv[argc++] = harness_strf("%s:%d", host, port);
+	argv[argc++] = "-v";
+	if (name != NULL) {
+		argv[argc++] = "-n";
+		argv[argc++] = name;
+	}
+	for (i = 0; extra != NULL && extra[i] != NULL && argc < 30; i++)
+		argv[argc++] = extra[i];
+	argv[argc] = NULL;
+	harness_fake_spawn(f, argv);
+	return f;
+}
+
+void
+harness_replace_file(const char *path, const char *text)
+{
+	char *tmp;
+	FILE *f;
+
+	tmp = harness_strf("%s.new", path);
+	f = fopen(tmp, "w");
+	if (f == NULL)
+		ck_abort_msg("fopen %s: %s", tmp, strerror(errno));
+	fputs(text != NULL ? text : "", f);
+	if (fclose(f) != 0)
+		ck_abort_msg("write %s: %s", tmp, strerror(errno));
+	if (rename(tmp, path) != 0)
+		ck_abort_msg("rename %s: %s", tmp, strerror(errno));
+}
+
+static int
+harness_count_lines_in(const char *text, const char *a, const char *b)
+{
+	const char *line = text, *nl;
+	size_t len;
+	int n = 0;
+
+	while (*line != '\0') {
+		nl = strchr(line, '\n');
+		len = nl != NULL ? (size_t)(nl - line) : strlen(line);
+		if (memmem(line, len, a, strlen(a)) != NULL &&
+		    (b == NULL || memmem(line, len, b, strlen(b)) != NULL))
+			n++;
+		line += len + (nl != NULL);
+	}
+	return n;
+}
+
+int
+harness_log_count_lines(
+    const struct harness_proc *p, const char *a, const char *b)
+{
+	char *text = harness_log_read(p);
+	int n;
+
+	n = harness_count_lines_in(text, a, b);
+	free(text);
+	return n;
+}
+
+int
+harness_log_wait_lines(
+    struct harness_proc *p, const char *a, const char *b, int n, int timeout_ms)
+{
+	double deadline = harness_now() + timeout_ms / 1000.0;
+	char evbuf[4096];
+	struct pollfd pfd;
+	int ifd, found;
+
+	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (ifd < 0 || inotify_add_watch(ifd, p->log_path, IN_MODIFY) < 0)
+		ck_abort_msg("inotify on %s: %s", p->log_path, strerror(errno));
+	for (;;) {
+		found = harness_log_count_lines(p, a, b) >= n;
+		if (found || harness_ms_left(deadline) == 0)
+			break;
+		pfd.fd = ifd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		poll(&pfd, 1, harness_ms_left(deadline));
+		while (read(ifd, evbuf, sizeof evbuf) > 0)
+			;
+	}
+	close(ifd);
+	return found;
+}
+
+void
+harness_proc_relabel(struct harness_proc *p, const char *label)
+{
+	char path[sizeof p->log_path];
+
+	snprintf(path, sizeof path, "%s/%s.%s.log", harness_log_dir(),
+	    harness_name, label);
+	if (rename(p->log_path, path) != 0)
+		ck_abort_msg("rename %s: %s", p->log_path, strerror(errno));
+	snprintf(p->log_path, sizeof p->log_path, "%s", path);
+	snprintf(p->label, sizeof p->label, "%s", label);
 }

@@ -103,6 +103,7 @@ struct harness_fake {
 	struct harness_proc proc;
 	int port;
 	char name[64];
+	char host[64]; /* where it listens; "" is 127.0.0.1 (fake_start_at) */
 };
 
 struct harness_daemon {
@@ -353,5 +354,29 @@ double harness_jnum(const cJSON *, const char *);
 TCase *harness_tcase(Suite *, const char *, double);
 /* Runs a suite; the process's exit status. */
 int harness_main(Suite *);
+
+/* ---- members from DNS (check_discovery) -------------------------------- */
+
+/* Starts the fake Ollama listening on host:port (port 0: any free one),
+ * e.g. several on 127.0.0.2, .3, .4 and one port, as pods behind one
+ * Service; its control endpoints (fake_url, fake_stats...) are asked
+ * there. */
+struct harness_fake *fake_start_at(const char *label, const char *name,
+    const char *host, int port, const char *const *extra_args);
+/* Replaces a file's text at once (a new file renamed over it), so that a
+ * process reading it anew (fake-dns's table) never sees it half
+ * written. */
+void harness_replace_file(const char *path, const char *text);
+/* How many lines of a process's log hold a and b (b NULL: a alone), and
+ * waiting (inotify, no clock) until at least n do: 1, or 0 after
+ * timeout_ms. */
+int harness_log_count_lines(
+    const struct harness_proc *, const char *a, const char *b);
+int harness_log_wait_lines(
+    struct harness_proc *, const char *a, const char *b, int n, int timeout_ms);
+/* Gives a started process's log a new label (tests/logs/TEST.LABEL.log):
+ * the file is renamed, the process goes on writing to it.  For a second
+ * daemon in one test, whose log would otherwise replace the first's. */
+void harness_proc_relabel(struct harness_proc *, const char *label);
 
 #endif
