@@ -973,14 +973,23 @@ harness_fake_new(const char *label, const char *def_label, const char *name)
 struct harness_fake *
 fake_start(const char *label, const char *name, const char *const *extra)
 {
+	return fake_start_at(label, name, NULL, 0, extra);
+}
+
+struct harness_fake *
+fake_start_at(const char *label, const char *name, const char *host, int port,
+    const char *const *extra)
+{
 	const char *argv[32];
 	struct harness_fake *f;
 	int argc = 0, i;
 
 	f = harness_fake_new(label, "fake", name);
+	snprintf(f->host, sizeof f->host, "%s",
+	    host != NULL && *host != '\0' ? host : "127.0.0.1");
 	argv[argc++] = harness_fake_bin();
 	argv[argc++] = "-l";
-	argv[argc++] = "127.0.0.1:0";
+	argv[argc++] = harness_strf("%s:%d", f->host, port);
 	argv[argc++] = "-v";
 	if (name != NULL) {
 		argv[argc++] = "-n";
@@ -1020,17 +1029,22 @@ fake_stop(struct harness_fake *f)
 	harness_proc_unregister(&f->proc);
 }
 
+static const char *
+fake_host(const struct harness_fake *f)
+{
+	return f->host[0] != '\0' ? f->host : "127.0.0.1";
+}
+
 char *
 fake_url(const struct harness_fake *f, const char *path)
 {
-	return harness_strf("http://%s:%d%s",
-	    f->host[0] != '\0' ? f->host : "127.0.0.1", f->port, path);
+	return harness_strf("http://%s:%d%s", fake_host(f), f->port, path);
 }
 
 char *
 harness_upstream_of(const struct harness_fake *f)
 {
-	return harness_strf("http://127.0.0.1:%d", f->port);
+	return harness_strf("http://%s:%d", fake_host(f), f->port);
 }
 
 cJSON *
@@ -1288,6 +1302,152 @@ harness_up(struct harness_env *env, const char *conf_text)
 	env->fake = fake_start("fake", NULL, NULL);
 	env->daemon = harness_daemon_start(
 	    conf_text, harness_upstream_of(env->fake), NULL);
+}
+
+void
+harness_daemon_reload(struct harness_daemon *d, const char *conf_text)
+{
+	harness_write_file(d->dir, "ollama-pool.conf", conf_text);
+	H_ASSERT(
+	    kill(d->proc.pid, SIGHUP) == 0, "kill SIGHUP: %s", strerror(errno));
+	H_ASSERT(harness_notify_wait(d, "READY=1", HARNESS_READY_MS) == 1,
+	    "no READY=1 within %d ms after SIGHUP", HARNESS_READY_MS);
+}
+
+/* ---- a fleet ------------------------------------------------------------ */
+
+cJSON *
+harness_stats(const struct harness_daemon *d, const char *token)
+{
+	const char *hdrs[2] = {NULL, NULL};
+	struct http_resp r;
+	struct http_req req;
+	cJSON *j;
+
+	memset(&req, 0, sizeof req);
+	req.url = harness_daemon_url(d, "/ollama-pool/stats");
+	if (token != NULL) {
+		hdrs[0] = harness_strf("Authorization: Bearer %s", token);
+		req.headers = hdrs;
+	}
+	http_request(&req, &r);
+	H_ASSERT(r.ok && r.status == 200,
+	    "GET /ollama-pool/stats: %s %ld %.200s", r.error, r.status,
+	    r.body.data ? r.body.data : "");
+	j = http_json(&r);
+	H_ASSERT(j != NULL, "/ollama-pool/stats is not JSON: %.200s",
+	    r.body.data ? r.body.data : "");
+	http_resp_free(&r);
+	return j;
+}
+
+const cJSON *
+harness_stats_backend(const cJSON *stats, const char *name)
+{
+	const cJSON *b;
+
+	cJSON_ArrayForEach(
+	    b, cJSON_GetObjectItemCaseSensitive(stats, "backends"))
+	{
+		if (harness_jstr(b, "name") != NULL &&
+		    strcmp(harness_jstr(b, "name"), name) == 0)
+			return b;
+	}
+	return NULL;
+}
+
+int
+harness_stats_wait(const struct harness_daemon *d, const char *token,
+    int (*fn)(const cJSON *, void *), void *arg, int timeout_ms)
+{
+	double deadline = harness_now() + timeout_ms / 1000.0;
+	int i, max = timeout_ms / 5 + 10, ok = 0;
+	cJSON *j;
+
+	/* Stats are asked, not told: a few ms between questions, and a
+	 * bound on their number as well as on the time. */
+	for (i = 0; i < max; i++) {
+		j = harness_stats(d, token);
+		ok = fn(j, arg);
+		cJSON_Delete(j);
+		if (ok || harness_ms_left(deadline) == 0)
+			break;
+		poll(NULL, 0, 5);
+	}
+	return ok;
+}
+
+struct harness_backend_want {
+	const char *name, *state;
+	int probed;
+};
+
+static int
+harness_backend_is(const cJSON *stats, void *arg)
+{
+	const struct harness_backend_want *w = arg;
+	const cJSON *b = harness_stats_backend(stats, w->name);
+	const char *state;
+
+	if (b == NULL)
+		return 0;
+	state = harness_jstr(b, "state");
+	if (w->state != NULL && (state == NULL || strcmp(state, w->state) != 0))
+		return 0;
+	return !w->probed ||
+	    cJSON_GetObjectItemCaseSensitive(b, "last_probe_seconds_ago") !=
+	    NULL;
+}
+
+int
+harness_backend_wait(const struct harness_daemon *d, const char *token,
+    const char *name, const char *state, int probed, int timeout_ms)
+{
+	struct harness_backend_want w = {name, state, probed};
+
+	return harness_stats_wait(d, token, harness_backend_is, &w, timeout_ms);
+}
+
+struct harness_fleet_want {
+	int n;
+};
+
+static int
+harness_fleet_ready(const cJSON *stats, void *arg)
+{
+	const struct harness_fleet_want *w = arg;
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(stats, "backends");
+	const cJSON *b;
+	int n = 0;
+
+	cJSON_ArrayForEach(b, list)
+	{
+		if (harness_jstr(b, "state") == NULL ||
+		    strcmp(harness_jstr(b, "state"), "up") != 0 ||
+		    cJSON_GetObjectItemCaseSensitive(
+		        b, "last_probe_seconds_ago") == NULL)
+			return 0;
+		n++;
+	}
+	return n == w->n;
+}
+
+struct harness_daemon *
+harness_fleet_start(const char *conf_text, int nbackends, const char *token,
+    const char *const *extra)
+{
+	struct harness_fleet_want w = {nbackends};
+	struct harness_daemon *d;
+
+	d = harness_daemon_start(conf_text, NULL, extra);
+	if (!harness_stats_wait(
+	        d, token, harness_fleet_ready, &w, HARNESS_READY_MS)) {
+		harness_failed();
+		ck_abort_msg("/ollama-pool/stats did not show %d backends "
+		             "probed and up within %d ms",
+		    nbackends, HARNESS_READY_MS);
+	}
+	return d;
 }
 
 /* ---- running a command to completion ---------------------------------- */
@@ -1668,6 +1828,110 @@ http_request_many(
 	}
 	curl_multi_cleanup(multi);
 	free(xs);
+}
+
+struct http_multi {
+	CURLM *multi;
+	struct http_xfer **xs;
+	size_t n, cap;
+};
+
+struct http_multi *
+http_multi_new(void)
+{
+	struct http_multi *m;
+
+	m = calloc(1, sizeof *m);
+	if (m == NULL || (m->multi = curl_multi_init()) == NULL)
+		ck_abort_msg("out of memory");
+	curl_multi_setopt(
+	    m->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+	return m;
+}
+
+void
+http_multi_add(
+    struct http_multi *m, const struct http_req *req, struct http_resp *resp)
+{
+	struct http_xfer *x;
+
+	if (m->n == m->cap) {
+		m->cap = m->cap ? m->cap * 2 : 16;
+		m->xs = harness_xrealloc(m->xs, m->cap * sizeof *m->xs);
+	}
+	x = calloc(1, sizeof *x);
+	if (x == NULL)
+		ck_abort_msg("out of memory");
+	m->xs[m->n++] = x;
+	http_xfer_setup(x, req, resp);
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+	curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)m->n + 1);
+	curl_multi_add_handle(m->multi, x->easy);
+}
+
+static int
+http_multi_left(const struct http_multi *m)
+{
+	size_t i;
+	int n = 0;
+
+	for (i = 0; i < m->n; i++)
+		if (m->xs[i]->easy != NULL)
+			n++;
+	return n;
+}
+
+int
+http_multi_run(struct http_multi *m, int ms)
+{
+	double deadline = harness_now() + ms / 1000.0;
+	struct http_xfer *x;
+	CURLMsg *msg;
+	int running, left, wait;
+
+	for (;;) {
+		if (curl_multi_perform(m->multi, &running) != CURLM_OK)
+			break;
+		while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(
+			    msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+			curl_multi_remove_handle(m->multi, msg->easy_handle);
+			http_xfer_finish(x, msg->data.result);
+		}
+		wait = harness_ms_left(deadline);
+		if (http_multi_left(m) == 0 || wait == 0)
+			break;
+		curl_multi_poll(
+		    m->multi, NULL, 0, wait < 100 ? wait : 100, NULL);
+	}
+	return http_multi_left(m);
+}
+
+int
+http_multi_wait(struct http_multi *m, int timeout_ms)
+{
+	return http_multi_run(m, timeout_ms) == 0;
+}
+
+void
+http_multi_free(struct http_multi *m)
+{
+	size_t i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < m->n; i++) {
+		if (m->xs[i]->easy != NULL) {
+			curl_multi_remove_handle(m->multi, m->xs[i]->easy);
+			http_xfer_finish(m->xs[i], CURLE_ABORTED_BY_CALLBACK);
+		}
+		free(m->xs[i]);
+	}
+	curl_multi_cleanup(m->multi);
+	free(m->xs);
+	free(m);
 }
 
 int
@@ -2422,31 +2686,6 @@ harness_main(Suite *suite)
 }
 
 /* ---- members from DNS (check_discovery) -------------------------------- */
-
-struct harness_fake *
-fake_start_at(const char *label, const char *name, const char *host, int port,
-    const char *const *extra)
-{
-	const char *argv[32];
-	struct harness_fake *f;
-	int argc = 0, i;
-
-	f = harness_fake_new(label, "fake", name);
-	snprintf(f->host, sizeof f->host, "%s", host);
-	argv[argc++] = harness_fake_bin();
-	argv[argc++] = "-l";
-	argv[argc++] = harness_strf("%s:%d", host, port);
-	argv[argc++] = "-v";
-	if (name != NULL) {
-		argv[argc++] = "-n";
-		argv[argc++] = name;
-	}
-	for (i = 0; extra != NULL && extra[i] != NULL && argc < 30; i++)
-		argv[argc++] = extra[i];
-	argv[argc] = NULL;
-	harness_fake_spawn(f, argv);
-	return f;
-}
 
 void
 harness_replace_file(const char *path, const char *text)

@@ -103,7 +103,7 @@ struct harness_fake {
 	struct harness_proc proc;
 	int port;
 	char name[64];
-	char host[64]; /* where it listens; "" is 127.0.0.1 (fake_start_at) */
+	char host[64]; /* the address it listens on; "" is 127.0.0.1 */
 };
 
 struct harness_daemon {
@@ -132,6 +132,11 @@ void harness_teardown(void);
  * its port within HARNESS_READY_MS. */
 struct harness_fake *fake_start(
     const char *label, const char *name, const char *const *extra_args);
+/* The same on host:port (a loopback address other than 127.0.0.1, port 0
+ * for any), as pods behind one Service would be: fake_url() and
+ * harness_upstream_of() then name that address. */
+struct harness_fake *fake_start_at(const char *label, const char *name,
+    const char *host, int port, const char *const *extra_args);
 /* Starts tests/fake-dns answering from table_path, a file the test may
  * rewrite at any time (see fake_dns.c for its lines); f->port is its UDP
  * port on 127.0.0.1, for `resolver = 127.0.0.1:PORT`. */
@@ -171,6 +176,31 @@ struct harness_env {
 	struct harness_daemon *daemon;
 };
 void harness_up(struct harness_env *, const char *conf_text);
+
+/* Rewrites the daemon's configuration file, sends SIGHUP and waits for
+ * the READY=1 that ends the reload, whichever way it went. */
+void harness_daemon_reload(struct harness_daemon *, const char *conf_text);
+
+/* ---- a fleet ([backend NAME] sections) --------------------------------- */
+
+/* Starts the daemon on a fleet configuration (no -u) and waits until
+ * /ollama-pool/stats shows every one of its nbackends backends probed and
+ * up, so that placement knows what each has and runs.  token: the client
+ * token /ollama-pool/stats wants (client_tokens), or NULL. */
+struct harness_daemon *harness_fleet_start(const char *conf_text, int nbackends,
+    const char *token, const char *const *extra_args);
+/* GET /ollama-pool/stats, parsed (the caller's to cJSON_Delete). */
+cJSON *harness_stats(const struct harness_daemon *, const char *token);
+/* The entry of "backends" named name, or NULL. */
+const cJSON *harness_stats_backend(const cJSON *stats, const char *name);
+/* Asks /ollama-pool/stats until fn(stats, arg) holds: 1, or 0 after
+ * timeout_ms (a bounded loop, a few ms between questions). */
+int harness_stats_wait(const struct harness_daemon *, const char *token,
+    int (*fn)(const cJSON *stats, void *arg), void *arg, int timeout_ms);
+/* Waits until the backend's "state" is state ("up", "ejected") and,
+ * when probed is set, it has been probed since start: 1, or 0. */
+int harness_backend_wait(const struct harness_daemon *, const char *token,
+    const char *name, const char *state, int probed, int timeout_ms);
 
 /* $OLLAMA_POOL_BIN, $FAKE_OLLAMA_BIN and $FAKE_DNS_BIN, or the build
  * tree's binaries next to the test program when run by hand. */
@@ -277,6 +307,21 @@ struct http_req {
 int http_request(const struct http_req *, struct http_resp *);
 /* Many at once on one multi handle, each on its own connection. */
 void http_request_many(const struct http_req *, struct http_resp *, size_t);
+/*
+ * Many at once, added and driven step by step, so that a test can queue
+ * some, look at the daemon, then add more: each transfer on its own
+ * connection.  The requests (and what they point to) must live until the
+ * transfer ends.  http_multi_run drives them for up to ms and returns how
+ * many still run; http_multi_wait until all ended (1) or timeout_ms (0);
+ * http_multi_free ends those left (their responses say so).
+ */
+struct http_multi;
+struct http_multi *http_multi_new(void);
+void http_multi_add(
+    struct http_multi *, const struct http_req *, struct http_resp *);
+int http_multi_run(struct http_multi *, int ms);
+int http_multi_wait(struct http_multi *, int timeout_ms);
+void http_multi_free(struct http_multi *);
 /* Shorthands. */
 int http_get(const char *url, struct http_resp *);
 int http_post_json(const char *url, const char *json, struct http_resp *);
@@ -357,12 +402,6 @@ int harness_main(Suite *);
 
 /* ---- members from DNS (check_discovery) -------------------------------- */
 
-/* Starts the fake Ollama listening on host:port (port 0: any free one),
- * e.g. several on 127.0.0.2, .3, .4 and one port, as pods behind one
- * Service; its control endpoints (fake_url, fake_stats...) are asked
- * there. */
-struct harness_fake *fake_start_at(const char *label, const char *name,
-    const char *host, int port, const char *const *extra_args);
 /* Replaces a file's text at once (a new file renamed over it), so that a
  * process reading it anew (fake-dns's table) never sees it half
  * written. */
