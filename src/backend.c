@@ -391,8 +391,8 @@ backend_free(struct backend *b)
 	int n;
 
 	/* First: probes in flight give their handles back to the list. */
-	probe_free(b->probe);
-	health_free(b->health);
+	if (b->hooks.freeing != NULL)
+		b->hooks.freeing(b);
 	while ((h = b->free_handles) != NULL) {
 		b->free_handles = h->next_free;
 		curl_easy_cleanup(h->easy);

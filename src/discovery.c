@@ -73,7 +73,6 @@ static void
 discovery_members(
     struct discovery *d, const struct sockaddr_storage *addrs, int n)
 {
-	struct backend_hooks hooks = {queue_kick, NULL};
 	struct backend *b, *next, *last = NULL, *nb;
 	char host[64];
 	int i;
@@ -101,8 +100,8 @@ discovery_members(
 			break;
 		if (b != NULL)
 			continue;
-		nb = backend_new(
-		    &last->conf, 1, &hooks, (const struct sockaddr *)&addrs[i]);
+		nb = backend_new(&last->conf, 1, &last->hooks,
+		    (const struct sockaddr *)&addrs[i]);
 		nb->joining = 1;
 		TAILQ_INSERT_AFTER(&rt.backends, last, nb, entry);
 		last = nb;

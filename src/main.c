@@ -146,13 +146,21 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
  * (their requests in flight finish; they go when done).  New ones are
  * probed at once.
  */
+/* A backend goes: its probes first (they hold its handles). */
+static void
+main_backend_freeing(struct backend *b)
+{
+	probe_free(b->probe);
+	health_free(b->health);
+}
+
 /* One backend, or one member of it: kept when it is already there,
  * else made (and probed, and prewarmed). */
 static void
 main_backend_place(struct backend_list *fresh, const struct config *cfg,
     const struct backend_conf *bc, const struct sockaddr *member)
 {
-	struct backend_hooks hooks = {queue_kick, NULL};
+	struct backend_hooks hooks = {queue_kick, NULL, main_backend_freeing};
 	struct backend *b;
 	char host[64] = "";
 

@@ -169,8 +169,8 @@ metrics_render_backends(struct evbuffer *out)
 	if (metrics_first_of_name(b)) {
 		metrics_name_wait(b, &h);
 		metrics_write_histogram(out,
-		    "ollama_pool_backend_queue_wait_seconds", "backend", b->name,
-		    &h);
+		    "ollama_pool_backend_queue_wait_seconds", "backend",
+		    b->name, &h);
 	}
 }
 

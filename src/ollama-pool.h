@@ -872,6 +872,9 @@ struct probe;
 struct backend_hooks { /* handed in by whoever made the backend */
 	void (*slot_freed)(void *); /* a slot or health became free */
 	void *arg;
+	/* It is being freed: what the rooms above hung on it (probes)
+	 * goes first, giving back the handles it holds. */
+	void (*freeing)(struct backend *);
 };
 struct backend {
 	char *name; /* its [backend NAME]; members share it */

@@ -114,8 +114,8 @@ queue_model_same(const char *a, const char *b)
 
 /* How many waiting requests pass a test. */
 static int
-queue_count(int (*match)(const struct queue_entry *, const void *),
-    const void *arg)
+queue_count(
+    int (*match)(const struct queue_entry *, const void *), const void *arg)
 {
 	struct queue_client *qc;
 	struct queue_entry *e;
