@@ -129,8 +129,10 @@ listener_bind(struct listener *l, char *err, size_t errlen)
 static int
 listener_start(struct listener *l, char *err, size_t errlen)
 {
+	/* 0: it listens already (ours with LISTEN_BACKLOG, systemd's with
+	 * its Backlog=); -1 would make libevent listen again with 128. */
 	l->evl = evconnlistener_new(
-	    rt.base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, l->fd);
+	    rt.base, listener_accept_cb, l, LEV_OPT_CLOSE_ON_FREE, 0, l->fd);
 	if (l->evl == NULL) {
 		snprintf(err, errlen, "cannot watch %s", l->bound);
 		close(l->fd);
