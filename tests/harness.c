@@ -39,7 +39,6 @@
 #include "harness.h"
 
 #define HARNESS_MAX_PROCS 16
-#define HARNESS_MAX_ALLOCS 4096
 #define HARNESS_MAX_DIRS 16
 #define HARNESS_LOG_TAIL 6000
 
@@ -47,8 +46,8 @@ static char harness_name[256] = "unnamed";
 static char harness_logdir[2048];
 static struct harness_proc *harness_procs[HARNESS_MAX_PROCS];
 static int harness_nprocs;
-static void *harness_allocs[HARNESS_MAX_ALLOCS];
-static int harness_nallocs;
+static void **harness_allocs; /* grown as needed: none is ever lost */
+static int harness_nallocs, harness_allocs_cap;
 static char *harness_dirs[HARNESS_MAX_DIRS];
 static int harness_ndirs;
 static int harness_dumping;
@@ -82,8 +81,13 @@ harness_xstrdup(const char *s)
 static void
 harness_track(void *p)
 {
-	if (harness_nallocs < HARNESS_MAX_ALLOCS)
-		harness_allocs[harness_nallocs++] = p;
+	if (harness_nallocs == harness_allocs_cap) {
+		harness_allocs_cap =
+		    harness_allocs_cap ? harness_allocs_cap * 2 : 1024;
+		harness_allocs = harness_xrealloc(harness_allocs,
+		    harness_allocs_cap * sizeof *harness_allocs);
+	}
+	harness_allocs[harness_nallocs++] = p;
 }
 
 void
@@ -472,7 +476,9 @@ harness_teardown(void)
 	harness_rmdirs();
 	for (i = 0; i < harness_nallocs; i++)
 		free(harness_allocs[i]);
-	harness_nallocs = 0;
+	free(harness_allocs);
+	harness_allocs = NULL;
+	harness_nallocs = harness_allocs_cap = 0;
 	if (problems[0] != '\0')
 		ck_abort_msg("%s", problems);
 	harness_nprocs = 0;
