@@ -27,10 +27,6 @@
 #define FLEET_LIST_TIMEOUT_MS 10000 /* tags, ps, models */
 #define FLEET_MODIFY_TIMEOUT_MS 60000 /* delete, copy; a pull has none */
 #define FLEET_SMALL_KEEP (64 * 1024) /* answer bytes kept: errors */
-#define FLEET_LINE_MAX (64 * 1024) /* a pull's NDJSON line; longer: dropped */
-#define FLEET_DIGESTS_MAX 64 /* a model has a handful of layers */
-#define FLEET_STATUSES_MAX 32 /* "pulling manifest", "writing manifest"... */
-#define FLEET_WHY_MAX 256
 
 #define FLEET_JSON "application/json; charset=utf-8"
 #define FLEET_NDJSON "application/x-ndjson"
@@ -65,69 +61,7 @@ static const struct fleet_route {
 };
 #define FLEET_NROUTES (sizeof fleet_routes / sizeof fleet_routes[0])
 
-/* One backend asked. */
-struct fleet_slot {
-	struct fleet_op *op;
-	struct backend *b; /* referenced until the op is freed */
-	struct backend_fetch *fetch; /* in flight; NULL once done */
-	struct backend_fetch_spec spec; /* its, alive as long as it */
-	unsigned running : 1; /* started, its on_done not come yet */
-	unsigned ok : 1; /* it did what was asked */
-	unsigned failed : 1; /* why says why */
-	unsigned succeeded : 1; /* a pull: its {"status":"success"} came */
-	unsigned line_skip : 1; /* this line is over FLEET_LINE_MAX */
-	long status; /* its answer's; 0: none */
-	char why[FLEET_WHY_MAX]; /* curl's words, the backend's or ours */
-	cJSON *answer; /* a list: its 200 answer, parsed */
-	char *line; /* a pull: the NDJSON line not yet ended */
-	size_t line_len, line_cap;
-};
-
-/* A pull: one blob's progress, on each backend that reported it. */
-struct fleet_digest {
-	char *digest;
-	char *status; /* "pulling 8eeb52dfb3bb" */
-	struct {
-		double total, completed;
-		int seen;
-	} * per; /* by slot */
-	double sent_total, sent_completed;
-	unsigned sent : 1, dirty : 1;
-};
-
-struct fleet_op {
-	const struct fleet_route *r;
-	struct fleet_sink sink;
-	int openai; /* /v1: OpenAI's error shape */
-	char *body; /* the request's, NUL-terminated: sent to each */
-	size_t len;
-	char *model; /* pull, delete: the model; copy: the source */
-	char *dest; /* copy: the destination */
-	int stream; /* pull: NDJSON progress; else one answer */
-	char *what; /* "GET /api/tags", "pull of M": for messages */
-	struct fleet_slot *slots; /* in backend file order */
-	int nslots;
-	int pending; /* fetches whose on_done has not come */
-	int starting; /* fleet_launch is starting them */
-	int finishing; /* answering: fleet_cancel does nothing */
-	struct fleet_digest *digests; /* FLEET_DIGESTS_MAX, when any */
-	int ndigests;
-	char *statuses[FLEET_STATUSES_MAX]; /* emitted once each */
-	int nstatuses;
-};
-
-/* A string grown by appending, for messages naming backends. */
-struct fleet_str {
-	char *s;
-	size_t len, cap;
-};
-
-static void fleet_str_add(struct fleet_str *, const char *, ...)
-    PRINTFLIKE(2, 3);
-static void fleet_slot_fail(struct fleet_slot *, const char *, ...)
-    PRINTFLIKE(2, 3);
-
-static void
+void
 fleet_str_add(struct fleet_str *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -148,7 +82,7 @@ fleet_str_add(struct fleet_str *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
-static const char *
+const char *
 fleet_str_get(const struct fleet_str *b)
 {
 	return b->s != NULL ? b->s : "";
@@ -215,7 +149,7 @@ fleet_error(struct fleet_op *op, int status, const char *msg)
 	fleet_sink_error(&op->sink, op->openai, status, msg);
 }
 
-static void
+void
 fleet_respond_json(struct fleet_op *op, int status, cJSON *root)
 {
 	char *text = fleet_print(root);
@@ -226,7 +160,7 @@ fleet_respond_json(struct fleet_op *op, int status, cJSON *root)
 }
 
 /* A pull: one NDJSON line to the client. */
-static void
+void
 fleet_emit(struct fleet_op *op, cJSON *root)
 {
 	char *text = fleet_print(root), *line;
@@ -240,7 +174,7 @@ fleet_emit(struct fleet_op *op, cJSON *root)
 }
 
 /* The first reason a slot failed is kept; control bytes become spaces. */
-static void
+void
 fleet_slot_fail(struct fleet_slot *s, const char *fmt, ...)
 {
 	va_list ap;
@@ -285,7 +219,7 @@ fleet_answer_words(const char *body, char *out, size_t size)
 }
 
 /* No answer, or one that is not what was asked. */
-static void
+void
 fleet_slot_answer_fail(
     struct fleet_slot *s, const struct backend_fetch_result *res)
 {
@@ -303,7 +237,7 @@ fleet_slot_answer_fail(
 
 /* "a: connection refused; b: answered 500: E" of the slots that failed;
  * returns how many did. */
-static int
+int
 fleet_reasons(const struct fleet_op *op, struct fleet_str *out)
 {
 	const struct fleet_slot *s;
@@ -325,7 +259,7 @@ fleet_reasons(const struct fleet_op *op, struct fleet_str *out)
 }
 
 /* "a, b" of the slots that succeeded; returns how many did. */
-static int
+int
 fleet_names_ok(const struct fleet_op *op, struct fleet_str *out)
 {
 	int i, n = 0;
@@ -441,250 +375,6 @@ fleet_list_finish(struct fleet_op *op)
 		fleet_respond_json(op, 200, fleet_list_merge(op));
 	}
 	free(why.s);
-}
-
-/* --- pull ---------------------------------------------------------------- */
-
-static struct fleet_digest *
-fleet_digest_get(struct fleet_op *op, const char *digest, const char *status)
-{
-	struct fleet_digest *d;
-	int i;
-
-	for (i = 0; i < op->ndigests; i++)
-		if (strcmp(op->digests[i].digest, digest) == 0)
-			return &op->digests[i];
-	if (op->ndigests == FLEET_DIGESTS_MAX)
-		return NULL;
-	if (op->digests == NULL)
-		op->digests = xcalloc(FLEET_DIGESTS_MAX, sizeof *op->digests);
-	d = &op->digests[op->ndigests++];
-	d->digest = xstrdup(digest);
-	d->status = xstrdup(status);
-	d->per = xcalloc((size_t)op->nslots, sizeof *d->per);
-	return d;
-}
-
-/* Every digest whose sums changed since last sent, one line each. */
-static void
-fleet_pull_flush(struct fleet_op *op)
-{
-	struct fleet_digest *d;
-	double total, completed;
-	cJSON *line;
-	int i, j;
-
-	for (i = 0; i < op->ndigests; i++) {
-		d = &op->digests[i];
-		if (!d->dirty)
-			continue;
-		d->dirty = 0;
-		total = completed = 0;
-		for (j = 0; j < op->nslots; j++)
-			if (d->per[j].seen) {
-				total += d->per[j].total;
-				completed += d->per[j].completed;
-			}
-		if (d->sent && total == d->sent_total &&
-		    completed == d->sent_completed)
-			continue;
-		d->sent = 1;
-		d->sent_total = total;
-		d->sent_completed = completed;
-		line = cJSON_CreateObject();
-		cJSON_AddStringToObject(line, "status", d->status);
-		cJSON_AddStringToObject(line, "digest", d->digest);
-		cJSON_AddNumberToObject(line, "total", total);
-		cJSON_AddNumberToObject(line, "completed", completed);
-		fleet_emit(op, line);
-	}
-}
-
-/* "pulling manifest", "verifying sha256 digest"...: once each, the
- * first time any backend says it, after the progress before it. */
-static void
-fleet_pull_status(struct fleet_op *op, const char *status)
-{
-	cJSON *line;
-	int i;
-
-	for (i = 0; i < op->nstatuses; i++)
-		if (strcmp(op->statuses[i], status) == 0)
-			return;
-	if (op->nstatuses == FLEET_STATUSES_MAX)
-		return;
-	op->statuses[op->nstatuses++] = xstrdup(status);
-	fleet_pull_flush(op);
-	line = cJSON_CreateObject();
-	cJSON_AddStringToObject(line, "status", status);
-	fleet_emit(op, line);
-}
-
-static double
-fleet_json_count(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsNumber(v) && isfinite(v->valuedouble) &&
-	        v->valuedouble > 0
-	    ? v->valuedouble
-	    : 0;
-}
-
-/* One line of one backend's progress. */
-static void
-fleet_pull_line(struct fleet_slot *s)
-{
-	struct fleet_op *op = s->op;
-	struct fleet_digest *d;
-	cJSON *json, *err, *status, *digest;
-	double total, completed;
-	int i = (int)(s - op->slots);
-
-	if (s->line_len == 0 || s->failed || s->succeeded)
-		return;
-	s->line[s->line_len] = '\0';
-	json = cJSON_Parse(s->line);
-	err = cJSON_GetObjectItemCaseSensitive(json, "error");
-	status = cJSON_GetObjectItemCaseSensitive(json, "status");
-	digest = cJSON_GetObjectItemCaseSensitive(json, "digest");
-	if (err != NULL && !cJSON_IsNull(err))
-		fleet_slot_fail(s, "%s",
-		    cJSON_IsString(err) ? err->valuestring : "an error");
-	else if (!cJSON_IsString(status))
-		; /* not progress: ignored */
-	else if (cJSON_IsString(digest) && digest->valuestring[0] != '\0') {
-		d = fleet_digest_get(
-		    op, digest->valuestring, status->valuestring);
-		total = fleet_json_count(json, "total");
-		completed = fleet_json_count(json, "completed");
-		if (d != NULL &&
-		    (!d->per[i].seen || d->per[i].total != total ||
-		        d->per[i].completed != completed)) {
-			d->per[i].seen = 1;
-			d->per[i].total = total;
-			d->per[i].completed = completed;
-			d->dirty = 1;
-		}
-	} else if (strcmp(status->valuestring, "success") == 0)
-		s->succeeded = 1;
-	else
-		fleet_pull_status(op, status->valuestring);
-	cJSON_Delete(json);
-}
-
-/* Appends to the line not yet ended; past FLEET_LINE_MAX, drops it. */
-static void
-fleet_line_append(struct fleet_slot *s, const char *data, size_t n)
-{
-	if (s->line_skip)
-		return;
-	if (n > FLEET_LINE_MAX - s->line_len) {
-		s->line_skip = 1;
-		s->line_len = 0;
-		return;
-	}
-	if (s->line_len + n + 1 > s->line_cap) {
-		s->line_cap = s->line_cap == 0 ? 512 : s->line_cap * 2;
-		while (s->line_cap < s->line_len + n + 1)
-			s->line_cap *= 2;
-		if (s->line_cap > FLEET_LINE_MAX + 1)
-			s->line_cap = FLEET_LINE_MAX + 1;
-		s->line = xrealloc(s->line, s->line_cap);
-	}
-	memcpy(s->line + s->line_len, data, n);
-	s->line_len += n;
-}
-
-/* A streamed pull's answer bytes, lines split anywhere.  Inside curl:
- * writes to the client, frees nothing. */
-static void
-fleet_fetch_data(void *arg, const char *data, size_t len)
-{
-	struct fleet_slot *s = arg;
-	const char *nl;
-	size_t n;
-
-	while (len > 0) {
-		nl = memchr(data, '\n', len);
-		n = nl != NULL ? (size_t)(nl - data) : len;
-		fleet_line_append(s, data, n);
-		if (nl == NULL)
-			break;
-		if (!s->line_skip)
-			fleet_pull_line(s);
-		s->line_len = 0;
-		s->line_skip = 0;
-		data += n + 1;
-		len -= n + 1;
-	}
-	fleet_pull_flush(s->op);
-}
-
-/* A non-streamed pull's one answer: {"status":"success"} or an error. */
-static void
-fleet_pull_answer(struct fleet_slot *s, const char *body)
-{
-	cJSON *json = body != NULL ? cJSON_Parse(body) : NULL, *v;
-
-	v = cJSON_GetObjectItemCaseSensitive(json, "error");
-	if (v != NULL && !cJSON_IsNull(v))
-		fleet_slot_fail(
-		    s, "%s", cJSON_IsString(v) ? v->valuestring : "an error");
-	v = cJSON_GetObjectItemCaseSensitive(json, "status");
-	if (cJSON_IsString(v) && strcmp(v->valuestring, "success") == 0)
-		s->succeeded = 1;
-	cJSON_Delete(json);
-}
-
-static void
-fleet_pull_done(struct fleet_slot *s, const struct backend_fetch_result *res)
-{
-	if (s->op->stream) {
-		if (!s->line_skip)
-			fleet_pull_line(s); /* the last, without its \n */
-		s->line_len = 0;
-		s->line_skip = 0;
-		fleet_pull_flush(s->op);
-	} else if (res->status == 200)
-		fleet_pull_answer(s, res->body);
-	if (s->failed)
-		return;
-	if (res->status != 200)
-		fleet_slot_answer_fail(s, res);
-	else if (!s->succeeded)
-		fleet_slot_fail(s, "its answer ended before \"success\"");
-	else
-		s->ok = 1;
-}
-
-static void
-fleet_pull_finish(struct fleet_op *op)
-{
-	struct fleet_str why = {NULL, 0, 0}, ok = {NULL, 0, 0};
-	cJSON *line = cJSON_CreateObject();
-	char *msg = NULL;
-
-	if (op->stream)
-		fleet_pull_flush(op);
-	if (fleet_reasons(op, &why) == 0)
-		cJSON_AddStringToObject(line, "status", "success");
-	else {
-		fleet_names_ok(op, &ok);
-		xasprintf(&msg, "%s failed on %s%s%s%s", op->what,
-		    fleet_str_get(&why), ok.len > 0 ? " (it succeeded on " : "",
-		    fleet_str_get(&ok), ok.len > 0 ? ")" : "");
-		log_warn("fleet: %s", msg);
-		cJSON_AddStringToObject(line, "error", msg);
-	}
-	if (op->stream) {
-		fleet_emit(op, line);
-		op->sink.stream_end(op->sink.arg);
-	} else
-		fleet_respond_json(op, msg == NULL ? 200 : 500, line);
-	free(msg);
-	free(why.s);
-	free(ok.s);
 }
 
 /* --- delete, copy -------------------------------------------------------- */
@@ -962,7 +652,7 @@ fleet_launch(struct fleet_op *op)
 	}
 	spec.timeout_ms = r->timeout_ms;
 	if (r->kind == FLEET_PULL && op->stream)
-		spec.on_data = fleet_fetch_data;
+		spec.on_data = fleet_pull_data;
 	spec.on_done = fleet_fetch_done;
 	op->starting = 1;
 	for (i = 0; i < op->nslots; i++) {

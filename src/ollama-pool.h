@@ -1045,6 +1045,82 @@ void resolve_configure(const struct config *);
 struct resolve_job *resolve_start(struct config *, resolve_cb, void *);
 void resolve_shutdown(void);
 
+/* fleet.c and fleet_pull.c share an op's insides. */
+#define FLEET_LINE_MAX (64 * 1024) /* a pull's NDJSON line; longer: dropped */
+#define FLEET_DIGESTS_MAX 64 /* a model has a handful of layers */
+#define FLEET_STATUSES_MAX 32 /* "pulling manifest", "writing manifest"... */
+#define FLEET_WHY_MAX 256
+struct fleet_route;
+/* One backend asked. */
+struct fleet_slot {
+	struct fleet_op *op;
+	struct backend *b; /* referenced until the op is freed */
+	struct backend_fetch *fetch; /* in flight; NULL once done */
+	struct backend_fetch_spec spec; /* its, alive as long as it */
+	unsigned running : 1; /* started, its on_done not come yet */
+	unsigned ok : 1; /* it did what was asked */
+	unsigned failed : 1; /* why says why */
+	unsigned succeeded : 1; /* a pull: its {"status":"success"} came */
+	unsigned line_skip : 1; /* this line is over FLEET_LINE_MAX */
+	long status; /* its answer's; 0: none */
+	char why[FLEET_WHY_MAX]; /* curl's words, the backend's or ours */
+	struct cJSON *answer; /* a list: its 200 answer, parsed */
+	char *line; /* a pull: the NDJSON line not yet ended */
+	size_t line_len, line_cap;
+};
+
+/* A pull: one blob's progress, on each backend that reported it. */
+struct fleet_digest {
+	char *digest;
+	char *status; /* "pulling 8eeb52dfb3bb" */
+	struct {
+		double total, completed;
+		int seen;
+	} * per; /* by slot */
+	double sent_total, sent_completed;
+	unsigned sent : 1, dirty : 1;
+};
+
+struct fleet_op {
+	const struct fleet_route *r;
+	struct fleet_sink sink;
+	int openai; /* /v1: OpenAI's error shape */
+	char *body; /* the request's, NUL-terminated: sent to each */
+	size_t len;
+	char *model; /* pull, delete: the model; copy: the source */
+	char *dest; /* copy: the destination */
+	int stream; /* pull: NDJSON progress; else one answer */
+	char *what; /* "GET /api/tags", "pull of M": for messages */
+	struct fleet_slot *slots; /* in backend file order */
+	int nslots;
+	int pending; /* fetches whose on_done has not come */
+	int starting; /* fleet_launch is starting them */
+	int finishing; /* answering: fleet_cancel does nothing */
+	struct fleet_digest *digests; /* FLEET_DIGESTS_MAX, when any */
+	int ndigests;
+	char *statuses[FLEET_STATUSES_MAX]; /* emitted once each */
+	int nstatuses;
+};
+
+/* A string grown by appending, for messages naming backends. */
+struct fleet_str {
+	char *s;
+	size_t len, cap;
+};
+
+void fleet_str_add(struct fleet_str *, const char *, ...) PRINTFLIKE(2, 3);
+const char *fleet_str_get(const struct fleet_str *);
+void fleet_respond_json(struct fleet_op *, int, struct cJSON *);
+void fleet_emit(struct fleet_op *, struct cJSON *);
+void fleet_slot_fail(struct fleet_slot *, const char *, ...) PRINTFLIKE(2, 3);
+void fleet_slot_answer_fail(
+    struct fleet_slot *, const struct backend_fetch_result *);
+int fleet_reasons(const struct fleet_op *, struct fleet_str *);
+int fleet_names_ok(const struct fleet_op *, struct fleet_str *);
+void fleet_pull_data(void *, const char *, size_t);
+void fleet_pull_done(struct fleet_slot *, const struct backend_fetch_result *);
+void fleet_pull_finish(struct fleet_op *);
+
 /* discovery.c: a fleet backend's host name looked up again every
  * resolve_interval, off the loop (evdns): each address is a member; a new
  * one joins after its first good probe, one gone takes no new requests
