@@ -768,7 +768,9 @@ backend_xfer_done(struct up_handle *h, CURLcode rc)
 	    h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
 	memset(&end, 0, sizeof end);
 	curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &end.new_conns);
-	if ((s = backend_handle_sock(h)) != NULL) {
+	/* Warm connections are a fleet's (prewarm); one backend alone
+	 * spends nothing per request on them. */
+	if (h->b->fleet && (s = backend_handle_sock(h)) != NULL) {
 		if (s->warm && end.new_conns == 0)
 			h->b->prewarm_used++;
 		s->warm = 0;

@@ -112,10 +112,8 @@ client_parser_limits(struct httpreq_limits *lim)
 static void
 client_timer_start(struct client_conn *cc, double seconds)
 {
-	struct timeval tv;
+	struct timeval tv = runtime_timeval(seconds);
 
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
 	evtimer_add(cc->timer_ev, &tv);
 }
 

@@ -47,10 +47,8 @@ discovery_free(struct discovery *d)
 static void
 discovery_schedule(struct discovery *d)
 {
-	struct timeval tv;
+	struct timeval tv = runtime_timeval(d->interval);
 
-	tv.tv_sec = (time_t)d->interval;
-	tv.tv_usec = (suseconds_t)((d->interval - (double)tv.tv_sec) * 1e6);
 	evtimer_add(d->ev, &tv);
 }
 

@@ -119,7 +119,6 @@ dispatch_enqueue(struct proxy_req *req)
 {
 	req->qe.dispatch = dispatch_go;
 	req->qe.arg = req;
-	req->qe.t_us = now_us();
 	dispatch_client_key(req, req->qe.client, sizeof req->qe.client);
 	if (queue_add(&req->qe) != 0)
 		return -1;

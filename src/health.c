@@ -38,10 +38,8 @@ static void health_round(evutil_socket_t, short, void *);
 static void
 health_schedule(struct health *h, double seconds)
 {
-	struct timeval tv;
+	struct timeval tv = runtime_timeval(seconds);
 
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
 	evtimer_add(h->ev, &tv);
 }
 
@@ -96,7 +94,6 @@ health_round_done(struct health *h)
 	if (h->ps_json != NULL && h->tags_json != NULL) {
 		health_mark(b, h->tags_json, 0);
 		health_mark(b, h->ps_json, 1);
-		b->known = 1;
 		health_note_ok(b);
 		if (b->joining)
 			health_joined(b);

@@ -132,8 +132,7 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
 	sdnotify_send("STOPPING=1");
 	listener_close_all();
 	client_close_idle();
-	tv.tv_sec = (time_t)t;
-	tv.tv_usec = (suseconds_t)((t - (double)tv.tv_sec) * 1e6);
+	tv = runtime_timeval(t);
 	rt.shutdown_ev = evtimer_new(rt.base, main_shutdown_timeout_cb, NULL);
 	evtimer_add(rt.shutdown_ev, &tv);
 	main_client_gone();

@@ -651,7 +651,6 @@ struct queue_entry {
 	/* A slot is theirs: called with backend and model, entry out. */
 	void (*dispatch)(void *, struct backend *, struct backend_model *);
 	void *arg;
-	uint64_t t_us; /* when it began waiting */
 	struct queue_client *qc; /* NULL: not queued */
 	TAILQ_ENTRY(queue_entry) entry;
 };
@@ -913,11 +912,9 @@ struct backend {
 	struct up_handle *free_handles;
 	TAILQ_HEAD(, backend_model) models;
 	int nmodels;
-	unsigned rr; /* ties among equals, for placement */
 
 	enum backend_state state;
 	int fails; /* failed probes and requests in a row */
-	int known; /* a probe has listed its models */
 	char last_error[256]; /* why it last failed */
 	uint64_t last_probe_us; /* when a probe last answered or failed */
 	double last_probe_latency;
@@ -1141,6 +1138,17 @@ uint64_t sdnotify_watchdog_usec(void);
 void janitor_start(void);
 void janitor_stop(void);
 
+/* queue.c's state, in the runtime struct. */
+struct queue_client;
+TAILQ_HEAD(queue_clients, queue_client);
+struct queue_state {
+	struct queue_clients clients;
+	int initialised;
+	int length;
+	struct queue_client *last; /* served last: the turn is the next's */
+	int kicking, rekick;
+};
+
 /* main.c: the one runtime struct. */
 struct runtime {
 	struct event_base *base;
@@ -1153,6 +1161,8 @@ struct runtime {
 	struct evdns_base *dns; /* resolve.c's, for every lookup */
 	struct resolve_job *resolving; /* at most one at a time */
 	struct discovery_list discoveries; /* discovery.c's, one a name */
+	struct queue_state queue; /* queue.c's: requests waiting for a slot */
+	unsigned place_rr; /* placement.c's: ties among equals go round */
 	int reload_queued; /* SIGHUP while resolving: reload again after */
 	struct client_list clients;
 	int nclients;
@@ -1177,5 +1187,6 @@ struct runtime {
 };
 extern struct runtime rt;
 uint64_t now_us(void);
+struct timeval runtime_timeval(double);
 
 #endif

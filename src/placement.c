@@ -29,8 +29,6 @@
 /* Smoothing of a request's time. */
 #define PLACE_EWMA 0.3
 
-static unsigned placement_rr;
-
 static int
 placement_excluded(const struct place_want *w, const struct backend *b)
 {
@@ -90,7 +88,7 @@ placement_pick(
 
 	TAILQ_FOREACH(b, &rt.backends, entry)
 	n++;
-	start = n ? placement_rr % n : 0;
+	start = n ? rt.place_rr % n : 0;
 	/* Two passes: from start to the end, then from the head. */
 	for (int pass = 0; pass < 2; pass++) {
 		i = 0;
@@ -167,7 +165,7 @@ placement_found(struct backend *b, const struct place_want *w,
 {
 	*out = b;
 	*mout = backend_model(b, w->model);
-	placement_rr++;
+	rt.place_rr++;
 	return PLACE_GO;
 }
 
@@ -266,7 +264,7 @@ placement_any(const struct place_want *w)
 		n++;
 	if (n == 0)
 		return NULL;
-	pick = placement_rr++ % n;
+	pick = rt.place_rr++ % n;
 	TAILQ_FOREACH(b, &rt.backends, entry)
 	if (placement_candidate(w, b, listed) && i++ == pick)
 		return b;

@@ -400,8 +400,7 @@ proxy_timer_start(struct proxy_req *req, double seconds)
 
 	if (req->timer == NULL)
 		req->timer = evtimer_new(rt.base, proxy_timer_cb, req);
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	tv = runtime_timeval(seconds);
 	evtimer_add(req->timer, &tv);
 }
 

@@ -29,13 +29,7 @@ struct queue_client {
 	TAILQ_ENTRY(queue_client) entry;
 };
 
-static struct {
-	TAILQ_HEAD(queue_clients, queue_client) clients;
-	int initialised;
-	int length;
-	struct queue_client *last; /* served last: the turn is the next's */
-	int kicking, rekick;
-} q;
+#define q rt.queue
 
 static void
 queue_init(void)

@@ -17,3 +17,14 @@ now_us(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+/* A duration in seconds as libevent's timers take it. */
+struct timeval
+runtime_timeval(double seconds)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
