@@ -1013,14 +1013,86 @@ cmd_ttfb(int argc, char **argv)
 	return failed != 0;
 }
 
-struct qreq {
+/* One request on a non-blocking connection in an epoll set: written,
+ * then its answer read, its lines timed (queue and fleet share it). */
+struct exch {
 	int fd;
-	int state; /* 0 sending, 1 reading, 2 done, 3 failed */
-	int inter; /* the interactive client's */
-	size_t sent;
-	int64_t t0, t1;
+	int state; /* 0 sending, 1 reading; then the caller's */
+	const char *req;
+	size_t len, sent;
 	struct resp r;
 	struct lines L;
+};
+
+static void
+exch_begin(struct exch *x, const char *req, size_t len)
+{
+	x->req = req;
+	x->len = len;
+	x->sent = 0;
+	x->state = 0;
+	memset(&x->L, 0, sizeof x->L);
+	resp_init(&x->r, lines_body, &x->L);
+}
+
+/* An event on x's connection (ptr: its epoll data): 0 under way, 1 the
+ * answer is whole, -1 it failed. */
+static int
+exch_event(int ep, struct exch *x, void *ptr, uint32_t events)
+{
+	struct epoll_event ev;
+	char buf[65536];
+	ssize_t n;
+
+	if (x->state == 0 && (events & EPOLLOUT)) {
+		n = write(x->fd, x->req + x->sent, x->len - x->sent);
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return -1;
+		if (n > 0)
+			x->sent += (size_t)n;
+		if (x->sent == x->len) {
+			x->state = 1;
+			ev.events = EPOLLIN;
+			ev.data.ptr = ptr;
+			epoll_ctl(ep, EPOLL_CTL_MOD, x->fd, &ev);
+		}
+		return 0;
+	}
+	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+		return 0;
+	n = read(x->fd, buf, sizeof buf);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0 || resp_feed(&x->r, buf, (size_t)n) < 0)
+		return -1;
+	return x->r.st == R_DONE ? 1 : 0;
+}
+
+/* Did the whole answer come, 200 and to its final line? */
+static int
+exch_ok(const struct exch *x, int rc)
+{
+	return rc > 0 && x->r.status == 200 && x->L.last_done;
+}
+
+/* Out of the epoll set, closed, its lines freed. */
+static void
+exch_close(int ep, struct exch *x)
+{
+	if (x->fd >= 0) {
+		epoll_ctl(ep, EPOLL_CTL_DEL, x->fd, NULL);
+		close(x->fd);
+		x->fd = -1;
+	}
+	free(x->L.arrive);
+	free(x->L.delay);
+	x->L.arrive = x->L.delay = NULL;
+}
+
+struct qreq {
+	struct exch x; /* its state: then 2 done, 3 failed */
+	int inter; /* the interactive client's */
+	int64_t t0, t1;
 };
 
 static const char *q_req[2];
@@ -1033,17 +1105,17 @@ q_start(int ep, struct qreq *q, int inter)
 
 	memset(q, 0, sizeof *q);
 	q->inter = inter;
-	resp_init(&q->r, lines_body, &q->L);
+	exch_begin(&q->x, q_req[inter], q_len[inter]);
 	q->t0 = now_ns();
-	q->fd = connect_target(1);
-	if (q->fd < 0) {
-		q->state = 3;
+	q->x.fd = connect_target(1);
+	if (q->x.fd < 0) {
+		q->x.state = 3;
 		q->t1 = q->t0;
 		return;
 	}
 	ev.events = EPOLLOUT | EPOLLIN;
 	ev.data.ptr = q;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, q->fd, &ev) < 0)
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, q->x.fd, &ev) < 0)
 		die("epoll_ctl: %s", strerror(errno));
 }
 
@@ -1051,55 +1123,23 @@ static void
 q_end(int ep, struct qreq *q, int ok)
 {
 	q->t1 = now_ns();
-	q->state = ok ? 2 : 3;
 	if (!ok)
 		fprintf(stderr, "benchtool: queue: %s request: status %d%s\n",
-		    q->inter ? "interactive" : "batch", q->r.status,
-		    q->r.st == R_DONE ? "" : ", cut short");
-	epoll_ctl(ep, EPOLL_CTL_DEL, q->fd, NULL);
-	close(q->fd);
-	free(q->L.arrive);
-	free(q->L.delay);
-	q->L.arrive = q->L.delay = NULL;
+		    q->inter ? "interactive" : "batch", q->x.r.status,
+		    q->x.r.st == R_DONE ? "" : ", cut short");
+	exch_close(ep, &q->x);
+	q->x.state = ok ? 2 : 3;
 }
 
 /* An event on q; returns 1 once q has ended. */
 static int
 q_event(int ep, struct qreq *q, uint32_t events)
 {
-	struct epoll_event ev;
-	char buf[65536];
-	ssize_t n;
+	int rc = exch_event(ep, &q->x, q, events);
 
-	if (q->state == 0 && (events & EPOLLOUT)) {
-		n = write(q->fd, q_req[q->inter] + q->sent,
-		    q_len[q->inter] - q->sent);
-		if (n < 0 && errno != EAGAIN) {
-			q_end(ep, q, 0);
-			return 1;
-		}
-		if (n > 0)
-			q->sent += (size_t)n;
-		if (q->sent == q_len[q->inter]) {
-			q->state = 1;
-			ev.events = EPOLLIN;
-			ev.data.ptr = q;
-			epoll_ctl(ep, EPOLL_CTL_MOD, q->fd, &ev);
-		}
+	if (rc == 0)
 		return 0;
-	}
-	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-		return 0;
-	n = read(q->fd, buf, sizeof buf);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return 0;
-	if (n <= 0 || resp_feed(&q->r, buf, (size_t)n) < 0) {
-		q_end(ep, q, 0);
-		return 1;
-	}
-	if (q->r.st != R_DONE)
-		return 0;
-	q_end(ep, q, q->r.status == 200 && q->L.last_done);
+	q_end(ep, q, exch_ok(&q->x, rc));
 	return 1;
 }
 
@@ -1165,7 +1205,7 @@ cmd_queue(int argc, char **argv)
 	t0 = now_ns();
 	for (i = 0; i < nbatch; i++) {
 		q_start(ep, &q[i], 0);
-		if (q[i].state == 3) {
+		if (q[i].x.state == 3) {
 			q_end(ep, &q[i], 0);
 			ended++;
 		}
@@ -1182,7 +1222,7 @@ cmd_queue(int argc, char **argv)
 			q_start(ep, cur, 1);
 			if (ifirst == 0)
 				ifirst = cur->t0;
-			if (cur->state == 3) {
+			if (cur->x.state == 3) {
 				q_end(ep, cur, 0);
 				ended++;
 				cur = NULL;
@@ -1208,7 +1248,7 @@ cmd_queue(int argc, char **argv)
 				continue;
 			ended++;
 			if (e->inter) {
-				if (e->state == 2) {
+				if (e->x.state == 2) {
 					lat[nlat++] = e->t1 - e->t0;
 					isum += e->t1 - e->t0;
 					iok++;
@@ -1217,7 +1257,7 @@ cmd_queue(int argc, char **argv)
 				cur = NULL;
 				next = e->t1;
 			} else {
-				if (e->state == 2) {
+				if (e->x.state == 2) {
 					blat[nblat++] = e->t1 - e->t0;
 					bok++;
 				}
@@ -1236,7 +1276,7 @@ cmd_queue(int argc, char **argv)
 	    pct_ms(blat, nblat, 50) / 1e3, ninter, iok, ninter - iok,
 	    pct_ms(lat, nlat, 50), nlat ? lat[nlat - 1] / 1e6 : 0.0,
 	    nlat ? isum / 1e6 / (double)nlat : 0.0,
-	    ninter > 0 && q[nbatch].state == 2
+	    ninter > 0 && q[nbatch].x.state == 2
 	        ? (q[nbatch].t1 - q[nbatch].t0) / 1e6
 	        : 0.0,
 	    ilast > ifirst ? (ilast - ifirst) / 1e6 : 0.0,
@@ -1554,13 +1594,10 @@ cmd_sink(int argc, char **argv)
 
 struct fconv {
 	int id, turn, via; /* turn 1..turns; via: the replica */
-	int fd;
-	int state; /* 0 sending, 1 reading, 2 idle (between turns) */
-	size_t sent, len;
+	struct exch x; /* its state: then 2 idle (between turns) */
 	char req[8192];
+	size_t len;
 	int64_t t0;
-	struct resp r;
-	struct lines L;
 };
 
 static struct {
@@ -1630,25 +1667,22 @@ fleet_start(int ep, struct fconv *c)
 
 	c->via = fl.nto > 1 ? (c->id + c->turn) % 2 : 0;
 	fleet_request(c);
-	c->sent = 0;
-	c->state = 0;
-	memset(&c->L, 0, sizeof c->L);
-	resp_init(&c->r, lines_body, &c->L);
+	exch_begin(&c->x, c->req, c->len);
 	c->t0 = now_ns();
-	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	if (c->fd < 0)
+	c->x.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (c->x.fd < 0)
 		die("fleet: socket: %s (ulimit -n?)", strerror(errno));
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (connect(c->fd, (struct sockaddr *)&fl.to[c->via],
+	setsockopt(c->x.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (connect(c->x.fd, (struct sockaddr *)&fl.to[c->via],
 	        sizeof fl.to[c->via]) < 0 &&
 	    errno != EINPROGRESS) {
-		close(c->fd);
-		c->fd = -1;
+		close(c->x.fd);
+		c->x.fd = -1;
 		return -1;
 	}
 	ev.events = EPOLLOUT | EPOLLIN;
 	ev.data.ptr = c;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->x.fd, &ev) < 0)
 		die("epoll_ctl: %s", strerror(errno));
 	fl.n_via[c->via]++;
 	if (++fl.flight > fl.maxflight)
@@ -1676,57 +1710,24 @@ fleet_end(int ep, struct fconv *c, int ok)
 		if (fl.reported++ < 20)
 			fprintf(stderr,
 			    "benchtool: fleet: %s%d.%d via %d: status %d%s\n",
-			    fl.prefix, c->id, c->turn, c->via, c->r.status,
-			    c->r.st == R_DONE ? "" : ", cut short");
+			    fl.prefix, c->id, c->turn, c->via, c->x.r.status,
+			    c->x.r.st == R_DONE ? "" : ", cut short");
 	}
-	if (c->fd >= 0) {
-		epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-		close(c->fd);
-		c->fd = -1;
+	if (c->x.fd >= 0)
 		fl.flight--;
-	}
-	free(c->L.arrive);
-	free(c->L.delay);
-	c->L.arrive = c->L.delay = NULL;
-	c->state = 2;
+	exch_close(ep, &c->x);
+	c->x.state = 2;
 }
 
 /* An event on c's connection; returns 1 once its turn has ended. */
 static int
 fleet_event(int ep, struct fconv *c, uint32_t events)
 {
-	struct epoll_event ev;
-	char buf[65536];
-	ssize_t n;
+	int rc = exch_event(ep, &c->x, c, events);
 
-	if (c->state == 0 && (events & EPOLLOUT)) {
-		n = write(c->fd, c->req + c->sent, c->len - c->sent);
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			fleet_end(ep, c, 0);
-			return 1;
-		}
-		if (n > 0)
-			c->sent += (size_t)n;
-		if (c->sent == c->len) {
-			c->state = 1;
-			ev.events = EPOLLIN;
-			ev.data.ptr = c;
-			epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-		}
+	if (rc == 0)
 		return 0;
-	}
-	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-		return 0;
-	n = read(c->fd, buf, sizeof buf);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return 0;
-	if (n <= 0 || resp_feed(&c->r, buf, (size_t)n) < 0) {
-		fleet_end(ep, c, 0);
-		return 1;
-	}
-	if (c->r.st != R_DONE)
-		return 0;
-	fleet_end(ep, c, c->r.status == 200 && c->L.last_done);
+	fleet_end(ep, c, exch_ok(&c->x, rc));
 	return 1;
 }
 
@@ -1849,7 +1850,7 @@ cmd_fleet(int argc, char **argv)
 		}
 	}
 	for (i = 0; i < nconv; i++)
-		if (cv[i].fd >= 0 && cv[i].state != 2) {
+		if (cv[i].x.fd >= 0 && cv[i].x.state != 2) {
 			unfinished++;
 			fleet_end(ep, &cv[i], 0);
 		}

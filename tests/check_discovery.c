@@ -151,27 +151,11 @@ disc_stats(const struct harness_daemon *d)
 	return j;
 }
 
-/* A backend in the stats, by name. */
-static const cJSON *
-disc_backend_named(const cJSON *stats, const char *name)
-{
-	const cJSON *b;
-
-	cJSON_ArrayForEach(
-	    b, cJSON_GetObjectItemCaseSensitive(stats, "backends"))
-	{
-		if (harness_jstr(b, "name") != NULL &&
-		    strcmp(harness_jstr(b, "name"), name) == 0)
-			return b;
-	}
-	return NULL;
-}
-
 /* The backend "pods", the name's. */
 static const cJSON *
 disc_backend(const cJSON *stats)
 {
-	return disc_backend_named(stats, "pods");
+	return harness_stats_backend(stats, "pods");
 }
 
 /* The entry of one member: under "members", or the backend itself when
@@ -1109,7 +1093,7 @@ START_TEST(test_slow_dns_reload)
 	deadline = harness_now() + WAIT_MS / 1000.0;
 	for (;;) {
 		stats = disc_stats(d);
-		extra = disc_backend_named(stats, "extra");
+		extra = harness_stats_backend(stats, "extra");
 		ok = extra != NULL && disc_member_ready(extra);
 		if (ok || harness_now() > deadline)
 			break;

@@ -59,38 +59,6 @@ fake_req(const struct harness_fake *f, const char *method, const char *path,
 	H_ASSERT(r->ok, "%s %s: %s", method, path, r->error);
 }
 
-/* The body's NDJSON lines, parsed (test-lifetime array, NULL-ended). */
-static cJSON **
-ndjson_lines(const struct http_resp *r, size_t *np)
-{
-	cJSON **v;
-	const char *p = r->body.data, *nl;
-	size_t n = 0, max = http_count_lines(&r->body) + 1;
-
-	v = calloc(max + 1, sizeof *v);
-	H_CHECK(v != NULL);
-	while (p != NULL && *p != '\0' && n < max) {
-		nl = strchr(p, '\n');
-		H_ASSERT(nl != NULL, "an unfinished line: %s", p);
-		v[n] = cJSON_ParseWithLength(p, (size_t)(nl - p));
-		H_ASSERT(v[n] != NULL, "not JSON: %.*s", (int)(nl - p), p);
-		n++;
-		p = nl + 1;
-	}
-	*np = n;
-	return v;
-}
-
-static void
-ndjson_free(cJSON **v, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		cJSON_Delete(v[i]);
-	free(v);
-}
-
 /* The names in /api/tags or /api/ps, as "a:latest,b:latest". */
 static char *
 list_names(const struct harness_fake *f, const char *path)
@@ -251,11 +219,11 @@ START_TEST(test_load)
 	    r.t_head - r.t_start);
 	H_ASSERT(r.t_end - r.t_start < NOT_AFTER, "took %.3f s",
 	    r.t_end - r.t_start);
-	lines = ndjson_lines(&r, &n);
+	lines = http_ndjson(&r, &n);
 	H_ASSERT_INT_EQ(n, 3);
 	H_ASSERT_INT_EQ(harness_jnum(last_line(lines, n), "load_duration"),
 	    LOAD_MS * 1000000LL);
-	ndjson_free(lines, n);
+	http_ndjson_free(lines, n);
 	http_resp_free(&r);
 	H_ASSERT_STR_EQ(list_names(f, "/api/ps"), "a:latest,b:latest");
 	H_ASSERT_STR_EQ(stats_names(f, "loaded"), "a:latest,b:latest");
@@ -341,7 +309,7 @@ START_TEST(test_pull)
 	H_ASSERT(r.status == 200, "pull: %ld", r.status);
 	H_ASSERT_STR_EQ(
 	    http_header_get(&r, "Content-Type"), "application/x-ndjson");
-	lines = ndjson_lines(&r, &n);
+	lines = http_ndjson(&r, &n);
 	H_ASSERT_INT_EQ(n, 1 + 2 * 3 + 3);
 	H_ASSERT_STR_EQ(harness_jstr(lines[0], "status"), "pulling manifest");
 	for (i = 1; i <= 6; i++) {
@@ -367,7 +335,7 @@ START_TEST(test_pull)
 	H_ASSERT(strcmp(digest[0], digest[1]) != 0, "one digest twice");
 	for (i = 0; i < 3; i++)
 		H_ASSERT_STR_EQ(harness_jstr(lines[7 + i], "status"), tail[i]);
-	ndjson_free(lines, n);
+	http_ndjson_free(lines, n);
 	http_resp_free(&r);
 	H_ASSERT_STR_EQ(list_names(f, "/api/tags"), "a:latest,n:latest");
 	H_ASSERT_STR_EQ(list_names(f, "/api/ps"), "");

@@ -825,44 +825,12 @@ static const struct list_case {
     {"/v1/models", "data", "id", ",a:latest,b:latest,c:latest,d:latest,"},
 };
 
-/* The NDJSON lines of a body, parsed; *np of them. */
-static cJSON **
-ndjson(const struct http_resp *r, int *np)
-{
-	const char *p = r->body.data, *nl;
-	cJSON **v;
-	int n = 0, max = (int)http_count_lines(&r->body) + 1;
-
-	v = calloc((size_t)max + 1, sizeof *v);
-	H_CHECK(v != NULL);
-	while (p != NULL && *p != '\0' && n < max) {
-		nl = strchr(p, '\n');
-		H_ASSERT(nl != NULL, "an unfinished line: %s", p);
-		v[n] = cJSON_ParseWithLength(p, (size_t)(nl - p));
-		H_ASSERT(v[n] != NULL, "not JSON: %.*s", (int)(nl - p), p);
-		n++;
-		p = nl + 1;
-	}
-	*np = n;
-	return v;
-}
-
-static void
-ndjson_free(cJSON **v, int n)
-{
-	int i;
-
-	for (i = 0; i < n; i++)
-		cJSON_Delete(v[i]);
-	free(v);
-}
-
 /* The last total given for a digest in a pull's lines, 0 if none. */
 static double
-pull_total(cJSON **v, int n, const char *digest, double *completed)
+pull_total(cJSON **v, size_t n, const char *digest, double *completed)
 {
 	double total = 0;
-	int i;
+	size_t i;
 
 	for (i = 0; i < n; i++) {
 		if (harness_jstr(v[i], "digest") == NULL ||
@@ -890,7 +858,8 @@ START_TEST(test_fleet_endpoints)
 	double total, completed, ref_total, ref_completed;
 	cJSON **lines, **ref_lines, *j;
 	const cJSON *e;
-	int n, nref, i, k, ndigests = 0;
+	size_t n, nref, li;
+	int i, k, ndigests = 0;
 	size_t c;
 
 	H_BEGIN();
@@ -931,17 +900,17 @@ START_TEST(test_fleet_endpoints)
 	H_ASSERT(r.status == 200, "pull: %ld %s", r.status, r.body.data);
 	http_post_json(fake_url(ref, "/api/pull"), pull, &rr);
 	H_ASSERT(rr.ok && rr.status == 200, "pull on the reference fake");
-	lines = ndjson(&r, &n);
-	ref_lines = ndjson(&rr, &nref);
+	lines = http_ndjson(&r, &n);
+	ref_lines = http_ndjson(&rr, &nref);
 	H_CHECK(n > 1);
 	H_ASSERT_STR_EQ(harness_jstr(lines[n - 1], "status"), "success");
-	for (i = 0; i < n - 1; i++)
-		H_ASSERT(harness_jstr(lines[i], "status") != NULL &&
-		        strcmp(harness_jstr(lines[i], "status"), "success") !=
+	for (li = 0; li < n - 1; li++)
+		H_ASSERT(harness_jstr(lines[li], "status") != NULL &&
+		        strcmp(harness_jstr(lines[li], "status"), "success") !=
 		            0,
-		    "line %d of %d: %s", i, n, r.body.data);
-	for (i = 0; i < nref; i++) {
-		digest = harness_jstr(ref_lines[i], "digest");
+		    "line %zu of %zu: %s", li, n, r.body.data);
+	for (li = 0; li < nref; li++) {
+		digest = harness_jstr(ref_lines[li], "digest");
 		if (digest == NULL)
 			continue;
 		ref_total = pull_total(ref_lines, nref, digest, &ref_completed);
@@ -952,8 +921,8 @@ START_TEST(test_fleet_endpoints)
 		ndigests++;
 	}
 	H_CHECK(ndigests > 0);
-	ndjson_free(lines, n);
-	ndjson_free(ref_lines, nref);
+	http_ndjson_free(lines, n);
+	http_ndjson_free(ref_lines, nref);
 	http_resp_free(&r);
 	http_resp_free(&rr);
 	for (k = 0; k < 3; k++)
@@ -974,7 +943,7 @@ START_TEST(test_fleet_endpoints)
 	send_json(
 	    d, "POST", "/api/pull", "{\"model\":\"e\",\"fake_lines\":1}", &r);
 	H_ASSERT(r.status == 200, "failing pull: %ld", r.status);
-	lines = ndjson(&r, &n);
+	lines = http_ndjson(&r, &n);
 	H_CHECK(n > 0);
 	why = harness_jstr(lines[n - 1], "error");
 	H_ASSERT(why != NULL, "the last line is no error: %s", r.body.data);
@@ -982,7 +951,7 @@ START_TEST(test_fleet_endpoints)
 	    "the error does not name f2 and its words: %s", why);
 	H_ASSERT(strstr(why, "f1:") == NULL && strstr(why, "f3:") == NULL,
 	    "the error blames a backend that succeeded: %s", why);
-	ndjson_free(lines, n);
+	http_ndjson_free(lines, n);
 	http_resp_free(&r);
 	fake_set_models(f[1], "{\"pull_error\":null}");
 

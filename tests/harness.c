@@ -360,9 +360,12 @@ harness_log_find(const struct harness_proc *p, const char *const *needles)
 	return needles[i] != NULL ? i : -1;
 }
 
-int
-harness_log_wait_any(
-    struct harness_proc *p, const char *const *needles, int timeout_ms)
+/* Asks look of the log (-1: not yet) at once and after every write to
+ * it, until it answers or timeout_ms pass; its last answer. */
+static int
+harness_log_watch(struct harness_proc *p,
+    int (*look)(const struct harness_proc *, const void *), const void *arg,
+    int timeout_ms)
 {
 	double deadline = harness_now() + timeout_ms / 1000.0;
 	char evbuf[4096];
@@ -374,7 +377,7 @@ harness_log_wait_any(
 	if (ifd < 0 || inotify_add_watch(ifd, p->log_path, IN_MODIFY) < 0)
 		ck_abort_msg("inotify on %s: %s", p->log_path, strerror(errno));
 	for (;;) {
-		found = harness_log_find(p, needles);
+		found = look(p, arg);
 		if (found >= 0 || harness_ms_left(deadline) == 0)
 			break;
 		pfd.fd = ifd;
@@ -386,6 +389,19 @@ harness_log_wait_any(
 	}
 	close(ifd);
 	return found;
+}
+
+static int
+harness_log_look_any(const struct harness_proc *p, const void *needles)
+{
+	return harness_log_find(p, needles);
+}
+
+int
+harness_log_wait_any(
+    struct harness_proc *p, const char *const *needles, int timeout_ms)
+{
+	return harness_log_watch(p, harness_log_look_any, needles, timeout_ms);
 }
 
 int
@@ -2096,6 +2112,37 @@ http_count_lines(const struct harness_buf *b)
 	return n;
 }
 
+cJSON **
+http_ndjson(const struct http_resp *r, size_t *np)
+{
+	const char *p = r->body.data, *nl;
+	size_t n = 0, max = http_count_lines(&r->body) + 1;
+	cJSON **v;
+
+	v = calloc(max + 1, sizeof *v);
+	H_CHECK(v != NULL);
+	while (p != NULL && *p != '\0' && n < max) {
+		nl = strchr(p, '\n');
+		H_ASSERT(nl != NULL, "an unfinished line: %s", p);
+		v[n] = cJSON_ParseWithLength(p, (size_t)(nl - p));
+		H_ASSERT(v[n] != NULL, "not JSON: %.*s", (int)(nl - p), p);
+		n++;
+		p = nl + 1;
+	}
+	*np = n;
+	return v;
+}
+
+void
+http_ndjson_free(cJSON **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		cJSON_Delete(v[i]);
+	free(v);
+}
+
 cJSON *
 http_json(const struct http_resp *r)
 {
@@ -2740,31 +2787,26 @@ harness_log_count_lines(
 	return n;
 }
 
+struct harness_log_lines {
+	const char *a, *b;
+	int n;
+};
+
+static int
+harness_log_look_lines(const struct harness_proc *p, const void *arg)
+{
+	const struct harness_log_lines *l = arg;
+
+	return harness_log_count_lines(p, l->a, l->b) >= l->n ? 1 : -1;
+}
+
 int
 harness_log_wait_lines(
     struct harness_proc *p, const char *a, const char *b, int n, int timeout_ms)
 {
-	double deadline = harness_now() + timeout_ms / 1000.0;
-	char evbuf[4096];
-	struct pollfd pfd;
-	int ifd, found;
+	struct harness_log_lines l = {a, b, n};
 
-	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-	if (ifd < 0 || inotify_add_watch(ifd, p->log_path, IN_MODIFY) < 0)
-		ck_abort_msg("inotify on %s: %s", p->log_path, strerror(errno));
-	for (;;) {
-		found = harness_log_count_lines(p, a, b) >= n;
-		if (found || harness_ms_left(deadline) == 0)
-			break;
-		pfd.fd = ifd;
-		pfd.events = POLLIN;
-		pfd.revents = 0;
-		poll(&pfd, 1, harness_ms_left(deadline));
-		while (read(ifd, evbuf, sizeof evbuf) > 0)
-			;
-	}
-	close(ifd);
-	return found;
+	return harness_log_watch(p, harness_log_look_lines, &l, timeout_ms) > 0;
 }
 
 void

@@ -334,6 +334,10 @@ int http_parse_head(struct http_resp *, const char *, size_t);
 /* Arrival time of each complete line of the body. */
 size_t http_line_times(const struct http_resp *, double *, size_t);
 size_t http_count_lines(const struct harness_buf *);
+/* A body's NDJSON lines, each parsed (failing the test on a line that is
+ * not JSON or not ended), NULL-ended; freed with http_ndjson_free. */
+cJSON **http_ndjson(const struct http_resp *, size_t *);
+void http_ndjson_free(cJSON **, size_t);
 /* Body parsed as one JSON document (NULL if it is not). */
 cJSON *http_json(const struct http_resp *);
 
